@@ -1,0 +1,44 @@
+// Strict binding of checkpoint tensors to a module tree whose parameter names are the
+// checkpoint keys. One pass collects every missing, unexpected, wrong-shape and
+// wrong-dtype tensor and throws them together as one WeightError.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+
+#include "io/weight_index.h"
+#include "layers/param_module.h"
+
+namespace glmimage::io {
+
+struct BindOptions {
+    // Floating weights are converted to this dtype; nullopt keeps each tensor's own dtype
+    // only where it equals the module's parameter dtype (and converts otherwise).
+    std::optional<at::ScalarType> dtype;
+    at::Device device = at::kCPU;
+    // Keys the reference stores but never reads, each with the reason (logged, not bound).
+    std::map<std::string, std::string> ignored_keys;
+};
+
+struct BindReport {
+    size_t bound = 0;      // parameters bound
+    size_t zero_copy = 0;  // of which views of the mapped file
+    size_t converted = 0;  // of which dtype-converted or moved to another device
+    size_t ignored = 0;    // file tensors skipped by the ignore list
+    int64_t num_parameters = 0;
+};
+
+BindReport bind_weights(const std::string& component, ParamModule& root, const WeightIndex& weights,
+                        const BindOptions& options);
+
+// (key, shape, dtype) of every parameter of a module tree, sorted by key: what the
+// checkpoint must contain.
+struct ParamSpec {
+    std::string name;
+    std::vector<int64_t> shape;
+    at::ScalarType dtype;
+};
+std::vector<ParamSpec> parameter_specs(ParamModule& root);
+
+}  // namespace glmimage::io

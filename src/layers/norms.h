@@ -1,0 +1,44 @@
+// Normalization layers with weights: LayerNorm (affine), RMSNorm, GroupNorm.
+// Parameter-free LayerNorms (the DiT's AdaLN and qk norms) are plain function calls.
+#pragma once
+
+#include "layers/param_module.h"
+
+namespace glmimage {
+
+class LayerNorm : public ParamModule {
+  public:
+    LayerNorm(int64_t dim, double eps, at::TensorOptions options);
+    at::Tensor forward(const at::Tensor& x) const;
+    at::Tensor weight, bias;
+    int64_t dim;
+    double eps;
+};
+
+// y = w * cast(x_f32 * rsqrt(mean(x_f32^2) + eps)): the normalized value is rounded to the
+// input dtype before the weight multiply, as the GLM and T5 references do.
+class RMSNorm : public ParamModule {
+  public:
+    RMSNorm(int64_t dim, double eps, at::TensorOptions options);
+    at::Tensor forward(const at::Tensor& x) const;
+    at::Tensor weight;
+    double eps;
+};
+
+class GroupNorm : public ParamModule {
+  public:
+    GroupNorm(int64_t groups, int64_t channels, double eps, at::TensorOptions options);
+    at::Tensor forward(const at::Tensor& x) const { return at::group_norm(x, groups, weight, bias, eps); }
+    at::Tensor weight, bias;
+    int64_t groups;
+    double eps;
+};
+
+class Embedding : public ParamModule {
+  public:
+    Embedding(int64_t num, int64_t dim, at::TensorOptions options);
+    at::Tensor forward(const at::Tensor& ids) const { return at::embedding(weight, ids); }
+    at::Tensor weight;
+};
+
+}  // namespace glmimage

@@ -1,0 +1,58 @@
+#include "pipeline/model_index.h"
+
+#include <filesystem>
+
+#include "core/check.h"
+#include "io/json_config.h"
+
+namespace glmimage {
+
+using detail::str_cat;
+
+namespace {
+
+struct Expected {
+    const char* folder;
+    const char* library;
+    const char* cls;
+};
+
+constexpr Expected kComponents[] = {
+    {"vision_language_encoder", "transformers", "GlmImageForConditionalGeneration"},
+    {"processor", "transformers", "GlmImageProcessor"},
+    {"text_encoder", "transformers", "T5EncoderModel"},
+    {"tokenizer", "transformers", "ByT5Tokenizer"},
+    {"transformer", "diffusers", "GlmImageTransformer2DModel"},
+    {"vae", "diffusers", "AutoencoderKL"},
+    {"scheduler", "diffusers", "FlowMatchEulerDiscreteScheduler"},
+};
+
+}  // namespace
+
+ModelIndex ModelIndex::load(const std::string& model_dir) {
+    namespace fs = std::filesystem;
+    if (!fs::is_directory(model_dir)) throw InputError(str_cat("model directory '", model_dir, "' does not exist"));
+    const std::string path = (fs::path(model_dir) / "model_index.json").string();
+    if (!fs::exists(path))
+        throw InputError(str_cat("'", model_dir, "' is not a GLM-Image checkpoint: no model_index.json"));
+    auto j = io::JsonConfig::load(path);
+    ModelIndex idx;
+    idx.class_name = j.get_string("_class_name");
+    if (idx.class_name != "GlmImagePipeline")
+        throw ConfigError(str_cat(path, ": key '_class_name': expected 'GlmImagePipeline', got '", idx.class_name, "'"));
+    for (const auto& e : kComponents) {
+        auto entry = j.get_string_list(e.folder);
+        if (entry.size() != 2)
+            throw ConfigError(str_cat(path, ": key '", e.folder, "': expected [library, class], got ",
+                                      entry.size(), " strings"));
+        if (entry[1] != e.cls)
+            throw UnsupportedError(str_cat(path, ": component '", e.folder, "': expected class '", e.cls,
+                                           "', got '", entry[1], "'"));
+        if (!fs::is_directory(fs::path(model_dir) / e.folder))
+            throw InputError(str_cat("incomplete checkpoint '", model_dir, "': folder '", e.folder, "' is missing"));
+        idx.components[e.folder] = {entry[0], entry[1]};
+    }
+    return idx;
+}
+
+}  // namespace glmimage

@@ -1,0 +1,36 @@
+// The loaded state behind glmimage::Pipeline (private).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <optional>
+
+#include "glmimage/glmimage.h"
+#include "models/dit/transformer.h"
+#include "models/glm_ar/glm_image_model.h"
+#include "models/t5/t5_encoder.h"
+#include "models/vae/autoencoder_kl.h"
+#include "pipeline/model_index.h"
+#include "schedulers/scheduler_config.h"
+
+namespace glmimage {
+
+struct Pipeline::Impl {
+    std::string model_dir;
+    LoadOptions options;
+    at::Device device = at::kCPU;
+    ModelIndex index;
+    SchedulerConfig scheduler;
+    std::shared_ptr<GlmImageModel> ar;
+    std::shared_ptr<T5Encoder> text_encoder;
+    std::shared_ptr<GlmImageTransformer> transformer;
+    std::shared_ptr<AutoencoderKL> vae;
+    std::vector<ComponentInfo> infos;
+};
+
+// Parses LoadOptions::dtype ("auto" -> nullopt).
+std::optional<at::ScalarType> parse_dtype_option(const std::string& dtype);
+at::Device parse_device_option(const std::string& device);
+
+}  // namespace glmimage
