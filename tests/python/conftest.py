@@ -1,0 +1,70 @@
+"""Shared fixtures for the Python-side tests (reference checkpoints built with the upstream classes)."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TOOLS = REPO / "tools"
+if str(TOOLS) not in sys.path:
+    sys.path.insert(0, str(TOOLS))
+
+# Versions the committed files under models/ were generated with. Random initialization and the
+# version strings inside the config files depend on them, so byte-for-byte comparisons with the committed
+# files are only meaningful with these versions.
+GENERATED_WITH = {"torch": "2.13", "transformers": "5.24.0", "diffusers": "0.39.0"}
+
+
+def versions_match() -> tuple[bool, str]:
+    import diffusers
+    import torch
+    import transformers
+
+    have = {"torch": torch.__version__, "transformers": transformers.__version__, "diffusers": diffusers.__version__}
+    ok = all(have[k].startswith(v) for k, v in GENERATED_WITH.items())
+    return ok, f"generated with {GENERATED_WITH}, running {have}"
+
+
+def sha256_tree(root: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _modest_threads():
+    import torch
+
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_f32(tmp_path_factory) -> Path:
+    """preset tiny, float32, seed 0: what models/tiny/ holds."""
+    import make_tiny_checkpoint as mk
+
+    return mk.build(tmp_path_factory.mktemp("tiny_f32") / "ckpt", "tiny", "float32", 0)
+
+
+@pytest.fixture(scope="session")
+def tiny_bf16(tmp_path_factory) -> Path:
+    import make_tiny_checkpoint as mk
+
+    return mk.build(tmp_path_factory.mktemp("tiny_bf16") / "ckpt", "tiny", "bfloat16", 0)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe(tiny_f32):
+    from diffusers import GlmImagePipeline
+
+    pipe = GlmImagePipeline.from_pretrained(str(tiny_f32))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
