@@ -64,4 +64,10 @@ class UnsupportedError : public Error {
     using Error::Error;
 };
 
+// The caller cancelled a running generation (through its cancellation flag).
+class CancelledError : public Error {
+  public:
+    using Error::Error;
+};
+
 }  // namespace glmimage

@@ -5,6 +5,10 @@ namespace glmimage::python {
 void register_errors(pybind11::module_& m);
 void register_pipeline(pybind11::module_& m);
 void register_testing(pybind11::module_& m);
+void register_testing_dit(pybind11::module_& m);
+void register_testing_t5_vae(pybind11::module_& m);
+void register_testing_sampling(pybind11::module_& m);
+void register_testing_decoder(pybind11::module_& m);
 }  // namespace glmimage::python
 
 PYBIND11_MODULE(_C, m) {
@@ -13,4 +17,8 @@ PYBIND11_MODULE(_C, m) {
     glmimage::python::register_pipeline(m);
     auto testing = m.def_submodule("_testing", "component-level entry points for parity tests (unstable)");
     glmimage::python::register_testing(testing);
+    glmimage::python::register_testing_dit(testing);
+    glmimage::python::register_testing_t5_vae(testing);
+    glmimage::python::register_testing_sampling(testing);
+    glmimage::python::register_testing_decoder(testing);
 }

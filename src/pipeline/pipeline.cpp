@@ -103,6 +103,10 @@ std::unique_ptr<Pipeline> Pipeline::load(const std::string& model_dir, const Loa
     p->scheduler = stage("loading scheduler", [&] {
         return SchedulerConfig::from_file(config_path(dir, "scheduler", "scheduler_config.json"));
     });
+    p->sampler = std::make_unique<FlowMatchEulerScheduler>(p->scheduler);
+    p->glyph_tokenizer = stage("loading tokenizer", [&] {
+        return std::make_unique<ByT5Tokenizer>(ByT5Tokenizer::from_dir((fs::path(dir) / "tokenizer").string()));
+    });
     p->ar = stage("loading vision_language_encoder", [&] {
         auto c = GlmArConfig::from_file(config_path(dir, "vision_language_encoder", "config.json"));
         return load_component<GlmImageModel>(*p, "vision_language_encoder", c, {});

@@ -12,7 +12,10 @@
 #include "models/t5/t5_encoder.h"
 #include "models/vae/autoencoder_kl.h"
 #include "pipeline/model_index.h"
+#include "pipeline/decoder.h"
+#include "schedulers/flow_match_euler.h"
 #include "schedulers/scheduler_config.h"
+#include "tokenizers/byt5_tokenizer.h"
 
 namespace glmimage {
 
@@ -26,6 +29,12 @@ struct Pipeline::Impl {
     std::shared_ptr<T5Encoder> text_encoder;
     std::shared_ptr<GlmImageTransformer> transformer;
     std::shared_ptr<AutoencoderKL> vae;
+    std::unique_ptr<ByT5Tokenizer> glyph_tokenizer;     // tokenizer/
+    std::unique_ptr<FlowMatchEulerScheduler> sampler;  // from `scheduler`
+
+    DecoderModels decoder_models() const {
+        return {transformer.get(), text_encoder.get(), vae.get(), glyph_tokenizer.get(), sampler.get()};
+    }
     std::vector<ComponentInfo> infos;
 };
 

@@ -1,15 +1,64 @@
 #include "models/dit/transformer.h"
 
+#include <cmath>
+#include <string>
+#include <tuple>
+
+#include "core/check.h"
+
 namespace glmimage {
 
-DiTFeedForward::DiTFeedForward(int64_t in, int64_t hidden, int64_t out, at::TensorOptions o) : ParamModule(o) {
+namespace {
+
+constexpr double kNormEps = 1e-5;  // every DiT LayerNorm (AdaLN, qk, norm_out): no affine
+
+at::Tensor layer_norm(const at::Tensor& x) { return at::layer_norm(x, {x.size(-1)}, {}, {}, kNormEps); }
+
+// norm * (1 + scale) + shift, the vectors broadcast over the sequence.
+at::Tensor modulate(const at::Tensor& norm, const at::Tensor& scale, const at::Tensor& shift) {
+    return norm * (scale.unsqueeze(1) + 1) + shift.unsqueeze(1);
+}
+
+// diffusers get_timestep_embedding(flip_sin_to_cos=True, downscale_freq_shift=0): [cos | sin],
+// float32, with the reference's op sequence so the values agree bit for bit.
+at::Tensor sinusoid(const at::Tensor& t, int64_t dim) {
+    const int64_t half = dim / 2;
+    auto exponent = at::arange(0, half, t.options().dtype(at::kFloat)) * (-std::log(10000.0));
+    auto freqs = at::exp(exponent / half);
+    auto args = t.reshape({-1, 1}).to(at::kFloat) * freqs.unsqueeze(0);
+    return at::cat({at::cos(args), at::sin(args)}, -1);
+}
+
+void check_rows(const char* name, const at::Tensor& t, int64_t batch, int64_t cols) {
+    const bool rows_ok = t.dim() == (cols ? 2 : 1) && (t.size(0) == batch || t.size(0) == 1);
+    if (!rows_ok || (cols && t.size(1) != cols) || t.is_complex() || t.scalar_type() == at::kBool)
+        throw InputError(detail::str_cat("dit: '", name, "': expected a real tensor of shape [", batch,
+                                         cols ? detail::str_cat(", ", cols) : std::string(), "] (or 1 row), got ",
+                                         t.sizes(), " ", t.scalar_type()));
+}
+
+}  // namespace
+
+DiTFeedForward::DiTFeedForward(int64_t in, int64_t hidden, int64_t out, Activation act_, at::TensorOptions o)
+    : ParamModule(o), act(act_) {
     auto net = child("net", std::make_shared<ModuleScope>(o));
     auto net0 = net->add("0", std::make_shared<ModuleScope>(o));
     proj_in = net0->add("proj", std::make_shared<Linear>(in, hidden, true, o));
     proj_out = net->add("2", std::make_shared<Linear>(hidden, out, true, o));
 }
 
-DiTTimeConditionEmbed::DiTTimeConditionEmbed(const DiTConfig& c, at::TensorOptions o) : ParamModule(o) {
+at::Tensor DiTFeedForward::forward(const at::Tensor& x) const {
+    auto h = proj_in->forward(x);
+    switch (act) {
+        case Activation::kGeluExact: h = at::gelu(h); break;
+        case Activation::kGeluTanh: h = at::gelu(h, "tanh"); break;
+        case Activation::kSilu: h = at::silu(h); break;
+    }
+    return proj_out->forward(h);
+}
+
+DiTTimeConditionEmbed::DiTTimeConditionEmbed(const DiTConfig& c, at::TensorOptions o)
+    : ParamModule(o), time_dim(c.time_embed_dim), condition_dim(c.condition_dim) {
     const int64_t t = c.time_embed_dim;
     auto te = child("timestep_embedder", std::make_shared<ModuleScope>(o));
     t_linear_1 = te->add("linear_1", std::make_shared<Linear>(t, t, true, o));
@@ -19,7 +68,20 @@ DiTTimeConditionEmbed::DiTTimeConditionEmbed(const DiTConfig& c, at::TensorOptio
     c_linear_2 = ce->add("linear_2", std::make_shared<Linear>(t, t, true, o));
 }
 
-DiTBlock::DiTBlock(const DiTConfig& c, at::TensorOptions o) : ParamModule(o) {
+at::Tensor DiTTimeConditionEmbed::forward(const at::Tensor& timestep, const at::Tensor& target_size,
+                                          const at::Tensor& crop_coords, at::ScalarType dtype) const {
+    auto t_sin = sinusoid(timestep, time_dim);
+    // Crop first, then target size; within each, first coordinate then second.
+    auto crop_sin = sinusoid(crop_coords.flatten(), condition_dim).reshape({crop_coords.size(0), -1});
+    auto size_sin = sinusoid(target_size.flatten(), condition_dim).reshape({target_size.size(0), -1});
+    auto c_sin = at::cat({crop_sin, size_sin}, 1);
+    auto t_emb = t_linear_2->forward(at::silu(t_linear_1->forward(t_sin.to(dtype))));
+    auto c_emb = c_linear_2->forward(at::silu(c_linear_1->forward(c_sin.to(dtype))));
+    return at::silu(t_emb + c_emb);
+}
+
+DiTBlock::DiTBlock(const DiTConfig& c, at::TensorOptions o)
+    : ParamModule(o), n_heads(c.num_attention_heads), head_dim(c.attention_head_dim) {
     const int64_t d = c.inner_dim();
     auto norm1 = child("norm1", std::make_shared<ModuleScope>(o));
     adaln = norm1->add("linear", std::make_shared<Linear>(c.time_embed_dim, 12 * d, true, o));
@@ -29,18 +91,55 @@ DiTBlock::DiTBlock(const DiTConfig& c, at::TensorOptions o) : ParamModule(o) {
     to_v = attn->add("to_v", std::make_shared<Linear>(d, d, true, o));
     auto out = attn->add("to_out", std::make_shared<ModuleScope>(o));
     to_out = out->add("0", std::make_shared<Linear>(d, d, true, o));
-    ff = child("ff", std::make_shared<DiTFeedForward>(d, 4 * d, d, o));
+    ff = child("ff", std::make_shared<DiTFeedForward>(d, 4 * d, d, DiTFeedForward::Activation::kGeluTanh, o));
+}
+
+std::pair<at::Tensor, at::Tensor> DiTBlock::attention(const at::Tensor& x, const at::Tensor& c, const DiTRope& rope,
+                                                      DiTKVCache* kv, int64_t layer) const {
+    const int64_t batch = x.size(0), n_text = c.size(1), n_image = x.size(1);
+    const auto dtype = c.scalar_type();
+    auto seq = at::cat({c, x}, 1);  // text first
+    auto heads = [&](const at::Tensor& t) { return t.view({batch, n_text + n_image, n_heads, head_dim}); };
+    auto q = layer_norm(heads(to_q->forward(seq))).to(dtype);
+    auto k = layer_norm(heads(to_k->forward(seq))).to(dtype);
+    auto v = heads(to_v->forward(seq));
+    // RoPE on the image tokens only.
+    q = at::cat({q.slice(1, 0, n_text), apply_dit_rope(q.slice(1, n_text), rope)}, 1);
+    k = at::cat({k.slice(1, 0, n_text), apply_dit_rope(k.slice(1, n_text), rope)}, 1);
+    q = q.transpose(1, 2);  // [B, heads, seq, head_dim]
+    k = k.transpose(1, 2);
+    v = v.transpose(1, 2);
+    if (kv) std::tie(k, v) = kv->apply(layer, k, v);
+    auto o = at::scaled_dot_product_attention(q, k, v);
+    o = to_out->forward(o.transpose(1, 2).reshape({batch, n_text + n_image, n_heads * head_dim}));
+    return {o.slice(1, n_text), o.slice(1, 0, n_text)};
+}
+
+std::pair<at::Tensor, at::Tensor> DiTBlock::forward(const at::Tensor& x, const at::Tensor& c, const at::Tensor& temb,
+                                                    const DiTRope& rope, DiTKVCache* kv, int64_t layer) const {
+    // Chunk order: shift, c_shift, scale, c_scale, gate, c_gate for attention, then the same for the MLP.
+    auto m = adaln->forward(temb).chunk(12, 1);
+    auto [ax, ac] = attention(modulate(layer_norm(x).to(x.scalar_type()), m[2], m[0]),
+                              modulate(layer_norm(c).to(x.scalar_type()), m[3], m[1]), rope, kv, layer);
+    auto x1 = x + ax * m[4].unsqueeze(1);
+    auto c1 = c + ac * m[5].unsqueeze(1);
+    // One feed-forward shared by both streams.
+    auto x2 = x1 + ff->forward(modulate(layer_norm(x1), m[8], m[6])) * m[10].unsqueeze(1);
+    auto c2 = c1 + ff->forward(modulate(layer_norm(c1), m[9], m[7])) * m[11].unsqueeze(1);
+    return {x2, c2};
 }
 
 GlmImageTransformer::GlmImageTransformer(const DiTConfig& c, at::TensorOptions o) : ParamModule(o), config(c) {
+    using Act = DiTFeedForward::Activation;
     const int64_t d = c.inner_dim();
     const int64_t p2 = c.patch_size * c.patch_size;
     auto ip = child("image_projector", std::make_shared<ModuleScope>(o));
     image_projector = ip->add("proj", std::make_shared<Linear>(c.in_channels * p2, d, true, o));
-    glyph_projector = child("glyph_projector", std::make_shared<DiTFeedForward>(c.text_embed_dim, d, d, o));
+    glyph_projector =
+        child("glyph_projector", std::make_shared<DiTFeedForward>(c.text_embed_dim, d, d, Act::kGeluExact, o));
     prior_token_embedding =
         child("prior_token_embedding", std::make_shared<Embedding>(c.prior_vq_quantizer_codebook_size, d, o));
-    prior_projector = child("prior_projector", std::make_shared<DiTFeedForward>(d, d, d, o));
+    prior_projector = child("prior_projector", std::make_shared<DiTFeedForward>(d, d, d, Act::kSilu, o));
     time_condition_embed = child("time_condition_embed", std::make_shared<DiTTimeConditionEmbed>(c, o));
     auto list = child("transformer_blocks", std::make_shared<ModuleScope>(o));
     for (int64_t i = 0; i < c.num_layers; ++i)
@@ -48,6 +147,128 @@ GlmImageTransformer::GlmImageTransformer(const DiTConfig& c, at::TensorOptions o
     auto no = child("norm_out", std::make_shared<ModuleScope>(o));
     norm_out = no->add("linear", std::make_shared<Linear>(c.time_embed_dim, 2 * d, true, o));
     proj_out = child("proj_out", std::make_shared<Linear>(d, p2 * c.out_channels, true, o));
+}
+
+void GlmImageTransformer::check_latent(const at::Tensor& hs) const {
+    const int64_t p = config.patch_size;
+    if (hs.dim() != 4 || hs.size(1) != config.in_channels || !hs.is_floating_point())
+        throw InputError(detail::str_cat("dit: 'hidden_states': expected a float tensor [B, ", config.in_channels,
+                                         ", H, W], got ", hs.sizes(), " ", hs.scalar_type()));
+    if (hs.size(0) < 1 || hs.size(2) < p || hs.size(3) < p || hs.size(2) % p != 0 || hs.size(3) % p != 0)
+        throw InputError(detail::str_cat("dit: 'hidden_states': batch must be positive and H, W positive multiples of ",
+                                         "the patch size ", p, ", got ", hs.sizes()));
+}
+
+DiTRope GlmImageTransformer::make_rope(int64_t latent_h, int64_t latent_w) const {
+    const int64_t p = config.patch_size;
+    if (latent_h < p || latent_w < p || latent_h % p != 0 || latent_w % p != 0)
+        throw InputError(detail::str_cat("dit: latent size ", latent_h, "x", latent_w,
+                                         ": expected positive multiples of the patch size ", p));
+    return make_dit_rope(config.attention_head_dim, latent_h / p, latent_w / p, device());
+}
+
+at::Tensor GlmImageTransformer::project_text(const at::Tensor& ehs) const {
+    if (ehs.dim() != 3 || ehs.size(2) != config.text_embed_dim || !ehs.is_floating_point())
+        throw InputError(detail::str_cat("dit: 'encoder_hidden_states': expected a float tensor [B, L, ",
+                                         config.text_embed_dim, "], got ", ehs.sizes(), " ", ehs.scalar_type()));
+    return glyph_projector->forward(ehs.to(device(), dtype()));
+}
+
+at::Tensor GlmImageTransformer::project_prior(const at::Tensor& ids_in, const at::Tensor& drop_in, int64_t batch,
+                                              int64_t n_tokens) const {
+    const bool integral = at::isIntegralType(ids_in.scalar_type(), /*includeBool=*/false);
+    // A 1-D id list is one sample's (the pipeline's condition-image call passes it that way).
+    auto ids = ids_in.dim() == 1 && batch == 1 ? ids_in.unsqueeze(0) : ids_in;
+    if (!integral || ids.dim() != 2 || ids.size(0) != batch || ids.size(1) != n_tokens)
+        throw InputError(detail::str_cat("dit: 'prior_token_id': expected integer ids [", batch, ", ", n_tokens,
+                                         "] (one per ", config.patch_size, "x", config.patch_size,
+                                         " patch), got ", ids_in.sizes(), " ", ids_in.scalar_type()));
+    ids = ids.to(device(), at::kLong);
+    if (ids.numel() > 0) {
+        const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+        if (lo < 0 || hi >= config.prior_vq_quantizer_codebook_size)
+            throw InputError(detail::str_cat("dit: 'prior_token_id': ids must lie in [0, ",
+                                             config.prior_vq_quantizer_codebook_size, "), got values in [", lo,
+                                             ", ", hi, "]"));
+    }
+    auto emb = prior_token_embedding->forward(ids);  // [B, S, D]
+    if (drop_in.defined()) {
+        if (drop_in.scalar_type() != at::kBool || drop_in.sizes() != ids_in.sizes())
+            throw InputError(detail::str_cat("dit: 'prior_token_drop': expected a bool tensor shaped like ",
+                                             "prior_token_id ", ids_in.sizes(), ", got ", drop_in.sizes(), " ",
+                                             drop_in.scalar_type()));
+        // Dropped tokens: the looked-up row times 0 (the projector bias still contributes).
+        auto drop = drop_in.reshape(ids.sizes()).to(device()).unsqueeze(-1);
+        emb = at::where(drop, emb * 0.0, emb);
+    }
+    return prior_projector->forward(emb);
+}
+
+at::Tensor GlmImageTransformer::embed_time(const at::Tensor& timestep, const at::Tensor& target_size,
+                                           const at::Tensor& crop_coords, int64_t batch) const {
+    if (timestep.dim() > 1 || (timestep.numel() != batch && timestep.numel() != 1) || timestep.is_complex() ||
+        timestep.scalar_type() == at::kBool)
+        throw InputError(detail::str_cat("dit: 'timestep': expected a real tensor [", batch, "] (or one value), got ",
+                                         timestep.sizes(), " ", timestep.scalar_type()));
+    check_rows("target_size", target_size, batch, 2);
+    check_rows("crop_coords", crop_coords, batch, 2);
+    auto temb = time_condition_embed->forward(timestep.to(device()).reshape({-1}), target_size.to(device()),
+                                              crop_coords.to(device()), dtype());
+    return temb.expand({batch, -1});
+}
+
+at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_states, const at::Tensor& text_tokens,
+                                                  const at::Tensor& prior_tokens, const at::Tensor& temb,
+                                                  const DiTRope& rope, DiTKVCache* kv_cache) const {
+    check_latent(hidden_states);
+    const int64_t batch = hidden_states.size(0), channels = hidden_states.size(1), p = config.patch_size;
+    const int64_t gh = hidden_states.size(2) / p, gw = hidden_states.size(3) / p, d = config.inner_dim();
+    if (rope.grid_h != gh || rope.grid_w != gw || rope.cos.size(1) != config.attention_head_dim)
+        throw InputError(detail::str_cat("dit: rope tables are for a ", rope.grid_h, "x", rope.grid_w,
+                                         " patch grid, the latent has ", gh, "x", gw));
+    GLMI_CHECK(text_tokens.dim() == 3 && text_tokens.size(0) == batch && text_tokens.size(2) == d,
+               "text tokens ", text_tokens.sizes());
+    GLMI_CHECK(prior_tokens.sizes() == at::IntArrayRef({batch, gh * gw, d}), "prior tokens ", prior_tokens.sizes());
+    GLMI_CHECK(temb.dim() == 2 && temb.size(0) == batch, "temb ", temb.sizes());
+    if (kv_cache && kv_cache->num_layers() != config.num_layers)
+        throw InputError(detail::str_cat("dit: kv cache has ", kv_cache->num_layers(), " layers, the model ",
+                                         config.num_layers));
+
+    // Patchify: token (r, c) holds features in (channel, py, px) order.
+    auto x = hidden_states.to(device(), dtype())
+                 .reshape({batch, channels, gh, p, gw, p})
+                 .permute({0, 2, 4, 1, 3, 5})
+                 .reshape({batch, gh * gw, channels * p * p});
+    x = image_projector->forward(x) + prior_tokens;
+    auto c = text_tokens;
+    for (size_t i = 0; i < blocks.size(); ++i)
+        std::tie(x, c) = blocks[i]->forward(x, c, temb, rope, kv_cache, static_cast<int64_t>(i));
+
+    // norm_out splits (scale, shift), the reverse of the blocks' order.
+    auto so = norm_out->forward(temb.to(x.scalar_type())).chunk(2, 1);
+    x = modulate(layer_norm(x), so[0], so[1]);
+    x = proj_out->forward(x);
+    // Unpatchify.
+    return x.reshape({batch, gh, gw, -1, p, p}).permute({0, 3, 1, 4, 2, 5}).reshape({batch, -1, gh * p, gw * p});
+}
+
+at::Tensor GlmImageTransformer::forward(const at::Tensor& hidden_states, const at::Tensor& encoder_hidden_states,
+                                        const at::Tensor& prior_token_id, const at::Tensor& prior_token_drop,
+                                        const at::Tensor& timestep, const at::Tensor& target_size,
+                                        const at::Tensor& crop_coords, DiTKVCache* kv_cache,
+                                        const DiTRope* rope) const {
+    check_latent(hidden_states);
+    const int64_t batch = hidden_states.size(0), p = config.patch_size;
+    const int64_t n_tokens = (hidden_states.size(2) / p) * (hidden_states.size(3) / p);
+    if (encoder_hidden_states.dim() != 3 || encoder_hidden_states.size(0) != batch)
+        throw InputError(detail::str_cat("dit: 'encoder_hidden_states': expected [", batch, ", L, ",
+                                         config.text_embed_dim, "], got ", encoder_hidden_states.sizes()));
+    auto text = project_text(encoder_hidden_states);
+    auto prior = project_prior(prior_token_id, prior_token_drop, batch, n_tokens);
+    auto temb = embed_time(timestep, target_size, crop_coords, batch);
+    if (rope) return forward_projected(hidden_states, text, prior, temb, *rope, kv_cache);
+    return forward_projected(hidden_states, text, prior, temb, make_rope(hidden_states.size(2), hidden_states.size(3)),
+                             kv_cache);
 }
 
 }  // namespace glmimage

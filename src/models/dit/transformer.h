@@ -1,12 +1,16 @@
-// GlmImageTransformer2DModel: the module tree, named exactly like transformer/*.safetensors.
+// GlmImageTransformer2DModel: the module tree, named exactly like transformer/*.safetensors,
+// and its forward pass (diffusers transformer_glm_image.py; spec: shared/reference/diffusion.md §2-4).
 #pragma once
 
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "layers/linear.h"
 #include "layers/norms.h"
 #include "models/dit/config.h"
+#include "models/dit/kv_cache.h"
+#include "models/dit/rope.h"
 
 namespace glmimage {
 
@@ -14,29 +18,83 @@ namespace glmimage {
 // (dropout, no weights), net.2 (Linear).
 class DiTFeedForward : public ParamModule {
   public:
-    DiTFeedForward(int64_t in, int64_t hidden, int64_t out, at::TensorOptions options);
+    enum class Activation { kGeluExact, kGeluTanh, kSilu };
+    DiTFeedForward(int64_t in, int64_t hidden, int64_t out, Activation act, at::TensorOptions options);
+    at::Tensor forward(const at::Tensor& x) const;
+
     std::shared_ptr<Linear> proj_in;   // net.0.proj
     std::shared_ptr<Linear> proj_out;  // net.2
+    Activation act;
 };
 
+// temb = SiLU(MLP_t(sin(timestep)) + MLP_c([sin(crop), sin(target_size)])), [B, time_embed_dim].
 class DiTTimeConditionEmbed : public ParamModule {
   public:
     DiTTimeConditionEmbed(const DiTConfig& c, at::TensorOptions options);
+    // timestep [B] (or [1]); target_size, crop_coords [B, 2] (or [1, 2]), any real dtype. The
+    // sinusoids are float32, cast to `dtype` before the MLPs.
+    at::Tensor forward(const at::Tensor& timestep, const at::Tensor& target_size, const at::Tensor& crop_coords,
+                       at::ScalarType dtype) const;
+
     std::shared_ptr<Linear> t_linear_1, t_linear_2;  // timestep_embedder.linear_{1,2}
     std::shared_ptr<Linear> c_linear_1, c_linear_2;  // condition_embedder.linear_{1,2}
+    int64_t time_dim, condition_dim;
 };
 
 class DiTBlock : public ParamModule {
   public:
     DiTBlock(const DiTConfig& c, at::TensorOptions options);
+    // x: image tokens [B, S, D]; c: text tokens [B, L, D]; temb [B, T]. Returns the new (x, c).
+    // `kv` is this block's slot `layer` of a condition-image cache, or null.
+    std::pair<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor& c, const at::Tensor& temb,
+                                              const DiTRope& rope, DiTKVCache* kv, int64_t layer) const;
+
     std::shared_ptr<Linear> adaln;  // norm1.linear: temb -> 12 modulation chunks
     std::shared_ptr<Linear> to_q, to_k, to_v, to_out;  // attn1.*
     std::shared_ptr<DiTFeedForward> ff;
+    int64_t n_heads, head_dim;
+
+  private:
+    // Joint attention over [text, image]; returns (image, text) outputs.
+    std::pair<at::Tensor, at::Tensor> attention(const at::Tensor& x, const at::Tensor& c, const DiTRope& rope,
+                                                DiTKVCache* kv, int64_t layer) const;
 };
 
 class GlmImageTransformer : public ParamModule {
   public:
     GlmImageTransformer(const DiTConfig& config, at::TensorOptions options);
+
+    // The velocity prediction [B, out_channels, H, W] in the model dtype.
+    //   hidden_states         [B, in_channels, H, W], H and W multiples of patch_size
+    //   encoder_hidden_states [B, L, text_embed_dim] glyph embeddings (L may be 0)
+    //   prior_token_id        [B, S] integer, S = (H/p)(W/p), values in [0, codebook); [S] when B = 1
+    //   prior_token_drop      bool, shape of prior_token_id (true zeroes that token's embedding);
+    //                         undefined = none dropped
+    //   timestep              [B] or [1], the label as the pipeline passes it (e.g. 999.0)
+    //   target_size           [B, 2] or [1, 2] (height, width) in pixels; crop_coords likewise (top, left)
+    //   kv_cache              condition-image cache driven by its mode, or null
+    //   rope                  tables from make_rope(H, W), or null to compute them here
+    // Inputs are moved to the model's device and dtype. Bad shapes or ids raise InputError.
+    at::Tensor forward(const at::Tensor& hidden_states, const at::Tensor& encoder_hidden_states,
+                       const at::Tensor& prior_token_id, const at::Tensor& prior_token_drop,
+                       const at::Tensor& timestep, const at::Tensor& target_size, const at::Tensor& crop_coords,
+                       DiTKVCache* kv_cache = nullptr, const DiTRope* rope = nullptr) const;
+
+    // Pieces of forward() that stay fixed across the denoising steps of one prompt, so a sampler
+    // can compute them once and call forward_projected() per step.
+    DiTRope make_rope(int64_t latent_h, int64_t latent_w) const;
+    at::Tensor project_text(const at::Tensor& encoder_hidden_states) const;  // glyph_projector: [B, L, D]
+    at::Tensor project_prior(const at::Tensor& prior_token_id, const at::Tensor& prior_token_drop,
+                             int64_t batch, int64_t n_tokens) const;  // prior_projector: [B, S, D]
+    at::Tensor embed_time(const at::Tensor& timestep, const at::Tensor& target_size,
+                          const at::Tensor& crop_coords, int64_t batch) const;  // temb: [B, T]
+    // hidden_states as in forward(); the other tensors from the functions above.
+    at::Tensor forward_projected(const at::Tensor& hidden_states, const at::Tensor& text_tokens,
+                                 const at::Tensor& prior_tokens, const at::Tensor& temb, const DiTRope& rope,
+                                 DiTKVCache* kv_cache = nullptr) const;
+
+    at::ScalarType dtype() const { return image_projector->weight.scalar_type(); }
+    at::Device device() const { return image_projector->weight.device(); }
 
     DiTConfig config;
     std::shared_ptr<Linear> image_projector;  // image_projector.proj
@@ -47,6 +105,9 @@ class GlmImageTransformer : public ParamModule {
     std::vector<std::shared_ptr<DiTBlock>> blocks;  // transformer_blocks.N
     std::shared_ptr<Linear> norm_out;  // norm_out.linear: temb -> (scale, shift)
     std::shared_ptr<Linear> proj_out;
+
+  private:
+    void check_latent(const at::Tensor& hidden_states) const;
 };
 
 }  // namespace glmimage

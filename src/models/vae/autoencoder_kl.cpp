@@ -1,10 +1,35 @@
 #include "models/vae/autoencoder_kl.h"
 
+#include <cmath>
+
+#include "core/check.h"
+
 namespace glmimage {
+
+using detail::str_cat;
 
 namespace {
 constexpr double kGroupNormEps = 1e-6;  // diffusers' VAE blocks use 1e-6 everywhere
+
+std::string shape_str(const at::Tensor& t) {
+    std::string s = "[";
+    for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+    return s + "]";
 }
+
+// InputError unless x is a non-empty floating (B, channels, H, W) tensor.
+void check_nchw(const char* what, const at::Tensor& x, int64_t channels) {
+    if (!x.defined()) throw InputError(str_cat("vae ", what, ": no tensor given"));
+    if (x.dim() != 4)
+        throw InputError(str_cat("vae ", what, ": expected a 4-D (batch, ", channels, ", height, width) tensor, got shape ",
+                                 shape_str(x)));
+    if (x.size(1) != channels)
+        throw InputError(str_cat("vae ", what, ": expected ", channels, " channels, got shape ", shape_str(x)));
+    if (x.numel() == 0) throw InputError(str_cat("vae ", what, ": empty tensor of shape ", shape_str(x)));
+    if (!at::isFloatingType(x.scalar_type()))
+        throw InputError(str_cat("vae ", what, ": expected a floating tensor, got ", x.scalar_type()));
+}
+}  // namespace
 
 VAEResnetBlock::VAEResnetBlock(int64_t in, int64_t out, int64_t groups, at::TensorOptions o) : ParamModule(o) {
     norm1 = child("norm1", std::make_shared<GroupNorm>(groups, in, kGroupNormEps, o));
@@ -14,6 +39,13 @@ VAEResnetBlock::VAEResnetBlock(int64_t in, int64_t out, int64_t groups, at::Tens
     if (in != out) conv_shortcut = child("conv_shortcut", std::make_shared<Conv2d>(in, out, 1, 1, 0, o));
 }
 
+at::Tensor VAEResnetBlock::forward(const at::Tensor& x) const {
+    auto h = conv1->forward(at::silu(norm1->forward(x)));
+    h = conv2->forward(at::silu(norm2->forward(h)));  // dropout: identity at inference
+    auto shortcut = conv_shortcut ? conv_shortcut->forward(x) : x;
+    return (shortcut + h) / 1.0;  // output_scale_factor 1, kept for identical rounding
+}
+
 VAEAttention::VAEAttention(int64_t ch, int64_t groups, at::TensorOptions o) : ParamModule(o) {
     group_norm = child("group_norm", std::make_shared<GroupNorm>(groups, ch, kGroupNormEps, o));
     to_q = child("to_q", std::make_shared<Linear>(ch, ch, true, o));
@@ -21,6 +53,20 @@ VAEAttention::VAEAttention(int64_t ch, int64_t groups, at::TensorOptions o) : Pa
     to_v = child("to_v", std::make_shared<Linear>(ch, ch, true, o));
     auto out = child("to_out", std::make_shared<ModuleScope>(o));
     to_out = out->add("0", std::make_shared<Linear>(ch, ch, true, o));
+}
+
+at::Tensor VAEAttention::forward(const at::Tensor& x) const {
+    const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+    // Group norm on (B, C, HW), then tokens (B, HW, C); one head of width C.
+    auto t = group_norm->forward(x.view({B, C, H * W})).transpose(1, 2);
+    auto q = to_q->forward(t).view({B, -1, 1, C}).transpose(1, 2);
+    auto k = to_k->forward(t).view({B, -1, 1, C}).transpose(1, 2);
+    auto v = to_v->forward(t).view({B, -1, 1, C}).transpose(1, 2);
+    auto a = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, 0.0, false);  // scale 1/sqrt(C)
+    a = a.transpose(1, 2).reshape({B, -1, C}).to(q.scalar_type());
+    a = to_out->forward(a);  // to_out.1 is dropout
+    a = a.transpose(-1, -2).reshape({B, C, H, W});
+    return (a + x) / 1.0;  // residual, rescale_output_factor 1
 }
 
 VAEMidBlock::VAEMidBlock(int64_t ch, int64_t groups, bool attn, at::TensorOptions o) : ParamModule(o) {
@@ -33,8 +79,14 @@ VAEMidBlock::VAEMidBlock(int64_t ch, int64_t groups, bool attn, at::TensorOption
     }
 }
 
-VAEBlock::VAEBlock(int64_t in, int64_t out, int64_t n, int64_t groups, bool resample, bool up, at::TensorOptions o)
-    : ParamModule(o) {
+at::Tensor VAEMidBlock::forward(const at::Tensor& x) const {
+    auto h = resnet0->forward(x);
+    if (attention) h = attention->forward(h);
+    return resnet1->forward(h);
+}
+
+VAEBlock::VAEBlock(int64_t in, int64_t out, int64_t n, int64_t groups, bool resample, bool up_, at::TensorOptions o)
+    : ParamModule(o), up(up_) {
     auto res = child("resnets", std::make_shared<ModuleScope>(o));
     for (int64_t j = 0; j < n; ++j)
         resnets.push_back(res->add(std::to_string(j), std::make_shared<VAEResnetBlock>(j == 0 ? in : out, out, groups, o)));
@@ -45,6 +97,14 @@ VAEBlock::VAEBlock(int64_t in, int64_t out, int64_t n, int64_t groups, bool resa
         resample_conv = s0->add("conv", up ? std::make_shared<Conv2d>(out, out, 3, 1, 1, o)
                                            : std::make_shared<Conv2d>(out, out, 3, 2, 0, o));
     }
+}
+
+at::Tensor VAEBlock::forward(const at::Tensor& x) const {
+    at::Tensor h = x;
+    for (const auto& r : resnets) h = r->forward(h);
+    if (!resample_conv) return h;
+    if (up) return resample_conv->forward(at::upsample_nearest2d(h, std::nullopt, std::vector<double>{2.0, 2.0}));
+    return resample_conv->forward(at::constant_pad_nd(h, {0, 1, 0, 1}, 0));
 }
 
 VAEEncoder::VAEEncoder(const VAEConfig& c, at::TensorOptions o) : ParamModule(o) {
@@ -62,6 +122,13 @@ VAEEncoder::VAEEncoder(const VAEConfig& c, at::TensorOptions o) : ParamModule(o)
     conv_out = child("conv_out", std::make_shared<Conv2d>(ch.back(), 2 * c.latent_channels, 3, 1, 1, o));
 }
 
+at::Tensor VAEEncoder::forward(const at::Tensor& x) const {
+    auto h = conv_in->forward(x);
+    for (const auto& b : down_blocks) h = b->forward(h);
+    h = mid_block->forward(h);
+    return conv_out->forward(at::silu(conv_norm_out->forward(h)));
+}
+
 VAEDecoder::VAEDecoder(const VAEConfig& c, at::TensorOptions o) : ParamModule(o) {
     std::vector<int64_t> rch(c.block_out_channels.rbegin(), c.block_out_channels.rend());
     const int64_t g = c.norm_num_groups;
@@ -77,12 +144,63 @@ VAEDecoder::VAEDecoder(const VAEConfig& c, at::TensorOptions o) : ParamModule(o)
     conv_out = child("conv_out", std::make_shared<Conv2d>(rch.back(), c.out_channels, 3, 1, 1, o));
 }
 
+at::Tensor VAEDecoder::forward(const at::Tensor& z) const {
+    auto h = conv_in->forward(z);
+    h = mid_block->forward(h);
+    for (const auto& b : up_blocks) h = b->forward(h);
+    return conv_out->forward(at::silu(conv_norm_out->forward(h)));
+}
+
 AutoencoderKL::AutoencoderKL(const VAEConfig& c, at::TensorOptions o) : ParamModule(o), config(c) {
     encoder = child("encoder", std::make_shared<VAEEncoder>(c, o));
     decoder = child("decoder", std::make_shared<VAEDecoder>(c, o));
     const int64_t z = c.latent_channels;
     if (c.use_quant_conv) quant_conv = child("quant_conv", std::make_shared<Conv2d>(2 * z, 2 * z, 1, 1, 0, o));
     if (c.use_post_quant_conv) post_quant_conv = child("post_quant_conv", std::make_shared<Conv2d>(z, z, 1, 1, 0, o));
+}
+
+at::ScalarType AutoencoderKL::dtype() const { return decoder->conv_in->weight.scalar_type(); }
+
+at::Tensor AutoencoderKL::to_vae(const at::Tensor& x) const {
+    return x.to(decoder->conv_in->weight.device(), dtype());
+}
+
+at::Tensor AutoencoderKL::decode(const at::Tensor& z_in) const {
+    check_nchw("decode", z_in, config.latent_channels);
+    auto z = to_vae(z_in);
+    if (post_quant_conv) z = post_quant_conv->forward(z);
+    return decoder->forward(z);
+}
+
+at::Tensor AutoencoderKL::encode(const at::Tensor& x_in) const {
+    check_nchw("encode", x_in, config.in_channels);
+    auto h = encoder->forward(to_vae(x_in));
+    if (quant_conv) h = quant_conv->forward(h);
+    // DiagonalGaussianDistribution: mean = first half of the channels (the mode).
+    return h.narrow(1, 0, config.latent_channels);
+}
+
+at::Tensor AutoencoderKL::decode_latents(const at::Tensor& latents) const {
+    check_nchw("decode", latents, config.latent_channels);
+    return decode(denormalize_latents(to_vae(latents)));
+}
+
+namespace {
+// The config list as the pipeline builds it: torch.tensor(list) (float32), then the dtype of z.
+at::Tensor channel_stats(const std::vector<double>& values, const at::Tensor& like) {
+    auto t = at::tensor(values, at::TensorOptions().dtype(at::kDouble)).to(at::kFloat);
+    return t.to(like.device(), like.scalar_type()).view({1, -1, 1, 1});
+}
+}  // namespace
+
+at::Tensor AutoencoderKL::denormalize_latents(const at::Tensor& z) const {
+    check_nchw("latents", z, config.latent_channels);
+    return z * channel_stats(config.latents_std, z) + channel_stats(config.latents_mean, z);
+}
+
+at::Tensor AutoencoderKL::normalize_latents(const at::Tensor& z) const {
+    check_nchw("latents", z, config.latent_channels);
+    return (z - channel_stats(config.latents_mean, z)) / channel_stats(config.latents_std, z);
 }
 
 }  // namespace glmimage

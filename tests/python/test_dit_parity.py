@@ -1,0 +1,298 @@
+"""The C++ DiT (GlmImageTransformer2DModel.forward) against diffusers on the embedded tiny
+checkpoint: text-to-image forwards (random glyph embeddings and priors, non-square latent,
+batch 2), prior-token drop, the condition-image KV cache driven as GlmImagePipeline drives it
+(write / read / skip), a bf16 run, and input validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import REPO
+
+from parity import record
+
+import glmimage
+from glmimage._C import _testing
+
+TINY = REPO / "models" / "tiny"
+VAE_SCALE = 8  # latent pixel -> image pixel, as the pipeline's target_size uses image pixels
+
+# fp32: the same ops in the same order; observed differences are a few ulps.
+F32_ATOL, F32_RTOL = 1e-5, 1e-4
+# bf16 vs reference bf16: both round after every op, but the attention and matmul kernels may
+# accumulate in a different order; allow 3e-2 of the output's largest magnitude.
+BF16_REL = 3e-2
+
+
+@pytest.fixture(scope="module")
+def ours_f32():
+    return glmimage.Pipeline.from_pretrained(str(TINY), dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def ref_f32():
+    from diffusers import GlmImageTransformer2DModel
+
+    return GlmImageTransformer2DModel.from_pretrained(str(TINY / "transformer"), torch_dtype=torch.float32).eval()
+
+
+def make_inputs(ref, batch, lat_h, lat_w, text_len, seed, dtype=torch.float32, drop="none", timesteps=None):
+    """Inputs shaped and typed as GlmImagePipeline passes them in its denoising loop."""
+    cfg = ref.config
+    g = torch.Generator().manual_seed(seed)
+    n_tokens = (lat_h // cfg.patch_size) * (lat_w // cfg.patch_size)
+    ids = torch.randint(0, cfg.prior_vq_quantizer_codebook_size, (batch, n_tokens), generator=g)
+    if drop == "none":
+        drop_mask = torch.zeros_like(ids, dtype=torch.bool)
+    elif drop == "all":
+        drop_mask = torch.ones_like(ids, dtype=torch.bool)
+    else:
+        drop_mask = torch.rand(ids.shape, generator=g) < 0.5
+    if timesteps is None:
+        timesteps = [999.0, 499.0][:batch] + [0.0] * max(0, batch - 2)
+    return dict(
+        hidden_states=torch.randn(batch, cfg.in_channels, lat_h, lat_w, generator=g).to(dtype),
+        encoder_hidden_states=torch.randn(batch, text_len, cfg.text_embed_dim, generator=g).to(dtype),
+        prior_token_id=ids,
+        prior_token_drop=drop_mask,
+        # The label as the pipeline passes it: float32 t - 1.
+        timestep=torch.tensor(timesteps, dtype=torch.float32),
+        target_size=torch.tensor([[lat_h * VAE_SCALE, lat_w * VAE_SCALE]] * batch, dtype=dtype),
+        crop_coords=torch.zeros(batch, 2, dtype=dtype),
+    )
+
+
+def run_ours(pipe, inp, kv_cache=None):
+    return _testing.dit_forward(pipe, inp["hidden_states"], inp["encoder_hidden_states"], inp["prior_token_id"],
+                                inp["prior_token_drop"], inp["timestep"], inp["target_size"], inp["crop_coords"],
+                                kv_cache)
+
+
+@torch.no_grad()
+def run_ref(ref, inp, kv_caches=None):
+    return ref(**inp, kv_caches=kv_caches, return_dict=False)[0]
+
+
+@pytest.mark.parity
+def test_dit_rope_tables(ours_f32, ref_f32):
+    cos, sin = _testing.dit_rope(ours_f32, 8, 12)
+    rcos, rsin = ref_f32.rope(torch.zeros(1, 4, 8, 12))
+    assert record("dit_rope_cos", cos, rcos, atol=0.0)["ok"]
+    assert record("dit_rope_sin", sin, rsin, atol=0.0)["ok"]
+
+
+@pytest.mark.parity
+def test_dit_temb(ours_f32, ref_f32):
+    inp = make_inputs(ref_f32, 2, 8, 12, 7, seed=1)
+    got = _testing.dit_temb(ours_f32, inp["timestep"], inp["target_size"], inp["crop_coords"])
+    with torch.no_grad():
+        want = ref_f32.time_condition_embed(inp["timestep"], inp["target_size"], inp["crop_coords"], torch.float32)
+    assert record("dit_temb", got, want, atol=F32_ATOL, rtol=F32_RTOL)["ok"]
+
+
+@pytest.mark.parity
+def test_dit_forward(ours_f32, ref_f32):
+    inp = make_inputs(ref_f32, 2, 8, 12, 7, seed=2)
+    got, want = run_ours(ours_f32, inp), run_ref(ref_f32, inp)
+    assert got.shape == (2, ref_f32.config.out_channels, 8, 12)
+    assert record("dit_forward", got, want, atol=F32_ATOL, rtol=F32_RTOL, scale=float(want.abs().max()))["ok"]
+    # The step-invariant split (text, prior, rope prepared once) gives the same result.
+    prepared = _testing.dit_forward_prepared(ours_f32, *[inp[k] for k in (
+        "hidden_states", "encoder_hidden_states", "prior_token_id", "prior_token_drop", "timestep", "target_size",
+        "crop_coords")])
+    assert torch.equal(prepared, got)
+    # No drop mask at all is the same as none dropped.
+    assert torch.equal(run_ours(ours_f32, dict(inp, prior_token_drop=None)), got)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("shape", [(1, 4, 4, 0), (3, 12, 6, 5)], ids=["b1_4x4_no_text", "b3_12x6"])
+def test_dit_forward_shapes(ours_f32, ref_f32, shape):
+    b, h, w, l = shape
+    inp = make_inputs(ref_f32, b, h, w, l, seed=3, timesteps=[999.0, 0.0, 512.0][:b])
+    got, want = run_ours(ours_f32, inp), run_ref(ref_f32, inp)
+    assert record(f"dit_forward_{b}x{h}x{w}_L{l}", got, want, atol=F32_ATOL, rtol=F32_RTOL)["ok"]
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("drop", ["all", "mixed"])
+def test_dit_forward_dropped(ours_f32, ref_f32, drop):
+    inp = make_inputs(ref_f32, 2, 8, 12, 7, seed=4, drop=drop)
+    got, want = run_ours(ours_f32, inp), run_ref(ref_f32, inp)
+    assert record(f"dit_forward_dropped_{drop}", got, want, atol=F32_ATOL, rtol=F32_RTOL)["ok"]
+    # The drop must matter: compare with the same call without it.
+    kept = run_ours(ours_f32, dict(inp, prior_token_drop=torch.zeros_like(inp["prior_token_drop"])))
+    assert not torch.allclose(kept, got)
+
+
+# Condition images per sample, as latent (h, w); the pipeline writes each with batch 1, empty text,
+# 1-D prior ids, timestep 0, its own pixel size as target_size (int64) and crop (0, 0).
+KV_CASES = {
+    "1img_b2": ([[(8, 8)]], 2),
+    "2img_b2": ([[(8, 8), (4, 12)]], 2),
+    "2samples_b2": ([[(8, 8)], [(4, 8), (8, 4)]], 2),  # n == B: equal cached lengths per sample
+    "2samples_b4": ([[(8, 8)], [(4, 8), (8, 4)]], 4),  # B % n == 0: each sample repeated
+}
+
+
+def condition_inputs(ref, lat_h, lat_w, seed):
+    cfg = ref.config
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, cfg.prior_vq_quantizer_codebook_size, ((lat_h // 2) * (lat_w // 2),), generator=g)
+    return dict(
+        hidden_states=torch.randn(1, cfg.in_channels, lat_h, lat_w, generator=g),
+        encoder_hidden_states=torch.zeros(1, 0, cfg.text_embed_dim),
+        prior_token_id=ids,
+        prior_token_drop=torch.full_like(ids, False, dtype=torch.bool),
+        timestep=torch.zeros((1,)),
+        target_size=torch.tensor([[lat_h * VAE_SCALE, lat_w * VAE_SCALE]]),
+        crop_coords=torch.zeros((1, 2)),
+    )
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("case", list(KV_CASES))
+def test_dit_forward_kvcache(ours_f32, ref_f32, case):
+    from diffusers.models.transformers.transformer_glm_image import GlmImageKVCache
+
+    samples, batch = KV_CASES[case]
+    n_layers = ref_f32.config.num_layers
+    ours_kv, ref_kv = _testing.DiTKVCache(n_layers), GlmImageKVCache(num_layers=n_layers)
+    ours_kv.set_mode("write")
+    ref_kv.set_mode("write")
+    seed = 10
+    for images in samples:
+        for lat_h, lat_w in images:
+            cond = condition_inputs(ref_f32, lat_h, lat_w, seed)
+            seed += 1
+            got, want = run_ours(ours_f32, cond, ours_kv), run_ref(ref_f32, cond, ref_kv)
+            assert record(f"dit_forward_kvcache_{case}_write{seed}", got, want, atol=F32_ATOL, rtol=F32_RTOL)["ok"]
+        ours_kv.next_sample()
+        ref_kv.next_sample()
+    assert ours_kv.num_samples == len(samples)
+    for layer in range(n_layers):
+        for name, ours_t, ref_t in (("k", ours_kv.keys(layer), ref_kv[layer].k_caches),
+                                    ("v", ours_kv.values(layer), ref_kv[layer].v_caches)):
+            assert len(ours_t) == len(ref_t)
+            for s, (a, b) in enumerate(zip(ours_t, ref_t)):
+                assert record(f"dit_forward_kvcache_{case}_cache_{name}{layer}_s{s}", a, b, atol=F32_ATOL,
+                              rtol=F32_RTOL)["ok"]
+
+    target = make_inputs(ref_f32, batch, 8, 12, 7, seed=20, timesteps=[999.0] * batch)
+    results = {}
+    for mode in ("read", "skip"):
+        ours_kv.set_mode(mode)
+        ref_kv.set_mode(mode)
+        got, want = run_ours(ours_f32, target, ours_kv), run_ref(ref_f32, target, ref_kv)
+        results[mode] = got
+        assert record(f"dit_forward_kvcache_{case}_{mode}", got, want, atol=F32_ATOL, rtol=F32_RTOL)["ok"]
+    # Skip ignores the cache: same as no cache at all; read does not.
+    assert torch.equal(results["skip"], run_ours(ours_f32, target))
+    assert not torch.allclose(results["read"], results["skip"])
+    ours_kv.clear()
+    assert ours_kv.num_samples == 0 and ours_kv.mode == "off"
+
+
+def test_dit_kvcache_batch_mismatch(ours_f32, ref_f32):
+    kv = _testing.DiTKVCache(ref_f32.config.num_layers)
+    kv.set_mode("write")
+    for seed in range(2):
+        run_ours(ours_f32, condition_inputs(ref_f32, 4, 4, seed), kv)
+        kv.next_sample()
+    kv.set_mode("read")
+    with pytest.raises(ValueError, match="cannot match 2 cached samples to batch size 3"):
+        run_ours(ours_f32, make_inputs(ref_f32, 3, 4, 4, 2, seed=0), kv)
+    kv.clear()
+    kv.set_mode("write")
+    for seed, (h, w) in enumerate([(4, 4), (4, 8)]):  # samples with 4 and 8 condition tokens
+        run_ours(ours_f32, condition_inputs(ref_f32, h, w, seed), kv)
+        kv.next_sample()
+    kv.set_mode("read")
+    with pytest.raises(ValueError, match="different numbers of condition tokens"):
+        run_ours(ours_f32, make_inputs(ref_f32, 2, 4, 4, 2, seed=0), kv)
+    with pytest.raises(ValueError, match="invalid mode"):
+        kv.set_mode("append")
+    with pytest.raises(ValueError, match="batch 1"):
+        kv.set_mode("write")
+        run_ours(ours_f32, make_inputs(ref_f32, 2, 4, 4, 0, seed=0), kv)
+    with pytest.raises(ValueError, match="layers"):
+        run_ours(ours_f32, make_inputs(ref_f32, 1, 4, 4, 0, seed=0), _testing.DiTKVCache(5))
+
+
+@pytest.fixture(scope="module")
+def wide_dir(tmp_path_factory):
+    """The tiny checkpoint with a wider DiT (4 heads of 32, 3 layers, time 64, condition 32), so the
+    RoPE has 8 frequencies per axis and the attention real head sizes; other components as they are."""
+    import shutil
+
+    from diffusers import GlmImageTransformer2DModel
+    from make_tiny_checkpoint import _perturb_constant_params
+
+    out = tmp_path_factory.mktemp("dit_wide") / "ckpt"
+    shutil.copytree(TINY, out)
+    shutil.rmtree(out / "transformer")
+    torch.manual_seed(7)
+    cfg = dict(GlmImageTransformer2DModel.load_config(str(TINY / "transformer")))
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    cfg.update(num_layers=3, num_attention_heads=4, attention_head_dim=32, time_embed_dim=64, condition_dim=32)
+    model = GlmImageTransformer2DModel(**cfg).eval()
+    with torch.no_grad():
+        _perturb_constant_params(model)
+    model.save_pretrained(str(out / "transformer"))
+    return out
+
+
+@pytest.mark.parity
+def test_dit_forward_wide(wide_dir):
+    from diffusers import GlmImageTransformer2DModel
+
+    ours = glmimage.Pipeline.from_pretrained(str(wide_dir), dtype="float32")
+    ref = GlmImageTransformer2DModel.from_pretrained(str(wide_dir / "transformer")).eval()
+    inp = make_inputs(ref, 2, 24, 40, 19, seed=8, drop="mixed")
+    got, want = run_ours(ours, inp), run_ref(ref, inp)
+    assert record("dit_forward_wide", got, want, atol=F32_ATOL, rtol=F32_RTOL, scale=float(want.abs().max()))["ok"]
+
+
+@pytest.mark.parity
+def test_dit_forward_bf16(ref_f32):
+    from diffusers import GlmImageTransformer2DModel
+
+    ours = glmimage.Pipeline.from_pretrained(str(TINY), dtype="bfloat16")
+    ref = GlmImageTransformer2DModel.from_pretrained(str(TINY / "transformer"), torch_dtype=torch.bfloat16).eval()
+    inp = make_inputs(ref, 2, 8, 12, 7, seed=5, dtype=torch.bfloat16, drop="mixed")
+    got, want = run_ours(ours, inp), run_ref(ref, inp)
+    assert got.dtype == torch.bfloat16
+    scale = float(want.float().abs().max())
+    entry = record("dit_forward_bf16", got.float(), want.float(), atol=BF16_REL * scale, scale=scale)
+    assert entry["ok"]
+
+
+BAD_INPUTS = {
+    "odd_height": lambda g: dict(hidden_states=torch.randn(2, 4, 7, 12)),
+    "odd_width": lambda g: dict(hidden_states=torch.randn(2, 4, 8, 11)),
+    "channels": lambda g: dict(hidden_states=torch.randn(2, 3, 8, 12)),
+    "latent_3d": lambda g: dict(hidden_states=torch.randn(4, 8, 12)),
+    "int_latent": lambda g: dict(hidden_states=torch.zeros(2, 4, 8, 12, dtype=torch.long)),
+    "prior_count": lambda g: dict(prior_token_id=g["prior_token_id"][:, :-1],
+                                  prior_token_drop=g["prior_token_drop"][:, :-1]),
+    "id_too_large": lambda g: dict(prior_token_id=torch.full_like(g["prior_token_id"], 64)),
+    "negative_id": lambda g: dict(prior_token_id=torch.full_like(g["prior_token_id"], -1)),
+    "float_ids": lambda g: dict(prior_token_id=g["prior_token_id"].float()),
+    "ids_batch": lambda g: dict(prior_token_id=g["prior_token_id"][:1], prior_token_drop=g["prior_token_drop"][:1]),
+    "drop_shape": lambda g: dict(prior_token_drop=torch.zeros(2, g["prior_token_id"].shape[1] + 1, dtype=torch.bool)),
+    "drop_dtype": lambda g: dict(prior_token_drop=torch.zeros(g["prior_token_id"].shape)),
+    "text_width": lambda g: dict(encoder_hidden_states=torch.randn(2, 3, 31)),
+    "text_batch": lambda g: dict(encoder_hidden_states=torch.randn(1, 3, 32)),
+    "timestep_count": lambda g: dict(timestep=torch.tensor([1.0, 2.0, 3.0])),
+    "target_size_cols": lambda g: dict(target_size=torch.tensor([[64.0, 96.0, 1.0]] * 2)),
+    "crop_rows": lambda g: dict(crop_coords=torch.zeros(3, 2)),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_dit_bad_inputs(ours_f32, ref_f32, case):
+    """InputError (a ValueError in Python) with a message naming the argument; never a crash."""
+    good = make_inputs(ref_f32, 2, 8, 12, 3, seed=6)
+    assert ref_f32.config.prior_vq_quantizer_codebook_size == 64
+    with pytest.raises(ValueError, match="dit: "):
+        run_ours(ours_f32, dict(good, **BAD_INPUTS[case](good)))
