@@ -8,6 +8,9 @@ void register_testing(pybind11::module_& m);
 void register_testing_dit(pybind11::module_& m);
 void register_testing_t5_vae(pybind11::module_& m);
 void register_testing_sampling(pybind11::module_& m);
+void register_testing_tokenizer(pybind11::module_& m);
+void register_testing_ar(pybind11::module_& m);
+void register_testing_vision(pybind11::module_& m);
 void register_testing_decoder(pybind11::module_& m);
 }  // namespace glmimage::python
 
@@ -20,5 +23,8 @@ PYBIND11_MODULE(_C, m) {
     glmimage::python::register_testing_dit(testing);
     glmimage::python::register_testing_t5_vae(testing);
     glmimage::python::register_testing_sampling(testing);
+    glmimage::python::register_testing_tokenizer(testing);
+    glmimage::python::register_testing_ar(testing);
+    glmimage::python::register_testing_vision(testing);
     glmimage::python::register_testing_decoder(testing);
 }

@@ -1,0 +1,115 @@
+"""AR decode speed: glmimage's C++ generator (through glmimage._C._testing.ar_generate) against
+transformers' GlmImageForConditionalGeneration.generate, greedy, same prompt and length, same
+thread count, on the `small` preset checkpoint (hidden 512, 6 layers) built in a temp dir.
+
+Decode tokens/s = (N - 1) / (t(N new tokens) - t(1 new token)): the prefill is timed separately
+and taken out. Prints one JSON line: both rates, the ratio, the tokens' agreement, peak RSS.
+
+    python3 bench/bench_ar_decode.py [--threads 1] [--large 16] [--small 8] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "python"), str(REPO / "tools")]
+
+import torch  # noqa: E402
+
+
+def best_time(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--large", type=int, default=16, help="main grid side in tokens (t2i)")
+    ap.add_argument("--small", type=int, default=8, help="preview grid side in tokens")
+    ap.add_argument("--prompt", type=int, default=32, help="text tokens in the prompt")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    import make_tiny_checkpoint as mk
+
+    import glmimage
+    from glmimage._C import _testing
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # Built in a child process so its memory does not count in this process's peak RSS.
+        ckpt = Path(tmp) / "small"
+        subprocess.run([sys.executable, str(REPO / "tools" / "make_tiny_checkpoint.py"), "--out", str(ckpt),
+                        "--preset", "small"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        lay = mk.tokenizer_layout("small")
+        g = torch.Generator().manual_seed(0)
+        first = lay["text_vocab_first_id"]
+        text = torch.randint(first, first + lay["text_vocab_size"], (args.prompt,), generator=g).tolist()
+        ids = torch.tensor([text + [lay["image_start_token_id"]]])
+        grids = torch.tensor([[1, args.large, args.large], [1, args.small, args.small]])
+        n_new = args.large ** 2 + args.small ** 2 + 1
+
+        rss0 = rss_mb()
+        pipe = glmimage.Pipeline.from_pretrained(str(ckpt), threads=args.threads)
+
+        def ours(n):
+            return _testing.ar_generate(pipe, ids, grids, max_new_tokens=n, keep_in_codebook=False)
+
+        ours_tokens = ours(n_new)["generated"]  # also the warm-up
+        rss_ours = rss_mb()  # before the reference is loaded
+
+        import transformers
+
+        ref = transformers.GlmImageForConditionalGeneration.from_pretrained(
+            str(ckpt / "vision_language_encoder"), torch_dtype=torch.float32).eval()
+
+        def theirs(n):
+            with torch.no_grad():
+                return ref.generate(input_ids=ids, image_grid_thw=grids, max_new_tokens=n, do_sample=False)
+
+        ref_tokens = theirs(n_new)[:, ids.shape[1]:]
+        # Interleaved repeats, best of each: the machine is shared, so load changes hit both sides.
+        t = {k: float("inf") for k in ("ours_n", "ours_1", "ref_n", "ref_1")}
+        for _ in range(args.repeats):
+            t["ours_n"] = min(t["ours_n"], best_time(lambda: ours(n_new), 1))
+            t["ref_n"] = min(t["ref_n"], best_time(lambda: theirs(n_new), 1))
+            t["ours_1"] = min(t["ours_1"], best_time(lambda: ours(1), 1))
+            t["ref_1"] = min(t["ref_1"], best_time(lambda: theirs(1), 1))
+        t_ours_n, t_ours_1, t_ref_n, t_ref_1 = t["ours_n"], t["ours_1"], t["ref_n"], t["ref_1"]
+
+    ours_tps = (n_new - 1) / (t_ours_n - t_ours_1)
+    ref_tps = (n_new - 1) / (t_ref_n - t_ref_1)
+    print(json.dumps({
+        "bench": "ar_decode", "preset": "small", "dtype": "float32", "threads": args.threads,
+        "prompt_tokens": ids.shape[1], "new_tokens": n_new,
+        "ours_decode_tok_s": round(ours_tps, 1), "transformers_decode_tok_s": round(ref_tps, 1),
+        "ratio": round(ours_tps / ref_tps, 2),
+        "ours_prefill_s": round(t_ours_1, 4), "transformers_prefill_s": round(t_ref_1, 4),
+        "ours_total_s": round(t_ours_n, 3), "transformers_total_s": round(t_ref_n, 3),
+        "tokens_match": bool(torch.equal(ours_tokens, ref_tokens)),
+        # Peak RSS of this process: before loading anything, after our load + one generation,
+        # and at the end (the transformers model loaded and run too).
+        "peak_rss_mb_before_load": round(rss0, 1), "peak_rss_mb_ours": round(rss_ours, 1),
+        "peak_rss_mb_end": round(rss_mb(), 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+#include "models/glm_ar/ar_generator.h"
+
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <limits>
+#include <string>
+#include <tuple>
+
+#include "glmimage/errors.h"
+
+namespace glmimage {
+
+void check_prompt_ids(const GlmArConfig& config, const at::Tensor& input_ids) {
+    if (!input_ids.defined() || input_ids.dim() != 2 || input_ids.size(0) < 1 || input_ids.size(1) < 1)
+        throw InputError("ar: input_ids must be a non-empty [batch, length] tensor");
+    if (at::isFloatingType(input_ids.scalar_type()) || input_ids.scalar_type() == at::kBool)
+        throw InputError("ar: input_ids must be integer token ids");
+    const int64_t lo = input_ids.min().item<int64_t>(), hi = input_ids.max().item<int64_t>();
+    if (lo < 0 || hi >= config.text.vocab_size)
+        throw InputError("ar: token id out of range: expected [0, " + std::to_string(config.text.vocab_size) +
+                         "), got [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    if (input_ids.eq(config.image_token_id).any().item<bool>())
+        throw InputError("ar: the prompt still holds image placeholders (id " + std::to_string(config.image_token_id) +
+                         "): replace them with the source images' VQ ids before generation");
+}
+
+at::Tensor upsample_prior_ids(const at::Tensor& grid_ids, int64_t h, int64_t w) {
+    if (grid_ids.numel() != h * w)
+        throw InputError("ar: " + std::to_string(grid_ids.numel()) + " grid ids for a " + std::to_string(h) + "x" +
+                         std::to_string(w) + " grid");
+    // prior[2r + i][2c + j] = grid[r][c]: nearest 2x, flattened row-major.
+    return grid_ids.reshape({h, 1, w, 1}).expand({h, 2, w, 2}).reshape({4 * h * w});
+}
+
+ArGenerator::ArGenerator(const GlmImageModel& model)
+    : model_(model), decoder_(model), rotary_(model.config.text) {}
+
+at::Tensor ArGenerator::choose(at::Tensor scores, const ArSampling& s, at::Generator& gen) const {
+    if (!s.do_sample) return scores.argmax(-1);
+    if (s.temperature != 1.0) scores = scores / s.temperature;
+    if (s.top_k != 0) {
+        const int64_t k = std::min<int64_t>(s.top_k, scores.size(-1));
+        auto kth = std::get<0>(at::topk(scores, k)).narrow(-1, k - 1, 1);
+        scores = scores.masked_fill(scores < kth, -std::numeric_limits<float>::infinity());
+    }
+    if (s.top_p < 1.0) {
+        // Keep the smallest top set whose mass reaches top_p, boundary token included.
+        auto sorted = at::sort(scores, -1, /*descending=*/false);
+        auto cum = std::get<0>(sorted).softmax(-1).cumsum(-1);
+        auto remove = cum.le(1.0 - s.top_p);
+        remove.narrow(-1, remove.size(-1) - 1, 1).fill_(false);
+        remove = remove.scatter(1, std::get<1>(sorted), remove);
+        scores = scores.masked_fill(remove, -std::numeric_limits<float>::infinity());
+    }
+    return at::multinomial(scores.softmax(-1), 1, /*replacement=*/false, gen).squeeze(1);
+}
+
+ArResult ArGenerator::generate(const ArRequest& req, const ArGenerateOptions& opt) const {
+    c10::InferenceMode guard;
+    const auto& cfg = model_.config;
+    check_prompt_ids(cfg, req.input_ids);
+    const auto& s = opt.sampling;
+    if (s.do_sample) {
+        if (!(s.temperature > 0.0)) throw InputError("ar: temperature must be > 0");
+        if (s.top_k < 0) throw InputError("ar: top_k must be >= 0");
+        if (!(s.top_p > 0.0 && s.top_p <= 1.0)) throw InputError("ar: top_p must be in (0, 1]");
+    }
+    const at::Device device = decoder_.device();
+    const auto dtype = decoder_.dtype();
+    auto ids = req.input_ids.to(device, at::kLong);
+    const int64_t B = ids.size(0), L = ids.size(1);
+    auto grids = split_grids(req.grids, req.images_per_sample, B);
+    auto pos = build_mrope_positions(ids, req.attention_mask, grids, cfg.image_start_token_id, cfg.image_end_token_id);
+
+    // Target grids = the grids after the prompt's complete images; generated last first.
+    std::vector<GridThw> targets;
+    for (int64_t b = 0; b < B; ++b) {
+        const auto& g = grids[static_cast<size_t>(b)];
+        const auto first = static_cast<size_t>(std::min<int64_t>(pos.complete_images[static_cast<size_t>(b)],
+                                                                 static_cast<int64_t>(g.size())));
+        std::vector<GridThw> t(g.begin() + static_cast<std::ptrdiff_t>(first), g.end());
+        if (t.empty()) throw InputError("ar: sample " + std::to_string(b) + " has no target grid to generate");
+        if (b == 0)
+            targets = t;
+        else if (t != targets)
+            throw InputError("ar: every sample of a batch must generate the same target grids");
+    }
+    int64_t grid_tokens = 0;
+    for (const auto& g : targets) grid_tokens += g[1] * g[2];
+    ArResult res;
+    res.grid_h = targets[0][1];
+    res.grid_w = targets[0][2];
+    res.grid_offset = grid_tokens - res.grid_h * res.grid_w;  // the later (preview) grids come first
+
+    const int64_t N = opt.max_new_tokens < 0 ? grid_tokens + 1 : opt.max_new_tokens;
+    if (N < 1) throw InputError("ar: max_new_tokens must be >= 1");
+    const int64_t table = pos.decode.size(2);
+    if (N - 1 > table)
+        throw InputError("ar: max_new_tokens " + std::to_string(N) + " exceeds the " + std::to_string(table + 1) +
+                         " tokens the target grids define");
+    at::Tensor forced;
+    if (req.forced_tokens.defined()) {
+        if (req.forced_tokens.dim() != 2 || req.forced_tokens.size(0) != B)
+            throw InputError("ar: forced_tokens must be [batch, steps]");
+        forced = req.forced_tokens.to(device, at::kLong);
+    }
+
+    // The last chosen token is never fed back, so the cache needs L + N - 1 slots.
+    KVCache cache = decoder_.make_cache(B, L + N - 1);
+    if (req.attention_mask.defined()) cache.set_prompt_mask(req.attention_mask);
+    auto [pc, ps] = rotary_.cos_sin(pos.prefill.to(device), dtype);
+    // Rotary tables for every decode step, computed once.
+    at::Tensor dc, ds;
+    if (N > 1) std::tie(dc, ds) = rotary_.cos_sin(pos.decode.to(device).narrow(2, 0, N - 1).permute({1, 0, 2}), dtype);
+
+    auto hidden = decoder_.forward(ids, pc, ps, cache);
+    const int64_t eos = cfg.text.eos_token_id, pad = cfg.text.pad_token_id;
+    const int64_t V = cfg.text.vision_vocab_size, codebook = cfg.vq.num_embeddings;
+    auto gen = at::globalContext().defaultGenerator(device).clone();
+    gen.set_current_seed(s.seed);
+    auto unfinished = at::ones({B}, at::TensorOptions().dtype(at::kLong).device(device));
+    auto generated = at::empty({B, N}, unfinished.options());
+    int64_t done = 0;
+    for (int64_t step = 0; step < N; ++step) {
+        // Only the last position goes through lm_head; choices are made on fp32 logits.
+        auto scores = decoder_.logits(hidden.select(1, hidden.size(1) - 1)).to(at::kFloat).clone();
+        if (opt.record_logits) res.step_logits.push_back(scores.clone());
+        if (opt.keep_in_codebook && step < grid_tokens && codebook < V)
+            scores.narrow(1, codebook, V - codebook).fill_(-std::numeric_limits<float>::infinity());
+        auto next = choose(scores, s, gen);
+        if (forced.defined() && step < forced.size(1)) next = forced.select(1, step);
+        next = next * unfinished + pad * (1 - unfinished);  // finished rows get padding
+        generated.select(1, step).copy_(next);
+        unfinished = unfinished * next.ne(eos).to(at::kLong);
+        done = step + 1;
+        if (step == N - 1 || unfinished.max().item<int64_t>() == 0) break;
+        hidden = decoder_.forward(next.view({B, 1}), dc.narrow(1, step, 1), ds.narrow(1, step, 1), cache);
+    }
+    res.generated = generated.narrow(1, 0, done);
+    res.sequences = at::cat({ids, res.generated}, 1);
+
+    // Main grid -> DiT prior ids, per row (the pipeline's slice of the generated tokens).
+    // A run asked for fewer tokens than the grids need (a parity probe) has no prior ids.
+    const int64_t main = res.grid_h * res.grid_w;
+    if (N < res.grid_offset + main) return res;
+    if (done < res.grid_offset + main)
+        throw Error("ar: generation stopped after " + std::to_string(done) + " tokens, before the " +
+                    std::to_string(res.grid_h) + "x" + std::to_string(res.grid_w) + " grid was complete");
+    auto grid_ids = res.generated.narrow(1, res.grid_offset, main);
+    if (grid_ids.lt(0).any().item<bool>() || grid_ids.ge(codebook).any().item<bool>())
+        throw Error("ar: the generated grid holds ids outside the codebook [0, " + std::to_string(codebook) +
+                    "); enable keep_in_codebook");
+    std::vector<at::Tensor> rows;
+    for (int64_t b = 0; b < B; ++b) rows.push_back(upsample_prior_ids(grid_ids[b], res.grid_h, res.grid_w));
+    res.prior_ids = at::stack(rows);
+    return res;
+}
+
+}  // namespace glmimage

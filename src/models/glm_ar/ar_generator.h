@@ -1,0 +1,75 @@
+// Autoregressive generation of GLM-Image's visual tokens: prefill, then one token per step
+// over a preallocated KV cache, with transformers' greedy / sampling rules and stop rules,
+// and the diffusers pipeline's extraction of the main grid into the DiT prior ids.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "models/glm_ar/glm_image_model.h"
+#include "models/glm_ar/mrope.h"
+#include "models/glm_ar/text_decoder.h"
+
+namespace glmimage {
+
+// Token choice, applied in the reference's order: temperature -> top-k -> top-p -> softmax
+// -> multinomial. Greedy (do_sample false) is argmax and ignores the rest.
+struct ArSampling {
+    bool do_sample = false;
+    double temperature = 1.0;
+    int64_t top_k = 50;  // 0 disables; 50 is transformers' fallback when the config sets none
+    double top_p = 1.0;
+    uint64_t seed = 0;   // the reference seeds the global torch generator with this
+};
+
+struct ArGenerateOptions {
+    ArSampling sampling;
+    int64_t max_new_tokens = -1;  // -1: all target grids + 1 (the end marker), as diffusers computes
+    // Masks ids outside the VQ codebook while a grid is being generated, so a bad sample can
+    // never stop a grid early or index past the DiT's codebook. Not in the reference: off for parity.
+    bool keep_in_codebook = true;
+    bool record_logits = false;  // keep the fp32 logits of every step (parity tests)
+};
+
+struct ArRequest {
+    at::Tensor input_ids;       // [B, L]; i2i: image placeholders already replaced by VQ ids
+    at::Tensor attention_mask;  // [B, L] with 0 on left padding, or undefined
+    std::vector<GridThw> grids;              // per sample: source grids, then target grids
+    std::vector<int64_t> images_per_sample;  // grids per sample; empty: all grids for every sample
+    at::Tensor forced_tokens;   // optional [B, n]: feed these instead of the chosen tokens (parity)
+};
+
+struct ArResult {
+    at::Tensor sequences;  // [B, L + n]: prompt then generated tokens (finished rows padded)
+    at::Tensor generated;  // [B, n]
+    at::Tensor prior_ids;  // [B, 4 * grid_h * grid_w]: main grid, nearest 2x upsampled
+    int64_t grid_h = 0, grid_w = 0;  // main (large) grid in tokens
+    int64_t grid_offset = 0;         // where the main grid starts among the generated tokens
+    std::vector<at::Tensor> step_logits;  // fp32 [B, vision_vocab] per step, if recorded
+};
+
+// Main grid ids [n] of one row -> [4 * h * w] row-major, each id repeated 2x2.
+at::Tensor upsample_prior_ids(const at::Tensor& grid_ids, int64_t h, int64_t w);
+
+class ArGenerator {
+  public:
+    explicit ArGenerator(const GlmImageModel& model);
+    ArResult generate(const ArRequest& request, const ArGenerateOptions& options) const;
+
+    const GlmTextDecoder& decoder() const { return decoder_; }
+    const MropeRotary& rotary() const { return rotary_; }
+
+  private:
+    at::Tensor choose(at::Tensor scores, const ArSampling& s, at::Generator& gen) const;
+
+    const GlmImageModel& model_;
+    GlmTextDecoder decoder_;
+    MropeRotary rotary_;
+};
+
+// Throws InputError unless every id is in [0, vocab_size) and no image placeholder is left.
+void check_prompt_ids(const GlmArConfig& config, const at::Tensor& input_ids);
+
+}  // namespace glmimage

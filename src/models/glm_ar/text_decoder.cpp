@@ -1,0 +1,152 @@
+#include "models/glm_ar/text_decoder.h"
+
+#include <cmath>
+#include <optional>
+#include <string>
+
+#include "glmimage/errors.h"
+
+namespace glmimage {
+
+void KVCache::allocate(int64_t layers, int64_t batch, int64_t kv_heads, int64_t cap, int64_t head_dim,
+                       at::TensorOptions options) {
+    k.clear();
+    v.clear();
+    for (int64_t l = 0; l < layers; ++l) {
+        k.push_back(at::empty({batch, kv_heads, cap, head_dim}, options));
+        v.push_back(at::empty({batch, kv_heads, cap, head_dim}, options));
+    }
+    key_valid = at::ones({batch, cap}, options.dtype(at::kBool));
+    has_padding = false;
+    length = 0;
+    capacity = cap;
+}
+
+void KVCache::set_prompt_mask(const at::Tensor& attention_mask) {
+    if (!attention_mask.defined()) return;
+    if (attention_mask.dim() != 2 || attention_mask.size(0) != key_valid.size(0) ||
+        attention_mask.size(1) > capacity)
+        throw InputError("ar: attention_mask must be [batch, prompt length]");
+    auto valid = attention_mask.to(key_valid.device()).ne(0);
+    key_valid.narrow(1, 0, attention_mask.size(1)).copy_(valid);
+    has_padding = !valid.all().item<bool>();
+}
+
+GlmTextDecoder::GlmTextDecoder(const GlmImageModel& model) : model_(model) {
+    const auto& c = model.config.text;
+    heads_ = c.num_attention_heads;
+    kv_heads_ = c.num_key_value_heads;
+    head_dim_ = c.head_dim;
+    rotary_dim_ = c.rotary_dim();
+    intermediate_ = c.intermediate_size;
+    if (heads_ % kv_heads_ != 0) throw ConfigError("ar: attention heads must be a multiple of key/value heads");
+    if (rotary_dim_ > head_dim_) throw ConfigError("ar: rotary dimension exceeds head_dim");
+}
+
+KVCache GlmTextDecoder::make_cache(int64_t batch, int64_t capacity) const {
+    KVCache cache;
+    cache.allocate(static_cast<int64_t>(model_.language_model->layers.size()), batch, kv_heads_, capacity, head_dim_,
+                   model_.lm_head->weight.options());
+    return cache;
+}
+
+namespace {
+
+// NeoX pairing (i, i + rd/2) on the first rd channels, written in the reference's op order.
+at::Tensor rotate(const at::Tensor& x_rot, const at::Tensor& cos, const at::Tensor& sin) {
+    const int64_t half = x_rot.size(-1) / 2;
+    auto rotated = at::cat({-x_rot.narrow(-1, half, half), x_rot.narrow(-1, 0, half)}, -1);
+    return x_rot * cos + rotated * sin;
+}
+
+}  // namespace
+
+at::Tensor GlmTextDecoder::layer_forward(const GlmDecoderLayer& layer, size_t index, const at::Tensor& x,
+                                         const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
+                                         KVCache& cache) const {
+    const int64_t B = x.size(0), S = x.size(1), c0 = cache.length, T = c0 + S;
+    const int64_t rd = rotary_dim_, D = head_dim_;
+
+    auto h = layer.input_layernorm->forward(x);
+    auto q = layer.q_proj->forward(h).view({B, S, heads_, D}).transpose(1, 2);
+    auto k = layer.k_proj->forward(h).view({B, S, kv_heads_, D}).transpose(1, 2);
+    auto v = layer.v_proj->forward(h).view({B, S, kv_heads_, D}).transpose(1, 2);
+
+    // Rotary on the first rd channels; K goes straight into its cache slot.
+    q = at::cat({rotate(q.narrow(-1, 0, rd), cos, sin), q.narrow(-1, rd, D - rd)}, -1);
+    auto k_slot = cache.k[index].narrow(2, c0, S);
+    k_slot.narrow(-1, 0, rd).copy_(rotate(k.narrow(-1, 0, rd), cos, sin));
+    if (rd < D) k_slot.narrow(-1, rd, D - rd).copy_(k.narrow(-1, rd, D - rd));
+    cache.v[index].narrow(2, c0, S).copy_(v);
+    auto keys = cache.k[index].narrow(2, 0, T);
+    auto values = cache.v[index].narrow(2, 0, T);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+
+    at::Tensor attn;
+    if (S == 1) {
+        // One query per head: the heads sharing a kv head become a group of queries, so the
+        // cache is read once per kv head instead of being repeated.
+        const int64_t group = heads_ / kv_heads_;
+        auto qg = q.reshape({B, kv_heads_, group, D});
+        std::optional<at::Tensor> m;
+        if (mask.defined()) m = mask.view({B, 1, 1, T});
+        attn = at::scaled_dot_product_attention(qg, keys, values, m, 0.0, false, scale)
+                   .reshape({B, heads_, 1, D});
+    } else {
+        std::optional<at::Tensor> m;
+        if (mask.defined()) m = mask;
+        attn = at::scaled_dot_product_attention(q, keys, values, m, 0.0, /*is_causal=*/!mask.defined(), scale,
+                                                /*enable_gqa=*/true);
+    }
+    attn = attn.transpose(1, 2).reshape({B, S, heads_ * D});
+    h = layer.post_self_attn_layernorm->forward(layer.o_proj->forward(attn));
+    auto x1 = x + h;
+
+    auto gu = layer.gate_up_proj->forward(layer.post_attention_layernorm->forward(x1));
+    auto act = gu.narrow(-1, intermediate_, intermediate_) * at::silu(gu.narrow(-1, 0, intermediate_));
+    h = layer.post_mlp_layernorm->forward(layer.down_proj->forward(act));
+    return x1 + h;
+}
+
+at::Tensor GlmTextDecoder::forward(const at::Tensor& input_ids, const at::Tensor& cos, const at::Tensor& sin,
+                                   KVCache& cache, std::vector<at::Tensor>* layer_outputs) const {
+    if (input_ids.dim() != 2) throw InputError("ar: input_ids must be [batch, length]");
+    const int64_t B = input_ids.size(0), S = input_ids.size(1), c0 = cache.length, T = c0 + S;
+    if (B != cache.key_valid.size(0)) throw InputError("ar: batch does not match the cache");
+    if (T > cache.capacity)
+        throw InputError("ar: " + std::to_string(T) + " tokens exceed the cache capacity " +
+                         std::to_string(cache.capacity));
+    if (S == 0) throw InputError("ar: no tokens to run");
+    if (cos.dim() != 3 || cos.size(0) != B || cos.size(1) != S || cos.size(2) != rotary_dim_ ||
+        sin.sizes() != cos.sizes())
+        throw InputError("ar: rotary tables must be [batch, new tokens, " + std::to_string(rotary_dim_) + "]");
+
+    // Mask: causal over absolute positions plus the prompt's padding keys. A padding query
+    // keeps its own key so no softmax row is empty (an all-masked row would be NaN and
+    // poison later layers through V); its output is never read.
+    at::Tensor mask;
+    if (cache.has_padding) {
+        auto opts = at::TensorOptions().dtype(at::kLong).device(cache.key_valid.device());
+        auto qpos = at::arange(c0, T, opts).view({S, 1});
+        auto kpos = at::arange(0, T, opts).view({1, T});
+        auto causal = kpos.le(qpos);                                             // [S, T]
+        auto own = kpos.eq(qpos);
+        auto valid = cache.key_valid.narrow(1, 0, T).view({B, 1, 1, T});
+        mask = at::logical_and(causal, at::logical_or(valid, own));             // [B, 1, S, T]
+    } else if (c0 > 0 && S > 1) {
+        auto opts = at::TensorOptions().dtype(at::kLong).device(cache.key_valid.device());
+        mask = at::arange(0, T, opts).view({1, T}).le(at::arange(c0, T, opts).view({S, 1}));
+    }
+
+    auto cs = cos.unsqueeze(1), sn = sin.unsqueeze(1);  // broadcast over heads
+    auto x = model_.language_model->embed_tokens->forward(input_ids);
+    const auto& layers = model_.language_model->layers;
+    for (size_t i = 0; i < layers.size(); ++i) {
+        x = layer_forward(*layers[i], i, x, cs, sn, mask, cache);
+        if (layer_outputs) layer_outputs->push_back(x);
+    }
+    cache.length = T;
+    return model_.language_model->norm->forward(x);
+}
+
+}  // namespace glmimage

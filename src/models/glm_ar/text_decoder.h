@@ -1,0 +1,56 @@
+// Forward of the GLM-4 text decoder of GLM-Image (GlmImageTextModel + lm_head) over a
+// preallocated KV cache. The weights live in GlmImageModel (shared module tree); this file
+// only holds the computation.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "models/glm_ar/glm_image_model.h"
+
+namespace glmimage {
+
+// Per layer K and V after rotary, [B, kv_heads, capacity, head_dim], allocated once for the
+// whole generation so a decode step writes in place instead of growing by concatenation.
+struct KVCache {
+    std::vector<at::Tensor> k, v;
+    at::Tensor key_valid;  // [B, capacity] bool: false on left-padding slots
+    bool has_padding = false;
+    int64_t length = 0;    // tokens written so far
+    int64_t capacity = 0;
+
+    void allocate(int64_t layers, int64_t batch, int64_t kv_heads, int64_t capacity, int64_t head_dim,
+                  at::TensorOptions options);
+    // Marks the padding slots of the prompt (attention_mask [B, L], 0 = padding).
+    void set_prompt_mask(const at::Tensor& attention_mask);
+};
+
+class GlmTextDecoder {
+  public:
+    explicit GlmTextDecoder(const GlmImageModel& model);
+
+    KVCache make_cache(int64_t batch, int64_t capacity) const;
+
+    // Runs S new tokens (ids [B, S]) at cache positions [cache.length, cache.length + S),
+    // with rotary tables cos/sin [B, S, rotary_dim] in the model dtype. Appends to the cache and
+    // returns the final-normed hidden states [B, S, hidden]. With `layer_outputs`, each
+    // decoder layer's output is appended to it (before the final norm).
+    at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& cos, const at::Tensor& sin, KVCache& cache,
+                       std::vector<at::Tensor>* layer_outputs = nullptr) const;
+
+    at::Tensor logits(const at::Tensor& hidden) const { return model_.lm_head->forward(hidden); }
+    at::ScalarType dtype() const { return model_.lm_head->weight.scalar_type(); }
+    at::Device device() const { return model_.lm_head->weight.device(); }
+    const GlmTextConfig& config() const { return model_.config.text; }
+
+  private:
+    at::Tensor layer_forward(const GlmDecoderLayer& layer, size_t index, const at::Tensor& x, const at::Tensor& cos,
+                             const at::Tensor& sin, const at::Tensor& mask, KVCache& cache) const;
+
+    const GlmImageModel& model_;
+    int64_t heads_, kv_heads_, head_dim_, rotary_dim_, intermediate_;
+};
+
+}  // namespace glmimage
