@@ -59,6 +59,6 @@ TORCH_CMAKE="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 LAUNCHER=()
 command -v ccache >/dev/null 2>&1 && LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH_CMAKE" \
-  -DPython3_EXECUTABLE="$(command -v "$PY")" -DGLMI_BUILD_PYTHON=ON "${LAUNCHER[@]}" ${GLMI_CMAKE_ARGS:-} >/dev/null
+  -DPython_EXECUTABLE="$(command -v "$PY")" -DGLMI_BUILD_PYTHON=ON "${LAUNCHER[@]}" ${GLMI_CMAKE_ARGS:-} >/dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)"
 echo "setup: built in $BUILD_DIR"

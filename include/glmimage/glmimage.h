@@ -1,6 +1,17 @@
-// glmimage: native GLM-Image inference. The public API; no LibTorch types here.
+// glmimage: native GLM-Image inference. The public C++ API; no LibTorch types here
+// (include/glmimage/tensor_api.h is not provided yet; use the Python module for tensors).
+//
+//   auto pipe = glmimage::Pipeline::load("GLM-Image", {/*device=*/"cuda", /*dtype=*/"bfloat16"});
+//   glmimage::GenerateRequest req;
+//   req.prompts = {"A poster that says \"Hello\""};
+//   req.height = 1024; req.width = 1024; req.seed = 42;
+//   glmimage::GenerateResult res = pipe->generate(req);
+//   // res.images[0]: 1024x1024 RGB8
 #pragma once
 
+#include <atomic>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -10,12 +21,77 @@
 
 namespace glmimage {
 
+// An 8-bit RGB image, rows top to bottom, 3 bytes per pixel, no padding.
+struct Image {
+    int64_t height = 0;
+    int64_t width = 0;
+    std::vector<uint8_t> rgb;  // height * width * 3 bytes
+
+    // InputError unless the sizes are positive and rgb holds height * width * 3 bytes.
+    void validate(const std::string& what) const;
+};
+
+// Autoregressive sampling. Defaults are the model's published settings.
+struct ArSettings {
+    bool do_sample = true;     // false: greedy (argmax); deterministic but flat images
+    double temperature = 0.9;  // > 0
+    double top_p = 0.75;       // in (0, 1]; 1 disables
+    int64_t top_k = 50;        // 0 disables; 50 is transformers' default
+    // Keep sampled ids inside the VQ codebook while a grid is generated, so a bad sample can
+    // never end a grid early or crash the decoder. The reference has no such guard.
+    bool keep_in_codebook = true;
+};
+
+struct GenerateRequest {
+    std::vector<std::string> prompts;         // one or more non-empty prompts
+    std::vector<std::vector<Image>> images;   // condition images per prompt (image-to-image); empty: text-to-image
+    int64_t height = 1024;                    // pixels, a multiple of 32
+    int64_t width = 1024;                     // pixels, a multiple of 32
+    int64_t steps = 50;                       // denoising steps, >= 1
+    double guidance = 1.5;                    // classifier-free guidance; <= 1 disables
+    uint64_t seed = 0;                        // seeds both the AR sampler and the initial latents
+    int64_t images_per_prompt = 1;            // images per prompt (prior tokens are shared)
+    ArSettings ar;
+    std::string timestep_label = "0.39";      // "0.39": the checkpoint's DiT timestep label; "0.40": diffusers >= 0.40
+    int64_t max_sequence_length = 2048;       // glyph (quoted text) bytes per string, eos included
+
+    // InputError on any value outside the ranges above.
+    void validate() const;
+    std::string to_string() const;
+};
+
+// What the autoregressive stage produces, per prompt; the decoder's input.
+struct PriorTokens {
+    int64_t grid_h = 0, grid_w = 0;           // main AR grid (height/32, width/32)
+    std::vector<std::vector<int64_t>> ids;    // per prompt: the main grid upsampled 2x, (2*grid_h)*(2*grid_w) ids
+    // Per prompt, per condition image: its VQ ids upsampled 2x (image-to-image only).
+    std::vector<std::vector<std::vector<int64_t>>> condition_ids;
+};
+
+struct StageTiming {
+    std::string stage;  // "ar", "decoder", ...
+    double seconds = 0;
+};
+
+struct GenerateResult {
+    std::vector<Image> images;  // prompts.size() * images_per_prompt, prompt-major
+    PriorTokens prior_tokens;
+    std::vector<StageTiming> timings;
+};
+
+struct Progress {
+    std::string stage;  // "ar" (tokens) or "denoise" (steps)
+    int64_t step = 0;   // done so far
+    int64_t total = 0;
+};
+using ProgressCallback = std::function<void(const Progress&)>;
+
 // Per-component facts of a loaded checkpoint.
 struct ComponentInfo {
     std::string folder;       // "transformer", "vae", ...
     std::string class_name;   // class named in model_index.json
     std::string summary;      // one line from the parsed config
-    std::string dtype;        // dtype the weights are held in ("BF16", "F32", ...); empty if no weights
+    std::string dtype;        // dtype the weights are held in ("BF16", "F32", ...)
     size_t num_tensors = 0;
     long long num_parameters = 0;
     size_t zero_copy = 0;     // tensors used straight from the mapped file
@@ -28,9 +104,20 @@ class Pipeline {
     static std::unique_ptr<Pipeline> load(const std::string& model_dir, const LoadOptions& options = {});
     ~Pipeline();
 
+    // Prompt(s) -> images: the AR stage, then the diffusion decoder. Not re-entrant: one call
+    // at a time per Pipeline. Throws InputError for bad requests, CancelledError after cancel().
+    GenerateResult generate(const GenerateRequest& request, const ProgressCallback& progress = {});
+    // Only the AR stage.
+    PriorTokens generate_prior_tokens(const GenerateRequest& request, const ProgressCallback& progress = {});
+    // Only the decoder, from prior tokens (as diffusers' `prior_token_ids=`).
+    GenerateResult decode(const GenerateRequest& request, const PriorTokens& prior,
+                          const ProgressCallback& progress = {});
+    // Asks the running call to stop at its next step (thread-safe). The flag is cleared when
+    // the next call starts.
+    void cancel();
+
     const std::vector<ComponentInfo>& components() const;
-    // Multi-line human-readable description of every component.
-    std::string summary() const;
+    std::string summary() const;  // multi-line description of every component
 
     struct Impl;
     Impl& impl() { return *impl_; }

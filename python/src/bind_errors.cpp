@@ -13,6 +13,8 @@ void register_errors(pybind11::module_& m) {
     static py::exception<ConfigError> config_error(m, "ConfigError", error.ptr());
     static py::exception<WeightError> weight_error(m, "WeightError", error.ptr());
     static py::exception<UnsupportedError> unsupported_error(m, "UnsupportedError", error.ptr());
+    // A RuntimeError like the rest: the request was valid, the caller stopped it (Pipeline.cancel()).
+    static py::exception<CancelledError> cancelled_error(m, "CancelledError", error.ptr());
     // Most specific first: the translator is tried in registration order.
     py::register_exception_translator([](std::exception_ptr p) {
         try {
@@ -27,6 +29,8 @@ void register_errors(pybind11::module_& m) {
             py::set_error(weight_error, e.what());
         } catch (const UnsupportedError& e) {
             py::set_error(unsupported_error, e.what());
+        } catch (const CancelledError& e) {
+            py::set_error(cancelled_error, e.what());
         } catch (const Error& e) {
             py::set_error(error, e.what());
         }

@@ -1,13 +1,128 @@
-// glmimage.Pipeline bindings (loading and inspection for now).
+// glmimage._C.Pipeline: loading, inspection and generation. The user-facing argument handling
+// (PIL images, torch generators, output types, tqdm) lives in python/glmimage/pipeline.py; this
+// file only moves plain data across and manages the GIL around the long C++ calls.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "glmimage/glmimage.h"
 
 namespace glmimage::python {
 
-void register_pipeline(pybind11::module_& m) {
-    namespace py = pybind11;
+namespace py = pybind11;
+
+namespace {
+
+using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+// A numpy uint8 array [H, W, 3] -> Image. Checked here so a wrong shape is a ValueError with the
+// argument's name, never a read past the buffer.
+Image image_from_array(const py::array& any, const std::string& what) {
+    if (any.dtype().kind() != 'u' || any.itemsize() != 1)
+        throw InputError(what + ": expected a uint8 array, got dtype " + std::string(py::str(any.dtype())));
+    U8Array a = U8Array::ensure(any);
+    if (!a || a.ndim() != 3 || a.shape(2) != 3)
+        throw InputError(what + ": expected an array of shape [height, width, 3]");
+    Image img;
+    img.height = a.shape(0);
+    img.width = a.shape(1);
+    img.rgb.resize(static_cast<size_t>(a.size()));
+    if (a.size() > 0) std::memcpy(img.rgb.data(), a.data(), img.rgb.size());
+    img.validate(what);
+    return img;
+}
+
+py::array image_to_array(const Image& img) {
+    U8Array out({img.height, img.width, int64_t{3}});
+    if (!img.rgb.empty()) std::memcpy(out.mutable_data(), img.rgb.data(), img.rgb.size());
+    return std::move(out);
+}
+
+// Keeps what the progress callback saw go wrong on the Python side (an exception raised by the
+// user's callback, or Ctrl-C) so it can be re-raised once the C++ call has unwound. The C++ side
+// only learns "cancelled"; the Python caller should see the real reason.
+struct PendingError {
+    std::optional<py::error_already_set> error;
+};
+
+// Builds the C++ progress callback. It must not copy Python objects (C++ may copy the
+// std::function while the GIL is released), so it holds only a borrowed handle: the callable is
+// owned by the binding's caller for the whole call.
+ProgressCallback make_progress(Pipeline& pipe, py::handle callback, PendingError& pending) {
+    return [&pipe, callback, &pending](const Progress& p) {
+        py::gil_scoped_acquire gil;
+        if (pending.error) return;  // already cancelling
+        // Ctrl-C sets a flag that only the interpreter's main thread turns into KeyboardInterrupt;
+        // C++ never runs the eval loop, so check here, once per step.
+        if (PyErr_CheckSignals() != 0) {
+            pending.error.emplace();
+            pipe.cancel();
+            return;
+        }
+        if (!callback || callback.is_none()) return;
+        try {
+            callback(p.stage, p.step, p.total);
+        } catch (py::error_already_set& e) {
+            pending.error.emplace(std::move(e));
+            pipe.cancel();
+        }
+    };
+}
+
+// Runs one of the Pipeline's long calls with the GIL released, re-raising a pending Python error
+// (callback exception, KeyboardInterrupt) in preference to the CancelledError it caused.
+template <class F>
+auto run_released(Pipeline& pipe, py::handle callback, F&& f) {
+    PendingError pending;
+    ProgressCallback progress = make_progress(pipe, callback, pending);
+    using R = decltype(f(progress));
+    std::optional<R> result;
+    std::exception_ptr failure;
+    {
+        py::gil_scoped_release release;
+        try {
+            result.emplace(f(progress));
+        } catch (...) {
+            failure = std::current_exception();
+        }
+    }
+    if (pending.error) throw std::move(*pending.error);
+    if (failure) std::rethrow_exception(failure);
+    return std::move(*result);
+}
+
+py::dict timings_dict(const std::vector<StageTiming>& timings) {
+    py::dict d;
+    for (const auto& t : timings) d[py::str(t.stage)] = t.seconds;
+    return d;
+}
+
+py::tuple result_tuple(GenerateResult&& r) {
+    py::list images;
+    for (const auto& img : r.images) images.append(image_to_array(img));
+    return py::make_tuple(images, std::move(r.prior_tokens), timings_dict(r.timings));
+}
+
+std::unique_ptr<Pipeline> load(const std::string& path, const std::string& dtype, const std::string& device,
+                               int threads) {
+    LoadOptions o;
+    o.dtype = dtype;
+    o.device = device;
+    o.threads = threads;
+    py::gil_scoped_release release;  // loading maps files and may cast: no Python needed
+    return Pipeline::load(path, o);
+}
+
+}  // namespace
+
+void register_pipeline(py::module_& m) {
     py::class_<ComponentInfo>(m, "ComponentInfo")
         .def_readonly("folder", &ComponentInfo::folder)
         .def_readonly("class_name", &ComponentInfo::class_name)
@@ -16,20 +131,88 @@ void register_pipeline(pybind11::module_& m) {
         .def_readonly("num_tensors", &ComponentInfo::num_tensors)
         .def_readonly("num_parameters", &ComponentInfo::num_parameters)
         .def_readonly("zero_copy", &ComponentInfo::zero_copy);
+
+    py::class_<ArSettings>(m, "ArSettings")
+        .def(py::init<>())
+        .def_readwrite("do_sample", &ArSettings::do_sample)
+        .def_readwrite("temperature", &ArSettings::temperature)
+        .def_readwrite("top_p", &ArSettings::top_p)
+        .def_readwrite("top_k", &ArSettings::top_k)
+        .def_readwrite("keep_in_codebook", &ArSettings::keep_in_codebook);
+
+    py::class_<GenerateRequest>(m, "GenerateRequest")
+        .def(py::init<>())
+        .def_readwrite("prompts", &GenerateRequest::prompts)
+        .def_readwrite("height", &GenerateRequest::height)
+        .def_readwrite("width", &GenerateRequest::width)
+        .def_readwrite("steps", &GenerateRequest::steps)
+        .def_readwrite("guidance", &GenerateRequest::guidance)
+        .def_readwrite("seed", &GenerateRequest::seed)
+        .def_readwrite("images_per_prompt", &GenerateRequest::images_per_prompt)
+        .def_readwrite("ar", &GenerateRequest::ar)
+        .def_readwrite("timestep_label", &GenerateRequest::timestep_label)
+        .def_readwrite("max_sequence_length", &GenerateRequest::max_sequence_length)
+        // Condition images as numpy uint8 [H, W, 3] arrays, one list per prompt.
+        .def("set_images",
+             [](GenerateRequest& r, const std::vector<std::vector<py::array>>& per_prompt) {
+                 std::vector<std::vector<Image>> images;
+                 for (size_t i = 0; i < per_prompt.size(); ++i) {
+                     images.emplace_back();
+                     for (size_t j = 0; j < per_prompt[i].size(); ++j)
+                         images.back().push_back(image_from_array(
+                             per_prompt[i][j], "image[" + std::to_string(i) + "][" + std::to_string(j) + "]"));
+                 }
+                 r.images = std::move(images);
+             })
+        .def_property_readonly("num_images", [](const GenerateRequest& r) {
+            std::vector<size_t> n;
+            for (const auto& list : r.images) n.push_back(list.size());
+            return n;
+        })
+        .def("validate", &GenerateRequest::validate)
+        .def("__repr__", &GenerateRequest::to_string);
+
+    py::class_<PriorTokens>(m, "PriorTokens")
+        .def(py::init<>())
+        .def_readwrite("grid_h", &PriorTokens::grid_h)
+        .def_readwrite("grid_w", &PriorTokens::grid_w)
+        .def_readwrite("ids", &PriorTokens::ids)
+        .def_readwrite("condition_ids", &PriorTokens::condition_ids);
+
     py::class_<Pipeline>(m, "Pipeline")
-        .def_static(
-            "from_pretrained",
-            [](const std::string& path, const std::string& dtype, const std::string& device, int threads) {
-                LoadOptions o;
-                o.dtype = dtype;
-                o.device = device;
-                o.threads = threads;
-                py::gil_scoped_release release;  // loading maps files and may cast: no Python needed
-                return Pipeline::load(path, o);
-            },
-            py::arg("path"), py::arg("dtype") = "auto", py::arg("device") = "cpu", py::arg("threads") = 0)
+        // A constructor (not only the factory) so that Python can subclass the pipeline and the
+        // subclass instances still pass as Pipeline& to the _testing entry points.
+        .def(py::init(&load), py::arg("path"), py::arg("dtype") = "auto", py::arg("device") = "cpu",
+             py::arg("threads") = 0)
+        .def_static("from_pretrained", &load, py::arg("path"), py::arg("dtype") = "auto", py::arg("device") = "cpu",
+                    py::arg("threads") = 0)
         .def_property_readonly("components", &Pipeline::components)
-        .def("summary", &Pipeline::summary);
+        .def("summary", &Pipeline::summary)
+        // Thread-safe: meant to be called from another thread or from the progress callback.
+        .def("cancel", &Pipeline::cancel)
+        // -> (list of uint8 [H, W, 3] arrays, PriorTokens, {stage: seconds})
+        .def(
+            "_generate",
+            [](Pipeline& p, const GenerateRequest& req, py::object callback) {
+                return result_tuple(run_released(
+                    p, callback, [&](const ProgressCallback& prog) { return p.generate(req, prog); }));
+            },
+            py::arg("request"), py::arg("callback") = py::none())
+        .def(
+            "_generate_prior_tokens",
+            [](Pipeline& p, const GenerateRequest& req, py::object callback) {
+                return run_released(p, callback, [&](const ProgressCallback& prog) {
+                    return p.generate_prior_tokens(req, prog);
+                });
+            },
+            py::arg("request"), py::arg("callback") = py::none())
+        .def(
+            "_decode",
+            [](Pipeline& p, const GenerateRequest& req, const PriorTokens& prior, py::object callback) {
+                return result_tuple(run_released(
+                    p, callback, [&](const ProgressCallback& prog) { return p.decode(req, prior, prog); }));
+            },
+            py::arg("request"), py::arg("prior"), py::arg("callback") = py::none());
     m.def("version", &version);
 }
 

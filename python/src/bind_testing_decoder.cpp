@@ -37,6 +37,57 @@ void register_testing_decoder(pybind11::module_& m) {
         py::arg("conditions") = std::vector<std::vector<std::pair<at::Tensor, at::Tensor>>>{},
         py::arg("images_per_prompt") = 1, py::arg("batch_cfg") = true, py::arg("label") = "0.39",
         py::arg("max_sequence_length") = 2048);
+    // The whole public Pipeline::generate, tensors in and out (e2e parity tests).
+    m.def(
+        "generate",
+        [](Pipeline& pipe, const std::vector<std::string>& prompts, const std::vector<std::vector<at::Tensor>>& images,
+           int64_t height, int64_t width, int64_t steps, double guidance, uint64_t seed, bool do_sample,
+           double temperature, double top_p, int64_t top_k, bool keep_in_codebook, int64_t images_per_prompt) {
+            GenerateRequest req;
+            req.prompts = prompts;
+            for (const auto& list : images) {
+                req.images.emplace_back();
+                for (const auto& t : list) {
+                    auto c = t.to(at::kByte).contiguous();
+                    Image img;
+                    img.height = c.size(0);
+                    img.width = c.size(1);
+                    img.rgb.assign(c.data_ptr<uint8_t>(), c.data_ptr<uint8_t>() + c.numel());
+                    req.images.back().push_back(std::move(img));
+                }
+            }
+            req.height = height;
+            req.width = width;
+            req.steps = steps;
+            req.guidance = guidance;
+            req.seed = seed;
+            req.images_per_prompt = images_per_prompt;
+            req.ar.do_sample = do_sample;
+            req.ar.temperature = temperature;
+            req.ar.top_p = top_p;
+            req.ar.top_k = top_k;
+            req.ar.keep_in_codebook = keep_in_codebook;
+            GenerateResult r;
+            {
+                py::gil_scoped_release release;
+                r = pipe.generate(req);
+            }
+            std::vector<at::Tensor> imgs;
+            for (auto& im : r.images)
+                imgs.push_back(at::from_blob(im.rgb.data(), {im.height, im.width, 3}, at::kByte).clone());
+            std::vector<at::Tensor> prior;
+            for (auto& ids : r.prior_tokens.ids) prior.push_back(at::tensor(ids, at::kLong));
+            std::vector<std::vector<at::Tensor>> cond;
+            for (auto& per : r.prior_tokens.condition_ids) {
+                cond.emplace_back();
+                for (auto& ids : per) cond.back().push_back(at::tensor(ids, at::kLong));
+            }
+            return py::make_tuple(at::stack(imgs), at::stack(prior), cond);
+        },
+        py::arg("pipe"), py::arg("prompts"), py::arg("images") = std::vector<std::vector<at::Tensor>>{},
+        py::arg("height") = 64, py::arg("width") = 64, py::arg("steps") = 2, py::arg("guidance") = 1.5,
+        py::arg("seed") = 0, py::arg("do_sample") = false, py::arg("temperature") = 1.0, py::arg("top_p") = 1.0,
+        py::arg("top_k") = 50, py::arg("keep_in_codebook") = false, py::arg("images_per_prompt") = 1);
     m.def("glyph_embeddings", [](Pipeline& pipe, const std::vector<std::string>& prompts, int64_t max_len) {
         c10::InferenceMode guard;
         return glyph_embeddings(pipe.impl().decoder_models(), prompts, max_len);

@@ -107,10 +107,17 @@ std::unique_ptr<Pipeline> Pipeline::load(const std::string& model_dir, const Loa
     p->glyph_tokenizer = stage("loading tokenizer", [&] {
         return std::make_unique<ByT5Tokenizer>(ByT5Tokenizer::from_dir((fs::path(dir) / "tokenizer").string()));
     });
+    p->processor = stage("loading processor", [&] {
+        return std::make_unique<GlmProcessor>(GlmProcessor::from_dir((fs::path(dir) / "processor").string()));
+    });
+    p->image_config = stage("loading processor", [&] {
+        return ImageProcessorConfig::from_file(config_path(dir, "processor", "preprocessor_config.json"));
+    });
     p->ar = stage("loading vision_language_encoder", [&] {
         auto c = GlmArConfig::from_file(config_path(dir, "vision_language_encoder", "config.json"));
         return load_component<GlmImageModel>(*p, "vision_language_encoder", c, {});
     });
+    p->ar_generator = std::make_unique<ArGenerator>(*p->ar);
     p->text_encoder = stage("loading text_encoder", [&] {
         auto c = T5Config::from_file(config_path(dir, "text_encoder", "config.json"));
         // transformers ties encoder.embed_tokens to shared; some writers store both copies.

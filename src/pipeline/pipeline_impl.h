@@ -3,11 +3,14 @@
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 
 #include "glmimage/glmimage.h"
 #include "models/dit/transformer.h"
+#include "models/glm_ar/ar_generator.h"
+#include "models/glm_ar/image_processor.h"
 #include "models/glm_ar/glm_image_model.h"
 #include "models/t5/t5_encoder.h"
 #include "models/vae/autoencoder_kl.h"
@@ -16,6 +19,7 @@
 #include "schedulers/flow_match_euler.h"
 #include "schedulers/scheduler_config.h"
 #include "tokenizers/byt5_tokenizer.h"
+#include "tokenizers/glm_processor.h"
 
 namespace glmimage {
 
@@ -31,6 +35,10 @@ struct Pipeline::Impl {
     std::shared_ptr<AutoencoderKL> vae;
     std::unique_ptr<ByT5Tokenizer> glyph_tokenizer;     // tokenizer/
     std::unique_ptr<FlowMatchEulerScheduler> sampler;  // from `scheduler`
+    std::unique_ptr<GlmProcessor> processor;           // processor/: chat template, tokenizer, grids
+    ImageProcessorConfig image_config;                 // processor/preprocessor_config.json
+    std::unique_ptr<ArGenerator> ar_generator;         // over `ar`
+    std::atomic<bool> cancel_flag{false};
 
     DecoderModels decoder_models() const {
         return {transformer.get(), text_encoder.get(), vae.get(), glyph_tokenizer.get(), sampler.get()};
@@ -41,5 +49,10 @@ struct Pipeline::Impl {
 // Parses LoadOptions::dtype ("auto" -> nullopt).
 std::optional<at::ScalarType> parse_dtype_option(const std::string& dtype);
 at::Device parse_device_option(const std::string& device);
+
+// The two stages of Pipeline::generate (generate.cpp).
+PriorTokens run_ar_stage(Pipeline::Impl& p, const GenerateRequest& req, const ProgressCallback& progress);
+std::vector<Image> run_decoder_stage(Pipeline::Impl& p, const GenerateRequest& req, const PriorTokens& prior,
+                                     const ProgressCallback& progress);
 
 }  // namespace glmimage

@@ -123,6 +123,8 @@ ArResult ArGenerator::generate(const ArRequest& req, const ArGenerateOptions& op
     auto generated = at::empty({B, N}, unfinished.options());
     int64_t done = 0;
     for (int64_t step = 0; step < N; ++step) {
+        if (opt.cancel && opt.cancel->load())
+            throw CancelledError("cancelled at AR token " + std::to_string(step));
         // Only the last position goes through lm_head; choices are made on fp32 logits.
         auto scores = decoder_.logits(hidden.select(1, hidden.size(1) - 1)).to(at::kFloat).clone();
         if (opt.record_logits) res.step_logits.push_back(scores.clone());
@@ -134,6 +136,7 @@ ArResult ArGenerator::generate(const ArRequest& req, const ArGenerateOptions& op
         generated.select(1, step).copy_(next);
         unfinished = unfinished * next.ne(eos).to(at::kLong);
         done = step + 1;
+        if (opt.on_token) opt.on_token(done, N);
         if (step == N - 1 || unfinished.max().item<int64_t>() == 0) break;
         hidden = decoder_.forward(next.view({B, 1}), dc.narrow(1, step, 1), ds.narrow(1, step, 1), cache);
     }

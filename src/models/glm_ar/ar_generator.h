@@ -5,7 +5,9 @@
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "models/glm_ar/glm_image_model.h"
@@ -31,6 +33,8 @@ struct ArGenerateOptions {
     // never stop a grid early or index past the DiT's codebook. Not in the reference: off for parity.
     bool keep_in_codebook = true;
     bool record_logits = false;  // keep the fp32 logits of every step (parity tests)
+    std::function<void(int64_t done, int64_t total)> on_token;  // after each generated token
+    const std::atomic<bool>* cancel = nullptr;  // checked before each token; CancelledError
 };
 
 struct ArRequest {

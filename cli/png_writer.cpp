@@ -1,0 +1,267 @@
+// PNG output (stb_image_write plus our own text chunks), atomic file writes, and PNG/JPEG
+// input (stb_image) for the glmimage tool.
+#include "png_writer.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+// The stb headers are third-party C; their warnings under -Wall -Wextra are not ours.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#define STB_IMAGE_WRITE_STATIC
+#include "stb_image_write.h"
+// Only the two formats we promise; the other decoders are untested attack surface.
+#define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_STATIC
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_NO_STDIO
+#define STBI_FAILURE_USERMSG
+// 16384 per side keeps a decoded image under 1 GiB of RGB; condition images are ~1024.
+#define STBI_MAX_DIMENSIONS 16384
+#include "stb_image.h"
+#pragma GCC diagnostic pop
+
+namespace glmimage::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Larger inputs are rejected before decoding: no sensible condition image is this big.
+constexpr std::uintmax_t kMaxImageFileBytes = 256ull << 20;
+
+uint32_t crc32(const uint8_t* data, size_t size, uint32_t crc = 0) {
+    static const std::array<uint32_t, 256> table = [] {
+        std::array<uint32_t, 256> t{};
+        for (uint32_t n = 0; n < 256; ++n) {
+            uint32_t c = n;
+            for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            t[n] = c;
+        }
+        return t;
+    }();
+    crc = ~crc;
+    for (size_t i = 0; i < size; ++i) crc = table[(crc ^ data[i]) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+void put_u32(std::vector<uint8_t>& out, uint32_t v) {
+    out.push_back(static_cast<uint8_t>(v >> 24));
+    out.push_back(static_cast<uint8_t>(v >> 16));
+    out.push_back(static_cast<uint8_t>(v >> 8));
+    out.push_back(static_cast<uint8_t>(v));
+}
+
+// length, type, data, CRC over type + data (PNG spec 5.3).
+std::vector<uint8_t> make_chunk(const char type[4], const std::vector<uint8_t>& data) {
+    std::vector<uint8_t> out;
+    out.reserve(data.size() + 12);
+    put_u32(out, static_cast<uint32_t>(data.size()));
+    out.insert(out.end(), type, type + 4);
+    out.insert(out.end(), data.begin(), data.end());
+    put_u32(out, crc32(out.data() + 4, data.size() + 4));
+    return out;
+}
+
+void check_keyword(const std::string& key) {
+    bool ok = !key.empty() && key.size() <= 79 && key.front() != ' ' && key.back() != ' ';
+    for (char c : key) ok = ok && c >= 0x20 && c <= 0x7E;
+    if (!ok) throw InputError("png: bad text keyword '" + key + "': expected 1-79 printable ASCII characters");
+}
+
+// Replaces invalid UTF-8 (and NUL, the chunk separator) with U+FFFD, so metadata can never
+// make writing an already generated image fail.
+std::string sanitize_utf8(const std::string& s) {
+    std::string out;
+    out.reserve(s.size());
+    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+    const size_t n = s.size();
+    for (size_t i = 0; i < n;) {
+        const unsigned char c = p[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+        bool ok = len > 0 && c != 0 && i + len <= n;
+        for (size_t k = 1; ok && k < len; ++k) ok = (p[i + k] & 0xC0) == 0x80;
+        if (ok && len == 2) ok = c >= 0xC2;                                   // overlong
+        if (ok && len == 3) ok = !(c == 0xE0 && p[i + 1] < 0xA0) && !(c == 0xED && p[i + 1] >= 0xA0);
+        if (ok && len == 4) ok = !(c == 0xF0 && p[i + 1] < 0x90) && !(c == 0xF4 && p[i + 1] >= 0x90) && c <= 0xF4;
+        if (ok) {
+            out.append(s, i, len);
+            i += len;
+        } else {
+            out += "\xEF\xBF\xBD";
+            ++i;
+        }
+    }
+    return out;
+}
+
+std::vector<uint8_t> text_chunk(const std::string& key, const std::string& value) {
+    check_keyword(key);
+    const std::string v = sanitize_utf8(value);
+    bool ascii = true;
+    for (unsigned char c : v) ascii = ascii && c < 0x80;
+    std::vector<uint8_t> data(key.begin(), key.end());
+    data.push_back(0);
+    if (ascii) {
+        data.insert(data.end(), v.begin(), v.end());
+        return make_chunk("tEXt", data);
+    }
+    // iTXt: keyword\0, compression flag 0, method 0, empty language tag\0, empty translated keyword\0, UTF-8 text.
+    data.insert(data.end(), {0, 0, 0, 0});
+    data.insert(data.end(), v.begin(), v.end());
+    return make_chunk("iTXt", data);
+}
+
+void append_to_vector(void* context, void* data, int size) {
+    auto* out = static_cast<std::vector<uint8_t>*>(context);
+    const auto* bytes = static_cast<const uint8_t*>(data);
+    out->insert(out->end(), bytes, bytes + size);
+}
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+// Writes all of `bytes`, retrying short writes and EINTR; false with errno set on failure.
+bool write_all(int fd, const uint8_t* bytes, size_t size) {
+    while (size > 0) {
+        const ssize_t n = ::write(fd, bytes, size);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        bytes += n;
+        size -= static_cast<size_t>(n);
+    }
+    return true;
+}
+
+fs::path parent_dir(const fs::path& path) {
+    fs::path dir = path.parent_path();
+    return dir.empty() ? fs::path(".") : dir;
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode_png(const Image& image, const PngText& text) {
+    if (image.height <= 0 || image.width <= 0 || image.height > INT_MAX / 3 || image.width > INT_MAX / 3 ||
+        image.rgb.size() != static_cast<size_t>(image.height) * static_cast<size_t>(image.width) * 3)
+        throw InputError("png: bad image: " + std::to_string(image.width) + "x" + std::to_string(image.height) +
+                         " with " + std::to_string(image.rgb.size()) + " bytes of RGB");
+    std::vector<std::vector<uint8_t>> chunks;
+    for (const auto& [key, value] : text) chunks.push_back(text_chunk(key, value));
+
+    std::vector<uint8_t> png;
+    const int w = static_cast<int>(image.width), h = static_cast<int>(image.height);
+    if (!stbi_write_png_to_func(append_to_vector, &png, w, h, 3, image.rgb.data(), w * 3))
+        throw Error("png: encoding failed");
+    // Signature (8 bytes), then IHDR: length 13, "IHDR", 13 bytes, CRC: 33 bytes in all.
+    constexpr size_t kAfterIhdr = 8 + 4 + 4 + 13 + 4;
+    if (png.size() < kAfterIhdr || std::memcmp(png.data() + 12, "IHDR", 4) != 0)
+        throw Error("png: encoder output does not start with IHDR");
+    // Text goes before the image data so readers that stop early still see it.
+    std::vector<uint8_t> out(png.begin(), png.begin() + kAfterIhdr);
+    for (const auto& c : chunks) out.insert(out.end(), c.begin(), c.end());
+    out.insert(out.end(), png.begin() + kAfterIhdr, png.end());
+    return out;
+}
+
+void check_writable(const std::string& path) {
+    if (path.empty()) throw InputError("output path is empty");
+    const fs::path p(path);
+    std::error_code ec;
+    const auto st = fs::status(p, ec);
+    if (fs::is_directory(st)) throw InputError("output '" + path + "' is a directory");
+    if (fs::exists(st) && !fs::is_regular_file(st))
+        throw InputError("output '" + path + "' exists and is not a regular file");
+    const fs::path dir = parent_dir(p);
+    const auto dst = fs::status(dir, ec);
+    if (!fs::exists(dst)) throw InputError("output directory '" + dir.string() + "' does not exist");
+    if (!fs::is_directory(dst)) throw InputError("output directory '" + dir.string() + "' is not a directory");
+    if (::access(dir.c_str(), W_OK | X_OK) != 0)
+        throw InputError("output directory '" + dir.string() + "' is not writable: " + errno_text(errno));
+}
+
+void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes) {
+    const fs::path target(path);
+    // Same directory as the target, so rename() is atomic (same filesystem); hidden, so a
+    // crash leaves nothing that looks like a finished image.
+    std::string tmpl = (parent_dir(target) / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
+    std::vector<char> name(tmpl.begin(), tmpl.end());
+    name.push_back('\0');
+    const int fd = ::mkstemp(name.data());
+    if (fd < 0) throw Error("cannot write '" + path + "': " + errno_text(errno));
+    const std::string tmp(name.data());
+    auto fail = [&](const std::string& what, int err) {
+        ::unlink(tmp.c_str());
+        throw Error("cannot write '" + path + "': " + what + ": " + errno_text(err));
+    };
+    // mkstemp creates 0600; give the file the permissions a plain open() would.
+    const mode_t mask = ::umask(0);
+    ::umask(mask);
+    if (::fchmod(fd, 0666 & ~mask) != 0) {
+        const int err = errno;
+        ::close(fd);
+        fail("chmod", err);
+    }
+    if (!write_all(fd, bytes.data(), bytes.size()) || ::fsync(fd) != 0) {
+        const int err = errno;
+        ::close(fd);
+        fail("write", err);
+    }
+    if (::close(fd) != 0) fail("close", errno);
+    if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename", errno);
+    // Make the rename itself durable; failure here loses nothing already visible.
+    const int dfd = ::open(parent_dir(target).c_str(), O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        ::fsync(dfd);
+        ::close(dfd);
+    }
+}
+
+Image read_image(const std::string& path) {
+    const fs::path p(path);
+    std::error_code ec;
+    const auto st = fs::status(p, ec);
+    if (!fs::exists(st)) throw InputError("image '" + path + "' does not exist");
+    if (fs::is_directory(st)) throw InputError("image '" + path + "' is a directory");
+    std::ifstream in(p, std::ios::binary);
+    if (!in) throw InputError("cannot read image '" + path + "': " + errno_text(errno));
+    const std::uintmax_t size = fs::file_size(p, ec);
+    if (!ec && size > kMaxImageFileBytes)
+        throw InputError("image '" + path + "' is too large (" + std::to_string(size >> 20) + " MiB)");
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) throw InputError("cannot read image '" + path + "'");
+    if (bytes.empty()) throw InputError("image '" + path + "' is empty (0 bytes)");
+    if (bytes.size() > static_cast<size_t>(INT_MAX)) throw InputError("image '" + path + "' is too large");
+
+    const int len = static_cast<int>(bytes.size());
+    int w = 0, h = 0, channels = 0;
+    if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &channels))
+        throw InputError("image '" + path + "' is not a PNG or JPEG image");
+    stbi_uc* pixels = stbi_load_from_memory(bytes.data(), len, &w, &h, &channels, 3);
+    if (!pixels) {
+        const char* why = stbi_failure_reason();
+        throw InputError("cannot decode image '" + path + "': " + (why ? why : "unknown error"));
+    }
+    Image img;
+    img.height = h;
+    img.width = w;
+    img.rgb.assign(pixels, pixels + static_cast<size_t>(w) * static_cast<size_t>(h) * 3);
+    stbi_image_free(pixels);
+    return img;
+}
+
+}  // namespace glmimage::cli

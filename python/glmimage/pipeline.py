@@ -1,0 +1,560 @@
+"""The user-facing GLM-Image pipeline: diffusers-style arguments in front of the C++ core.
+
+Everything here is argument handling: converting PIL images, torch generators and tensors into
+the plain data the native ``glmimage._C.Pipeline`` takes, checking arguments early so mistakes are
+``ValueError`` with the argument's name, and shaping the result like diffusers'
+``GlmImagePipelineOutput``. The work itself runs in C++ with the GIL released.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from . import _C
+from ._C import InputError
+
+ProgressFn = Callable[[str, int, int], Any]
+
+_DTYPES = {
+    "auto": "auto",
+    "float32": "float32", "fp32": "float32", "float": "float32",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+}
+_TORCH_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+_OUTPUT_TYPES = ("pil", "np")
+
+
+def _fail(message: str) -> InputError:
+    # InputError is a ValueError: one exception type for bad arguments, whether Python or C++
+    # noticed them first.
+    return InputError(message)
+
+
+def _normalize_dtype(dtype: Union[str, torch.dtype, None]) -> str:
+    if dtype is None:
+        return "auto"
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _TORCH_DTYPES:
+            raise _fail(f"unsupported dtype {dtype}: expected torch.float32, torch.bfloat16 or torch.float16")
+        return _TORCH_DTYPES[dtype]
+    if isinstance(dtype, str):
+        key = dtype.strip().lower()
+        if key.startswith("torch."):
+            key = key[len("torch."):]
+        if key in _DTYPES:
+            return _DTYPES[key]
+    raise _fail(f"unknown dtype {dtype!r}: expected 'auto', 'float32', 'bfloat16', 'float16' or a torch.dtype")
+
+
+def _normalize_device(device: Union[str, torch.device, None]) -> str:
+    if device is None:
+        return "cpu"
+    if isinstance(device, torch.device):
+        if device.type == "cpu":
+            return "cpu"
+        if device.type == "cuda":
+            return "cuda" if device.index is None else f"cuda:{device.index}"
+        raise _fail(f"unsupported device {device}: expected cpu or cuda")
+    if isinstance(device, str):
+        d = device.strip().lower()
+        if d == "cpu" or d == "cuda":
+            return d
+        if d.startswith("cuda:") and d[5:].isdigit():
+            return d
+    raise _fail(f"unknown device {device!r}: expected 'cpu', 'cuda', 'cuda:N' or a torch.device")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    # bool is an int subclass; True as a step count is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise _fail(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise _fail(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise _fail(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_model_dir(path: Union[str, os.PathLike]) -> str:
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise _fail(f"model path must be a str or os.PathLike, got {type(path).__name__}") from None
+    if not os.path.isdir(path):
+        what = "is not a directory" if os.path.exists(path) else "does not exist"
+        raise _fail(f"model directory '{path}' {what} (expected a local GLM-Image checkpoint in diffusers layout)")
+    index = os.path.join(path, "model_index.json")
+    if not os.path.isfile(index):
+        raise _fail(f"'{path}' is not a GLM-Image checkpoint: model_index.json is missing")
+    # Name every missing component folder up front: a partial download is the common case, and
+    # the message should say what to fetch rather than which file failed to open first.
+    try:
+        with open(index, encoding="utf-8") as f:
+            entries = json.load(f)
+    except (OSError, ValueError):
+        return path  # unreadable or malformed: the C++ loader reports it precisely
+    if isinstance(entries, dict):
+        missing = [name for name, v in entries.items()
+                   if not name.startswith("_") and isinstance(v, list) and len(v) == 2 and v[0] is not None
+                   and not os.path.isdir(os.path.join(path, name))]
+        if missing:
+            raise _fail(f"incomplete model directory '{path}': missing component folder(s) "
+                        f"{', '.join(m + '/' for m in sorted(missing))} named in model_index.json")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+
+def _to_rgb_array(img: Any, what: str) -> np.ndarray:
+    """One condition image -> a C-contiguous uint8 [H, W, 3] array."""
+    from PIL import Image as PILImage
+
+    if isinstance(img, (str, os.PathLike)):
+        try:
+            with PILImage.open(img) as opened:
+                opened.load()
+                img = opened.copy()
+        except Exception as e:  # PIL raises several types for unreadable files
+            raise _fail(f"{what}: cannot read image file '{os.fspath(img)}': {e}") from None
+    if isinstance(img, PILImage.Image):
+        if img.width <= 0 or img.height <= 0:
+            raise _fail(f"{what}: empty image ({img.width}x{img.height})")
+        try:
+            rgb = img if img.mode == "RGB" else img.convert("RGB")
+            arr = np.asarray(rgb, dtype=np.uint8)
+        except Exception as e:  # lazily opened files fail only here when truncated or corrupt
+            raise _fail(f"{what}: cannot read image: {e}") from None
+    elif isinstance(img, np.ndarray):
+        if img.dtype != np.uint8:
+            raise _fail(f"{what}: numpy images must be uint8 [H, W, 3], got dtype {img.dtype}")
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)  # grayscale, as PIL's convert("RGB") would
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise _fail(f"{what}: numpy images must have shape [H, W, 3], got {list(img.shape)}")
+        arr = img
+    else:
+        raise _fail(f"{what}: expected a PIL.Image, a uint8 numpy array [H, W, 3] or a file path, "
+                    f"got {type(img).__name__}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise _fail(f"{what}: empty image ({arr.shape[1]}x{arr.shape[0]})")
+    return np.ascontiguousarray(arr)
+
+
+def _is_single_image(x: Any) -> bool:
+    from PIL import Image as PILImage
+
+    return isinstance(x, (PILImage.Image, str, os.PathLike)) or (isinstance(x, np.ndarray) and x.ndim in (2, 3))
+
+
+def _normalize_images(image: Any, batch_size: int) -> Optional[List[List[np.ndarray]]]:
+    """The forms diffusers' GlmImagePipeline._validate_and_normalize_images accepts, plus a single
+    image and a 4-D numpy batch, -> one list of uint8 arrays per prompt."""
+    if image is None:
+        return None
+    if _is_single_image(image):
+        image = [image]
+    elif isinstance(image, np.ndarray) and image.ndim == 4:
+        image = list(image)
+    elif not isinstance(image, (list, tuple)):
+        raise _fail(f"image: expected a PIL.Image, a numpy array, or a list of them, got {type(image).__name__}")
+    if len(image) == 0:
+        return None
+    first = image[0]
+    if batch_size == 1:
+        if not isinstance(first, (list, tuple)):
+            nested = [list(image)]
+        elif len(image) != 1:
+            raise _fail(f"for one prompt with a list of image lists, expected 1 image list, got {len(image)}")
+        else:
+            nested = [list(first)]
+    else:
+        if not isinstance(first, (list, tuple)):
+            raise _fail(f"for {batch_size} prompts, image must be a list of image lists (one list per prompt), "
+                        f"got a list of {type(first).__name__}")
+        if len(image) != batch_size:
+            raise _fail(f"number of image lists ({len(image)}) must match the number of prompts ({batch_size})")
+        for i, imgs in enumerate(image):
+            if not isinstance(imgs, (list, tuple)):
+                raise _fail(f"image[{i}]: expected a list of images, got {type(imgs).__name__}")
+            if len(imgs) != len(first):
+                raise _fail(f"every prompt needs the same number of condition images: prompt 0 has {len(first)}, "
+                            f"prompt {i} has {len(imgs)}")
+        nested = [list(imgs) for imgs in image]
+    if any(len(imgs) == 0 for imgs in nested):
+        raise _fail("image: an empty list of condition images; pass image=None for text-to-image")
+    return [[_to_rgb_array(img, f"image[{i}][{j}]") for j, img in enumerate(imgs)] for i, imgs in enumerate(nested)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class PriorTokenOutput:
+    """What the autoregressive stage produced; feed it back as ``pipe(..., prior_token_ids=...)``.
+
+    Unpacks like diffusers' ``generate_prior_tokens`` tuple's first two entries:
+    ``ids, image_ids = pipe.generate_prior_tokens(...)``.
+    """
+
+    prior_token_ids: torch.Tensor  # [num_prompts, (height/16) * (width/16)] int64
+    # Per prompt, per condition image: its 1-D VQ ids (upsampled 2x); None for text-to-image.
+    prior_token_image_ids: Optional[List[List[torch.Tensor]]]
+    height: int
+    width: int
+    native: _C.PriorTokens = field(repr=False)
+
+    def __iter__(self):
+        return iter((self.prior_token_ids, self.prior_token_image_ids))
+
+
+@dataclass
+class PipelineOutput:
+    """Like diffusers' ``GlmImagePipelineOutput``: ``images`` plus what produced them."""
+
+    images: Union[List[Any], np.ndarray]  # list of PIL.Image, or uint8 [N, H, W, 3] for output_type="np"
+    prior_token_ids: torch.Tensor        # [num_prompts, S]; shared by a prompt's images
+    prior_token_image_ids: Optional[List[List[torch.Tensor]]]
+    timings: Dict[str, float]            # seconds per stage
+
+
+def _prior_output(native: _C.PriorTokens, height: int, width: int) -> PriorTokenOutput:
+    ids = torch.tensor(native.ids, dtype=torch.int64)
+    cond = native.condition_ids
+    image_ids = ([[torch.tensor(c, dtype=torch.int64) for c in per_prompt] for per_prompt in cond]
+                 if any(len(p) for p in cond) else None)
+    return PriorTokenOutput(ids, image_ids, height, width, native)
+
+
+def _ids_list(name: str, value: Any) -> List[int]:
+    t = torch.as_tensor(value)
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise _fail(f"{name} must hold integer token ids, got dtype {t.dtype}")
+    t = t.detach().cpu().to(torch.int64).reshape(-1)
+    if t.numel() and int(t.min()) < 0:
+        raise _fail(f"{name} holds negative token ids")
+    return t.tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress
+
+
+class _Progress:
+    """The one Python callable the C++ progress hook calls: the user's callback and/or tqdm bars."""
+
+    def __init__(self, callback: Optional[ProgressFn], show: bool):
+        self.callback = callback
+        self.tqdm = None
+        if show:
+            try:
+                from tqdm.auto import tqdm
+
+                self.tqdm = tqdm
+            except ImportError:  # tqdm is optional
+                pass
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, stage: str, step: int, total: int) -> None:
+        if self.tqdm is not None:
+            if stage != self.stage:
+                self.close()
+                self.stage = stage
+                desc = {"ar": "tokens", "denoise": "denoise"}.get(stage, stage)
+                self.bar = self.tqdm(total=total, desc=desc, leave=False)
+            if self.bar is not None and step > self.bar.n:
+                self.bar.update(step - self.bar.n)
+        if self.callback is not None:
+            self.callback(stage, step, total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+
+
+class Pipeline(_C.Pipeline):
+    """GLM-Image text-to-image and image-to-image, with diffusers' ``GlmImagePipeline`` arguments.
+
+    Subclasses the native pipeline, so ``components``, ``summary()`` and ``cancel()`` come from C++.
+    One generation at a time per pipeline; ``cancel()`` may be called from any thread or from the
+    progress callback.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], dtype: Union[str, torch.dtype, None] = "auto",
+                 device: Union[str, torch.device, None] = "cpu", threads: int = 0):
+        path = _check_model_dir(path)
+        super().__init__(path, _normalize_dtype(dtype), _normalize_device(device), _check_int("threads", threads, 0))
+        self._busy = threading.Lock()
+
+    @classmethod
+    def from_pretrained(cls, path: Union[str, os.PathLike], dtype: Union[str, torch.dtype, None] = "auto",
+                        device: Union[str, torch.device, None] = "cpu", threads: int = 0) -> "Pipeline":
+        """Loads a local GLM-Image checkpoint directory (diffusers layout, e.g. ``zai-org/GLM-Image``).
+
+        dtype: "auto" (the checkpoint's), "float32", "bfloat16", "float16" or a torch.dtype.
+        device: "cpu", "cuda", "cuda:N" or a torch.device. threads: CPU threads, 0 = LibTorch's default.
+        """
+        return cls(path, dtype=dtype, device=device, threads=threads)
+
+    # -- request building ----------------------------------------------------------------------
+
+    @staticmethod
+    def _prompts(prompt: Any) -> List[str]:
+        if isinstance(prompt, str):
+            prompts = [prompt]
+        elif isinstance(prompt, (list, tuple)):
+            prompts = list(prompt)
+            if not prompts:
+                raise _fail("prompt: an empty list; give at least one prompt")
+        else:
+            raise _fail(f"prompt must be a str or a list of str, got {type(prompt).__name__}")
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str):
+                raise _fail(f"prompt[{i}] must be a str, got {type(p).__name__}")
+            if not p.strip():
+                raise _fail(f"prompt[{i}] is empty" if len(prompts) > 1 else "prompt is empty")
+        return prompts
+
+    @staticmethod
+    def _seed(generator: Any, seed: Any) -> int:
+        if generator is not None and seed is not None:
+            raise _fail("give either generator or seed, not both")
+        if isinstance(generator, (list, tuple)):
+            # diffusers takes the first generator for the AR stage; one seed drives everything here.
+            if not generator:
+                raise _fail("generator: an empty list")
+            generator = generator[0]
+        if generator is not None:
+            if not isinstance(generator, torch.Generator):
+                raise _fail(f"generator must be a torch.Generator, got {type(generator).__name__}")
+            return int(generator.initial_seed())
+        if seed is None:
+            # Like diffusers without a generator: follow torch's global RNG, so torch.manual_seed()
+            # makes runs repeatable.
+            return int(torch.randint(0, 2**62, (), dtype=torch.int64).item())
+        seed = _check_int("seed", seed, 0)
+        if seed >= 2**64:
+            raise _fail(f"seed must be < 2**64, got {seed}")
+        return seed
+
+    def _request(self, prompt: Any, image: Any, height: Any, width: Any, num_inference_steps: Any,
+                 guidance_scale: Any, num_images_per_prompt: Any, generator: Any, seed: Any, do_sample: Any,
+                 temperature: Any, top_p: Any, top_k: Any, max_sequence_length: Any,
+                 timestep_label: str) -> _C.GenerateRequest:
+        prompts = self._prompts(prompt)
+        height = _check_int("height", height, 1)
+        width = _check_int("width", width, 1)
+        if height % 32 or width % 32:
+            raise _fail(f"height and width must be multiples of 32, got {height}x{width}")
+        steps = _check_int("num_inference_steps", num_inference_steps, 1)
+        guidance = _check_float("guidance_scale", guidance_scale)
+        if guidance < 0:
+            raise _fail(f"guidance_scale must be >= 0, got {guidance}")
+        per_prompt = _check_int("num_images_per_prompt", num_images_per_prompt, 1)
+        if not isinstance(do_sample, (bool, np.bool_)):
+            raise _fail(f"do_sample must be a bool, got {type(do_sample).__name__}")
+        temperature = _check_float("temperature", temperature)
+        top_p = _check_float("top_p", top_p)
+        top_k = _check_int("top_k", top_k, 0)
+        if do_sample and temperature <= 0:
+            raise _fail(f"temperature must be > 0, got {temperature}")
+        if do_sample and not 0 < top_p <= 1:
+            raise _fail(f"top_p must be in (0, 1], got {top_p}")
+
+        req = _C.GenerateRequest()
+        req.prompts = prompts
+        req.height, req.width = height, width
+        req.steps = steps
+        req.guidance = guidance
+        req.seed = self._seed(generator, seed)
+        req.images_per_prompt = per_prompt
+        ar = _C.ArSettings()
+        ar.do_sample, ar.temperature, ar.top_p, ar.top_k = bool(do_sample), temperature, top_p, top_k
+        req.ar = ar
+        req.max_sequence_length = _check_int("max_sequence_length", max_sequence_length, 1)
+        if timestep_label not in ("0.39", "0.40"):
+            raise _fail(f"timestep_label must be '0.39' or '0.40', got {timestep_label!r}")
+        req.timestep_label = timestep_label
+        images = _normalize_images(image, len(prompts))
+        if images is not None:
+            req.set_images(images)
+        return req
+
+    def _native_prior(self, req: _C.GenerateRequest, prior_token_ids: Any, prior_token_image_ids: Any,
+                      source_image_grid_thw: Any) -> _C.PriorTokens:
+        n = len(req.prompts)
+        gh, gw = req.height // 32, req.width // 32
+        if isinstance(prior_token_ids, PriorTokenOutput):
+            if (prior_token_ids.height, prior_token_ids.width) != (req.height, req.width):
+                raise _fail(f"prior_token_ids were generated for {prior_token_ids.height}x{prior_token_ids.width}, "
+                            f"not {req.height}x{req.width}")
+            if len(prior_token_ids.native.ids) != n:
+                raise _fail(f"prior_token_ids hold {len(prior_token_ids.native.ids)} prompt(s), got {n} prompt(s)")
+            return prior_token_ids.native
+        t = torch.as_tensor(prior_token_ids)
+        want = (2 * gh) * (2 * gw)
+        if t.dim() == 1 and n == 1:
+            t = t.unsqueeze(0)
+        if t.dim() != 2 or t.shape[0] != n or t.shape[1] != want:
+            raise _fail(f"prior_token_ids must have shape [{n}, {want}] for {n} prompt(s) at "
+                        f"{req.height}x{req.width}, got {list(t.shape)}")
+        native = _C.PriorTokens()
+        native.grid_h, native.grid_w = gh, gw
+        native.ids = [_ids_list("prior_token_ids", row) for row in t]
+        num_images = req.num_images
+        if not num_images:
+            if prior_token_image_ids is not None:
+                raise _fail("prior_token_image_ids given without condition images (image=...)")
+            native.condition_ids = []
+            return native
+        if prior_token_image_ids is None or len(prior_token_image_ids) != n:
+            raise _fail("image-to-image with prior_token_ids also needs prior_token_image_ids: one entry per prompt")
+        cond = []
+        for i, entry in enumerate(prior_token_image_ids):
+            k = num_images[i]
+            if isinstance(entry, (list, tuple)):
+                if len(entry) != k:
+                    raise _fail(f"prior_token_image_ids[{i}]: {len(entry)} tensors for {k} condition image(s)")
+                cond.append([_ids_list(f"prior_token_image_ids[{i}][{j}]", e) for j, e in enumerate(entry)])
+                continue
+            flat = _ids_list(f"prior_token_image_ids[{i}]", entry)
+            if k == 1:
+                cond.append([flat])
+                continue
+            # diffusers' flat per-prompt form: split by the per-image grids.
+            if source_image_grid_thw is None:
+                raise _fail("prior_token_image_ids as one flat tensor per prompt with several condition images "
+                            "needs source_image_grid_thw (or pass one tensor per image)")
+            sizes = [int(s) for s in torch.as_tensor(source_image_grid_thw[i]).reshape(-1, 3).prod(dim=-1)]
+            if len(sizes) != k or sum(sizes) != len(flat):
+                raise _fail(f"source_image_grid_thw[{i}] does not match prior_token_image_ids[{i}]")
+            parts, at = [], 0
+            for s in sizes:
+                parts.append(flat[at:at + s])
+                at += s
+            cond.append(parts)
+        native.condition_ids = cond
+        return native
+
+    def _run(self, fn: Callable[..., Any], *args: Any, callback: Optional[ProgressFn], progress: bool) -> Any:
+        if callback is not None and not callable(callback):
+            raise _fail(f"callback must be callable (stage, step, total), got {type(callback).__name__}")
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("this Pipeline is already generating (one call at a time per Pipeline; "
+                               "use one Pipeline per thread)")
+        hook = _Progress(callback, bool(progress))
+        try:
+            return fn(*args, hook if (callback is not None or hook.tqdm is not None) else None)
+        finally:
+            hook.close()
+            self._busy.release()
+
+    @staticmethod
+    def _output(images: List[np.ndarray], prior: PriorTokenOutput, timings: Dict[str, float],
+                output_type: str) -> PipelineOutput:
+        if output_type == "np":
+            h, w = (images[0].shape[0], images[0].shape[1]) if images else (0, 0)
+            out: Union[List[Any], np.ndarray] = np.stack(images) if images else np.zeros((0, h, w, 3), np.uint8)
+        else:
+            from PIL import Image as PILImage
+
+            out = [PILImage.fromarray(a) for a in images]
+        return PipelineOutput(out, prior.prior_token_ids, prior.prior_token_image_ids, dict(timings))
+
+    # -- public calls ----------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        prompt: Union[str, List[str]],
+        image: Any = None,
+        height: int = 1024,
+        width: int = 1024,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 1.5,
+        num_images_per_prompt: int = 1,
+        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
+        seed: Optional[int] = None,
+        do_sample: bool = True,
+        temperature: float = 0.9,
+        top_p: float = 0.75,
+        top_k: int = 50,
+        prior_token_ids: Optional[Union[torch.Tensor, PriorTokenOutput]] = None,
+        prior_token_image_ids: Optional[List[Any]] = None,
+        source_image_grid_thw: Optional[List[torch.Tensor]] = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback: Optional[ProgressFn] = None,
+        progress: bool = True,
+        max_sequence_length: int = 2048,
+        timestep_label: str = "0.39",
+    ) -> Union[PipelineOutput, Tuple[Any]]:
+        """Prompt(s) [+ condition images] -> images. Arguments as diffusers' GlmImagePipeline.
+
+        ``prior_token_ids`` (from :meth:`generate_prior_tokens`, or a [num_prompts, S] tensor) skips
+        the autoregressive stage. ``callback(stage, step, total)`` is called after each AR token
+        (stage "ar") and each denoising step (stage "denoise"); ``progress`` shows tqdm bars.
+        Ctrl-C cancels the run (KeyboardInterrupt); so does ``cancel()`` (``CancelledError``).
+        """
+        if output_type not in _OUTPUT_TYPES:
+            raise _fail(f"output_type must be 'pil' or 'np', got {output_type!r}")
+        req = self._request(prompt, image, height, width, num_inference_steps, guidance_scale,
+                            num_images_per_prompt, generator, seed, do_sample, temperature, top_p, top_k,
+                            max_sequence_length, timestep_label)
+        if prior_token_ids is None:
+            if prior_token_image_ids is not None or source_image_grid_thw is not None:
+                raise _fail("prior_token_image_ids / source_image_grid_thw need prior_token_ids")
+            images, native, timings = self._run(self._generate, req, callback=callback, progress=progress)
+        else:
+            prior = self._native_prior(req, prior_token_ids, prior_token_image_ids, source_image_grid_thw)
+            images, native, timings = self._run(self._decode, req, prior, callback=callback, progress=progress)
+        out = self._output(images, _prior_output(native, req.height, req.width), timings, output_type)
+        return out if return_dict else (out.images,)
+
+    def generate_prior_tokens(
+        self,
+        prompt: Union[str, List[str]],
+        height: int = 1024,
+        width: int = 1024,
+        image: Any = None,
+        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
+        seed: Optional[int] = None,
+        do_sample: bool = True,
+        temperature: float = 0.9,
+        top_p: float = 0.75,
+        top_k: int = 50,
+        callback: Optional[ProgressFn] = None,
+        progress: bool = True,
+    ) -> PriorTokenOutput:
+        """Only the autoregressive stage: the prior tokens ``pipe(..., prior_token_ids=...)`` decodes.
+
+        With the same prompt, size, images and seed, decoding them gives the same images as one call.
+        """
+        req = self._request(prompt, image, height, width, 1, 1.5, 1, generator, seed, do_sample, temperature,
+                            top_p, top_k, 2048, "0.39")
+        native = self._run(self._generate_prior_tokens, req, callback=callback, progress=progress)
+        return _prior_output(native, req.height, req.width)
+
+    def __repr__(self) -> str:
+        return f"<glmimage.Pipeline: {len(self.components)} components>"

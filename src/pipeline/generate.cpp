@@ -1,0 +1,197 @@
+// Pipeline::generate and its two halves: the AR stage (processor -> condition images through
+// the vision VQ -> GLM-4 generation -> prior ids) and the diffusion decoder, orchestration only.
+#include <c10/core/InferenceMode.h>
+
+#include <chrono>
+
+#include "core/check.h"
+#include "models/glm_ar/image_processor.h"
+#include "models/glm_ar/vision_encoder.h"
+#include "pipeline/pipeline_impl.h"
+
+namespace glmimage {
+
+using detail::str_cat;
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+at::Tensor image_tensor(const Image& img) {
+    return at::from_blob(const_cast<uint8_t*>(img.rgb.data()), {img.height, img.width, 3}, at::kByte).clone();
+}
+
+at::Tensor rows_tensor(const std::vector<std::vector<int64_t>>& rows) {
+    const int64_t b = static_cast<int64_t>(rows.size());
+    const int64_t l = b ? static_cast<int64_t>(rows[0].size()) : 0;
+    auto t = at::empty({b, l}, at::kLong);
+    for (int64_t i = 0; i < b; ++i) {
+        GLMI_CHECK(static_cast<int64_t>(rows[i].size()) == l, "ragged rows");
+        std::copy(rows[i].begin(), rows[i].end(), t[i].data_ptr<int64_t>());
+    }
+    return t;
+}
+
+std::vector<int64_t> to_vector(const at::Tensor& t) {
+    auto c = t.to(at::kCPU, at::kLong).contiguous();
+    return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+}
+
+}  // namespace
+
+PriorTokens run_ar_stage(Pipeline::Impl& p, const GenerateRequest& req, const ProgressCallback& progress) {
+    c10::InferenceMode guard;
+    const int64_t batch = static_cast<int64_t>(req.prompts.size());
+    const bool i2i = !req.images.empty();
+    std::vector<std::vector<ImageSize>> sizes;
+    std::vector<at::Tensor> flat_images;  // sample-major, as the processor orders the grids
+    for (const auto& list : req.images) {
+        sizes.emplace_back();
+        for (const auto& img : list) {
+            sizes.back().push_back({img.height, img.width});
+            flat_images.push_back(image_tensor(img));
+        }
+    }
+    GlmProcessorOutput proc = p.processor->process(req.prompts, sizes, req.height, req.width);
+    at::Tensor input_ids = rows_tensor(proc.input_ids);
+    at::Tensor mask = rows_tensor(proc.attention_mask);
+
+    PriorTokens out;
+    if (i2i) {
+        // Condition images -> VQ ids: they replace the <|image|> placeholders in the prompt and,
+        // upsampled 2x, condition the decoder's KV cache.
+        ProcessedImages pi = preprocess_images(flat_images, p.image_config);
+        at::Tensor ids = image_token_ids(*p.ar, pi.pixel_values, pi.grid_thw).to(at::kCPU);
+        auto placeholders = input_ids.eq(p.processor->image_token_id());
+        GLMI_CHECK(placeholders.sum().item<int64_t>() == ids.numel(), "placeholder count ",
+                   placeholders.sum().item<int64_t>(), " != image tokens ", ids.numel());
+        input_ids = input_ids.masked_scatter(placeholders, ids);
+        at::Tensor up = upsample_token_ids_2x(ids, pi.grid_thw).to(at::kCPU);
+        const int64_t cell = p.vae->config.scale_factor() * p.transformer->config.patch_size;
+        int64_t offset = 0, k = 0;
+        for (int64_t b = 0; b < batch; ++b) {
+            out.condition_ids.emplace_back();
+            for (const auto& img : req.images[static_cast<size_t>(b)]) {
+                const int64_t gh = pi.grid_thw[k][1].item<int64_t>(), gw = pi.grid_thw[k][2].item<int64_t>();
+                // The decoder encodes the image itself at its own size: its patch grid must be
+                // the AR grid doubled, which holds for sides that are multiples of 32 between
+                // 512 and 2048 (GLM-Image's smart_resize halves such images exactly).
+                if (img.height % cell != 0 || img.width % cell != 0 || 2 * gh != img.height / cell ||
+                    2 * gw != img.width / cell)
+                    throw InputError(str_cat("condition image ", k, " of ", img.height, "x", img.width,
+                                             " does not fit: GLM-Image needs condition images whose sides are "
+                                             "multiples of 32 with the short side >= 512 and the long side <= 2048 "
+                                             "(resizing condition images is not implemented yet)"));
+                out.condition_ids.back().push_back(to_vector(up.narrow(0, offset, 4 * gh * gw)));
+                offset += 4 * gh * gw;
+                ++k;
+            }
+        }
+    }
+
+    ArRequest ar_req;
+    ar_req.input_ids = input_ids;
+    ar_req.attention_mask = mask;
+    for (const auto& g : proc.image_grid_thw) ar_req.grids.push_back({g[0], g[1], g[2]});
+    ar_req.images_per_sample = proc.images_per_sample;
+    ArGenerateOptions opt;
+    opt.sampling.do_sample = req.ar.do_sample;
+    opt.sampling.temperature = req.ar.temperature;
+    opt.sampling.top_k = req.ar.top_k;
+    opt.sampling.top_p = req.ar.top_p;
+    opt.sampling.seed = req.seed;
+    opt.keep_in_codebook = req.ar.keep_in_codebook;
+    opt.cancel = &p.cancel_flag;
+    if (progress) opt.on_token = [&](int64_t done, int64_t total) { progress({"ar", done, total}); };
+    ArResult res = p.ar_generator->generate(ar_req, opt);
+    GLMI_CHECK(res.prior_ids.defined(), "AR stage produced no prior ids");
+    out.grid_h = res.grid_h;
+    out.grid_w = res.grid_w;
+    for (int64_t b = 0; b < batch; ++b) out.ids.push_back(to_vector(res.prior_ids[b]));
+    return out;
+}
+
+std::vector<Image> run_decoder_stage(Pipeline::Impl& p, const GenerateRequest& req, const PriorTokens& prior,
+                                     const ProgressCallback& progress) {
+    const int64_t batch = static_cast<int64_t>(req.prompts.size());
+    const int64_t cell = p.vae->config.scale_factor() * p.transformer->config.patch_size;
+    const size_t per_prompt = static_cast<size_t>((req.height / cell) * (req.width / cell));
+    if (static_cast<int64_t>(prior.ids.size()) != batch)
+        throw InputError(str_cat("prior tokens: expected one list per prompt (", batch, "), got ", prior.ids.size()));
+    for (const auto& ids : prior.ids)
+        if (ids.size() != per_prompt)
+            throw InputError(str_cat("prior tokens: ", req.height, "x", req.width, " needs ", per_prompt,
+                                     " ids per prompt (the AR grid upsampled 2x), got ", ids.size()));
+    std::vector<std::vector<ConditionImage>> conds;
+    if (!req.images.empty()) {
+        if (prior.condition_ids.size() != req.images.size())
+            throw InputError("prior tokens: image-to-image needs the condition images' prior ids");
+        for (size_t b = 0; b < req.images.size(); ++b) {
+            if (prior.condition_ids[b].size() != req.images[b].size())
+                throw InputError(str_cat("prior tokens: prompt ", b, " has ", req.images[b].size(),
+                                         " condition images but ", prior.condition_ids[b].size(), " id lists"));
+            conds.emplace_back();
+            for (size_t k = 0; k < req.images[b].size(); ++k)
+                conds.back().push_back({image_tensor(req.images[b][k]), at::tensor(prior.condition_ids[b][k], at::kLong)});
+        }
+    }
+    DecodeOptions o;
+    o.height = req.height;
+    o.width = req.width;
+    o.steps = req.steps;
+    o.guidance = req.guidance;
+    o.seed = req.seed;
+    o.images_per_prompt = req.images_per_prompt;
+    o.max_sequence_length = req.max_sequence_length;
+    o.label = parse_timestep_label(req.timestep_label);
+    o.cancel = &p.cancel_flag;
+    if (progress) o.on_step = [&](int64_t step, int64_t total) { progress({"denoise", step, total}); };
+    at::Tensor pixels = decode(p.decoder_models(), rows_tensor(prior.ids), req.prompts, conds, o).contiguous();
+    std::vector<Image> images;
+    for (int64_t i = 0; i < pixels.size(0); ++i) {
+        Image img;
+        img.height = pixels.size(1);
+        img.width = pixels.size(2);
+        const uint8_t* src = pixels[i].data_ptr<uint8_t>();
+        img.rgb.assign(src, src + img.height * img.width * 3);
+        images.push_back(std::move(img));
+    }
+    return images;
+}
+
+PriorTokens Pipeline::generate_prior_tokens(const GenerateRequest& request, const ProgressCallback& progress) {
+    request.validate();
+    impl_->cancel_flag = false;
+    return run_ar_stage(*impl_, request, progress);
+}
+
+GenerateResult Pipeline::decode(const GenerateRequest& request, const PriorTokens& prior,
+                                const ProgressCallback& progress) {
+    request.validate();
+    impl_->cancel_flag = false;
+    GenerateResult r;
+    auto t0 = std::chrono::steady_clock::now();
+    r.images = run_decoder_stage(*impl_, request, prior, progress);
+    r.timings.push_back({"decoder", seconds_since(t0)});
+    r.prior_tokens = prior;
+    return r;
+}
+
+GenerateResult Pipeline::generate(const GenerateRequest& request, const ProgressCallback& progress) {
+    request.validate();
+    impl_->cancel_flag = false;
+    GenerateResult r;
+    auto t0 = std::chrono::steady_clock::now();
+    r.prior_tokens = run_ar_stage(*impl_, request, progress);
+    r.timings.push_back({"ar", seconds_since(t0)});
+    auto t1 = std::chrono::steady_clock::now();
+    r.images = run_decoder_stage(*impl_, request, r.prior_tokens, progress);
+    r.timings.push_back({"decoder", seconds_since(t1)});
+    return r;
+}
+
+void Pipeline::cancel() { impl_->cancel_flag = true; }
+
+}  // namespace glmimage

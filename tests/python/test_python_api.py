@@ -1,0 +1,464 @@
+"""The public Python API (`import glmimage`) as users call it, on the embedded tiny checkpoint.
+
+Random weights: the images are noise, so these tests check shapes, determinism, plumbing
+(callbacks, cancellation, the GIL, errors), not pictures. 64x64 with 2 steps keeps each run
+well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import glmimage
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "models" / "tiny"
+PROMPT = 'A poster that says "Hello"'
+FAST = dict(height=64, width=64, num_inference_steps=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return glmimage.Pipeline.from_pretrained(TINY, dtype="float32")
+
+
+def arrays(out):
+    return np.stack([np.asarray(im) for im in out.images]) if isinstance(out.images, list) else out.images
+
+
+def noise_image(h, w, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+# ------------------------------------------------------------------ the README example
+
+
+def readme_snippet() -> str:
+    blocks = re.findall(r"```python\n(.*?)```", glmimage.__doc__, flags=re.S)
+    assert len(blocks) == 1, "glmimage.__doc__ must hold exactly one ```python example"
+    return blocks[0]
+
+
+def test_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    # Run from a directory that looks like the repository root (models/ beside the script), so
+    # the example's relative path and its output file work exactly as written.
+    (tmp_path / "models").symlink_to(REPO / "models")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(readme_snippet(), "README example", "exec"), {"__name__": "__main__"})
+    saved = Image.open(tmp_path / "hello.png")
+    assert saved.size == (64, 64) and saved.mode == "RGB"
+    assert "(64, 64)" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ generation
+
+
+def test_text_to_image_pil(pipe):
+    out = pipe(PROMPT, seed=1, **FAST)
+    assert isinstance(out, glmimage.PipelineOutput)
+    assert len(out.images) == 1
+    im = out.images[0]
+    assert isinstance(im, Image.Image) and im.size == (64, 64) and im.mode == "RGB"
+    # The prior tokens: the 2x2 AR grid of a 64x64 image, upsampled 2x.
+    assert out.prior_token_ids.shape == (1, 16) and out.prior_token_ids.dtype == torch.int64
+    assert out.prior_token_image_ids is None
+    assert set(out.timings) == {"ar", "decoder"} and all(t >= 0 for t in out.timings.values())
+
+
+def test_non_square_and_np_output(pipe):
+    out = pipe(PROMPT, seed=1, output_type="np", height=96, width=64, num_inference_steps=2, progress=False)
+    assert isinstance(out.images, np.ndarray)
+    assert out.images.shape == (1, 96, 64, 3) and out.images.dtype == np.uint8
+    assert out.prior_token_ids.shape == (1, (96 // 16) * (64 // 16))
+
+
+def test_np_and_pil_agree(pipe):
+    a = pipe(PROMPT, seed=3, **FAST)
+    b = pipe(PROMPT, seed=3, output_type="np", **FAST)
+    np.testing.assert_array_equal(arrays(a), b.images)
+
+
+def test_batch_of_prompts_times_images_per_prompt(pipe):
+    out = pipe([PROMPT, "a cat"], num_images_per_prompt=2, seed=5, output_type="np", **FAST)
+    assert out.images.shape == (4, 64, 64, 3)
+    assert out.prior_token_ids.shape == (2, 16)  # prior tokens are per prompt, shared by its images
+    assert not np.array_equal(out.images[0], out.images[1])  # different initial latents
+
+
+def test_same_seed_same_images_different_seed_different(pipe):
+    a = arrays(pipe(PROMPT, seed=11, **FAST))
+    b = arrays(pipe(PROMPT, seed=11, **FAST))
+    c = arrays(pipe(PROMPT, seed=12, **FAST))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_generator_seeds_like_its_initial_seed(pipe):
+    a = pipe(PROMPT, generator=torch.Generator().manual_seed(21), **FAST)
+    b = pipe(PROMPT, seed=21, **FAST)
+    np.testing.assert_array_equal(arrays(a), arrays(b))
+    assert torch.equal(a.prior_token_ids, b.prior_token_ids)
+
+
+def test_no_seed_follows_torch_manual_seed(pipe):
+    torch.manual_seed(4)
+    a = arrays(pipe(PROMPT, **FAST))
+    torch.manual_seed(4)
+    b = arrays(pipe(PROMPT, **FAST))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_prior_tokens_round_trip(pipe):
+    prompts = [PROMPT, "a cat"]
+    full = pipe(prompts, seed=7, output_type="np", **FAST)
+    prior = pipe.generate_prior_tokens(prompts, height=64, width=64, seed=7, progress=False)
+    assert torch.equal(prior.prior_token_ids, full.prior_token_ids)
+    ids, image_ids = prior  # unpacks like diffusers' generate_prior_tokens
+    assert image_ids is None
+    again = pipe(prompts, seed=7, output_type="np", prior_token_ids=prior, **FAST)
+    np.testing.assert_array_equal(again.images, full.images)
+    # A plain [B, S] tensor works too (diffusers' form), e.g. after saving it.
+    from_tensor = pipe(prompts, seed=7, output_type="np", prior_token_ids=ids.clone(), **FAST)
+    np.testing.assert_array_equal(from_tensor.images, full.images)
+
+
+def test_image_to_image_forms(pipe):
+    # Condition images must have sides that are multiples of 32, short side >= 512.
+    cond = noise_image(512, 512)
+    ref = pipe("make it red", image=cond, seed=2, output_type="np", **FAST)
+    assert ref.images.shape == (1, 64, 64, 3)
+    assert len(ref.prior_token_image_ids) == 1 and len(ref.prior_token_image_ids[0]) == 1
+    for form in ([[cond]], [np.asarray(cond)]):  # list of lists; numpy instead of PIL
+        out = pipe("make it red", image=form, seed=2, output_type="np", **FAST)
+        np.testing.assert_array_equal(out.images, ref.images)
+    prior = pipe.generate_prior_tokens("make it red", image=[cond], height=64, width=64, seed=2, progress=False)
+    again = pipe("make it red", image=[cond], seed=2, output_type="np", prior_token_ids=prior, **FAST)
+    np.testing.assert_array_equal(again.images, ref.images)
+    flat = pipe("make it red", image=[cond], seed=2, output_type="np", prior_token_ids=prior.prior_token_ids,
+                prior_token_image_ids=[prior.prior_token_image_ids[0][0]], **FAST)
+    np.testing.assert_array_equal(flat.images, ref.images)
+
+
+def test_image_lists_follow_diffusers_rules(pipe):
+    cond = noise_image(512, 512)
+    with pytest.raises(ValueError, match="list of image lists"):
+        pipe(["a", "b"], image=[cond, cond], **FAST)
+    with pytest.raises(ValueError, match="must match the number of prompts"):
+        pipe(["a", "b"], image=[[cond]], **FAST)
+    with pytest.raises(ValueError, match="same number of condition images"):
+        pipe(["a", "b"], image=[[cond], [cond, cond]], **FAST)
+    with pytest.raises(ValueError, match="expected 1 image list"):
+        pipe("a", image=[[cond], [cond]], **FAST)
+
+
+# ------------------------------------------------------------------ progress, cancel, GIL
+
+
+def test_callback_sees_both_stages_in_order(pipe):
+    seen = []
+    pipe(PROMPT, seed=1, callback=lambda stage, step, total: seen.append((stage, step, total)), **FAST)
+    stages = [s for s, _, _ in seen]
+    assert stages[0] == "ar" and stages[-1] == "denoise"
+    assert stages == sorted(stages, key=["ar", "denoise"].index)  # all AR first, then denoising
+    for stage in ("ar", "denoise"):
+        steps = [(step, total) for s, step, total in seen if s == stage]
+        assert [s for s, _ in steps] == sorted(s for s, _ in steps) and len({s for s, _ in steps}) == len(steps)
+        assert steps[-1][0] == steps[-1][1]  # ends at total
+    assert [st for s, st, _ in seen if s == "denoise"] == [1, 2]
+
+
+def test_tqdm_progress_runs(pipe, capsys):
+    pytest.importorskip("tqdm")
+    out = pipe(PROMPT, seed=1, height=64, width=64, num_inference_steps=2, progress=True)
+    assert len(out.images) == 1
+    assert "denoise" in capsys.readouterr().err
+
+
+def test_cancel_from_callback(pipe):
+    for when in ("ar", "denoise"):
+        steps = []
+
+        def cb(stage, step, total):
+            steps.append((stage, step))
+            if stage == when:
+                pipe.cancel()
+
+        with pytest.raises(glmimage.CancelledError):
+            pipe(PROMPT, seed=1, callback=cb, **FAST)
+        assert isinstance(glmimage.CancelledError("x"), RuntimeError)
+        assert steps[-1] == (when, 1)  # stopped at the next step
+    # The flag is cleared by the next call: the pipeline still works.
+    assert len(pipe(PROMPT, seed=1, **FAST).images) == 1
+
+
+def test_cancel_from_another_thread(pipe):
+    started = threading.Event()
+    t = threading.Thread(target=lambda: started.wait(30) and pipe.cancel())
+    t.start()
+    seen = []
+
+    def cb(stage, step, total):
+        seen.append(stage)
+        if stage == "denoise":
+            started.set()
+            time.sleep(0.01)  # GIL released while sleeping: the other thread cancels meanwhile
+
+    try:
+        with pytest.raises(glmimage.CancelledError):
+            pipe(PROMPT, seed=1, height=64, width=64, num_inference_steps=400, callback=cb, progress=False)
+    finally:
+        started.set()
+        t.join()
+    assert seen.count("denoise") < 400
+
+
+def test_callback_exception_propagates(pipe):
+    class Boom(Exception):
+        pass
+
+    def cb(stage, step, total):
+        raise Boom("from the callback")
+
+    with pytest.raises(Boom, match="from the callback"):
+        pipe(PROMPT, seed=1, callback=cb, **FAST)
+    assert len(pipe(PROMPT, seed=1, **FAST).images) == 1
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
+def test_ctrl_c_cancels(pipe):
+    started = threading.Event()
+    seen = []
+
+    def cb(stage, step, total):
+        seen.append((stage, step, total))
+        if stage == "denoise":
+            started.set()
+
+    def interrupt():
+        if started.wait(30):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=interrupt)
+    t.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            # Many steps, so the run is still going when the signal lands.
+            pipe(PROMPT, seed=1, height=64, width=64, num_inference_steps=400, callback=cb, progress=False)
+            time.sleep(5)  # never reached unless the run ignored the signal; lets the interrupt land
+    finally:
+        t.join()
+    last = [step for s, step, _ in seen if s == "denoise"][-1]
+    assert last < 400, "the run finished: Ctrl-C did not cancel it"
+    assert len(pipe(PROMPT, seed=1, **FAST).images) == 1
+
+
+def test_gil_released_while_generating(pipe):
+    """A Python thread keeps running while generate works in C++."""
+    stop = threading.Event()
+    count = [0]
+
+    def spin():
+        while not stop.is_set():
+            count[0] += 1
+
+    def count_during(seconds_or_fn):
+        count[0] = 0
+        stop.clear()
+        t = threading.Thread(target=spin)
+        t0 = time.perf_counter()
+        t.start()
+        if callable(seconds_or_fn):
+            while time.perf_counter() - t0 < 0.5:  # repeat short runs for a measurable window
+                seconds_or_fn()
+        else:
+            time.sleep(seconds_or_fn)
+        stop.set()
+        t.join()
+        return count[0] / (time.perf_counter() - t0)
+
+    idle_rate = count_during(0.3)
+    busy_rate = count_during(lambda: pipe(PROMPT, seed=1, height=128, width=128, num_inference_steps=4,
+                                           progress=False))
+    # With the GIL held the spinning thread would only run between calls (a few ms per 0.1 s run):
+    # a rate far below the idle one. Released, it runs alongside (the tests use 1 torch thread).
+    assert busy_rate > 0.2 * idle_rate, (busy_rate, idle_rate)
+
+
+def test_one_call_at_a_time(pipe):
+    inside = threading.Event()
+    release = threading.Event()
+    errors = []
+
+    def cb(stage, step, total):
+        inside.set()
+        release.wait(10)
+
+    def run():
+        try:
+            pipe(PROMPT, seed=1, callback=cb, **FAST)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    assert inside.wait(10)
+    with pytest.raises(RuntimeError, match="already generating"):
+        pipe(PROMPT, seed=1, **FAST)
+    release.set()
+    t.join()
+    assert not errors
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(height=65), "multiples of 32"),
+        (dict(width=100), "multiples of 32"),
+        (dict(height=0), "height must be >= 1"),
+        (dict(num_inference_steps=-1), "num_inference_steps must be >= 1"),
+        (dict(num_inference_steps=0), "num_inference_steps must be >= 1"),
+        (dict(num_inference_steps=2.5), "num_inference_steps must be an integer"),
+        (dict(num_images_per_prompt=0), "num_images_per_prompt"),
+        (dict(guidance_scale=float("nan")), "guidance_scale"),
+        (dict(seed=-1), "seed must be >= 0"),
+        (dict(seed=1, generator=torch.Generator()), "either generator or seed"),
+        (dict(generator=123), "torch.Generator"),
+        (dict(temperature=0.0), "temperature"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_k=-1), "top_k"),
+        (dict(output_type="latent"), "output_type"),
+        (dict(callback=42), "callback must be callable"),
+        (dict(prior_token_ids=torch.zeros(1, 15, dtype=torch.long)), r"shape \[1, 16\]"),
+        (dict(prior_token_ids=torch.zeros(1, 16)), "integer token ids"),
+        (dict(prior_token_ids=torch.full((1, 16), -1)), "negative"),
+    ],
+)
+def test_bad_arguments_are_value_errors(pipe, kwargs, message):
+    args = dict(FAST, seed=None)
+    args.update(kwargs)
+    if "generator" in kwargs and "seed" not in kwargs:
+        args.pop("seed")
+    with pytest.raises(ValueError, match=message) as info:
+        pipe(PROMPT, **args)
+    assert isinstance(info.value, glmimage.InputError)
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", [], ["ok", ""], 42, None, [PROMPT, 3]])
+def test_bad_prompts(pipe, prompt):
+    with pytest.raises(ValueError, match="prompt"):
+        pipe(prompt, **FAST)
+
+
+def test_errors_from_cpp_are_value_errors_too(pipe):
+    # Checked by the C++ request validation, not the Python front: still a ValueError.
+    req = glmimage.GenerateRequest()
+    req.prompts = ["x"]
+    req.height = 48
+    with pytest.raises(glmimage.InputError, match="multiples of 32"):
+        pipe._generate(req)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "int8", "fp8", torch.float64, 3])
+def test_unknown_dtype(dtype):
+    with pytest.raises(ValueError, match="dtype"):
+        glmimage.Pipeline.from_pretrained(TINY, dtype=dtype)
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "gpu", torch.device("meta"), 0])
+def test_unknown_device(device):
+    with pytest.raises(ValueError, match="device"):
+        glmimage.Pipeline.from_pretrained(TINY, device=device)
+
+
+def test_load_options_accept_torch_types():
+    p = glmimage.Pipeline.from_pretrained(str(TINY), dtype=torch.bfloat16, device=torch.device("cpu"), threads=1)
+    assert {c.dtype for c in p.components if c.num_tensors} == {"BF16"}
+    assert "transformer" in p.summary()
+
+
+def test_missing_model_directory(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        glmimage.Pipeline.from_pretrained(tmp_path / "nope")
+    with pytest.raises(ValueError, match="model_index.json is missing"):
+        glmimage.Pipeline.from_pretrained(tmp_path)
+
+
+def test_incomplete_model_directory(tmp_path):
+    ckpt = tmp_path / "tiny"
+    shutil.copytree(TINY, ckpt)
+    shutil.rmtree(ckpt / "vae")
+    with pytest.raises(ValueError, match=r"incomplete model directory .*vae/"):
+        glmimage.Pipeline.from_pretrained(ckpt)
+    # The native loader reports it too (no Python pre-check).
+    with pytest.raises(glmimage.InputError, match="vae"):
+        glmimage._C.Pipeline.from_pretrained(str(ckpt))
+
+
+def test_truncated_weights_are_clear_errors(tmp_path):
+    ckpt = tmp_path / "tiny"
+    shutil.copytree(TINY, ckpt)
+    weights = next((ckpt / "vae").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(glmimage.Error, match="vae"):
+        glmimage.Pipeline.from_pretrained(ckpt)
+
+
+def test_bad_images(pipe, tmp_path):
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not a png at all")
+    empty_file = tmp_path / "empty.png"
+    empty_file.write_bytes(b"")
+    truncated = tmp_path / "truncated.png"
+    noise_image(512, 512).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    cases = [
+        (str(garbage), "cannot read image"),
+        (empty_file, "cannot read image"),
+        (truncated, "cannot read image"),
+        (tmp_path / "missing.png", "cannot read image"),
+        (Image.new("RGB", (0, 0)), "empty image"),
+        (np.zeros((0, 0, 3), np.uint8), "empty image"),
+        (np.zeros((512, 512, 3), np.float32), "uint8"),
+        (np.zeros((512, 512, 4), np.uint8), r"\[H, W, 3\]"),
+        (torch.zeros(3, 512, 512), "expected a PIL.Image"),
+        ([[]], "empty list of condition images"),
+        (noise_image(60, 100), "does not fit"),  # the C++ side's size rule, still a ValueError
+    ]
+    for image, message in cases:
+        with pytest.raises(ValueError, match=message):
+            pipe("x", image=image, **FAST)
+
+
+def test_prior_token_image_ids_need_images(pipe):
+    with pytest.raises(ValueError, match="without condition images"):
+        pipe("x", prior_token_ids=torch.zeros(1, 16, dtype=torch.long), prior_token_image_ids=[torch.zeros(4)],
+             **FAST)
+    prior = pipe.generate_prior_tokens("x", height=64, width=64, seed=0, progress=False)
+    with pytest.raises(ValueError, match="generated for 64x64"):
+        pipe("x", prior_token_ids=prior, height=128, width=128, num_inference_steps=2, progress=False)
+
+
+def test_exception_hierarchy():
+    assert issubclass(glmimage.InputError, ValueError)
+    for cls in (glmimage.FormatError, glmimage.ConfigError, glmimage.WeightError, glmimage.UnsupportedError,
+                glmimage.CancelledError):
+        assert issubclass(cls, glmimage.Error) and issubclass(cls, RuntimeError)
+
+
+def test_type_stubs_ship():
+    pkg = Path(glmimage.__file__).parent
+    assert (pkg / "py.typed").is_file() and (pkg / "_C.pyi").is_file()
