@@ -68,3 +68,25 @@ def tiny_pipe(tiny_f32):
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
+
+
+def install_i2i_shim(pipe):
+    """Works around a reference incompatibility (diffusers 0.39.0 + transformers 5.24.0): the pipeline
+    does ``torch.cat(get_image_features(...).pooler_output, dim=0)`` but transformers now returns one
+    (hidden, grid_h, grid_w) tensor per image and ``get_image_tokens`` expects that list, so the
+    concatenation hands the VQ one channel per hidden unit and i2i fails with a conv channel mismatch.
+    The shim splits the concatenation back into per-image tensors (exact for any number of equal-size
+    condition images, which torch.cat requires anyway). Returns the original method."""
+    import torch
+
+    vle = pipe.vision_language_encoder
+    orig = vle.get_image_tokens
+    hidden = vle.config.vision_config.hidden_size
+
+    def get_image_tokens(hidden_states, image_grid_thw=None):
+        if isinstance(hidden_states, torch.Tensor) and hidden_states.dim() == 3:
+            hidden_states = list(torch.split(hidden_states, hidden, dim=0))
+        return orig(hidden_states, image_grid_thw)
+
+    vle.get_image_tokens = get_image_tokens
+    return orig

@@ -12,7 +12,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, install_i2i_shim
 
 from parity import record, record_exact
 
@@ -28,19 +28,8 @@ def ref_pipe():
 
     pipe = GlmImagePipeline.from_pretrained(str(TINY))
     pipe.set_progress_bar_config(disable=True)
+    install_i2i_shim(pipe)  # the reference's own i2i path needs it with these versions
     vle = pipe.vision_language_encoder
-    # Reference incompatibility (diffusers 0.39.0 + transformers 5.24.0, see test_tiny_checkpoint.py):
-    # the pipeline concatenates the per-image (hidden, gh, gw) features that get_image_tokens
-    # expects as a list. Split them back (exact for equal-size condition images).
-    orig_tokens = vle.get_image_tokens
-    hidden = vle.config.vision_config.hidden_size
-
-    def get_image_tokens(hidden_states, image_grid_thw=None):
-        if isinstance(hidden_states, torch.Tensor) and hidden_states.dim() == 3:
-            hidden_states = list(torch.split(hidden_states, hidden, dim=0))
-        return orig_tokens(hidden_states, image_grid_thw)
-
-    vle.get_image_tokens = get_image_tokens
     pipe._orig_generate = vle.generate
     return pipe
 

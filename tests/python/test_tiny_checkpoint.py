@@ -10,7 +10,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import REPO, sha256_tree, versions_match
+from conftest import REPO, install_i2i_shim, sha256_tree, versions_match
 
 import make_tiny_checkpoint as mk
 
@@ -201,26 +201,6 @@ def test_pipeline_t2i(tiny_pipe, h, w):
     assert np.array_equal(np.asarray(img), np.asarray(again))
 
 
-def _i2i_shim(pipe):
-    """Work around a reference incompatibility (diffusers 0.39.0 + transformers 5.24.0): the pipeline does
-    ``torch.cat(get_image_features(...).pooler_output, dim=0)`` but transformers now returns one
-    (hidden, grid_h, grid_w) tensor per image and ``get_image_tokens`` expects that list, so the
-    concatenation hands the VQ one channel per hidden unit and i2i fails with a conv channel mismatch.
-    The shim splits the concatenation back into per-image tensors (exact for any number of equal-size
-    condition images, which torch.cat requires anyway)."""
-    vle = pipe.vision_language_encoder
-    orig = vle.get_image_tokens
-    hidden = vle.config.vision_config.hidden_size
-
-    def get_image_tokens(hidden_states, image_grid_thw=None):
-        if isinstance(hidden_states, torch.Tensor) and hidden_states.dim() == 3:
-            hidden_states = list(torch.split(hidden_states, hidden, dim=0))
-        return orig(hidden_states, image_grid_thw)
-
-    vle.get_image_tokens = get_image_tokens
-    return orig
-
-
 def test_pipeline_i2i(tiny_pipe):
     # The condition image must have its short side >= 512 (real preprocessor min_pixels = 512^2): the
     # AR/VQ grid (after smart_resize halving, then x2 upsampling) then equals the DiT grid of the VAE latent.
@@ -235,7 +215,7 @@ def test_pipeline_i2i(tiny_pipe):
         assert "channels" in str(e), e
         unpatched_ok = False
     if not unpatched_ok:
-        orig = _i2i_shim(tiny_pipe)
+        orig = install_i2i_shim(tiny_pipe)
         try:
             out = tiny_pipe(generator=_gen(0), **kwargs).images[0]
         finally:
