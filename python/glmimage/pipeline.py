@@ -362,7 +362,7 @@ class Pipeline(_C.Pipeline):
     def _request(self, prompt: Any, image: Any, height: Any, width: Any, num_inference_steps: Any,
                  guidance_scale: Any, num_images_per_prompt: Any, generator: Any, seed: Any, do_sample: Any,
                  temperature: Any, top_p: Any, top_k: Any, max_sequence_length: Any,
-                 timestep_label: str) -> _C.GenerateRequest:
+                 timestep_label: str, keep_in_codebook: Any = True) -> _C.GenerateRequest:
         prompts = self._prompts(prompt)
         height = _check_int("height", height, 1)
         width = _check_int("width", width, 1)
@@ -392,6 +392,9 @@ class Pipeline(_C.Pipeline):
         req.images_per_prompt = per_prompt
         ar = _C.ArSettings()
         ar.do_sample, ar.temperature, ar.top_p, ar.top_k = bool(do_sample), temperature, top_p, top_k
+        if not isinstance(keep_in_codebook, (bool, np.bool_)):
+            raise _fail(f"keep_in_codebook must be a bool, got {type(keep_in_codebook).__name__}")
+        ar.keep_in_codebook = bool(keep_in_codebook)
         req.ar = ar
         req.max_sequence_length = _check_int("max_sequence_length", max_sequence_length, 1)
         if timestep_label not in ("0.39", "0.40"):
@@ -500,6 +503,7 @@ class Pipeline(_C.Pipeline):
         temperature: float = 0.9,
         top_p: float = 0.75,
         top_k: int = 50,
+        keep_in_codebook: bool = True,
         prior_token_ids: Optional[Union[torch.Tensor, PriorTokenOutput]] = None,
         prior_token_image_ids: Optional[List[Any]] = None,
         source_image_grid_thw: Optional[List[torch.Tensor]] = None,
@@ -516,12 +520,14 @@ class Pipeline(_C.Pipeline):
         the autoregressive stage. ``callback(stage, step, total)`` is called after each AR token
         (stage "ar") and each denoising step (stage "denoise"); ``progress`` shows tqdm bars.
         Ctrl-C cancels the run (KeyboardInterrupt); so does ``cancel()`` (``CancelledError``).
+        ``keep_in_codebook`` (default on) keeps sampled token ids inside the VQ codebook within a
+        grid, so an unlucky sample cannot end a grid early; the reference has no such guard.
         """
         if output_type not in _OUTPUT_TYPES:
             raise _fail(f"output_type must be 'pil' or 'np', got {output_type!r}")
         req = self._request(prompt, image, height, width, num_inference_steps, guidance_scale,
                             num_images_per_prompt, generator, seed, do_sample, temperature, top_p, top_k,
-                            max_sequence_length, timestep_label)
+                            max_sequence_length, timestep_label, keep_in_codebook)
         if prior_token_ids is None:
             if prior_token_image_ids is not None or source_image_grid_thw is not None:
                 raise _fail("prior_token_image_ids / source_image_grid_thw need prior_token_ids")
@@ -544,6 +550,7 @@ class Pipeline(_C.Pipeline):
         temperature: float = 0.9,
         top_p: float = 0.75,
         top_k: int = 50,
+        keep_in_codebook: bool = True,
         callback: Optional[ProgressFn] = None,
         progress: bool = True,
     ) -> PriorTokenOutput:
@@ -552,7 +559,7 @@ class Pipeline(_C.Pipeline):
         With the same prompt, size, images and seed, decoding them gives the same images as one call.
         """
         req = self._request(prompt, image, height, width, 1, 1.5, 1, generator, seed, do_sample, temperature,
-                            top_p, top_k, 2048, "0.39")
+                            top_p, top_k, 2048, "0.39", keep_in_codebook)
         native = self._run(self._generate_prior_tokens, req, callback=callback, progress=progress)
         return _prior_output(native, req.height, req.width)
 
