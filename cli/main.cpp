@@ -68,7 +68,7 @@ generate options [default]:
                           the text the image should spell out
   --prompt-file FILE      read prompts from FILE, one per line, blank lines skipped ('-': stdin)
   --image PATH            condition image for image-to-image, PNG or JPEG; repeat for several.
-                          GLM-Image wants sides that are multiples of 32, the short one >= 512
+                          GLM-Image wants the short side >= 512 and the long one <= 2048
   -o, --output FILE       PNG to write [out.png]; several images are numbered FILE-0.png,
                           FILE-1.png, ... Written atomically; prompt and settings are stored
                           in the PNG's text chunks

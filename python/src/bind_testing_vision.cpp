@@ -42,6 +42,13 @@ void register_testing_vision(pybind11::module_& m) {
             return resize_bicubic_u8(image, h, w);
         },
         py::arg("image"), py::arg("height"), py::arg("width"));
+    m.def(
+        "vision_resize_lanczos",
+        [](const at::Tensor& image, int64_t h, int64_t w) {
+            py::gil_scoped_release release;
+            return resize_u8(image, h, w, ResampleFilter::kLanczos);
+        },
+        py::arg("image"), py::arg("height"), py::arg("width"));
     // images: uint8 [H, W, 3] tensors; returns (pixel_values, image_grid_thw).
     m.def(
         "vision_preprocess",

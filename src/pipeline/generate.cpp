@@ -39,6 +39,16 @@ std::vector<int64_t> to_vector(const at::Tensor& t) {
     return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
 }
 
+// The decoder's copy of a condition image, as diffusers' VaeImageProcessor makes it: sides
+// floored to multiples of `cell` (VAE scale x DiT patch), PIL-Lanczos resized when that changes them.
+at::Tensor decoder_condition_pixels(const Image& img, int64_t cell) {
+    const int64_t h = img.height / cell * cell, w = img.width / cell * cell;
+    if (h < cell || w < cell)
+        throw InputError(str_cat("condition image of ", img.height, "x", img.width, " is smaller than ", cell, " pixels"));
+    at::Tensor px = image_tensor(img);
+    return (h == img.height && w == img.width) ? px : resize_u8(px, h, w, ResampleFilter::kLanczos);
+}
+
 }  // namespace
 
 PriorTokens run_ar_stage(Pipeline::Impl& p, const GenerateRequest& req, const ProgressCallback& progress) {
@@ -75,15 +85,14 @@ PriorTokens run_ar_stage(Pipeline::Impl& p, const GenerateRequest& req, const Pr
             out.condition_ids.emplace_back();
             for (const auto& img : req.images[static_cast<size_t>(b)]) {
                 const int64_t gh = pi.grid_thw[k][1].item<int64_t>(), gw = pi.grid_thw[k][2].item<int64_t>();
-                // The decoder encodes the image itself at its own size: its patch grid must be
-                // the AR grid doubled, which holds for sides that are multiples of 32 between
-                // 512 and 2048 (GLM-Image's smart_resize halves such images exactly).
-                if (img.height % cell != 0 || img.width % cell != 0 || 2 * gh != img.height / cell ||
-                    2 * gw != img.width / cell)
+                // The decoder encodes the image at its size floored to the patch cell; that patch
+                // grid must be the AR grid doubled (smart_resize halves the image), which holds
+                // from a short side of 512 up to a long side of 2048 (the reference fails there too).
+                if (2 * gh != img.height / cell || 2 * gw != img.width / cell)
                     throw InputError(str_cat("condition image ", k, " of ", img.height, "x", img.width,
-                                             " does not fit: GLM-Image needs condition images whose sides are "
-                                             "multiples of 32 with the short side >= 512 and the long side <= 2048 "
-                                             "(resizing condition images is not implemented yet)"));
+                                             " does not fit: its ", gh, "x", gw, " token grid, doubled, must equal its ",
+                                             img.height / cell, "x", img.width / cell, " latent patch grid; GLM-Image "
+                                             "needs condition images with the short side >= 512 and the long side <= 2048"));
                 out.condition_ids.back().push_back(to_vector(up.narrow(0, offset, 4 * gh * gw)));
                 offset += 4 * gh * gw;
                 ++k;
@@ -134,7 +143,8 @@ std::vector<Image> run_decoder_stage(Pipeline::Impl& p, const GenerateRequest& r
                                          " condition images but ", prior.condition_ids[b].size(), " id lists"));
             conds.emplace_back();
             for (size_t k = 0; k < req.images[b].size(); ++k)
-                conds.back().push_back({image_tensor(req.images[b][k]), at::tensor(prior.condition_ids[b][k], at::kLong)});
+                conds.back().push_back({decoder_condition_pixels(req.images[b][k], cell),
+                                        at::tensor(prior.condition_ids[b][k], at::kLong)});
         }
     }
     DecodeOptions o;

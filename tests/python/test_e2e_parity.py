@@ -54,6 +54,8 @@ CASES = {
                        h=64, w=64),
     "e2e_i2i_1": dict(prompts=['Make the sign say "SALE"'], h=64, w=64, images=[[(512, 768)]]),
     "e2e_i2i_2": dict(prompts=["Put both pictures side by side"], h=64, w=96, images=[[(512, 512), (512, 512)]]),
+    # Sides not multiples of 16: the decoder's copy is floored and Lanczos-resized (520x776 -> 512x768).
+    "e2e_i2i_resized": dict(prompts=['A label "50%"'], h=64, w=64, images=[[(520, 776)]]),
 }
 
 
@@ -110,7 +112,7 @@ def test_sampling_depends_on_seed_and_stays_in_codebook(ours):
 
 def test_condition_image_that_does_not_fit(ours):
     with pytest.raises(ValueError, match="does not fit"):
-        _testing.generate(ours, ["x"], [[torch.from_numpy(rgb(512, 520, 0))]], height=64, width=64)
+        _testing.generate(ours, ["x"], [[torch.from_numpy(rgb(256, 384, 0))]], height=64, width=64)
     with pytest.raises(ValueError):
         _testing.generate(ours, ["x"], [[torch.from_numpy(rgb(8, 8, 0))]], height=64, width=64)
 

@@ -102,6 +102,23 @@ def test_bicubic_matches_pil():
 
 
 @pytest.mark.parity
+def test_lanczos_matches_pil():
+    """The decoder's copy of a condition image is resized like diffusers' VaeImageProcessor does
+    it: PIL LANCZOS on uint8 (to sides floored to multiples of 16)."""
+    rng = np.random.default_rng(11)
+    cases = [(520, 776, 512, 768), (1000, 700, 992, 688), (37, 20, 464, 256), (300, 200, 279, 190),
+             (300, 200, 281, 190), (50, 40, 19, 40)]
+    for _ in range(16):
+        h, w, th, tw = (int(v) for v in rng.integers(1, 200, 4))
+        cases.append((h, w, th, tw))
+    for h, w, th, tw in cases:
+        a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        ref = torch.from_numpy(np.asarray(Image.fromarray(a).resize((tw, th), Image.LANCZOS)).copy())
+        ours = _testing.vision_resize_lanczos(torch.from_numpy(a), th, tw)
+        assert record_exact(f"image_lanczos_{h}x{w}_to_{th}x{tw}", ours, ref)["ok"]
+
+
+@pytest.mark.parity
 def test_image_preprocess(pipe, ref_processor):
     images = [make_image(h, w, i) for i, (h, w) in enumerate(SIZES)]
     ref_pv, ref_grid = ref_preprocess(ref_processor, images)

@@ -110,14 +110,25 @@ double bicubic_kernel(double x) {
     return 0.0;
 }
 
+// PIL's Lanczos: sinc(x) * sinc(x / 3) on [-3, 3).
+double lanczos_kernel(double x) {
+    auto sinc = [](double v) {
+        if (v == 0.0) return 1.0;
+        v *= M_PI;
+        return std::sin(v) / v;
+    };
+    return (x >= -3.0 && x < 3.0) ? sinc(x) * sinc(x / 3.0) : 0.0;
+}
+
 struct Coeffs {
     int64_t ksize = 0;
     std::vector<int64_t> first, count;  // per output sample: first input index, taps
     std::vector<int32_t> k;             // [out, ksize] fixed-point weights
 };
 
-Coeffs bicubic_coeffs(int64_t in_size, int64_t out_size) {
-    constexpr double kSupport = 2.0;
+Coeffs filter_coeffs(int64_t in_size, int64_t out_size, ResampleFilter filter) {
+    const double kSupport = filter == ResampleFilter::kLanczos ? 3.0 : 2.0;
+    double (*kernel)(double) = filter == ResampleFilter::kLanczos ? lanczos_kernel : bicubic_kernel;
     const double scale = static_cast<double>(in_size) / static_cast<double>(out_size);
     const double filterscale = std::max(scale, 1.0);  // widen the kernel when downscaling
     const double support = kSupport * filterscale;
@@ -138,7 +149,7 @@ Coeffs bicubic_coeffs(int64_t in_size, int64_t out_size) {
         const int64_t n = hi - lo;
         double total = 0.0;
         for (int64_t i = 0; i < n; ++i) {
-            w[i] = bicubic_kernel((static_cast<double>(i + lo) - center + 0.5) * inv);
+            w[i] = kernel((static_cast<double>(i + lo) - center + 0.5) * inv);
             total += w[i];
         }
         for (int64_t i = 0; i < n; ++i) {
@@ -232,6 +243,10 @@ at::Tensor to_rgb(const at::Tensor& img, size_t index) {
 }  // namespace
 
 at::Tensor resize_bicubic_u8(const at::Tensor& image_hwc, int64_t out_h, int64_t out_w) {
+    return resize_u8(image_hwc, out_h, out_w, ResampleFilter::kBicubic);
+}
+
+at::Tensor resize_u8(const at::Tensor& image_hwc, int64_t out_h, int64_t out_w, ResampleFilter filter) {
     if (image_hwc.dim() != 3 || image_hwc.scalar_type() != at::kByte)
         throw InputError("resize: expected a uint8 [height, width, channels] image");
     if (out_h < 1 || out_w < 1 || image_hwc.size(0) < 1 || image_hwc.size(1) < 1 || image_hwc.size(2) < 1)
@@ -245,8 +260,8 @@ at::Tensor resize_bicubic_u8(const at::Tensor& image_hwc, int64_t out_h, int64_t
     // against it: the tests pin both sides of the rule) runs the vertical pass first only when
     // the height shrinks by more than twice as many pixels as the width does.
     const bool horizontal_first = !(in_h > out_h && (in_h - out_h) > 2 * (in_w - out_w));
-    Coeffs cv = bicubic_coeffs(in_h, out_h);
-    const Coeffs chz = bicubic_coeffs(in_w, out_w);
+    Coeffs cv = filter_coeffs(in_h, out_h, filter);
+    const Coeffs chz = filter_coeffs(in_w, out_w, filter);
     at::Tensor cur = in;
     if (horizontal_first) {
         // Only the input rows the vertical pass reads are resampled (no effect on values).

@@ -37,6 +37,11 @@ std::pair<int64_t, int64_t> smart_resize(int64_t h, int64_t w, int64_t factor, i
 // PIL's Image.resize(..., BICUBIC) (separable, 22-bit fixed-point coefficients, uint8 between passes).
 at::Tensor resize_bicubic_u8(const at::Tensor& image_hwc, int64_t out_h, int64_t out_w);
 
+// The same separable fixed-point resampler with PIL's BICUBIC or LANCZOS filter (Lanczos is
+// what diffusers' VaeImageProcessor uses for the decoder's copy of a condition image).
+enum class ResampleFilter { kBicubic, kLanczos };
+at::Tensor resize_u8(const at::Tensor& image_hwc, int64_t out_h, int64_t out_w, ResampleFilter filter);
+
 struct ProcessedImages {
     at::Tensor pixel_values;  // [sum gh*gw, 3*p*p] float32, rows = patches, row-major per image
     at::Tensor grid_thw;      // [num_images, 3] int64, rows (1, gh, gw)
