@@ -47,14 +47,7 @@ void register_testing_decoder(pybind11::module_& m) {
             req.prompts = prompts;
             for (const auto& list : images) {
                 req.images.emplace_back();
-                for (const auto& t : list) {
-                    auto c = t.to(at::kByte).contiguous();
-                    Image img;
-                    img.height = c.size(0);
-                    img.width = c.size(1);
-                    img.rgb.assign(c.data_ptr<uint8_t>(), c.data_ptr<uint8_t>() + c.numel());
-                    req.images.back().push_back(std::move(img));
-                }
+                for (const auto& t : list) req.images.back().push_back(tensor_to_image(t));
             }
             req.height = height;
             req.width = width;
@@ -73,8 +66,7 @@ void register_testing_decoder(pybind11::module_& m) {
                 r = pipe.generate(req);
             }
             std::vector<at::Tensor> imgs;
-            for (auto& im : r.images)
-                imgs.push_back(at::from_blob(im.rgb.data(), {im.height, im.width, 3}, at::kByte).clone());
+            for (const auto& im : r.images) imgs.push_back(image_to_tensor(im));
             std::vector<at::Tensor> prior;
             for (auto& ids : r.prior_tokens.ids) prior.push_back(at::tensor(ids, at::kLong));
             std::vector<std::vector<at::Tensor>> cond;

@@ -19,10 +19,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-at::Tensor image_tensor(const Image& img) {
-    return at::from_blob(const_cast<uint8_t*>(img.rgb.data()), {img.height, img.width, 3}, at::kByte).clone();
-}
-
 at::Tensor rows_tensor(const std::vector<std::vector<int64_t>>& rows) {
     const int64_t b = static_cast<int64_t>(rows.size());
     const int64_t l = b ? static_cast<int64_t>(rows[0].size()) : 0;
@@ -45,11 +41,25 @@ at::Tensor decoder_condition_pixels(const Image& img, int64_t cell) {
     const int64_t h = img.height / cell * cell, w = img.width / cell * cell;
     if (h < cell || w < cell)
         throw InputError(str_cat("condition image of ", img.height, "x", img.width, " is smaller than ", cell, " pixels"));
-    at::Tensor px = image_tensor(img);
+    at::Tensor px = image_to_tensor(img);
     return (h == img.height && w == img.width) ? px : resize_u8(px, h, w, ResampleFilter::kLanczos);
 }
 
 }  // namespace
+
+at::Tensor image_to_tensor(const Image& img) {
+    return at::from_blob(const_cast<uint8_t*>(img.rgb.data()), {img.height, img.width, 3}, at::kByte).clone();
+}
+
+Image tensor_to_image(const at::Tensor& t) {
+    if (t.dim() != 3 || t.size(2) != 3) throw InputError(str_cat("expected an [H, W, 3] image, got ", t.sizes()));
+    const at::Tensor c = t.to(at::kCPU, at::kByte).contiguous();
+    Image img;
+    img.height = c.size(0);
+    img.width = c.size(1);
+    img.rgb.assign(c.data_ptr<uint8_t>(), c.data_ptr<uint8_t>() + c.numel());
+    return img;
+}
 
 PriorTokens run_ar_stage(Pipeline::Impl& p, const GenerateRequest& req, const ProgressCallback& progress) {
     c10::InferenceMode guard;
@@ -61,7 +71,7 @@ PriorTokens run_ar_stage(Pipeline::Impl& p, const GenerateRequest& req, const Pr
         sizes.emplace_back();
         for (const auto& img : list) {
             sizes.back().push_back({img.height, img.width});
-            flat_images.push_back(image_tensor(img));
+            flat_images.push_back(image_to_tensor(img));
         }
     }
     GlmProcessorOutput proc = p.processor->process(req.prompts, sizes, req.height, req.width);
@@ -160,14 +170,7 @@ std::vector<Image> run_decoder_stage(Pipeline::Impl& p, const GenerateRequest& r
     if (progress) o.on_step = [&](int64_t step, int64_t total) { progress({"denoise", step, total}); };
     at::Tensor pixels = decode(p.decoder_models(), rows_tensor(prior.ids), req.prompts, conds, o).contiguous();
     std::vector<Image> images;
-    for (int64_t i = 0; i < pixels.size(0); ++i) {
-        Image img;
-        img.height = pixels.size(1);
-        img.width = pixels.size(2);
-        const uint8_t* src = pixels[i].data_ptr<uint8_t>();
-        img.rgb.assign(src, src + img.height * img.width * 3);
-        images.push_back(std::move(img));
-    }
+    for (int64_t i = 0; i < pixels.size(0); ++i) images.push_back(tensor_to_image(pixels[i]));
     return images;
 }
 

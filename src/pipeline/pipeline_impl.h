@@ -50,6 +50,11 @@ struct Pipeline::Impl {
 std::optional<at::ScalarType> parse_dtype_option(const std::string& dtype);
 at::Device parse_device_option(const std::string& device);
 
+// Public Image <-> uint8 tensor [H, W, 3] on the CPU (generate.cpp). Both copy.
+at::Tensor image_to_tensor(const Image& img);
+// InputError unless t is [H, W, 3]; cast to uint8.
+Image tensor_to_image(const at::Tensor& t);
+
 // The two stages of Pipeline::generate (generate.cpp).
 PriorTokens run_ar_stage(Pipeline::Impl& p, const GenerateRequest& req, const ProgressCallback& progress);
 std::vector<Image> run_decoder_stage(Pipeline::Impl& p, const GenerateRequest& req, const PriorTokens& prior,
