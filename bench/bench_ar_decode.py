@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "python"), str(REPO / "tools")]
+sys.path[:0] = [str(REPO / "python"), str(REPO / "tools"), str(REPO / "tests" / "python")]  # + glmimage_testing
 
 import torch  # noqa: E402
 
@@ -51,7 +51,7 @@ def main() -> None:
     import make_tiny_checkpoint as mk
 
     import glmimage
-    from glmimage._C import _testing
+    import glmimage_testing as _testing
 
     with tempfile.TemporaryDirectory() as tmp:
         # Built in a child process so its memory does not count in this process's peak RSS.

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "python"), str(REPO / "tools")]
+sys.path[:0] = [str(REPO / "python"), str(REPO / "tools"), str(REPO / "tests" / "python")]  # + glmimage_testing
 
 PROMPT = 'A poster that says "GLM-Image" and “你好世界” in bold letters'
 
@@ -37,7 +37,7 @@ def run_side(args) -> None:
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     if args.side == "ours":
         import glmimage
-        from glmimage._C import _testing
+        import glmimage_testing as _testing
 
         pipe = glmimage.Pipeline.from_pretrained(args.model, dtype=args.dtype)
 

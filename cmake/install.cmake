@@ -10,7 +10,7 @@
 # built), lib/cmake/glmimage/ (config, version, exported targets).
 #
 # libglmimage is a shared library so that its private dependencies (the static torch-free
-# glmimage_io, nlohmann_json, PCRE2) are linked into it and never reach a consumer's link
+# glmimage_torchfree, nlohmann_json, PCRE2) are linked into it and never reach a consumer's link
 # line; the only dependency the package re-finds is Torch, which the target links publicly.
 
 include(GNUInstallDirs)
@@ -20,7 +20,7 @@ set(GLMI_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/glmimage")
 
 get_target_property(_glmi_type glmimage TYPE)
 if(NOT _glmi_type STREQUAL "SHARED_LIBRARY")
-  # A static libglmimage would drag glmimage_io and its find_package dependencies into
+  # A static libglmimage would drag glmimage_torchfree and its find_package dependencies into
   # the export; the package below is written for the shared library only.
   message(FATAL_ERROR "cmake/install.cmake expects glmimage to be a SHARED library, it is ${_glmi_type}")
 endif()

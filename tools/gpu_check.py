@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "python"))
+sys.path[:0] = [str(REPO / "python"), str(REPO / "tests" / "python")]  # glmimage, glmimage_testing
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -37,7 +37,7 @@ def rgb(h, w, seed):
 
 
 def run(pipe, case, seed=3):
-    from glmimage._C import _testing
+    import glmimage_testing as _testing
 
     images = [[rgb(ih, iw, 10 * i + j) for j, (ih, iw) in enumerate(per)] for i, per in enumerate(case["images"])]
     t0 = time.perf_counter()

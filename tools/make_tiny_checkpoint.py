@@ -67,9 +67,10 @@ sys.path.insert(0, str(HERE))
 import _tokenizer_synth as toksynth  # noqa: E402
 
 REPO = HERE.parent
+# The repository's copy; shared/reference/ beside the checkout (where the team's notes live) as a fallback.
 REAL_CONFIGS_CANDIDATES = [
     REPO / "tests" / "data" / "real-configs",
-    Path("/work/shared/reference/real-configs"),
+    REPO.parent / "shared" / "reference" / "real-configs",
 ]
 
 LM_HEAD_CODEBOOK_SCALE = 64.0

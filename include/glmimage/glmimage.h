@@ -1,18 +1,21 @@
-// glmimage: native GLM-Image inference. The public C++ API; no LibTorch types here
-// (include/glmimage/tensor_api.h is not provided yet; use the Python module for tensors).
+// glmimage: native GLM-Image inference. The public C++ API; no LibTorch types here.
 //
-//   auto pipe = glmimage::Pipeline::load("GLM-Image", {/*device=*/"cuda", /*dtype=*/"bfloat16"});
+//   auto model = glmimage::Model::load("GLM-Image", {/*device=*/"cuda", /*dtype=*/"bfloat16"});
+//   glmimage::Session session(model);            // one per thread / caller; all share the weights
 //   glmimage::GenerateRequest req;
 //   req.prompts = {"A poster that says \"Hello\""};
 //   req.height = 1024; req.width = 1024; req.seed = 42;
-//   glmimage::GenerateResult res = pipe->generate(req);
+//   glmimage::GenerateResult res = session.generate(req);
 //   // res.images[0]: 1024x1024 RGB8
+//
+// glmimage::Pipeline bundles one Model and one Session for the common single-caller case.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -40,6 +43,9 @@ struct ArSettings {
     // Keep sampled ids inside the VQ codebook while a grid is generated, so a bad sample can
     // never end a grid early or crash the decoder. The reference has no such guard.
     bool keep_in_codebook = true;
+
+    // InputError on a value outside the ranges above (only checked when do_sample is on).
+    void validate() const;
 };
 
 struct GenerateRequest {
@@ -55,7 +61,8 @@ struct GenerateRequest {
     std::string timestep_label = "0.39";      // "0.39": the checkpoint's DiT timestep label; "0.40": diffusers >= 0.40
     int64_t max_sequence_length = 2048;       // glyph (quoted text) bytes per string, eos included
 
-    // InputError on any value outside the ranges above.
+    // InputError on any value outside the ranges above. Needs no model: the CLI and the Python
+    // module call it before loading. Model::validate adds the checkpoint-dependent rules.
     void validate() const;
     std::string to_string() const;
 };
@@ -91,40 +98,103 @@ struct ComponentInfo {
     std::string folder;       // "transformer", "vae", ...
     std::string class_name;   // class named in model_index.json
     std::string summary;      // one line from the parsed config
-    std::string dtype;        // dtype the weights are held in ("BF16", "F32", ...)
+    std::string dtype;        // dtype the weights compute in ("BF16", "F32", ...)
+    std::string device;       // where they compute ("cpu", "cuda:0")
+    std::string residency;    // "resident" or "staged"
     size_t num_tensors = 0;
     long long num_parameters = 0;
-    size_t zero_copy = 0;     // tensors used straight from the mapped file
+    size_t zero_copy = 0;     // tensors used straight from the mapped file while resident
 };
 
-class Pipeline {
+// The loaded checkpoint: configs, tokenizers and weights. Immutable after load and safe to
+// share between threads and sessions (the weights are read, never written; "staged"
+// components are moved on and off their device under an internal lock, and only when no
+// session is using them).
+class Model {
   public:
     // Loads a checkpoint directory in the published diffusers layout (model_index.json and
     // one folder per component). Strict: any weight that does not fit is reported.
-    static std::unique_ptr<Pipeline> load(const std::string& model_dir, const LoadOptions& options = {});
-    ~Pipeline();
+    static std::shared_ptr<const Model> load(const std::string& model_dir, const LoadOptions& options = {});
+    ~Model();
 
-    // Prompt(s) -> images: the AR stage, then the diffusion decoder. Not re-entrant: one call
-    // at a time per Pipeline. Throws InputError for bad requests, CancelledError after cancel().
-    GenerateResult generate(const GenerateRequest& request, const ProgressCallback& progress = {});
-    // Only the AR stage.
-    PriorTokens generate_prior_tokens(const GenerateRequest& request, const ProgressCallback& progress = {});
-    // Only the decoder, from prior tokens (as diffusers' `prior_token_ids=`).
-    GenerateResult decode(const GenerateRequest& request, const PriorTokens& prior,
-                          const ProgressCallback& progress = {});
-    // Asks the running call to stop at its next step (thread-safe). The flag is cleared when
-    // the next call starts.
-    void cancel();
+    // The request's rules that depend on this checkpoint (condition images that fit the VQ and
+    // latent grids, ...), after GenerateRequest::validate. InputError, before any large work.
+    void validate(const GenerateRequest& request) const;
 
     const std::vector<ComponentInfo>& components() const;
     std::string summary() const;  // multi-line description of every component
 
     struct Impl;
-    Impl& impl() { return *impl_; }
+    const Impl& impl() const { return *impl_; }
 
   private:
-    explicit Pipeline(std::unique_ptr<Impl> impl);
+    explicit Model(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
+};
+
+// Per-caller state over a shared Model: the cancel request and the per-call buffers (KV
+// caches, generators). Calls on one Session run one at a time: a second call from another
+// thread waits for the first (queued, not refused). Use one Session per concurrent caller.
+class Session {
+  public:
+    explicit Session(std::shared_ptr<const Model> model);
+    ~Session();
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    // Prompt(s) -> images: the AR stage, then the diffusion decoder. Throws InputError for bad
+    // requests (before any large work), CancelledError after cancel().
+    GenerateResult generate(const GenerateRequest& request, const ProgressCallback& progress = {});
+    // Only the AR stage.
+    PriorTokens generate_prior_tokens(const GenerateRequest& request, const ProgressCallback& progress = {});
+    // Only the diffusion decoder, from prior tokens (as diffusers' `prior_token_ids=`).
+    GenerateResult decode_prior_tokens(const GenerateRequest& request, const PriorTokens& prior,
+                                       const ProgressCallback& progress = {});
+
+    // Stops this session's running call at its next step, or, when none is running, the next
+    // call to start (a cancel is never lost). Thread-safe; other sessions are not affected.
+    void cancel();
+
+    const Model& model() const { return *model_; }
+    const std::shared_ptr<const Model>& shared_model() const { return model_; }
+
+  private:
+    class Call;  // one running call: holds call_mutex_, owns its cancel flag (session.cpp)
+
+    std::shared_ptr<const Model> model_;
+    std::mutex call_mutex_;   // held for a whole call: calls on one session queue here
+    std::mutex state_mutex_;  // guards the two fields below
+    std::shared_ptr<std::atomic<bool>> running_cancel_;  // the running call's flag, or null
+    bool pending_cancel_ = false;                        // cancel() with no call running
+};
+
+// One Model and one Session: the whole API for a single caller.
+class Pipeline {
+  public:
+    static std::unique_ptr<Pipeline> load(const std::string& model_dir, const LoadOptions& options = {});
+    // Another pipeline over the same loaded weights (no second copy), with its own session.
+    explicit Pipeline(std::shared_ptr<const Model> model);
+
+    GenerateResult generate(const GenerateRequest& request, const ProgressCallback& progress = {}) {
+        return session_.generate(request, progress);
+    }
+    PriorTokens generate_prior_tokens(const GenerateRequest& request, const ProgressCallback& progress = {}) {
+        return session_.generate_prior_tokens(request, progress);
+    }
+    GenerateResult decode_prior_tokens(const GenerateRequest& request, const PriorTokens& prior,
+                                       const ProgressCallback& progress = {}) {
+        return session_.decode_prior_tokens(request, prior, progress);
+    }
+    void cancel() { session_.cancel(); }
+
+    const std::vector<ComponentInfo>& components() const { return session_.model().components(); }
+    std::string summary() const { return session_.model().summary(); }
+    const Model& model() const { return session_.model(); }
+    const std::shared_ptr<const Model>& shared_model() const { return session_.shared_model(); }
+    Session& session() { return session_; }
+
+  private:
+    Session session_;
 };
 
 const char* version();

@@ -1,18 +1,40 @@
 // Options for loading a GLM-Image checkpoint. Every field has a default.
 #pragma once
 
+#include <map>
 #include <string>
 
 namespace glmimage {
 
+// Where one component lives and in what dtype. Empty strings inherit LoadOptions' values.
+struct ComponentPlacement {
+    std::string device;     // "", "cpu", "cuda", "cuda:N"
+    std::string dtype;      // "", "auto", "float32", "bfloat16", "float16"
+    // "": LoadOptions::residency; "resident": on its device from load to the end;
+    // "staged": weights stay in the memory-mapped files (page cache, no copy) and are placed on
+    // the device, in the compute dtype, only while their stage runs (diffusers'
+    // enable_model_cpu_offload). Images are identical either way.
+    std::string residency;
+};
+
 struct LoadOptions {
-    std::string device = "cpu";  // "cpu", "cuda", "cuda:N"
-    std::string dtype = "auto";  // "auto" (the checkpoint's), "float32", "bfloat16", "float16"
-    int threads = 0;             // intra-op CPU threads; 0 keeps LibTorch's default
+    std::string device = "cpu";          // "cpu", "cuda", "cuda:N": every component's default
+    std::string dtype = "auto";          // "auto" (the checkpoint's), "float32", "bfloat16", "float16"
+    std::string residency = "resident";  // "resident" or "staged" (see ComponentPlacement)
+    // Per-component overrides, keyed by the checkpoint folder: "vision_language_encoder",
+    // "text_encoder", "transformer", "vae". E.g. {{"vae", {"cpu", "float32", ""}}}.
+    std::map<std::string, ComponentPlacement> components;
 
     // Throws InputError / UnsupportedError for values outside the lists above.
     void validate() const;
+    // The placement a component gets: its override, else the defaults above.
+    ComponentPlacement placement(const std::string& folder) const;
     std::string to_string() const;
 };
+
+// LibTorch's intra-op CPU thread pool is one per process: this sets it for every model and
+// session in the process (0 keeps LibTorch's default). Call it before starting generations.
+void set_num_threads(int threads);
+int num_threads();
 
 }  // namespace glmimage

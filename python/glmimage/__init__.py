@@ -27,6 +27,8 @@ ships, and torch must load its libraries before ours.
 import torch  # noqa: F401  (loads libtorch for the extension)
 
 from ._C import (  # noqa: F401
+    num_threads,
+    set_num_threads,
     ArSettings,
     CancelledError,
     ComponentInfo,
@@ -45,5 +47,5 @@ from .pipeline import Pipeline, PipelineOutput, PriorTokenOutput  # noqa: F401
 __version__ = version()
 __all__ = [
     "Pipeline", "PipelineOutput", "PriorTokenOutput", "ComponentInfo", "Error", "InputError", "FormatError",
-    "ConfigError", "WeightError", "UnsupportedError", "CancelledError", "version",
+    "ConfigError", "WeightError", "UnsupportedError", "CancelledError", "version", "set_num_threads", "num_threads",
 ]

@@ -8,11 +8,9 @@ the plain data the native ``glmimage._C.Pipeline`` takes, checking arguments ear
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -74,13 +72,39 @@ def _normalize_device(device: Union[str, torch.device, None]) -> str:
     raise _fail(f"unknown device {device!r}: expected 'cpu', 'cuda', 'cuda:N' or a torch.device")
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
+# Type conversion only: the value rules (ranges, multiples of 32, ...) are the C++ request
+# validation's (GenerateRequest.validate), which every call runs before any work.
+def _check_int(name: str, value: Any) -> int:
     # bool is an int subclass; True as a step count is a mistake, not 1.
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise _fail(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise _fail(f"{name} must be >= {minimum}, got {value}")
+    if not -2**63 <= value < 2**63:
+        raise _fail(f"{name} is out of range: {value}")
     return int(value)
+
+
+def _check_str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _fail(f"{name} must be a str, got {type(value).__name__}")
+    return value
+
+
+def _normalize_components(components: Optional[Dict[str, Dict[str, Any]]]) -> Dict[str, Dict[str, str]]:
+    if components is None:
+        return {}
+    if not isinstance(components, dict):
+        raise _fail(f"components must be a dict {{folder: {{key: value}}}}, got {type(components).__name__}")
+    out: Dict[str, Dict[str, str]] = {}
+    for folder, fields in components.items():
+        if not isinstance(folder, str) or not isinstance(fields, dict):
+            raise _fail("components must map folder names to dicts of device / dtype / residency")
+        conv = {"device": _normalize_device, "dtype": _normalize_dtype, "residency": lambda v: _check_str("residency", v)}
+        out[folder] = {}
+        for key, value in fields.items():
+            if key not in conv:
+                raise _fail(f"components[{folder!r}]: unknown key {key!r} (expected device, dtype, residency)")
+            out[folder][key] = conv[key](value)
+    return out
 
 
 def _check_float(name: str, value: Any) -> float:
@@ -90,31 +114,11 @@ def _check_float(name: str, value: Any) -> float:
 
 
 def _check_model_dir(path: Union[str, os.PathLike]) -> str:
+    # The checkpoint's own checks (missing folders, model_index.json) are the C++ loader's.
     try:
-        path = os.fspath(path)
+        return os.fspath(path)
     except TypeError:
         raise _fail(f"model path must be a str or os.PathLike, got {type(path).__name__}") from None
-    if not os.path.isdir(path):
-        what = "is not a directory" if os.path.exists(path) else "does not exist"
-        raise _fail(f"model directory '{path}' {what} (expected a local GLM-Image checkpoint in diffusers layout)")
-    index = os.path.join(path, "model_index.json")
-    if not os.path.isfile(index):
-        raise _fail(f"'{path}' is not a GLM-Image checkpoint: model_index.json is missing")
-    # Name every missing component folder up front: a partial download is the common case, and
-    # the message should say what to fetch rather than which file failed to open first.
-    try:
-        with open(index, encoding="utf-8") as f:
-            entries = json.load(f)
-    except (OSError, ValueError):
-        return path  # unreadable or malformed: the C++ loader reports it precisely
-    if isinstance(entries, dict):
-        missing = [name for name, v in entries.items()
-                   if not name.startswith("_") and isinstance(v, list) and len(v) == 2 and v[0] is not None
-                   and not os.path.isdir(os.path.join(path, name))]
-        if missing:
-            raise _fail(f"incomplete model directory '{path}': missing component folder(s) "
-                        f"{', '.join(m + '/' for m in sorted(missing))} named in model_index.json")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,25 +302,42 @@ class Pipeline(_C.Pipeline):
     """GLM-Image text-to-image and image-to-image, with diffusers' ``GlmImagePipeline`` arguments.
 
     Subclasses the native pipeline, so ``components``, ``summary()`` and ``cancel()`` come from C++.
-    One generation at a time per pipeline; ``cancel()`` may be called from any thread or from the
-    progress callback.
+    Calls on one pipeline run one at a time: a call from a second thread waits for the first.
+    ``new_session()`` gives another pipeline over the same loaded weights (no copy) whose calls
+    run concurrently with this one's. ``cancel()`` may be called from any thread or from the
+    progress callback; it stops this pipeline's running call, or its next one if none runs.
     """
 
-    def __init__(self, path: Union[str, os.PathLike], dtype: Union[str, torch.dtype, None] = "auto",
-                 device: Union[str, torch.device, None] = "cpu", threads: int = 0):
+    def __init__(self, path: Union[str, os.PathLike, "Pipeline"], dtype: Union[str, torch.dtype, None] = "auto",
+                 device: Union[str, torch.device, None] = "cpu", residency: str = "resident",
+                 components: Optional[Dict[str, Dict[str, Any]]] = None):
+        if isinstance(path, _C.Pipeline):
+            super().__init__(path)  # shares the loaded weights
+            return
         path = _check_model_dir(path)
-        super().__init__(path, _normalize_dtype(dtype), _normalize_device(device), _check_int("threads", threads, 0))
-        self._busy = threading.Lock()
+        super().__init__(path, _normalize_dtype(dtype), _normalize_device(device), _check_str("residency", residency),
+                         _normalize_components(components))
 
     @classmethod
     def from_pretrained(cls, path: Union[str, os.PathLike], dtype: Union[str, torch.dtype, None] = "auto",
-                        device: Union[str, torch.device, None] = "cpu", threads: int = 0) -> "Pipeline":
+                        device: Union[str, torch.device, None] = "cpu", residency: str = "resident",
+                        components: Optional[Dict[str, Dict[str, Any]]] = None) -> "Pipeline":
         """Loads a local GLM-Image checkpoint directory (diffusers layout, e.g. ``zai-org/GLM-Image``).
 
         dtype: "auto" (the checkpoint's), "float32", "bfloat16", "float16" or a torch.dtype.
-        device: "cpu", "cuda", "cuda:N" or a torch.device. threads: CPU threads, 0 = LibTorch's default.
+        device: "cpu", "cuda", "cuda:N" or a torch.device.
+        residency: "resident" (every component on its device from load on) or "staged" (weights
+        stay in the memory-mapped files and each component is placed on its device only while its
+        stage runs, as diffusers' ``enable_model_cpu_offload``; identical images, less memory).
+        components: per-component overrides, e.g. ``{"vae": {"dtype": "float32"}}``; folders
+        "vision_language_encoder", "text_encoder", "transformer", "vae"; keys device, dtype, residency.
+        CPU threads are a process setting: ``glmimage.set_num_threads(n)``.
         """
-        return cls(path, dtype=dtype, device=device, threads=threads)
+        return cls(path, dtype=dtype, device=device, residency=residency, components=components)
+
+    def new_session(self) -> "Pipeline":
+        """Another pipeline over the same loaded weights (no second copy), with its own calls and cancel."""
+        return type(self)(self)
 
     # -- request building ----------------------------------------------------------------------
 
@@ -354,34 +375,27 @@ class Pipeline(_C.Pipeline):
             # Like diffusers without a generator: follow torch's global RNG, so torch.manual_seed()
             # makes runs repeatable.
             return int(torch.randint(0, 2**62, (), dtype=torch.int64).item())
-        seed = _check_int("seed", seed, 0)
-        if seed >= 2**64:
-            raise _fail(f"seed must be < 2**64, got {seed}")
-        return seed
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise _fail(f"seed must be an integer, got {type(seed).__name__}")
+        if not 0 <= seed < 2**64:  # the C++ seed is a uint64
+            raise _fail(f"seed must be >= 0 and < 2**64, got {seed}")
+        return int(seed)
 
     def _request(self, prompt: Any, image: Any, height: Any, width: Any, num_inference_steps: Any,
                  guidance_scale: Any, num_images_per_prompt: Any, generator: Any, seed: Any, do_sample: Any,
                  temperature: Any, top_p: Any, top_k: Any, max_sequence_length: Any,
                  timestep_label: str, keep_in_codebook: Any = True) -> _C.GenerateRequest:
         prompts = self._prompts(prompt)
-        height = _check_int("height", height, 1)
-        width = _check_int("width", width, 1)
-        if height % 32 or width % 32:
-            raise _fail(f"height and width must be multiples of 32, got {height}x{width}")
-        steps = _check_int("num_inference_steps", num_inference_steps, 1)
+        height = _check_int("height", height)
+        width = _check_int("width", width)
+        steps = _check_int("num_inference_steps", num_inference_steps)
         guidance = _check_float("guidance_scale", guidance_scale)
-        if guidance < 0:
-            raise _fail(f"guidance_scale must be >= 0, got {guidance}")
-        per_prompt = _check_int("num_images_per_prompt", num_images_per_prompt, 1)
+        per_prompt = _check_int("num_images_per_prompt", num_images_per_prompt)
         if not isinstance(do_sample, (bool, np.bool_)):
             raise _fail(f"do_sample must be a bool, got {type(do_sample).__name__}")
         temperature = _check_float("temperature", temperature)
         top_p = _check_float("top_p", top_p)
-        top_k = _check_int("top_k", top_k, 0)
-        if do_sample and temperature <= 0:
-            raise _fail(f"temperature must be > 0, got {temperature}")
-        if do_sample and not 0 < top_p <= 1:
-            raise _fail(f"top_p must be in (0, 1], got {top_p}")
+        top_k = _check_int("top_k", top_k)
 
         req = _C.GenerateRequest()
         req.prompts = prompts
@@ -396,13 +410,12 @@ class Pipeline(_C.Pipeline):
             raise _fail(f"keep_in_codebook must be a bool, got {type(keep_in_codebook).__name__}")
         ar.keep_in_codebook = bool(keep_in_codebook)
         req.ar = ar
-        req.max_sequence_length = _check_int("max_sequence_length", max_sequence_length, 1)
-        if timestep_label not in ("0.39", "0.40"):
-            raise _fail(f"timestep_label must be '0.39' or '0.40', got {timestep_label!r}")
-        req.timestep_label = timestep_label
+        req.max_sequence_length = _check_int("max_sequence_length", max_sequence_length)
+        req.timestep_label = _check_str("timestep_label", timestep_label)
         images = _normalize_images(image, len(prompts))
         if images is not None:
             req.set_images(images)
+        self._validate(req)  # the request's rules, in C++, before anything else uses it
         return req
 
     def _native_prior(self, req: _C.GenerateRequest, prior_token_ids: Any, prior_token_image_ids: Any,
@@ -464,15 +477,11 @@ class Pipeline(_C.Pipeline):
     def _run(self, fn: Callable[..., Any], *args: Any, callback: Optional[ProgressFn], progress: bool) -> Any:
         if callback is not None and not callable(callback):
             raise _fail(f"callback must be callable (stage, step, total), got {type(callback).__name__}")
-        if not self._busy.acquire(blocking=False):
-            raise RuntimeError("this Pipeline is already generating (one call at a time per Pipeline; "
-                               "use one Pipeline per thread)")
         hook = _Progress(callback, bool(progress))
         try:
             return fn(*args, hook if (callback is not None or hook.tqdm is not None) else None)
         finally:
             hook.close()
-            self._busy.release()
 
     @staticmethod
     def _output(images: List[np.ndarray], prior: PriorTokenOutput, timings: Dict[str, float],

@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -110,12 +111,24 @@ py::tuple result_tuple(GenerateResult&& r) {
     return py::make_tuple(images, std::move(r.prior_tokens), timings_dict(r.timings));
 }
 
+// components: {folder: {"device": ..., "dtype": ..., "residency": ...}} overrides.
 std::unique_ptr<Pipeline> load(const std::string& path, const std::string& dtype, const std::string& device,
-                               int threads) {
+                               const std::string& residency,
+                               const std::map<std::string, std::map<std::string, std::string>>& components) {
     LoadOptions o;
     o.dtype = dtype;
     o.device = device;
-    o.threads = threads;
+    o.residency = residency;
+    for (const auto& [folder, fields] : components) {
+        ComponentPlacement& place = o.components[folder];
+        for (const auto& [key, value] : fields) {
+            if (key == "device") place.device = value;
+            else if (key == "dtype") place.dtype = value;
+            else if (key == "residency") place.residency = value;
+            else throw InputError("components['" + folder + "']: unknown key '" + key +
+                                  "' (expected device, dtype, residency)");
+        }
+    }
     py::gil_scoped_release release;  // loading maps files and may cast: no Python needed
     return Pipeline::load(path, o);
 }
@@ -128,6 +141,8 @@ void register_pipeline(py::module_& m) {
         .def_readonly("class_name", &ComponentInfo::class_name)
         .def_readonly("summary", &ComponentInfo::summary)
         .def_readonly("dtype", &ComponentInfo::dtype)
+        .def_readonly("device", &ComponentInfo::device)
+        .def_readonly("residency", &ComponentInfo::residency)
         .def_readonly("num_tensors", &ComponentInfo::num_tensors)
         .def_readonly("num_parameters", &ComponentInfo::num_parameters)
         .def_readonly("zero_copy", &ComponentInfo::zero_copy);
@@ -138,7 +153,8 @@ void register_pipeline(py::module_& m) {
         .def_readwrite("temperature", &ArSettings::temperature)
         .def_readwrite("top_p", &ArSettings::top_p)
         .def_readwrite("top_k", &ArSettings::top_k)
-        .def_readwrite("keep_in_codebook", &ArSettings::keep_in_codebook);
+        .def_readwrite("keep_in_codebook", &ArSettings::keep_in_codebook)
+        .def("validate", &ArSettings::validate);
 
     py::class_<GenerateRequest>(m, "GenerateRequest")
         .def(py::init<>())
@@ -183,9 +199,11 @@ void register_pipeline(py::module_& m) {
         // A constructor (not only the factory) so that Python can subclass the pipeline and the
         // subclass instances still pass as Pipeline& to the _testing entry points.
         .def(py::init(&load), py::arg("path"), py::arg("dtype") = "auto", py::arg("device") = "cpu",
-             py::arg("threads") = 0)
-        .def_static("from_pretrained", &load, py::arg("path"), py::arg("dtype") = "auto", py::arg("device") = "cpu",
-                    py::arg("threads") = 0)
+             py::arg("residency") = "resident",
+             py::arg("components") = std::map<std::string, std::map<std::string, std::string>>{})
+        // Another pipeline over the same loaded weights (no copy), with its own session.
+        .def(py::init([](const Pipeline& other) { return std::make_unique<Pipeline>(other.shared_model()); }),
+             py::arg("other"))
         .def_property_readonly("components", &Pipeline::components)
         .def("summary", &Pipeline::summary)
         // Thread-safe: meant to be called from another thread or from the progress callback.
@@ -209,11 +227,17 @@ void register_pipeline(py::module_& m) {
         .def(
             "_decode",
             [](Pipeline& p, const GenerateRequest& req, const PriorTokens& prior, py::object callback) {
-                return result_tuple(run_released(
-                    p, callback, [&](const ProgressCallback& prog) { return p.decode(req, prior, prog); }));
+                return result_tuple(run_released(p, callback, [&](const ProgressCallback& prog) {
+                    return p.decode_prior_tokens(req, prior, prog);
+                }));
             },
-            py::arg("request"), py::arg("prior"), py::arg("callback") = py::none());
+            py::arg("request"), py::arg("prior"), py::arg("callback") = py::none())
+        // The checkpoint's rules for a request (GenerateRequest.validate plus condition-image fit).
+        .def("_validate", [](const Pipeline& p, const GenerateRequest& req) { p.model().validate(req); });
     m.def("version", &version);
+    m.def("set_num_threads", &set_num_threads, py::arg("threads"),
+          "LibTorch's intra-op CPU threads for the whole process (0 keeps its default).");
+    m.def("num_threads", &num_threads);
 }
 
 }  // namespace glmimage::python

@@ -81,7 +81,9 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     }
     size_ = static_cast<uint64_t>(st.st_size);
     if (size_ > 0) {
-        void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+        // Read-only: weights are used in place, and an accidental in-place write to one must
+        // fault here rather than silently copy the page (and diverge from the file).
+        void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
             int err = errno;
             ::close(fd);

@@ -55,8 +55,10 @@ at::Tensor tensor_view(const TensorRef& ref) {
 
 at::Tensor load_tensor(const TensorRef& ref, std::optional<at::ScalarType> dtype, at::Device device) {
     at::Tensor t = tensor_view(ref);
-    if (dtype && *dtype != t.scalar_type()) t = t.to(*dtype);
+    // To another device first, then cast there: the copy moves the file's bytes, not the
+    // (possibly wider) cast ones, and no cast copy is made on the host.
     if (t.device() != device) t = t.to(device);
+    if (dtype && *dtype != t.scalar_type()) t = t.to(*dtype);
     return t;
 }
 

@@ -46,6 +46,16 @@ std::vector<ParamSpec> parameter_specs(ParamModule& root) {
     return specs;
 }
 
+void place_weights(ParamModule& root, const WeightIndex& weights, std::optional<at::ScalarType> dtype,
+                   at::Device device) {
+    for (auto& [name, target] : collect_targets(root)) {
+        const TensorRef* ref = weights.find(name);
+        GLMI_CHECK(ref != nullptr, "placing '", name, "': not in the checkpoint");
+        const bool floating = at::isFloatingType(target.current.scalar_type());
+        target.owner->replace_parameter(target.local_name, load_tensor(*ref, floating ? dtype : std::nullopt, device));
+    }
+}
+
 BindReport bind_weights(const std::string& component, ParamModule& root, const WeightIndex& weights,
                         const BindOptions& options) {
     auto targets = collect_targets(root);
@@ -79,7 +89,7 @@ BindReport bind_weights(const std::string& component, ParamModule& root, const W
         const at::ScalarType want = options.dtype && at::isFloatingType(target.current.scalar_type())
                                         ? *options.dtype
                                         : target.current.scalar_type();
-        at::Tensor t = load_tensor(*ref, want, options.device);
+        at::Tensor t = options.views_only ? tensor_view(*ref) : load_tensor(*ref, want, options.device);
         const bool is_view = t.data_ptr() == static_cast<const void*>(ref->file->data(*ref->info));
         report.zero_copy += is_view;
         report.converted += !is_view;

@@ -19,6 +19,9 @@ struct BindOptions {
     at::Device device = at::kCPU;
     // Keys the reference stores but never reads, each with the reason (logged, not bound).
     std::map<std::string, std::string> ignored_keys;
+    // Bind every tensor as the zero-copy view of the file (its own dtype, on the CPU), whatever
+    // `dtype` and `device` say: the resting state of a staged component (place_weights moves it).
+    bool views_only = false;
 };
 
 struct BindReport {
@@ -31,6 +34,13 @@ struct BindReport {
 
 BindReport bind_weights(const std::string& component, ParamModule& root, const WeightIndex& weights,
                         const BindOptions& options);
+
+// Re-points every parameter of a bound tree at the checkpoint tensor of the same key, in
+// `dtype` (floating parameters only; nullopt keeps the file's) on `device`, through the
+// modules' own slots, so the forward code reads the new tensors. With the file's dtype on the
+// CPU these are the zero-copy views again. Moves components on and off their device.
+void place_weights(ParamModule& root, const WeightIndex& weights, std::optional<at::ScalarType> dtype,
+                   at::Device device);
 
 // (key, shape, dtype) of every parameter of a module tree, sorted by key: what the
 // checkpoint must contain.

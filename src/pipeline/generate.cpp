@@ -1,23 +1,17 @@
-// Pipeline::generate and its two halves: the AR stage (processor -> condition images through
+// The two halves of a generation: the AR stage (processor -> condition images through
 // the vision VQ -> GLM-4 generation -> prior ids) and the diffusion decoder, orchestration only.
 #include <c10/core/InferenceMode.h>
 
-#include <chrono>
-
 #include "core/check.h"
-#include "models/glm_ar/image_processor.h"
+#include "models/glm_ar/vision_preprocess.h"
 #include "models/glm_ar/vision_encoder.h"
-#include "pipeline/pipeline_impl.h"
+#include "pipeline/model_impl.h"
 
 namespace glmimage {
 
 using detail::str_cat;
 
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 at::Tensor rows_tensor(const std::vector<std::vector<int64_t>>& rows) {
     const int64_t b = static_cast<int64_t>(rows.size());
@@ -61,7 +55,7 @@ Image tensor_to_image(const at::Tensor& t) {
     return img;
 }
 
-PriorTokens run_ar_stage(Pipeline::Impl& p, const GenerateRequest& req, const ProgressCallback& progress) {
+PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const CallContext& call) {
     c10::InferenceMode guard;
     const int64_t batch = static_cast<int64_t>(req.prompts.size());
     const bool i2i = !req.images.empty();
@@ -74,38 +68,29 @@ PriorTokens run_ar_stage(Pipeline::Impl& p, const GenerateRequest& req, const Pr
             flat_images.push_back(image_to_tensor(img));
         }
     }
-    GlmProcessorOutput proc = p.processor->process(req.prompts, sizes, req.height, req.width);
+    PromptProcessorOutput proc = m.processor->process(req.prompts, sizes, req.height, req.width);
     at::Tensor input_ids = rows_tensor(proc.input_ids);
     at::Tensor mask = rows_tensor(proc.attention_mask);
 
+    auto in_use = use_component(m.home("vision_language_encoder"));
     PriorTokens out;
     if (i2i) {
         // Condition images -> VQ ids: they replace the <|image|> placeholders in the prompt and,
-        // upsampled 2x, condition the decoder's KV cache.
-        ProcessedImages pi = preprocess_images(flat_images, p.image_config);
-        at::Tensor ids = image_token_ids(*p.ar, pi.pixel_values, pi.grid_thw).to(at::kCPU);
-        auto placeholders = input_ids.eq(p.processor->image_token_id());
+        // upsampled 2x, condition the decoder's KV cache. Their sizes fit (Model::validate).
+        ProcessedImages pi = preprocess_images(flat_images, m.preprocessor);
+        at::Tensor ids = image_token_ids(*m.ar, pi.pixel_values, pi.grid_thw).to(at::kCPU);
+        auto placeholders = input_ids.eq(m.processor->image_token_id());
         GLMI_CHECK(placeholders.sum().item<int64_t>() == ids.numel(), "placeholder count ",
                    placeholders.sum().item<int64_t>(), " != image tokens ", ids.numel());
         input_ids = input_ids.masked_scatter(placeholders, ids);
         at::Tensor up = upsample_token_ids_2x(ids, pi.grid_thw).to(at::kCPU);
-        const int64_t cell = p.vae->config.scale_factor() * p.transformer->config.patch_size;
         int64_t offset = 0, k = 0;
         for (int64_t b = 0; b < batch; ++b) {
             out.condition_ids.emplace_back();
-            for (const auto& img : req.images[static_cast<size_t>(b)]) {
-                const int64_t gh = pi.grid_thw[k][1].item<int64_t>(), gw = pi.grid_thw[k][2].item<int64_t>();
-                // The decoder encodes the image at its size floored to the patch cell; that patch
-                // grid must be the AR grid doubled (smart_resize halves the image), which holds
-                // from a short side of 512 up to a long side of 2048 (the reference fails there too).
-                if (2 * gh != img.height / cell || 2 * gw != img.width / cell)
-                    throw InputError(str_cat("condition image ", k, " of ", img.height, "x", img.width,
-                                             " does not fit: its ", gh, "x", gw, " token grid, doubled, must equal its ",
-                                             img.height / cell, "x", img.width / cell, " latent patch grid; GLM-Image "
-                                             "needs condition images with the short side >= 512 and the long side <= 2048"));
-                out.condition_ids.back().push_back(to_vector(up.narrow(0, offset, 4 * gh * gw)));
-                offset += 4 * gh * gw;
-                ++k;
+            for (size_t j = 0; j < req.images[static_cast<size_t>(b)].size(); ++j, ++k) {
+                const int64_t n = 4 * pi.grid_thw[k][1].item<int64_t>() * pi.grid_thw[k][2].item<int64_t>();
+                out.condition_ids.back().push_back(to_vector(up.narrow(0, offset, n)));
+                offset += n;
             }
         }
     }
@@ -116,15 +101,11 @@ PriorTokens run_ar_stage(Pipeline::Impl& p, const GenerateRequest& req, const Pr
     for (const auto& g : proc.image_grid_thw) ar_req.grids.push_back({g[0], g[1], g[2]});
     ar_req.images_per_sample = proc.images_per_sample;
     ArGenerateOptions opt;
-    opt.sampling.do_sample = req.ar.do_sample;
-    opt.sampling.temperature = req.ar.temperature;
-    opt.sampling.top_k = req.ar.top_k;
-    opt.sampling.top_p = req.ar.top_p;
-    opt.sampling.seed = req.seed;
-    opt.keep_in_codebook = req.ar.keep_in_codebook;
-    opt.cancel = &p.cancel_flag;
-    if (progress) opt.on_token = [&](int64_t done, int64_t total) { progress({"ar", done, total}); };
-    ArResult res = p.ar_generator->generate(ar_req, opt);
+    opt.sampling = req.ar;
+    opt.seed = req.seed;
+    opt.cancel = call.cancel;
+    if (call.progress) opt.on_token = [&](int64_t done, int64_t total) { call.progress({"ar", done, total}); };
+    ArResult res = m.ar_generator->generate(ar_req, opt);
     GLMI_CHECK(res.prior_ids.defined(), "AR stage produced no prior ids");
     out.grid_h = res.grid_h;
     out.grid_w = res.grid_w;
@@ -132,10 +113,10 @@ PriorTokens run_ar_stage(Pipeline::Impl& p, const GenerateRequest& req, const Pr
     return out;
 }
 
-std::vector<Image> run_decoder_stage(Pipeline::Impl& p, const GenerateRequest& req, const PriorTokens& prior,
-                                     const ProgressCallback& progress) {
+std::vector<Image> run_decoder_stage(const Model::Impl& m, const GenerateRequest& req, const PriorTokens& prior,
+                                     const CallContext& call) {
     const int64_t batch = static_cast<int64_t>(req.prompts.size());
-    const int64_t cell = p.vae->config.scale_factor() * p.transformer->config.patch_size;
+    const int64_t cell = m.patch_cell();
     const size_t per_prompt = static_cast<size_t>((req.height / cell) * (req.width / cell));
     if (static_cast<int64_t>(prior.ids.size()) != batch)
         throw InputError(str_cat("prior tokens: expected one list per prompt (", batch, "), got ", prior.ids.size()));
@@ -157,54 +138,13 @@ std::vector<Image> run_decoder_stage(Pipeline::Impl& p, const GenerateRequest& r
                                         at::tensor(prior.condition_ids[b][k], at::kLong)});
         }
     }
-    DecodeOptions o;
-    o.height = req.height;
-    o.width = req.width;
-    o.steps = req.steps;
-    o.guidance = req.guidance;
-    o.seed = req.seed;
-    o.images_per_prompt = req.images_per_prompt;
-    o.max_sequence_length = req.max_sequence_length;
-    o.label = parse_timestep_label(req.timestep_label);
-    o.cancel = &p.cancel_flag;
-    if (progress) o.on_step = [&](int64_t step, int64_t total) { progress({"denoise", step, total}); };
-    at::Tensor pixels = decode(p.decoder_models(), rows_tensor(prior.ids), req.prompts, conds, o).contiguous();
+    DecoderRuntime rt;
+    rt.cancel = call.cancel;
+    if (call.progress) rt.on_step = [&](int64_t step, int64_t total) { call.progress({"denoise", step, total}); };
+    at::Tensor pixels = run_diffusion_decoder(m.decoder_models(), rows_tensor(prior.ids), conds, req, rt).contiguous();
     std::vector<Image> images;
     for (int64_t i = 0; i < pixels.size(0); ++i) images.push_back(tensor_to_image(pixels[i]));
     return images;
 }
-
-PriorTokens Pipeline::generate_prior_tokens(const GenerateRequest& request, const ProgressCallback& progress) {
-    request.validate();
-    impl_->cancel_flag = false;
-    return run_ar_stage(*impl_, request, progress);
-}
-
-GenerateResult Pipeline::decode(const GenerateRequest& request, const PriorTokens& prior,
-                                const ProgressCallback& progress) {
-    request.validate();
-    impl_->cancel_flag = false;
-    GenerateResult r;
-    auto t0 = std::chrono::steady_clock::now();
-    r.images = run_decoder_stage(*impl_, request, prior, progress);
-    r.timings.push_back({"decoder", seconds_since(t0)});
-    r.prior_tokens = prior;
-    return r;
-}
-
-GenerateResult Pipeline::generate(const GenerateRequest& request, const ProgressCallback& progress) {
-    request.validate();
-    impl_->cancel_flag = false;
-    GenerateResult r;
-    auto t0 = std::chrono::steady_clock::now();
-    r.prior_tokens = run_ar_stage(*impl_, request, progress);
-    r.timings.push_back({"ar", seconds_since(t0)});
-    auto t1 = std::chrono::steady_clock::now();
-    r.images = run_decoder_stage(*impl_, request, r.prior_tokens, progress);
-    r.timings.push_back({"decoder", seconds_since(t1)});
-    return r;
-}
-
-void Pipeline::cancel() { impl_->cancel_flag = true; }
 
 }  // namespace glmimage

@@ -31,12 +31,14 @@ constexpr Expected kComponents[] = {
 
 ModelIndex ModelIndex::load(const std::string& model_dir) {
     namespace fs = std::filesystem;
-    if (!fs::is_directory(model_dir)) throw InputError(str_cat("model directory '", model_dir, "' does not exist"));
+    if (!fs::exists(model_dir)) throw InputError(str_cat("model directory '", model_dir, "' does not exist"));
+    if (!fs::is_directory(model_dir)) throw InputError(str_cat("model '", model_dir, "' is not a directory"));
     const std::string path = (fs::path(model_dir) / "model_index.json").string();
     if (!fs::exists(path))
-        throw InputError(str_cat("'", model_dir, "' is not a GLM-Image checkpoint: no model_index.json"));
+        throw InputError(str_cat("'", model_dir, "' is not a GLM-Image checkpoint: model_index.json is missing"));
     auto j = io::JsonConfig::load(path);
     ModelIndex idx;
+    std::string missing;
     idx.class_name = j.get_string("_class_name");
     if (idx.class_name != "GlmImagePipeline")
         throw ConfigError(str_cat(path, ": key '_class_name': expected 'GlmImagePipeline', got '", idx.class_name, "'"));
@@ -48,10 +50,14 @@ ModelIndex ModelIndex::load(const std::string& model_dir) {
         if (entry[1] != e.cls)
             throw UnsupportedError(str_cat(path, ": component '", e.folder, "': expected class '", e.cls,
                                            "', got '", entry[1], "'"));
-        if (!fs::is_directory(fs::path(model_dir) / e.folder))
-            throw InputError(str_cat("incomplete checkpoint '", model_dir, "': folder '", e.folder, "' is missing"));
+        if (!fs::is_directory(fs::path(model_dir) / e.folder)) missing += str_cat(missing.empty() ? "" : ", ", e.folder, "/");
         idx.components[e.folder] = {entry[0], entry[1]};
     }
+    // Every missing folder at once: a partial download is the common case, and the message
+    // should say what to fetch.
+    if (!missing.empty())
+        throw InputError(str_cat("incomplete model directory '", model_dir, "': missing component folder(s) ", missing,
+                                 " named in model_index.json"));
     return idx;
 }
 

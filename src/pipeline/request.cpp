@@ -1,8 +1,10 @@
-// Validation and description of the public request types.
+// Validation and description of the public request types: every rule a request must meet,
+// in one place (the CLI and the Python module call these rather than re-checking).
 #include <sstream>
 
 #include "core/check.h"
 #include "glmimage/glmimage.h"
+#include "pipeline/model_impl.h"
 
 namespace glmimage {
 
@@ -13,6 +15,13 @@ void Image::validate(const std::string& what) const {
     if (rgb.size() != static_cast<size_t>(height * width * 3))
         throw InputError(str_cat(what, ": ", height, "x", width, " RGB needs ", height * width * 3, " bytes, got ",
                                  rgb.size()));
+}
+
+void ArSettings::validate() const {
+    if (!do_sample) return;  // greedy reads none of them
+    if (!(temperature > 0)) throw InputError(str_cat("temperature must be > 0, got ", temperature));
+    if (!(top_p > 0 && top_p <= 1)) throw InputError(str_cat("top_p must be in (0, 1], got ", top_p));
+    if (top_k < 0) throw InputError(str_cat("top_k must be >= 0, got ", top_k));
 }
 
 void GenerateRequest::validate() const {
@@ -26,11 +35,7 @@ void GenerateRequest::validate() const {
     if (!(guidance >= 0)) throw InputError(str_cat("guidance must be >= 0, got ", guidance));
     if (images_per_prompt < 1) throw InputError(str_cat("images_per_prompt must be >= 1, got ", images_per_prompt));
     if (max_sequence_length < 1) throw InputError("max_sequence_length must be >= 1");
-    if (ar.do_sample) {
-        if (!(ar.temperature > 0)) throw InputError(str_cat("temperature must be > 0, got ", ar.temperature));
-        if (!(ar.top_p > 0 && ar.top_p <= 1)) throw InputError(str_cat("top_p must be in (0, 1], got ", ar.top_p));
-        if (ar.top_k < 0) throw InputError(str_cat("top_k must be >= 0, got ", ar.top_k));
-    }
+    ar.validate();
     if (timestep_label != "0.39" && timestep_label != "0.40")
         throw InputError(str_cat("timestep_label must be '0.39' or '0.40', got '", timestep_label, "'"));
     if (!images.empty()) {
@@ -54,6 +59,33 @@ std::string GenerateRequest::to_string() const {
     os << " timestep_label=" << timestep_label;
     if (!images.empty()) os << " condition_images=" << images[0].size();
     return os.str();
+}
+
+void Model::validate(const GenerateRequest& r) const {
+    r.validate();
+    const Impl& m = *impl_;
+    const int64_t cell = m.patch_cell();
+    // Condition images, before the vision encoder sees them: the decoder encodes each at its
+    // size floored to the patch cell, and that patch grid must be the AR token grid (the
+    // smart_resize size / patch) doubled; it is from a short side of 512 up to a long side of
+    // 2048. The reference fails on the other sizes too.
+    for (size_t b = 0; b < r.images.size(); ++b) {
+        for (size_t k = 0; k < r.images[b].size(); ++k) {
+            const Image& img = r.images[b][k];
+            const std::string what = str_cat("condition image ", k, " of prompt ", b, " (", img.height, "x", img.width, ")");
+            ImageSize resized;
+            try {
+                resized = m.preprocessor.resized({img.height, img.width});
+            } catch (const InputError& e) {
+                throw InputError(str_cat(what, ": ", e.what()));
+            }
+            const int64_t gh = resized.height / m.preprocessor.patch_size, gw = resized.width / m.preprocessor.patch_size;
+            if (2 * gh != img.height / cell || 2 * gw != img.width / cell)
+                throw InputError(str_cat(what, " does not fit: its ", gh, "x", gw, " token grid, doubled, must equal its ",
+                                         img.height / cell, "x", img.width / cell, " latent patch grid; GLM-Image "
+                                         "needs condition images with the short side >= 512 and the long side <= 2048"));
+        }
+    }
 }
 
 }  // namespace glmimage

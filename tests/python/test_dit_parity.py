@@ -12,7 +12,7 @@ from conftest import REPO
 from parity import record
 
 import glmimage
-from glmimage._C import _testing
+import glmimage_testing as _testing  # noqa: E402  (the research hooks, built with the tests)
 
 TINY = REPO / "models" / "tiny"
 VAE_SCALE = 8  # latent pixel -> image pixel, as the pipeline's target_size uses image pixels

@@ -13,7 +13,7 @@ from conftest import REPO
 
 from parity import record_exact
 
-from glmimage._C import _testing
+import glmimage_testing as _testing  # noqa: E402  (the research hooks, built with the tests)
 
 TINY = REPO / "models" / "tiny"
 TOKENIZER_DIR = TINY / "tokenizer"

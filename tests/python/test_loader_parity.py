@@ -11,7 +11,7 @@ from conftest import REPO
 from parity import record
 
 import glmimage
-from glmimage._C import _testing
+import glmimage_testing as _testing  # noqa: E402  (the research hooks, built with the tests)
 
 TINY = REPO / "models" / "tiny"
 

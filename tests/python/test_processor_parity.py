@@ -1,4 +1,4 @@
-"""The C++ text side of GlmImageProcessor (src/tokenizers/glm_processor.cpp) against transformers'
+"""The C++ text side of GlmImageProcessor (src/tokenizers/prompt_processor.cpp) against transformers'
 GlmImageProcessor.from_pretrained(models/tiny/processor) called as diffusers' GlmImagePipeline
 calls it (apply_chat_template with target_h / target_w, padding when batched): input_ids,
 attention_mask, image_grid_thw and images_per_sample for text-to-image and image-to-image,
@@ -14,7 +14,7 @@ from conftest import REPO
 
 from parity import record_exact
 
-from glmimage._C import _testing
+import glmimage_testing as _testing  # noqa: E402  (the research hooks, built with the tests)
 
 PROCESSOR = REPO / "models" / "tiny" / "processor"
 SIZES = [(512, 512), (1024, 1024), (1152, 768), (768, 1344), (2048, 2048)]
@@ -31,7 +31,7 @@ def ref():
 
 @pytest.fixture(scope="module")
 def ours():
-    return _testing.GlmProcessor(str(PROCESSOR))
+    return _testing.PromptProcessor(str(PROCESSOR))
 
 
 def reference(ref, prompts, images, height, width):

@@ -18,7 +18,7 @@ from conftest import REPO
 from parity import record_exact
 
 import glmimage
-from glmimage._C import _testing
+import glmimage_testing as _testing  # noqa: E402  (the research hooks, built with the tests)
 
 TOKENIZER_JSON = REPO / "models" / "tiny" / "processor" / "tokenizer.json"
 

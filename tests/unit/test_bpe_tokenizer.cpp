@@ -16,7 +16,7 @@
 
 #include "glmimage/errors.h"
 #include "tokenizers/bpe_tokenizer.h"
-#include "tokenizers/glm_processor.h"
+#include "tokenizers/prompt_processor.h"
 
 namespace glmimage {
 namespace {
@@ -160,16 +160,16 @@ TEST(GlmSmartResize, WorkedExamples) {
         EXPECT_EQ(s.height, h);
         EXPECT_EQ(s.width, w);
     };
-    eq(glm_smart_resize(1024, 1024), 512, 512);  // halved
-    eq(glm_smart_resize(1300, 700), 656, 352);   // 650/16 = 40.6 -> 41, 350/16 = 21.9 -> 22
-    eq(glm_smart_resize(512, 768), 256, 384);
-    eq(glm_smart_resize(16, 16), 256, 256);      // scaled up to the 512 short side, then halved
-    expect_error<InputError>([] { glm_smart_resize(15, 100); }, "smaller than");
-    expect_error<InputError>([] { glm_smart_resize(100, 401); }, "aspect ratio");
+    eq(smart_resize(1024, 1024), 512, 512);  // halved
+    eq(smart_resize(1300, 700), 656, 352);   // 650/16 = 40.6 -> 41, 350/16 = 21.9 -> 22
+    eq(smart_resize(512, 768), 256, 384);
+    eq(smart_resize(16, 16), 256, 256);      // scaled up to the 512 short side, then halved
+    expect_error<InputError>([] { smart_resize(15, 100); }, "smaller than");
+    expect_error<InputError>([] { smart_resize(100, 401); }, "aspect ratio");
 }
 
-TEST(GlmProcessor, TextToImageAndImageToImage) {
-    const auto p = GlmProcessor::from_dir(kProcessor);
+TEST(PromptProcessor, TextToImageAndImageToImage) {
+    const auto p = PromptProcessor::from_dir(kProcessor, PreprocessorConfig::from_file(kProcessor + "/preprocessor_config.json"));
     const auto out = p.process({"a cat", "a much longer prompt about a dog"}, {}, 1024, 1024);
     ASSERT_EQ(out.input_ids.size(), 2u);
     ASSERT_EQ(out.input_ids[0].size(), out.input_ids[1].size());
@@ -188,8 +188,8 @@ TEST(GlmProcessor, TextToImageAndImageToImage) {
     EXPECT_EQ(i2i.images_per_sample, (std::vector<int64_t>{2}));
 }
 
-TEST(GlmProcessor, BadInputIsInputError) {
-    const auto p = GlmProcessor::from_dir(kProcessor);
+TEST(PromptProcessor, BadInputIsInputError) {
+    const auto p = PromptProcessor::from_dir(kProcessor, PreprocessorConfig::from_file(kProcessor + "/preprocessor_config.json"));
     expect_error<InputError>([&] { p.process({"x"}, {}, 1000, 1024); }, "multiples of 32");
     expect_error<InputError>([&] { p.process({"x"}, {}, 1024, 0); }, "multiples of 32");
     expect_error<InputError>([&] { p.process({""}, {}, 1024, 1024); }, "empty");
@@ -197,7 +197,7 @@ TEST(GlmProcessor, BadInputIsInputError) {
     expect_error<InputError>([&] { p.process({"a", "b"}, {{{512, 512}}, {}}, 1024, 1024); }, "same number");
     expect_error<InputError>([&] { p.process({"<|image|>"}, {}, 1024, 1024); }, "image token");
     expect_error<InputError>([&] { p.process({"x"}, {{{8, 512}}}, 1024, 1024); }, "smaller than");
-    expect_error<FormatError>([] { GlmProcessor::from_dir(std::string(GLMI_MODELS_DIR) + "/tiny/vae"); }, "cannot read");
+    expect_error<FormatError>([] { PromptProcessor::from_dir(std::string(GLMI_MODELS_DIR) + "/tiny/vae", PreprocessorConfig{}); }, "cannot read");
 }
 
 }  // namespace

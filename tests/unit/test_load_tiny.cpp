@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "glmimage/glmimage.h"
 #include "io/weight_index.h"
@@ -57,8 +58,89 @@ TEST(LoadTiny, BadInputsGiveClearErrors) {
         Pipeline::load(dir.string());
         FAIL();
     } catch (const InputError& e) {
-        EXPECT_NE(std::string(e.what()).find("folder 'vae' is missing"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("missing component folder(s) vae/"), std::string::npos) << e.what();
     }
+}
+
+}  // namespace
+}  // namespace glmimage
+
+namespace glmimage {
+namespace {
+
+GenerateRequest small_request(uint64_t seed) {
+    GenerateRequest r;
+    r.prompts = {"A poster that says \"Hi\""};
+    r.height = 64;
+    r.width = 64;
+    r.steps = 2;
+    r.seed = seed;
+    return r;
+}
+
+TEST(Session, SessionsShareOneModelAndRunConcurrently) {
+    auto model = Model::load(kTiny);
+    Session a(model), b(model);
+    const auto want = a.generate(small_request(7)).images.at(0).rgb;
+    std::vector<uint8_t> got_a, got_b;
+    std::thread ta([&] { got_a = a.generate(small_request(7)).images.at(0).rgb; });
+    std::thread tb([&] { got_b = b.generate(small_request(7)).images.at(0).rgb; });
+    ta.join();
+    tb.join();
+    EXPECT_EQ(got_a, want);
+    EXPECT_EQ(got_b, want);
+}
+
+TEST(Session, CancelBeforeACallIsNotLostAndOnlyStopsThatSession) {
+    auto model = Model::load(kTiny);
+    Session a(model), b(model);
+    a.cancel();
+    EXPECT_THROW(a.generate(small_request(1)), CancelledError);   // the pending cancel
+    EXPECT_NO_THROW(b.generate(small_request(1)));                 // another session: unaffected
+    EXPECT_EQ(a.generate(small_request(1)).images.at(0).rgb,       // consumed: the next call runs
+              b.generate(small_request(1)).images.at(0).rgb);
+}
+
+TEST(Session, CancelStopsTheRunningCall) {
+    auto model = Model::load(kTiny);
+    Session s(model);
+    int64_t steps_seen = 0;
+    auto req = small_request(2);
+    req.steps = 50;
+    EXPECT_THROW(s.generate(req,
+                            [&](const Progress& p) {
+                                if (p.stage == "denoise" && ++steps_seen == 2) s.cancel();
+                            }),
+                 CancelledError);
+    EXPECT_EQ(steps_seen, 2);
+}
+
+TEST(Placement, StagedGivesTheResidentImageAndRestsAsFileViews) {
+    LoadOptions resident;
+    resident.dtype = "bfloat16";
+    LoadOptions staged = resident;
+    staged.residency = "staged";
+    auto r = Pipeline::load(kTiny, resident);
+    auto s = Pipeline::load(kTiny, staged);
+    for (const auto& c : s->components()) {
+        EXPECT_EQ(c.residency, "staged");
+        EXPECT_EQ(c.dtype, "BF16");  // the compute dtype; at rest the weights are the file's F32 views
+    }
+    EXPECT_EQ(s->generate(small_request(3)).images.at(0).rgb, r->generate(small_request(3)).images.at(0).rgb);
+}
+
+TEST(Placement, PerComponentDtypeAndBadOptions) {
+    LoadOptions o;
+    o.components["vae"].dtype = "bfloat16";
+    auto p = Pipeline::load(kTiny, o);
+    for (const auto& c : p->components()) EXPECT_EQ(c.dtype, c.folder == "vae" ? "BF16" : "F32") << c.folder;
+    EXPECT_EQ(p->generate(small_request(4)).images.size(), 1u);
+    LoadOptions bad;
+    bad.components["unet"].dtype = "float32";
+    EXPECT_THROW(Pipeline::load(kTiny, bad), InputError);
+    bad.components.clear();
+    bad.residency = "offloaded";
+    EXPECT_THROW(Pipeline::load(kTiny, bad), InputError);
 }
 
 }  // namespace

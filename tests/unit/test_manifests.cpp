@@ -10,7 +10,7 @@
 #include "io/tensor_loader.h"
 #include "io/weight_binder.h"
 #include "models/dit/transformer.h"
-#include "models/glm_ar/glm_image_model.h"
+#include "models/glm_ar/ar_model.h"
 #include "models/t5/t5_encoder.h"
 #include "models/vae/autoencoder_kl.h"
 
@@ -82,7 +82,7 @@ TEST(Manifests, TextEncoderRealSize) {
 }
 
 TEST(Manifests, VisionLanguageEncoderRealSize) {
-    GlmImageModel m(GlmArConfig::from_file(kReal + "vision_language_encoder/config.json"), kMetaBF16);
+    GlmArModel m(GlmArConfig::from_file(kReal + "vision_language_encoder/config.json"), kMetaBF16);
     compare_with_manifest(m, "vision_language_encoder");
 }
 

@@ -5,6 +5,7 @@
 #include <tuple>
 
 #include "core/check.h"
+#include "kernels/attention.h"
 
 namespace glmimage {
 
@@ -110,7 +111,7 @@ std::pair<at::Tensor, at::Tensor> DiTBlock::attention(const at::Tensor& x, const
     k = k.transpose(1, 2);
     v = v.transpose(1, 2);
     if (kv) std::tie(k, v) = kv->apply(layer, k, v);
-    auto o = at::scaled_dot_product_attention(q, k, v);
+    auto o = kernels::attention(q, k, v);
     o = to_out->forward(o.transpose(1, 2).reshape({batch, n_text + n_image, n_heads * head_dim}));
     return {o.slice(1, n_text), o.slice(1, 0, n_text)};
 }

@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "glmimage/errors.h"
+#include "models/glm_ar/token_grid.h"
 
 namespace glmimage {
 
@@ -25,18 +26,10 @@ void check_prompt_ids(const GlmArConfig& config, const at::Tensor& input_ids) {
                          "): replace them with the source images' VQ ids before generation");
 }
 
-at::Tensor upsample_prior_ids(const at::Tensor& grid_ids, int64_t h, int64_t w) {
-    if (grid_ids.numel() != h * w)
-        throw InputError("ar: " + std::to_string(grid_ids.numel()) + " grid ids for a " + std::to_string(h) + "x" +
-                         std::to_string(w) + " grid");
-    // prior[2r + i][2c + j] = grid[r][c]: nearest 2x, flattened row-major.
-    return grid_ids.reshape({h, 1, w, 1}).expand({h, 2, w, 2}).reshape({4 * h * w});
-}
-
-ArGenerator::ArGenerator(const GlmImageModel& model)
+ArGenerator::ArGenerator(const GlmArModel& model)
     : model_(model), decoder_(model), rotary_(model.config.text) {}
 
-at::Tensor ArGenerator::choose(at::Tensor scores, const ArSampling& s, at::Generator& gen) const {
+at::Tensor ArGenerator::choose(at::Tensor scores, const ArSettings& s, at::Generator& gen) const {
     if (!s.do_sample) return scores.argmax(-1);
     if (s.temperature != 1.0) scores = scores / s.temperature;
     if (s.top_k != 0) {
@@ -61,11 +54,7 @@ ArResult ArGenerator::generate(const ArRequest& req, const ArGenerateOptions& op
     const auto& cfg = model_.config;
     check_prompt_ids(cfg, req.input_ids);
     const auto& s = opt.sampling;
-    if (s.do_sample) {
-        if (!(s.temperature > 0.0)) throw InputError("ar: temperature must be > 0");
-        if (s.top_k < 0) throw InputError("ar: top_k must be >= 0");
-        if (!(s.top_p > 0.0 && s.top_p <= 1.0)) throw InputError("ar: top_p must be in (0, 1]");
-    }
+    s.validate();
     const at::Device device = decoder_.device();
     const auto dtype = decoder_.dtype();
     auto ids = req.input_ids.to(device, at::kLong);
@@ -118,7 +107,7 @@ ArResult ArGenerator::generate(const ArRequest& req, const ArGenerateOptions& op
     const int64_t eos = cfg.text.eos_token_id, pad = cfg.text.pad_token_id;
     const int64_t V = cfg.text.vision_vocab_size, codebook = cfg.vq.num_embeddings;
     auto gen = at::globalContext().defaultGenerator(device).clone();
-    gen.set_current_seed(s.seed);
+    gen.set_current_seed(opt.seed);
     auto unfinished = at::ones({B}, at::TensorOptions().dtype(at::kLong).device(device));
     auto generated = at::empty({B, N}, unfinished.options());
     int64_t done = 0;
@@ -128,7 +117,7 @@ ArResult ArGenerator::generate(const ArRequest& req, const ArGenerateOptions& op
         // Only the last position goes through lm_head; choices are made on fp32 logits.
         auto scores = decoder_.logits(hidden.select(1, hidden.size(1) - 1)).to(at::kFloat).clone();
         if (opt.record_logits) res.step_logits.push_back(scores.clone());
-        if (opt.keep_in_codebook && step < grid_tokens && codebook < V)
+        if (s.keep_in_codebook && step < grid_tokens && codebook < V)
             scores.narrow(1, codebook, V - codebook).fill_(-std::numeric_limits<float>::infinity());
         auto next = choose(scores, s, gen);
         if (forced.defined() && step < forced.size(1)) next = forced.select(1, step);
@@ -155,7 +144,7 @@ ArResult ArGenerator::generate(const ArRequest& req, const ArGenerateOptions& op
         throw Error("ar: the generated grid holds ids outside the codebook [0, " + std::to_string(codebook) +
                     "); enable keep_in_codebook");
     std::vector<at::Tensor> rows;
-    for (int64_t b = 0; b < B; ++b) rows.push_back(upsample_prior_ids(grid_ids[b], res.grid_h, res.grid_w));
+    for (int64_t b = 0; b < B; ++b) rows.push_back(upsample_grid_2x(grid_ids[b], res.grid_h, res.grid_w));
     res.prior_ids = at::stack(rows);
     return res;
 }

@@ -10,28 +10,20 @@
 #include <functional>
 #include <vector>
 
-#include "models/glm_ar/glm_image_model.h"
+#include "glmimage/glmimage.h"
+
+#include "models/glm_ar/ar_model.h"
 #include "models/glm_ar/mrope.h"
 #include "models/glm_ar/text_decoder.h"
 
 namespace glmimage {
 
-// Token choice, applied in the reference's order: temperature -> top-k -> top-p -> softmax
-// -> multinomial. Greedy (do_sample false) is argmax and ignores the rest.
-struct ArSampling {
-    bool do_sample = false;
-    double temperature = 1.0;
-    int64_t top_k = 50;  // 0 disables; 50 is transformers' fallback when the config sets none
-    double top_p = 1.0;
-    uint64_t seed = 0;   // the reference seeds the global torch generator with this
-};
-
 struct ArGenerateOptions {
-    ArSampling sampling;
+    // The request's settings as they are (glmimage.h). Token choice follows the reference's
+    // order: temperature -> top-k -> top-p -> softmax -> multinomial; greedy is argmax.
+    ArSettings sampling;
+    uint64_t seed = 0;            // the reference seeds the global torch generator with this
     int64_t max_new_tokens = -1;  // -1: all target grids + 1 (the end marker), as diffusers computes
-    // Masks ids outside the VQ codebook while a grid is being generated, so a bad sample can
-    // never stop a grid early or index past the DiT's codebook. Not in the reference: off for parity.
-    bool keep_in_codebook = true;
     bool record_logits = false;  // keep the fp32 logits of every step (parity tests)
     std::function<void(int64_t done, int64_t total)> on_token;  // after each generated token
     const std::atomic<bool>* cancel = nullptr;  // checked before each token; CancelledError
@@ -54,21 +46,18 @@ struct ArResult {
     std::vector<at::Tensor> step_logits;  // fp32 [B, vision_vocab] per step, if recorded
 };
 
-// Main grid ids [n] of one row -> [4 * h * w] row-major, each id repeated 2x2.
-at::Tensor upsample_prior_ids(const at::Tensor& grid_ids, int64_t h, int64_t w);
-
 class ArGenerator {
   public:
-    explicit ArGenerator(const GlmImageModel& model);
+    explicit ArGenerator(const GlmArModel& model);
     ArResult generate(const ArRequest& request, const ArGenerateOptions& options) const;
 
     const GlmTextDecoder& decoder() const { return decoder_; }
     const MropeRotary& rotary() const { return rotary_; }
 
   private:
-    at::Tensor choose(at::Tensor scores, const ArSampling& s, at::Generator& gen) const;
+    at::Tensor choose(at::Tensor scores, const ArSettings& s, at::Generator& gen) const;
 
-    const GlmImageModel& model_;
+    const GlmArModel& model_;
     GlmTextDecoder decoder_;
     MropeRotary rotary_;
 };

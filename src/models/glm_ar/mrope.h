@@ -1,5 +1,5 @@
 // GLM-Image 3-D rotary positions (MRoPE): the prefill position ids and the decode table
-// that transformers' GlmImageModel.get_rope_index builds, and the cos/sin tables with the
+// that transformers' GlmArModel.get_rope_index builds, and the cos/sin tables with the
 // chunked mrope_section selection of GlmImageTextRotaryEmbedding.
 #pragma once
 

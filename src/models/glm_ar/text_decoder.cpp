@@ -5,6 +5,7 @@
 #include <string>
 
 #include "glmimage/errors.h"
+#include "kernels/attention.h"
 
 namespace glmimage {
 
@@ -32,7 +33,7 @@ void KVCache::set_prompt_mask(const at::Tensor& attention_mask) {
     has_padding = !valid.all().item<bool>();
 }
 
-GlmTextDecoder::GlmTextDecoder(const GlmImageModel& model) : model_(model) {
+GlmTextDecoder::GlmTextDecoder(const GlmArModel& model) : model_(model) {
     const auto& c = model.config.text;
     heads_ = c.num_attention_heads;
     kv_heads_ = c.num_key_value_heads;
@@ -82,23 +83,11 @@ at::Tensor GlmTextDecoder::layer_forward(const GlmDecoderLayer& layer, size_t in
     auto values = cache.v[index].narrow(2, 0, T);
     const double scale = 1.0 / std::sqrt(static_cast<double>(D));
 
-    at::Tensor attn;
-    if (S == 1) {
-        // One query per head: the heads sharing a kv head become a group of queries, so the
-        // cache is read once per kv head instead of being repeated.
-        const int64_t group = heads_ / kv_heads_;
-        auto qg = q.reshape({B, kv_heads_, group, D});
-        std::optional<at::Tensor> m;
-        if (mask.defined()) m = mask.view({B, 1, 1, T});
-        attn = at::scaled_dot_product_attention(qg, keys, values, m, 0.0, false, scale)
-                   .reshape({B, heads_, 1, D});
-    } else {
-        std::optional<at::Tensor> m;
-        if (mask.defined()) m = mask;
-        attn = at::scaled_dot_product_attention(q, keys, values, m, 0.0, /*is_causal=*/!mask.defined(), scale,
-                                                /*enable_gqa=*/true);
-    }
-    attn = attn.transpose(1, 2).reshape({B, S, heads_ * D});
+    kernels::AttentionOptions ao;
+    ao.scale = scale;
+    ao.causal = S > 1 && !mask.defined();  // a prefill from an empty cache
+    const at::Tensor step_mask = S == 1 && mask.defined() ? mask.view({B, 1, 1, T}) : mask;
+    auto attn = kernels::attention(q, keys, values, step_mask, ao).transpose(1, 2).reshape({B, S, heads_ * D});
     h = layer.post_self_attn_layernorm->forward(layer.o_proj->forward(attn));
     auto x1 = x + h;
 

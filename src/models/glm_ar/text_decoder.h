@@ -1,5 +1,5 @@
 // Forward of the GLM-4 text decoder of GLM-Image (GlmImageTextModel + lm_head) over a
-// preallocated KV cache. The weights live in GlmImageModel (shared module tree); this file
+// preallocated KV cache. The weights live in GlmArModel (shared module tree); this file
 // only holds the computation.
 #pragma once
 
@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "models/glm_ar/glm_image_model.h"
+#include "models/glm_ar/ar_model.h"
 
 namespace glmimage {
 
@@ -29,7 +29,7 @@ struct KVCache {
 
 class GlmTextDecoder {
   public:
-    explicit GlmTextDecoder(const GlmImageModel& model);
+    explicit GlmTextDecoder(const GlmArModel& model);
 
     KVCache make_cache(int64_t batch, int64_t capacity) const;
 
@@ -49,7 +49,7 @@ class GlmTextDecoder {
     at::Tensor layer_forward(const GlmDecoderLayer& layer, size_t index, const at::Tensor& x, const at::Tensor& cos,
                              const at::Tensor& sin, const at::Tensor& mask, KVCache& cache) const;
 
-    const GlmImageModel& model_;
+    const GlmArModel& model_;
     int64_t heads_, kv_heads_, head_dim_, rotary_dim_, intermediate_;
 };
 

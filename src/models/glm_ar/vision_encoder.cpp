@@ -8,6 +8,8 @@
 
 #include "core/check.h"
 #include "glmimage/errors.h"
+#include "kernels/attention.h"
+#include "models/glm_ar/token_grid.h"
 
 namespace glmimage {
 
@@ -77,20 +79,9 @@ at::Tensor vision_block(const GlmVisionBlock& b, const GlmVisionConfig& c, const
     const at::Tensor k = qkv[1].transpose(0, 1).unsqueeze(0);
     const at::Tensor v = qkv[2].transpose(0, 1).unsqueeze(0);
     const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim()));
-    at::Tensor attn;
-    if (lengths.size() == 1) {
-        attn = at::scaled_dot_product_attention(q, k, v, {}, 0.0, false, scale).transpose(1, 2);
-    } else {
-        const auto qs = q.split_with_sizes(lengths, 2), ks = k.split_with_sizes(lengths, 2),
-                   vs = v.split_with_sizes(lengths, 2);
-        std::vector<at::Tensor> outs;
-        outs.reserve(lengths.size());
-        for (size_t i = 0; i < lengths.size(); ++i) {
-            auto o = at::scaled_dot_product_attention(qs[i], ks[i], vs[i], {}, 0.0, false, scale);
-            outs.push_back(o.transpose(1, 2));
-        }
-        attn = at::cat(outs, 1);
-    }
+    kernels::AttentionOptions ao;
+    ao.scale = scale;
+    const at::Tensor attn = kernels::segment_attention(q, k, v, lengths, ao).transpose(1, 2);
     at::Tensor y = x + b.proj->forward(attn.reshape({n, -1}));
     // hidden_act "gelu": the exact erf form
     return y + b.fc2->forward(at::gelu(b.fc1->forward(b.norm2->forward(y))));
@@ -156,7 +147,7 @@ at::Tensor vq_token_ids(const GlmVQModel& vq, const at::Tensor& features, const 
     return ids.size() == 1 ? ids[0] : at::cat(ids);
 }
 
-at::Tensor image_token_ids(const GlmImageModel& model, const at::Tensor& pixel_values, const at::Tensor& grid_thw) {
+at::Tensor image_token_ids(const GlmArModel& model, const at::Tensor& pixel_values, const at::Tensor& grid_thw) {
     c10::InferenceMode guard;
     const at::Tensor features = vision_encode(*model.visual, model.config.vision, pixel_values, grid_thw);
     return vq_token_ids(*model.vqmodel, features, grid_thw);
@@ -170,12 +161,7 @@ at::Tensor upsample_token_ids_2x(const at::Tensor& ids, const at::Tensor& grid_t
     std::vector<at::Tensor> out;
     int64_t row = 0;
     for (const auto& g : grids) {
-        // out[r][c] = in[r / 2][c / 2]: each id repeated over a 2x2 block.
-        out.push_back(ids.narrow(0, row, g.h * g.w)
-                          .view({g.h, 1, g.w, 1})
-                          .expand({g.h, 2, g.w, 2})
-                          .reshape(-1)
-                          .to(at::kLong));
+        out.push_back(upsample_grid_2x(ids.narrow(0, row, g.h * g.w), g.h, g.w));
         row += g.h * g.w;
     }
     return out.size() == 1 ? out[0] : at::cat(out);

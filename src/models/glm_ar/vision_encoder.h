@@ -1,13 +1,13 @@
 // Condition-image tokenization: the ViT vision encoder (GlmVisionModel) and the VQ
 // quantizer (GlmVQModel) turn preprocessed patches into codebook ids, and the ids are
 // upsampled 2x for the DiT's prior_token_image_ids. Forward code only: the modules are
-// the shared tree in glm_image_model.h.
+// the shared tree in ar_model.h.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include "models/glm_ar/config.h"
-#include "models/glm_ar/glm_image_model.h"
+#include "models/glm_ar/ar_model.h"
 
 namespace glmimage {
 
@@ -23,7 +23,7 @@ at::Tensor vision_encode(const GlmVisionModel& model, const GlmVisionConfig& con
 at::Tensor vq_token_ids(const GlmVQModel& vq, const at::Tensor& features, const at::Tensor& grid_thw);
 
 // Both steps: what the AR prefill and the pipeline's prior ids start from.
-at::Tensor image_token_ids(const GlmImageModel& model, const at::Tensor& pixel_values, const at::Tensor& grid_thw);
+at::Tensor image_token_ids(const GlmArModel& model, const at::Tensor& pixel_values, const at::Tensor& grid_thw);
 
 // Nearest 2x upsampling of each image's ids ([gh, gw] -> [2gh, 2gw], row-major), images
 // concatenated: the DiT's prior_token_image_ids; its grids are grid_thw with h, w doubled.

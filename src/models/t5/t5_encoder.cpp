@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "core/check.h"
+#include "kernels/attention.h"
 
 namespace glmimage {
 
@@ -72,8 +73,9 @@ at::Tensor T5Block::forward(const at::Tensor& h_in, const at::Tensor& bias) cons
     // (a) self-attention. T5 has no 1/sqrt(d_kv) scaling: scale = 1.
     auto x = attn_norm->forward(h_in);
     auto heads = [&](const Linear& lin) { return lin.forward(x).view({B, L, num_heads, d_kv}).transpose(1, 2); };
-    auto attn = at::scaled_dot_product_attention(heads(*q), heads(*k), heads(*v), bias, /*dropout_p=*/0.0,
-                                                 /*is_causal=*/false, /*scale=*/1.0);
+    kernels::AttentionOptions ao;
+    ao.scale = 1.0;
+    auto attn = kernels::attention(heads(*q), heads(*k), heads(*v), bias, ao);
     attn = attn.transpose(1, 2).reshape({B, L, num_heads * d_kv});
     auto h = clamp_fp16(h_in + o->forward(attn));
 

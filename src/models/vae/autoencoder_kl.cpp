@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/check.h"
+#include "kernels/attention.h"
 
 namespace glmimage {
 
@@ -62,7 +63,7 @@ at::Tensor VAEAttention::forward(const at::Tensor& x) const {
     auto q = to_q->forward(t).view({B, -1, 1, C}).transpose(1, 2);
     auto k = to_k->forward(t).view({B, -1, 1, C}).transpose(1, 2);
     auto v = to_v->forward(t).view({B, -1, 1, C}).transpose(1, 2);
-    auto a = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, 0.0, false);  // scale 1/sqrt(C)
+    auto a = kernels::attention(q, k, v);  // one head: scale 1/sqrt(C)
     a = a.transpose(1, 2).reshape({B, -1, C}).to(q.scalar_type());
     a = to_out->forward(a);  // to_out.1 is dropout
     a = a.transpose(-1, -2).reshape({B, C, H, W});

@@ -8,7 +8,7 @@
 #include "io/tensor_loader.h"
 #include "io/weight_binder.h"
 #include "models/vae/postprocess.h"
-#include "pipeline/pipeline_impl.h"
+#include "testing_access.h"
 
 namespace glmimage::python {
 
@@ -35,13 +35,13 @@ std::shared_ptr<Module> load_lone(const std::string& folder, const std::string& 
 }
 
 T5Encoder& text_encoder(Pipeline& p) {
-    if (!p.impl().text_encoder) throw InputError("pipeline has no text_encoder");
-    return *p.impl().text_encoder;
+    if (!impl_of(p).text_encoder) throw InputError("pipeline has no text_encoder");
+    return *impl_of(p).text_encoder;
 }
 
 AutoencoderKL& vae(Pipeline& p) {
-    if (!p.impl().vae) throw InputError("pipeline has no vae");
-    return *p.impl().vae;
+    if (!impl_of(p).vae) throw InputError("pipeline has no vae");
+    return *impl_of(p).vae;
 }
 
 at::Tensor t5_forward(const T5Encoder& m, const at::Tensor& ids, const std::optional<at::Tensor>& mask) {

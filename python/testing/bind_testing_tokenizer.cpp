@@ -4,7 +4,7 @@
 #include <torch/extension.h>
 
 #include "tokenizers/bpe_tokenizer.h"
-#include "tokenizers/glm_processor.h"
+#include "tokenizers/prompt_processor.h"
 
 namespace glmimage::python {
 
@@ -41,19 +41,19 @@ void register_testing_tokenizer(pybind11::module_& m) {
         .def("id_to_token", &BpeTokenizer::id_to_token, py::arg("id"))
         .def_property_readonly("vocab_size", &BpeTokenizer::vocab_size);
 
-    py::class_<GlmProcessor>(m, "GlmProcessor")
-        .def(py::init([](const std::string& dir) { return GlmProcessor::from_dir(dir); }), py::arg("processor_dir"))
+    py::class_<PromptProcessor>(m, "PromptProcessor")
+        .def(py::init([](const std::string& dir) { return PromptProcessor::from_dir(dir, PreprocessorConfig::from_file(dir + "/preprocessor_config.json")); }), py::arg("processor_dir"))
         // images[b] = the (height, width) of sample b's condition images; all empty for t2i.
         .def(
             "__call__",
-            [](const GlmProcessor& p, const std::vector<std::string>& prompts,
+            [](const PromptProcessor& p, const std::vector<std::string>& prompts,
                const std::vector<std::vector<std::pair<int64_t, int64_t>>>& images, int64_t target_h, int64_t target_w) {
                 std::vector<std::vector<ImageSize>> sizes;
                 for (const auto& row : images) {
                     sizes.emplace_back();
                     for (const auto& [h, w] : row) sizes.back().push_back({h, w});
                 }
-                const GlmProcessorOutput o = p.process(prompts, sizes, target_h, target_w);
+                const PromptProcessorOutput o = p.process(prompts, sizes, target_h, target_w);
                 py::dict d;
                 d["input_ids"] = o.input_ids;
                 d["attention_mask"] = o.attention_mask;
@@ -65,12 +65,12 @@ void register_testing_tokenizer(pybind11::module_& m) {
                 return d;
             },
             py::arg("prompts"), py::arg("images"), py::arg("target_h"), py::arg("target_w"))
-        .def("render", &GlmProcessor::render, py::arg("prompt"), py::arg("num_images"));
+        .def("render", &PromptProcessor::render, py::arg("prompt"), py::arg("num_images"));
 
     m.def(
         "glm_smart_resize",
         [](int64_t h, int64_t w, int64_t factor, int64_t min_pixels, int64_t max_pixels) {
-            const ImageSize s = glm_smart_resize(h, w, factor, min_pixels, max_pixels);
+            const ImageSize s = smart_resize(h, w, factor, min_pixels, max_pixels);
             return std::make_pair(s.height, s.width);
         },
         py::arg("height"), py::arg("width"), py::arg("factor") = 16, py::arg("min_pixels") = 512 * 512,

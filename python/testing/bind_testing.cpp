@@ -3,14 +3,14 @@
 #include <torch/extension.h>
 
 #include "io/weight_binder.h"
-#include "pipeline/pipeline_impl.h"
+#include "testing_access.h"
 
 namespace glmimage::python {
 
 namespace {
 
 ParamModule& component(Pipeline& p, const std::string& folder) {
-    auto& impl = p.impl();
+    auto& impl = impl_of(p);
     if (folder == "vision_language_encoder") return *impl.ar;
     if (folder == "text_encoder") return *impl.text_encoder;
     if (folder == "transformer") return *impl.transformer;

@@ -1,13 +1,11 @@
-// Pipeline loading: each component's config, module tree and weights, with the stage
+// Model::load: each component's config, module tree, weights and placement, with the stage
 // named in every error.
-#include <ATen/Parallel.h>
-
 #include <filesystem>
 
 #include "core/check.h"
 #include "io/tensor_loader.h"
 #include "io/weight_binder.h"
-#include "pipeline/pipeline_impl.h"
+#include "pipeline/model_impl.h"
 
 namespace glmimage {
 
@@ -36,31 +34,39 @@ at::Device parse_device_option(const std::string& device) {
 
 namespace {
 
-// Builds the module on the meta device (no memory), then binds the folder's weights.
+// Builds the module on the meta device (no memory), then binds the folder's weights where its
+// placement says: on its device in its dtype (resident), or as views of the file (staged).
 template <typename Module, typename Config>
-std::shared_ptr<Module> load_component(Pipeline::Impl& p, const std::string& folder, const Config& config,
+std::shared_ptr<Module> load_component(Model::Impl& m, const std::string& folder, const Config& config,
                                        const std::map<std::string, std::string>& ignored) {
-    const std::string dir = (fs::path(p.model_dir) / folder).string();
+    const std::string dir = (fs::path(m.model_dir) / folder).string();
+    const ComponentPlacement place = m.options.placement(folder);
+    const at::Device device = parse_device_option(place.device);
+    const bool staged = place.residency == "staged";
     auto weights = io::WeightIndex::open_dir(dir);
-    auto requested = parse_dtype_option(p.options.dtype);
+    auto requested = parse_dtype_option(place.dtype);
     auto file_dtype = io::dominant_float_dtype(weights);
     const at::ScalarType dtype = requested ? *requested : file_dtype.value_or(at::kFloat);
     auto module = std::make_shared<Module>(config, at::TensorOptions().device(at::kMeta).dtype(dtype));
     io::BindOptions bind;
     bind.dtype = dtype;
-    bind.device = p.device;
+    bind.device = device;
     bind.ignored_keys = ignored;
+    bind.views_only = staged;
     auto report = io::bind_weights(folder, *module, weights, bind);
 
     ComponentInfo info;
     info.folder = folder;
-    info.class_name = p.index.components.at(folder).second;
+    info.class_name = m.index.components.at(folder).second;
     info.summary = config.to_string();
     info.dtype = io::scalar_type_name(dtype);
+    info.device = device.str();
+    info.residency = staged ? "staged" : "resident";
     info.num_tensors = report.bound;
     info.num_parameters = report.num_parameters;
-    info.zero_copy = report.zero_copy;
-    p.infos.push_back(info);
+    info.zero_copy = staged ? 0 : report.zero_copy;
+    m.infos.push_back(info);
+    m.residency[folder] = std::make_unique<ComponentResidency>(folder, *module, std::move(weights), device, dtype, staged);
     return module;
 }
 
@@ -87,67 +93,67 @@ std::string config_path(const std::string& dir, const char* folder, const char* 
 
 }  // namespace
 
-Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Pipeline::~Pipeline() = default;
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::~Model() = default;
 
-std::unique_ptr<Pipeline> Pipeline::load(const std::string& model_dir, const LoadOptions& options) {
+std::shared_ptr<const Model> Model::load(const std::string& model_dir, const LoadOptions& options) {
     options.validate();
-    auto p = std::make_unique<Impl>();
-    p->model_dir = model_dir;
-    p->options = options;
-    p->device = parse_device_option(options.device);
-    if (options.threads > 0) at::set_num_threads(options.threads);
-    p->index = ModelIndex::load(model_dir);
+    auto m = std::make_unique<Impl>();
+    m->model_dir = model_dir;
+    m->options = options;
+    m->index = ModelIndex::load(model_dir);
     const std::string& dir = model_dir;
 
-    p->scheduler = stage("loading scheduler", [&] {
+    m->scheduler_config = stage("loading scheduler", [&] {
         return SchedulerConfig::from_file(config_path(dir, "scheduler", "scheduler_config.json"));
     });
-    p->sampler = std::make_unique<FlowMatchEulerScheduler>(p->scheduler);
-    p->glyph_tokenizer = stage("loading tokenizer", [&] {
+    m->scheduler = std::make_unique<FlowMatchEulerScheduler>(m->scheduler_config);
+    m->glyph_tokenizer = stage("loading tokenizer", [&] {
         return std::make_unique<ByT5Tokenizer>(ByT5Tokenizer::from_dir((fs::path(dir) / "tokenizer").string()));
     });
-    p->processor = stage("loading processor", [&] {
-        return std::make_unique<GlmProcessor>(GlmProcessor::from_dir((fs::path(dir) / "processor").string()));
+    m->preprocessor = stage("loading processor", [&] {
+        return PreprocessorConfig::from_file(config_path(dir, "processor", "preprocessor_config.json"));
     });
-    p->image_config = stage("loading processor", [&] {
-        return ImageProcessorConfig::from_file(config_path(dir, "processor", "preprocessor_config.json"));
+    m->processor = stage("loading processor", [&] {
+        return std::make_unique<PromptProcessor>(
+            PromptProcessor::from_dir((fs::path(dir) / "processor").string(), m->preprocessor));
     });
-    p->ar = stage("loading vision_language_encoder", [&] {
+    m->ar = stage("loading vision_language_encoder", [&] {
         auto c = GlmArConfig::from_file(config_path(dir, "vision_language_encoder", "config.json"));
-        return load_component<GlmImageModel>(*p, "vision_language_encoder", c, {});
+        return load_component<GlmArModel>(*m, "vision_language_encoder", c, {});
     });
-    p->ar_generator = std::make_unique<ArGenerator>(*p->ar);
-    p->text_encoder = stage("loading text_encoder", [&] {
+    m->ar_generator = std::make_unique<ArGenerator>(*m->ar);
+    m->text_encoder = stage("loading text_encoder", [&] {
         auto c = T5Config::from_file(config_path(dir, "text_encoder", "config.json"));
         // transformers ties encoder.embed_tokens to shared; some writers store both copies.
-        return load_component<T5Encoder>(*p, "text_encoder", c,
+        return load_component<T5Encoder>(*m, "text_encoder", c,
                                           {{"encoder.embed_tokens.weight", "tied to shared.weight"}});
     });
-    p->transformer = stage("loading transformer", [&] {
+    m->transformer = stage("loading transformer", [&] {
         auto c = DiTConfig::from_file(config_path(dir, "transformer", "config.json"));
-        return load_component<GlmImageTransformer>(*p, "transformer", c, {});
+        return load_component<GlmImageTransformer>(*m, "transformer", c, {});
     });
-    p->vae = stage("loading vae", [&] {
+    m->vae = stage("loading vae", [&] {
         auto c = VAEConfig::from_file(config_path(dir, "vae", "config.json"));
-        return load_component<AutoencoderKL>(*p, "vae", c, {});
+        return load_component<AutoencoderKL>(*m, "vae", c, {});
     });
-    return std::unique_ptr<Pipeline>(new Pipeline(std::move(p)));
+    return std::shared_ptr<const Model>(new Model(std::move(m)));
 }
 
-const std::vector<ComponentInfo>& Pipeline::components() const { return impl_->infos; }
+const std::vector<ComponentInfo>& Model::components() const { return impl_->infos; }
 
-std::string Pipeline::summary() const {
+std::string Model::summary() const {
     std::string s = str_cat("GLM-Image checkpoint ", impl_->model_dir, " (", impl_->options.to_string(), ")\n");
     long long total = 0;
     for (const auto& c : impl_->infos) {
         s += str_cat("  ", c.folder, " [", c.class_name, "]: ", c.num_tensors, " tensors, ", c.num_parameters,
-                     " parameters, ", c.dtype, ", ", c.zero_copy, " zero-copy\n    ");
+                     " parameters, ", c.dtype, " on ", c.device, " (", c.residency, "), ", c.zero_copy,
+                     " zero-copy\n    ");
         for (char ch : c.summary) s += ch == '\n' ? std::string("\n    ") : std::string(1, ch);
         s += "\n";
         total += c.num_parameters;
     }
-    s += str_cat("  ", impl_->scheduler.to_string(), "\n  total parameters: ", total, "\n");
+    s += str_cat("  ", impl_->scheduler_config.to_string(), "\n  total parameters: ", total, "\n");
     return s;
 }
 

@@ -51,9 +51,9 @@ class GlmVQModel : public ParamModule {
     std::shared_ptr<Embedding> codebook;  // quantize.embedding
 };
 
-class GlmImageModel : public ParamModule {
+class GlmArModel : public ParamModule {
   public:
-    GlmImageModel(const GlmArConfig& config, at::TensorOptions options);
+    GlmArModel(const GlmArConfig& config, at::TensorOptions options);
 
     GlmArConfig config;
     std::shared_ptr<GlmTextModel> language_model;  // model.language_model

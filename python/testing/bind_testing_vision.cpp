@@ -7,22 +7,20 @@
 #include <utility>
 #include <vector>
 
-#include "models/glm_ar/image_processor.h"
+#include "models/glm_ar/vision_preprocess.h"
 #include "models/glm_ar/vision_encoder.h"
-#include "pipeline/pipeline_impl.h"
+#include "testing_access.h"
 
 namespace glmimage::python {
 
 namespace {
 
-GlmImageModel& ar_model(Pipeline& p) {
-    if (!p.impl().ar) throw InputError("pipeline has no vision_language_encoder");
-    return *p.impl().ar;
+GlmArModel& ar_model(Pipeline& p) {
+    if (!impl_of(p).ar) throw InputError("pipeline has no vision_language_encoder");
+    return *impl_of(p).ar;
 }
 
-ImageProcessorConfig processor_config(Pipeline& p) {
-    return ImageProcessorConfig::from_file(p.impl().model_dir + "/processor/preprocessor_config.json");
-}
+const PreprocessorConfig& processor_config(Pipeline& p) { return impl_of(p).preprocessor; }
 
 }  // namespace
 
@@ -31,7 +29,8 @@ void register_testing_vision(pybind11::module_& m) {
     m.def(
         "vision_smart_resize",
         [](int64_t h, int64_t w, int64_t factor, int64_t min_pixels, int64_t max_pixels) {
-            return smart_resize(h, w, factor, min_pixels, max_pixels);
+            const ImageSize s = smart_resize(h, w, factor, min_pixels, max_pixels);
+            return std::make_pair(s.height, s.width);
         },
         py::arg("height"), py::arg("width"), py::arg("factor") = 16, py::arg("min_pixels") = 512 * 512,
         py::arg("max_pixels") = 2048 * 2048);
@@ -53,7 +52,7 @@ void register_testing_vision(pybind11::module_& m) {
     m.def(
         "vision_preprocess",
         [](Pipeline& p, const std::vector<at::Tensor>& images) {
-            const auto config = processor_config(p);
+            const auto& config = processor_config(p);
             py::gil_scoped_release release;
             auto out = preprocess_images(images, config);
             return std::make_pair(out.pixel_values, out.grid_thw);

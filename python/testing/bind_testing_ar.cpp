@@ -11,7 +11,7 @@
 
 #include "glmimage/errors.h"
 #include "models/glm_ar/ar_generator.h"
-#include "pipeline/pipeline_impl.h"
+#include "testing_access.h"
 
 namespace glmimage::python {
 
@@ -19,8 +19,8 @@ namespace {
 
 namespace py = pybind11;
 
-GlmImageModel& ar_model(Pipeline& p) {
-    auto& impl = p.impl();
+GlmArModel& ar_model(Pipeline& p) {
+    auto& impl = impl_of(p);
     if (!impl.ar) throw InputError("ar: the pipeline has no vision_language_encoder");
     return *impl.ar;
 }
@@ -126,8 +126,8 @@ void register_testing_ar(pybind11::module_& m) {
             opt.sampling.temperature = temperature;
             opt.sampling.top_k = top_k;
             opt.sampling.top_p = top_p;
-            opt.sampling.seed = seed;
-            opt.keep_in_codebook = keep_in_codebook;
+            opt.seed = seed;
+            opt.sampling.keep_in_codebook = keep_in_codebook;
             opt.record_logits = record_logits;
             ArResult res;
             {

@@ -8,14 +8,14 @@
 #include "models/dit/kv_cache.h"
 #include "models/dit/rope.h"
 #include "models/dit/transformer.h"
-#include "pipeline/pipeline_impl.h"
+#include "testing_access.h"
 
 namespace glmimage::python {
 
 namespace {
 
 const GlmImageTransformer& dit(Pipeline& p) {
-    auto& t = p.impl().transformer;
+    auto& t = impl_of(p).transformer;
     if (!t) throw InputError("pipeline has no transformer");
     return *t;
 }

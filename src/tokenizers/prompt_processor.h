@@ -11,23 +11,12 @@
 #include <utility>
 #include <vector>
 
+#include "models/glm_ar/preprocessor_config.h"
 #include "tokenizers/bpe_tokenizer.h"
 
 namespace glmimage {
 
-struct ImageSize {
-    int64_t height = 0;
-    int64_t width = 0;
-};
-
-// GLM-Image's smart_resize (transformers image_processing_glm_image.py): the size an image of
-// height x width is resized to, both multiples of `factor`. Scales the short side up to
-// sqrt(min_pixels) and the long side down to sqrt(max_pixels), halves the input, rounds half to
-// even. InputError if a side is below `factor` or the aspect ratio exceeds 4.
-ImageSize glm_smart_resize(int64_t height, int64_t width, int64_t factor = 16, int64_t min_pixels = 512 * 512,
-                           int64_t max_pixels = 2048 * 2048);
-
-struct GlmProcessorOutput {
+struct PromptProcessorOutput {
     std::vector<std::vector<int64_t>> input_ids;       // [B][L], padded (left for GLM-Image) with the pad id
     std::vector<std::vector<int64_t>> attention_mask;  // [B][L], 0 on padding
     // Per sample: its source image grids, then its target grid(s) (t2i: main, preview; i2i: main).
@@ -36,12 +25,13 @@ struct GlmProcessorOutput {
     std::vector<std::string> texts;          // the texts that were tokenized (after expansion)
 };
 
-class GlmProcessor {
+class PromptProcessor {
   public:
     // A saved processor folder: tokenizer.json, tokenizer_config.json (pad / bos token, image and
-    // grid tokens), preprocessor_config.json (patch / merge size, min / max pixels),
-    // chat_template.jinja (the image placeholder literal). ConfigError / FormatError on bad files.
-    static GlmProcessor from_dir(const std::string& dir);
+    // grid tokens), chat_template.jinja (the image placeholder literal); the folder's
+    // preprocessor_config.json comes parsed (patch / merge size, min / max pixels).
+    // ConfigError / FormatError on bad files.
+    static PromptProcessor from_dir(const std::string& dir, const PreprocessorConfig& preprocessor);
 
     // The chat template for one user message: num_images image placeholders, then the prompt.
     std::string render(const std::string& prompt, int64_t num_images) const;
@@ -50,7 +40,7 @@ class GlmProcessor {
     // image sizes, the same count for every sample (none anywhere = text-to-image). target_h and
     // target_w: positive multiples of 32. InputError on anything else, on a prompt containing the
     // image token, and on a condition image smart_resize rejects.
-    GlmProcessorOutput process(const std::vector<std::string>& prompts, const std::vector<std::vector<ImageSize>>& images,
+    PromptProcessorOutput process(const std::vector<std::string>& prompts, const std::vector<std::vector<ImageSize>>& images,
                                int64_t target_h, int64_t target_w) const;
 
     // [1, h / patch, w / patch] of a condition image of this size.
@@ -64,13 +54,13 @@ class GlmProcessor {
     int64_t image_token_id() const { return image_token_id_; }
 
   private:
-    explicit GlmProcessor(BpeTokenizer tok) : tokenizer_(std::move(tok)) {}
+    explicit PromptProcessor(BpeTokenizer tok) : tokenizer_(std::move(tok)) {}
     BpeTokenizer tokenizer_;
     std::string bos_token_, pad_token_, image_token_, grid_bos_token_, grid_eos_token_;
     std::string image_placeholder_;  // the template's literal for one image item
     int64_t pad_id_ = 0, bos_id_ = 0, image_token_id_ = 0;
     bool pad_left_ = true;  // tokenizer_config padding_side
-    int64_t patch_size_ = 16, merge_size_ = 1, min_pixels_ = 0, max_pixels_ = 0;
+    PreprocessorConfig preprocessor_;
 };
 
 }  // namespace glmimage

@@ -1,7 +1,8 @@
 // The diffusion decoder loop (GlmImagePipeline.__call__ after the AR stage): glyph embeddings,
 // seeded latents, the condition-image KV cache, the flow-matching Euler loop with classifier-free
 // guidance, VAE decode and postprocessing. Usable on its own with prior tokens from anywhere,
-// as diffusers allows with `prior_token_ids=`.
+// as diffusers allows with `prior_token_ids=`. Each weighted component is in use (and, when
+// staged, on its device) only during its part of the loop.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "glmimage/glmimage.h"
 #include "schedulers/flow_match_euler.h"
 
 namespace glmimage {
@@ -20,6 +22,7 @@ class GlmImageTransformer;
 class T5Encoder;
 class AutoencoderKL;
 class ByT5Tokenizer;
+class ComponentResidency;
 
 // One condition image for image-to-image.
 struct ConditionImage {
@@ -28,15 +31,8 @@ struct ConditionImage {
                            // prior_token_image_ids for this image)
 };
 
-struct DecodeOptions {
-    int64_t height = 1024;             // pixels, a multiple of 32
-    int64_t width = 1024;              // pixels, a multiple of 32
-    int64_t steps = 50;                // denoising steps, >= 1
-    double guidance = 1.5;             // classifier-free guidance scale; <= 1 disables the uncond pass
-    uint64_t seed = 0;                 // seeds torch's CPU generator for the initial latents, as diffusers
-    int64_t images_per_prompt = 1;     // latents per prompt (prompts are repeat-interleaved)
-    int64_t max_sequence_length = 2048;  // glyph ByT5 ids per quoted string, eos included
-    TimestepLabel label = TimestepLabel::kUnshifted;  // kUnshifted = diffusers <= 0.39 (the checkpoint's)
+// What one call needs besides the request's settings.
+struct DecoderRuntime {
     // Run the conditional and unconditional passes as one batched forward when their text
     // lengths agree and no condition-image cache is involved (same result, fewer kernel calls).
     bool batch_cfg = true;
@@ -44,25 +40,36 @@ struct DecodeOptions {
     const std::atomic<bool>* cancel = nullptr;                 // checked before each step
 };
 
-// The components the decoder runs on (owned elsewhere, e.g. by Pipeline::Impl).
-struct DecoderModels {
+// The components the decoder runs on (owned elsewhere, e.g. by Model::Impl).
+struct DiffusionDecoderModels {
     const GlmImageTransformer* transformer = nullptr;
     const T5Encoder* text_encoder = nullptr;
     const AutoencoderKL* vae = nullptr;
     const ByT5Tokenizer* glyph_tokenizer = nullptr;
     const FlowMatchEulerScheduler* scheduler = nullptr;
+    // Where each weighted component lives; null: always in place (a module tree built by a test).
+    const ComponentResidency* transformer_home = nullptr;
+    const ComponentResidency* text_encoder_home = nullptr;
+    const ComponentResidency* vae_home = nullptr;
+
+    // The DiT's compute device and dtype (the pipeline dtype of latents and embeddings).
+    at::Device device() const;
+    at::ScalarType dtype() const;
 };
 
 // Glyph embeddings of a batch of prompts, as encode_prompt builds them: per prompt the T5 rows of
 // its quoted texts (mask-selected, concatenated), left-padded with zero rows to the longest
-// prompt. Returns [B, Lmax, text_embed_dim] in the transformer dtype.
-at::Tensor glyph_embeddings(const DecoderModels& m, const std::vector<std::string>& prompts,
+// prompt. Returns [B, Lmax, text_embed_dim] in the transformer's dtype, on its device.
+at::Tensor glyph_embeddings(const DiffusionDecoderModels& m, const std::vector<std::string>& prompts,
                             int64_t max_sequence_length);
 
 // prior_token_ids: [B, (H/16) * (W/16)] int64 (the AR main grid upsampled 2x, row-major), one row
-// per prompt. conditions: empty (text-to-image) or one list per prompt. Returns [B * n, H, W, 3]
-// uint8 RGB on the CPU. InputError for inconsistent inputs, CancelledError when cancelled.
-at::Tensor decode(const DecoderModels& m, const at::Tensor& prior_token_ids, const std::vector<std::string>& prompts,
-                  const std::vector<std::vector<ConditionImage>>& conditions, const DecodeOptions& options);
+// per prompt of settings.prompts. conditions: empty (text-to-image) or one list per prompt (the
+// decoder's copies of the condition images; settings.images is not read). settings must have
+// passed GenerateRequest::validate. Returns [B * n, H, W, 3] uint8 RGB on the CPU. InputError for
+// tensors that do not fit, CancelledError when cancelled.
+at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tensor& prior_token_ids,
+                                 const std::vector<std::vector<ConditionImage>>& conditions,
+                                 const GenerateRequest& settings, const DecoderRuntime& runtime = {});
 
 }  // namespace glmimage

@@ -1,4 +1,4 @@
-#include "models/glm_ar/glm_image_model.h"
+#include "models/glm_ar/ar_model.h"
 
 namespace glmimage {
 
@@ -56,7 +56,7 @@ GlmVQModel::GlmVQModel(const GlmVQConfig& c, at::TensorOptions o) : ParamModule(
     post_quant_conv = child("post_quant_conv", std::make_shared<Conv2d>(c.embed_dim, c.latent_channels, 1, 1, 0, o));
 }
 
-GlmImageModel::GlmImageModel(const GlmArConfig& c, at::TensorOptions o) : ParamModule(o), config(c) {
+GlmArModel::GlmArModel(const GlmArConfig& c, at::TensorOptions o) : ParamModule(o), config(c) {
     auto model = child("model", std::make_shared<ModuleScope>(o));
     language_model = model->add("language_model", std::make_shared<GlmTextModel>(c.text, o));
     visual = model->add("visual", std::make_shared<GlmVisionModel>(c.vision, o));

@@ -1,4 +1,4 @@
-#include "tokenizers/glm_processor.h"
+#include "tokenizers/prompt_processor.h"
 
 #include <algorithm>
 #include <cmath>
@@ -18,35 +18,6 @@
 namespace glmimage {
 
 using detail::str_cat;
-
-ImageSize glm_smart_resize(int64_t height, int64_t width, int64_t factor, int64_t min_pixels, int64_t max_pixels) {
-    if (factor <= 0 || min_pixels <= 0 || max_pixels < min_pixels)
-        throw InputError(str_cat("smart_resize: bad parameters factor ", factor, ", min_pixels ", min_pixels,
-                                 ", max_pixels ", max_pixels));
-    if (height < factor || width < factor)
-        throw InputError(str_cat("smart_resize: image ", height, "x", width, " is smaller than the factor ", factor));
-    const int64_t min_side = std::min(height, width), max_side = std::max(height, width);
-    if (static_cast<double>(max_side) / static_cast<double>(min_side) > 4.0)
-        throw InputError(str_cat("smart_resize: image ", height, "x", width, ": aspect ratio must be at most 4"));
-    // Python's round() is half to even, as nearbyint in the default rounding mode.
-    const auto shortest = static_cast<int64_t>(std::nearbyint(std::sqrt(static_cast<double>(min_pixels))));
-    const auto longest = static_cast<int64_t>(std::nearbyint(std::sqrt(static_cast<double>(max_pixels))));
-    double scale = 1.0;
-    if (min_side < shortest) scale = static_cast<double>(shortest) / static_cast<double>(min_side);
-    if (static_cast<double>(max_side) * scale > static_cast<double>(longest))
-        scale = static_cast<double>(longest) / static_cast<double>(max_side);
-    // The reference halves the input before rounding (so a 1024 image maps to 512 at scale 1).
-    const int64_t h2 = height / 2, w2 = width / 2;
-    const auto f = static_cast<double>(factor);
-    int64_t hb = std::max(factor, static_cast<int64_t>(std::nearbyint(static_cast<double>(h2) * scale / f)) * factor);
-    int64_t wb = std::max(factor, static_cast<int64_t>(std::nearbyint(static_cast<double>(w2) * scale / f)) * factor);
-    if (std::max(hb, wb) > longest) {
-        const double beta = static_cast<double>(std::max(hb, wb)) / static_cast<double>(longest);
-        hb = std::max(factor, static_cast<int64_t>(std::floor(static_cast<double>(hb) / beta / f)) * factor);
-        wb = std::max(factor, static_cast<int64_t>(std::floor(static_cast<double>(wb) / beta / f)) * factor);
-    }
-    return {hb, wb};
-}
 
 namespace {
 
@@ -76,8 +47,8 @@ int64_t count_of(const std::string& s, const std::string& needle) {
 
 }  // namespace
 
-GlmProcessor GlmProcessor::from_dir(const std::string& dir) {
-    GlmProcessor p(BpeTokenizer::from_file(dir + "/tokenizer.json"));
+PromptProcessor PromptProcessor::from_dir(const std::string& dir, const PreprocessorConfig& preprocessor) {
+    PromptProcessor p(BpeTokenizer::from_file(dir + "/tokenizer.json"));
     const auto tc = io::JsonConfig::load(dir + "/tokenizer_config.json");
     p.bos_token_ = token_string(tc, "bos_token");
     p.pad_token_ = token_string(tc, "pad_token");
@@ -96,16 +67,7 @@ GlmProcessor GlmProcessor::from_dir(const std::string& dir) {
     p.bos_id_ = id_of(p.bos_token_, "bos_token");
     p.image_token_id_ = id_of(p.image_token_, "image_token");
 
-    const auto pc = io::JsonConfig::load(dir + "/preprocessor_config.json");
-    p.patch_size_ = pc.get_int("patch_size");
-    p.merge_size_ = pc.get_int("merge_size");
-    // min_pixels / max_pixels win over size.shortest_edge / longest_edge, as in the reference.
-    if (pc.has("min_pixels")) p.min_pixels_ = pc.get_int("min_pixels");
-    else p.min_pixels_ = pc.get_object("size").get_int("shortest_edge");
-    if (pc.has("max_pixels")) p.max_pixels_ = pc.get_int("max_pixels");
-    else p.max_pixels_ = pc.get_object("size").get_int("longest_edge");
-    if (p.patch_size_ <= 0 || p.merge_size_ <= 0 || p.min_pixels_ <= 0 || p.max_pixels_ < p.min_pixels_)
-        throw ConfigError(str_cat(pc.where(), ": bad patch_size / merge_size / min_pixels / max_pixels"));
+    p.preprocessor_ = preprocessor;
 
     // The template emits a fixed literal per image item (the real one:
     // '<|dit_token_16384|><|image|><|dit_token_16385|>') and the text items verbatim; we take
@@ -126,19 +88,19 @@ GlmProcessor GlmProcessor::from_dir(const std::string& dir) {
     return p;
 }
 
-std::string GlmProcessor::render(const std::string& prompt, int64_t num_images) const {
+std::string PromptProcessor::render(const std::string& prompt, int64_t num_images) const {
     if (num_images < 0) throw InputError("processor: negative image count");
     std::string out;
     for (int64_t i = 0; i < num_images; ++i) out += image_placeholder_;
     return out + prompt;
 }
 
-std::array<int64_t, 3> GlmProcessor::source_grid(ImageSize image) const {
-    const ImageSize r = glm_smart_resize(image.height, image.width, patch_size_ * merge_size_, min_pixels_, max_pixels_);
-    return {1, r.height / patch_size_, r.width / patch_size_};
+std::array<int64_t, 3> PromptProcessor::source_grid(ImageSize image) const {
+    const ImageSize r = preprocessor_.resized(image);
+    return {1, r.height / preprocessor_.patch_size, r.width / preprocessor_.patch_size};
 }
 
-std::array<int64_t, 4> GlmProcessor::target_grid(int64_t target_h, int64_t target_w) {
+std::array<int64_t, 4> PromptProcessor::target_grid(int64_t target_h, int64_t target_w) {
     constexpr int64_t factor = 32;
     const int64_t th = target_h / factor, tw = target_w / factor;
     if (th <= 0 || tw <= 0) throw InputError(str_cat("processor: target size ", target_h, "x", target_w, " is too small"));
@@ -149,7 +111,7 @@ std::array<int64_t, 4> GlmProcessor::target_grid(int64_t target_h, int64_t targe
     return {th, tw, ph, pw};
 }
 
-GlmProcessorOutput GlmProcessor::process(const std::vector<std::string>& prompts,
+PromptProcessorOutput PromptProcessor::process(const std::vector<std::string>& prompts,
                                          const std::vector<std::vector<ImageSize>>& images, int64_t target_h,
                                          int64_t target_w) const {
     if (prompts.empty()) throw InputError("processor: no prompt");
@@ -165,7 +127,7 @@ GlmProcessorOutput GlmProcessor::process(const std::vector<std::string>& prompts
     const bool t2i = n_src == 0;
     const auto [th, tw, ph, pw] = target_grid(target_h, target_w);
 
-    GlmProcessorOutput out;
+    PromptProcessorOutput out;
     std::vector<std::vector<int64_t>> ids(batch);
     for (size_t b = 0; b < batch; ++b) {
         const std::string& prompt = prompts[b];
@@ -182,7 +144,7 @@ GlmProcessorOutput GlmProcessor::process(const std::vector<std::string>& prompts
             if (img >= n_src) throw InputError("processor: more image tokens than images");
             const auto g = source_grid(images[b][img++]);
             out.image_grid_thw.push_back(g);
-            const int64_t copies = g[0] * g[1] * g[2] / (merge_size_ * merge_size_);
+            const int64_t copies = g[0] * g[1] * g[2] / (preprocessor_.merge_size * preprocessor_.merge_size);
             text.reserve(text.size() + static_cast<size_t>(copies) * image_token_.size());
             for (int64_t k = 0; k < copies; ++k) text += image_token_;
             pos = at + image_token_.size();

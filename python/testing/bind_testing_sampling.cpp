@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <optional>
 
-#include "pipeline/pipeline_impl.h"
+#include "testing_access.h"
 #include "schedulers/flow_match_euler.h"
 #include "schedulers/flow_match_euler_step.h"
 #include "tokenizers/glyph_text.h"
@@ -79,8 +79,8 @@ void register_testing_sampling(pybind11::module_& m) {
     auto info_pipe = [](Pipeline& p, int64_t steps, int64_t h, int64_t w, const std::string& label,
                         std::optional<std::vector<double>> ts, std::optional<std::vector<double>> sig,
                         std::optional<int64_t> patch, std::optional<int64_t> vsf) {
-        auto& impl = p.impl();
-        return run_schedule(impl.scheduler, {steps, h, w, label, ts, sig, patch, vsf},
+        auto& impl = impl_of(p);
+        return run_schedule(impl.scheduler_config, {steps, h, w, label, ts, sig, patch, vsf},
                             impl.transformer->config.patch_size, impl.vae->config.scale_factor());
     };
     auto info_path = [](const std::string& path, int64_t steps, int64_t h, int64_t w, const std::string& label,

@@ -1,0 +1,30 @@
+// The one attention entry point of every model (AR decoder, vision encoder, T5, DiT, VAE).
+// Model files say what attends to what; this file decides how: the layout SDPA gets, the
+// grouped-query trick for single-token decode, the mask form, and (later) the backend choice
+// and the static key/value views a captured graph needs.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <vector>
+
+namespace glmimage::kernels {
+
+struct AttentionOptions {
+    std::optional<double> scale;  // softmax scale; nullopt: 1/sqrt(head_dim)
+    bool causal = false;          // query i sees keys 0..i (only with no mask and Sq == Sk)
+};
+
+// q [B, Hq, Sq, D]; k, v [B, Hkv, Sk, D] with Hq a multiple of Hkv (grouped-query attention
+// when they differ). mask: undefined, or bool (true = attend) / additive float, broadcastable
+// to [B, Hq, Sq, Sk]. Returns [B, Hq, Sq, D].
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask = {},
+                     const AttentionOptions& options = {});
+
+// Block-diagonal attention over segments of the sequence axis: tokens attend only within
+// their own segment (the vision encoder's images). q, k, v [1, H, N, D]; lengths sum to N.
+at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             const std::vector<int64_t>& lengths, const AttentionOptions& options = {});
+
+}  // namespace glmimage::kernels

@@ -1,0 +1,250 @@
+#include "pipeline/diffusion_decoder.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
+
+#include "core/check.h"
+#include "models/dit/kv_cache.h"
+#include "models/dit/transformer.h"
+#include "models/t5/t5_encoder.h"
+#include "models/vae/autoencoder_kl.h"
+#include "models/vae/postprocess.h"
+#include "pipeline/residency.h"
+#include "schedulers/flow_match_euler_step.h"
+#include "tokenizers/glyph_text.h"
+
+namespace glmimage {
+
+using detail::str_cat;
+
+at::Device DiffusionDecoderModels::device() const {
+    return transformer_home ? transformer_home->device() : transformer->device();
+}
+
+at::ScalarType DiffusionDecoderModels::dtype() const {
+    return transformer_home ? transformer_home->dtype() : transformer->dtype();
+}
+
+namespace {
+
+at::Tensor long_tensor(const std::vector<int64_t>& v, int64_t rows, int64_t cols) {
+    return at::tensor(v, at::kLong).view({rows, cols});
+}
+
+// T5 rows of one prompt's glyph texts: [Ltot, E] (mask-selected, string after string), on the
+// text encoder's device. The encoder is in use.
+at::Tensor prompt_glyph_rows(const DiffusionDecoderModels& m, const std::string& prompt, int64_t max_len) {
+    GlyphTokens g = glyph_tokens(prompt, *m.glyph_tokenizer, max_len);
+    auto ids = long_tensor(g.input_ids, g.n_texts, g.length);
+    auto mask = long_tensor(g.attention_mask, g.n_texts, g.length);
+    auto hidden = m.text_encoder->forward(ids, mask);                  // [N, L, E]
+    return hidden.index({mask.to(hidden.device(), at::kBool)});  // row-major == diffusers' hidden[mask.bool()]
+}
+
+// The unconditional glyph input: the empty text, i.e. a lone eos id. The encoder is in use.
+at::Tensor empty_glyph_rows(const DiffusionDecoderModels& m) {
+    auto ids = at::full({1, 1}, m.glyph_tokenizer->eos_id(), at::kLong);
+    return m.text_encoder->forward(ids, at::ones_like(ids))[0];  // [1, E]
+}
+
+// The tensor contract of run_diffusion_decoder (the request's own rules are GenerateRequest::validate's).
+void check_inputs(const DiffusionDecoderModels& m, const at::Tensor& prior,
+                  const std::vector<std::vector<ConditionImage>>& conditions, const GenerateRequest& r) {
+    const int64_t cell = m.vae->config.scale_factor() * m.transformer->config.patch_size;
+    const int64_t n_tokens = (r.height / cell) * (r.width / cell);
+    const int64_t b = static_cast<int64_t>(r.prompts.size());
+    if (!prior.defined() || prior.dim() != 2 || prior.size(0) != b || prior.size(1) != n_tokens)
+        throw InputError(str_cat("prior_token_ids must have shape [", b, ", ", n_tokens, "] for ", b, " prompt(s) at ",
+                                 r.height, "x", r.width, " (the AR grid upsampled 2x), got ",
+                                 prior.defined() ? str_cat(prior.sizes()) : std::string("nothing")));
+    if (prior.scalar_type() != at::kLong) throw InputError("prior_token_ids must be int64");
+    const int64_t codebook = m.transformer->config.prior_vq_quantizer_codebook_size;
+    if (prior.numel() && (prior.min().item<int64_t>() < 0 || prior.max().item<int64_t>() >= codebook))
+        throw InputError(str_cat("prior_token_ids must lie in [0, ", codebook, ")"));
+    if (!conditions.empty() && static_cast<int64_t>(conditions.size()) != b)
+        throw InputError(str_cat("condition images: expected one list per prompt (", b, "), got ", conditions.size()));
+    for (const auto& list : conditions) {
+        if (list.empty()) throw InputError("condition images: every prompt needs at least one image in image-to-image");
+        for (const auto& c : list) {
+            const auto& px = c.pixels;
+            if (!px.defined() || px.dim() != 3 || px.size(2) != 3 || px.scalar_type() != at::kByte)
+                throw InputError("condition image: expected [H, W, 3] uint8 RGB pixels");
+            if (px.size(0) == 0 || px.size(1) == 0 || px.size(0) % cell != 0 || px.size(1) % cell != 0)
+                throw InputError(str_cat("condition image of ", px.size(0), "x", px.size(1), ": sides must be positive ",
+                                         "multiples of ", cell));
+            const int64_t want = (px.size(0) / cell) * (px.size(1) / cell);
+            if (!c.prior_ids.defined() || c.prior_ids.numel() != want || c.prior_ids.scalar_type() != at::kLong)
+                throw InputError(str_cat("condition image of ", px.size(0), "x", px.size(1), " needs ", want,
+                                         " int64 prior ids (its AR grid upsampled 2x)"));
+            if (c.prior_ids.min().item<int64_t>() < 0 || c.prior_ids.max().item<int64_t>() >= codebook)
+                throw InputError(str_cat("condition prior ids must lie in [0, ", codebook, ")"));
+        }
+    }
+}
+
+// Normalized VAE latents of every condition image, prompt-major (GlmImagePipeline step 6, first
+// half), on the DiT's device in its dtype. The VAE is in use.
+std::vector<std::vector<at::Tensor>> encode_conditions(const DiffusionDecoderModels& m,
+                                                       const std::vector<std::vector<ConditionImage>>& conditions) {
+    const auto device = m.device();
+    const auto dtype = m.dtype();
+    std::vector<std::vector<at::Tensor>> out;
+    for (const auto& list : conditions) {
+        out.emplace_back();
+        for (const auto& c : list) {
+            // VaeImageProcessor.preprocess: /255 in float32, NCHW, x2-1; then the prompt dtype.
+            auto x = c.pixels.to(at::kFloat).div(255.0).permute({2, 0, 1}).unsqueeze(0);
+            x = (x * 2.0 - 1.0).to(dtype);
+            auto z = m.vae->encode(m.vae->to_vae(x)).to(dtype);
+            out.back().push_back(m.vae->normalize_latents(z).to(device));
+        }
+    }
+    return out;
+}
+
+// Writes every condition image of every prompt into the cache (step 6, second half). The DiT is in use.
+void write_condition_cache(const DiffusionDecoderModels& m, const std::vector<std::vector<ConditionImage>>& conditions,
+                           const std::vector<std::vector<at::Tensor>>& latents, DiTKVCache& cache) {
+    const auto& dit = *m.transformer;
+    const auto device = m.device();
+    const auto fopts = at::TensorOptions().dtype(m.dtype()).device(device);
+    cache.set_mode(DiTKVCache::Mode::kWrite);
+    auto no_text = at::zeros({1, 0, dit.config.text_embed_dim}, fopts);
+    for (size_t b = 0; b < conditions.size(); ++b) {
+        for (size_t k = 0; k < conditions[b].size(); ++k) {
+            const auto& c = conditions[b][k];
+            auto ids = c.prior_ids.reshape({1, -1}).to(device);
+            auto drop = at::zeros_like(ids, at::kBool);
+            auto size = at::tensor({c.pixels.size(0), c.pixels.size(1)}, at::kLong).view({1, 2}).to(device);
+            dit.forward(latents[b][k], no_text, ids, drop, at::zeros({1}, at::TensorOptions().device(device)), size,
+                        at::zeros({1, 2}, at::TensorOptions().device(device)), &cache);
+        }
+        cache.next_sample();
+    }
+}
+
+}  // namespace
+
+at::Tensor glyph_embeddings(const DiffusionDecoderModels& m, const std::vector<std::string>& prompts,
+                            int64_t max_sequence_length) {
+    auto in_use = use_component(m.text_encoder_home);
+    std::vector<at::Tensor> rows;
+    int64_t longest = 0;
+    for (const auto& p : prompts) {
+        rows.push_back(prompt_glyph_rows(m, p, max_sequence_length));
+        longest = std::max(longest, rows.back().size(0));
+    }
+    // Left padding with zero rows; the DiT gets no mask, so these rows are real tokens, as in diffusers.
+    for (auto& r : rows) r = at::constant_pad_nd(r, {0, 0, longest - r.size(0), 0}).unsqueeze(0);
+    return at::cat(rows, 0).to(m.device(), m.dtype());
+}
+
+at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tensor& prior_token_ids,
+                                 const std::vector<std::vector<ConditionImage>>& conditions,
+                                 const GenerateRequest& o, const DecoderRuntime& rt) {
+    GLMI_CHECK(m.transformer && m.text_encoder && m.vae && m.glyph_tokenizer && m.scheduler, "decoder models missing");
+    GLMI_CHECK(!o.prompts.empty() && o.height % 32 == 0 && o.width % 32 == 0 && o.steps >= 1 &&
+                   o.images_per_prompt >= 1,
+               "the request was not validated: ", o.to_string());
+    check_inputs(m, prior_token_ids, conditions, o);
+    c10::InferenceMode guard;
+    const auto& dit = *m.transformer;
+    const auto device = m.device();
+    const auto dtype = m.dtype();  // the pipeline dtype: prompt embeddings, latents, sizes
+    const auto fopts = at::TensorOptions().dtype(dtype).device(device);
+    const int64_t n = o.images_per_prompt;
+    const int64_t batch = static_cast<int64_t>(o.prompts.size()) * n;
+    const bool cfg = o.guidance > 1.0;
+
+    // Conditioning that does not change between steps, computed once. The text encoder is in
+    // use for the glyph embeddings only, the VAE for the condition images, then the DiT.
+    auto prompt_embeds = glyph_embeddings(m, o.prompts, o.max_sequence_length).repeat_interleave(n, 0);
+    at::Tensor neg_embeds;
+    if (cfg) {
+        auto in_use = use_component(m.text_encoder_home);
+        neg_embeds = empty_glyph_rows(m).to(device, dtype).unsqueeze(0).expand({batch, 1, -1}).contiguous();
+    }
+    const bool i2i = !conditions.empty();
+    std::vector<std::vector<at::Tensor>> condition_latents;
+    if (i2i) {
+        auto in_use = use_component(m.vae_home);
+        condition_latents = encode_conditions(m, conditions);
+    }
+
+    at::Tensor latents;
+    {
+        auto in_use = use_component(m.transformer_home);
+        auto text_c = dit.project_text(prompt_embeds);
+        at::Tensor text_u = cfg ? dit.project_text(neg_embeds) : at::Tensor();
+        auto prior = prior_token_ids.to(device).repeat_interleave(n, 0);
+        auto prior_c = dit.project_prior(prior, at::zeros_like(prior, at::kBool), batch, prior.size(1));
+        at::Tensor prior_u = cfg ? dit.project_prior(prior, at::ones_like(prior, at::kBool), batch, prior.size(1))
+                                 : at::Tensor();
+        const int64_t vae_scale = m.vae->config.scale_factor();
+        const int64_t lh = o.height / vae_scale, lw = o.width / vae_scale;
+        auto rope = dit.make_rope(lh, lw);
+        // at::tensor cannot build half-precision tensors from a list directly: go through double.
+        auto target_size = at::tensor({static_cast<double>(o.height), static_cast<double>(o.width)}, at::kDouble)
+                               .to(fopts).view({1, 2}).repeat({batch, 1});
+        auto crop = at::zeros({batch, 2}, fopts);
+
+        // Initial noise exactly as randn_tensor draws it: CPU generator, the prompt dtype.
+        auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+        latents = at::randn({batch, dit.config.in_channels, lh, lw}, gen, at::TensorOptions().dtype(dtype))
+                      .to(device);
+
+        DiTKVCache cache(dit.config.num_layers);
+        if (i2i) write_condition_cache(m, conditions, condition_latents, cache);
+        condition_latents.clear();
+
+        FlowMatchScheduleOptions so;
+        so.patch_size = dit.config.patch_size;
+        so.vae_scale_factor = vae_scale;
+        so.label = parse_timestep_label(o.timestep_label);
+        const FlowMatchSchedule schedule = m.scheduler->schedule(o.steps, o.height, o.width, so);
+
+        // One batched forward for both CFG branches when the shapes agree and no cache mode differs.
+        const bool batched = cfg && rt.batch_cfg && !i2i && text_c.size(1) == text_u.size(1);
+        at::Tensor text_cu, prior_cu, size_cu, crop_cu;
+        if (batched) {
+            text_cu = at::cat({text_c, text_u});
+            prior_cu = at::cat({prior_c, prior_u});
+            size_cu = target_size.repeat({2, 1});
+            crop_cu = crop.repeat({2, 1});
+        }
+        for (int64_t i = 0; i < schedule.n_steps(); ++i) {
+            if (rt.cancel && rt.cancel->load()) throw CancelledError(str_cat("cancelled at denoising step ", i));
+            auto x = latents.to(dtype);
+            auto label = at::full({batch}, schedule.labels[static_cast<size_t>(i)],
+                                  at::TensorOptions().dtype(at::kFloat).device(device));
+            at::Tensor v;
+            if (batched) {
+                auto temb = dit.embed_time(label.repeat({2}), size_cu, crop_cu, 2 * batch);
+                auto out =
+                    dit.forward_projected(at::cat({x, x}), text_cu, prior_cu, temb, rope, nullptr).to(at::kFloat);
+                auto vc = out.narrow(0, 0, batch), vu = out.narrow(0, batch, batch);
+                v = vu + o.guidance * (vc - vu);
+            } else {
+                auto temb = dit.embed_time(label, target_size, crop, batch);
+                if (i2i) cache.set_mode(DiTKVCache::Mode::kRead);
+                auto vc =
+                    dit.forward_projected(x, text_c, prior_c, temb, rope, i2i ? &cache : nullptr).to(at::kFloat);
+                if (cfg) {
+                    if (i2i) cache.set_mode(DiTKVCache::Mode::kSkip);
+                    auto vu =
+                        dit.forward_projected(x, text_u, prior_u, temb, rope, i2i ? &cache : nullptr).to(at::kFloat);
+                    v = vu + o.guidance * (vc - vu);
+                } else {
+                    v = vc;
+                }
+            }
+            latents = flow_match_euler_step(schedule, i, latents, v);
+            if (rt.on_step) rt.on_step(i + 1, schedule.n_steps());
+        }
+    }
+    auto in_use = use_component(m.vae_home);
+    auto images = m.vae->decode_latents(latents);
+    return postprocess_to_uint8(images);
+}
+
+}  // namespace glmimage

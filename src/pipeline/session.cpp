@@ -1,0 +1,92 @@
+// Session: per-call state over a shared Model (the call queue and the cancel request), and
+// Pipeline, one Model with one Session.
+#include <chrono>
+
+#include "pipeline/model_impl.h"
+
+namespace glmimage {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+// One running call: holds the session's call lock (later calls queue behind it) and owns the
+// cancel flag cancel() sets while it runs; a cancel made before it started is carried over.
+class Session::Call {
+  public:
+    explicit Call(Session& s) : session_(s), lock_(s.call_mutex_) {
+        std::lock_guard<std::mutex> state(s.state_mutex_);
+        flag_ = std::make_shared<std::atomic<bool>>(std::exchange(s.pending_cancel_, false));
+        s.running_cancel_ = flag_;
+    }
+    ~Call() {
+        std::lock_guard<std::mutex> state(session_.state_mutex_);
+        session_.running_cancel_.reset();
+    }
+    Call(const Call&) = delete;
+    Call& operator=(const Call&) = delete;
+
+    CallContext context(const ProgressCallback& progress) const { return {flag_.get(), progress}; }
+
+  private:
+    Session& session_;
+    std::lock_guard<std::mutex> lock_;
+    std::shared_ptr<std::atomic<bool>> flag_;
+};
+
+Session::Session(std::shared_ptr<const Model> model) : model_(std::move(model)) {
+    if (!model_) throw InputError("session: no model");
+}
+Session::~Session() = default;
+
+void Session::cancel() {
+    std::lock_guard<std::mutex> state(state_mutex_);
+    if (running_cancel_)
+        running_cancel_->store(true);
+    else
+        pending_cancel_ = true;
+}
+
+GenerateResult Session::generate(const GenerateRequest& request, const ProgressCallback& progress) {
+    model_->validate(request);  // before queueing: a bad request fails at once
+    Call call(*this);
+    const auto ctx = call.context(progress);
+    GenerateResult r;
+    auto t0 = std::chrono::steady_clock::now();
+    r.prior_tokens = run_ar_stage(model_->impl(), request, ctx);
+    r.timings.push_back({"ar", seconds_since(t0)});
+    auto t1 = std::chrono::steady_clock::now();
+    r.images = run_decoder_stage(model_->impl(), request, r.prior_tokens, ctx);
+    r.timings.push_back({"decoder", seconds_since(t1)});
+    return r;
+}
+
+PriorTokens Session::generate_prior_tokens(const GenerateRequest& request, const ProgressCallback& progress) {
+    model_->validate(request);
+    Call call(*this);
+    return run_ar_stage(model_->impl(), request, call.context(progress));
+}
+
+GenerateResult Session::decode_prior_tokens(const GenerateRequest& request, const PriorTokens& prior,
+                                            const ProgressCallback& progress) {
+    model_->validate(request);
+    Call call(*this);
+    GenerateResult r;
+    auto t0 = std::chrono::steady_clock::now();
+    r.images = run_decoder_stage(model_->impl(), request, prior, call.context(progress));
+    r.timings.push_back({"decoder", seconds_since(t0)});
+    r.prior_tokens = prior;
+    return r;
+}
+
+Pipeline::Pipeline(std::shared_ptr<const Model> model) : session_(std::move(model)) {}
+
+std::unique_ptr<Pipeline> Pipeline::load(const std::string& model_dir, const LoadOptions& options) {
+    return std::make_unique<Pipeline>(Model::load(model_dir, options));
+}
+
+}  // namespace glmimage

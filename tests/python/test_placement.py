@@ -1,0 +1,86 @@
+"""Per-component placement and staged residency (LoadOptions.components / residency) on the tiny
+checkpoint: a staged pipeline gives exactly the resident pipeline's images, and between stages its
+weights are the zero-copy views of the files again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import glmimage
+import glmimage_testing
+
+TINY = Path(__file__).resolve().parents[2] / "models" / "tiny"
+FAST = dict(height=64, width=64, num_inference_steps=2, progress=False, output_type="np")
+FOLDERS = ("vision_language_encoder", "text_encoder", "transformer", "vae")
+
+
+@pytest.fixture(scope="module")
+def resident():
+    return glmimage.Pipeline.from_pretrained(TINY, dtype="bfloat16")
+
+
+@pytest.fixture(scope="module")
+def staged():
+    return glmimage.Pipeline.from_pretrained(TINY, dtype="bfloat16", residency="staged")
+
+
+def condition():
+    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8))
+
+
+def rests_as_file_views(pipe) -> bool:
+    # tiny is stored in float32; the compute dtype is bfloat16: at rest every tensor is the file's own.
+    return all(t.dtype != torch.bfloat16 for f in FOLDERS for t in glmimage_testing.state_dict(pipe, f).values())
+
+
+def test_staged_reports_itself(staged):
+    assert {(c.folder, c.residency, c.dtype) for c in staged.components} == {(f, "staged", "BF16") for f in FOLDERS}
+    assert "(staged)" in staged.summary()
+    assert rests_as_file_views(staged)
+
+
+@pytest.mark.parametrize("case", ["t2i", "i2i", "batch2"])
+def test_staged_images_equal_resident(resident, staged, case):
+    args = dict(FAST, seed=11)
+    prompt = 'A sign that says "OPEN"'
+    if case == "i2i":
+        args["image"] = condition()
+    if case == "batch2":
+        prompt = [prompt, "a red square"]
+    want = resident(prompt, **args).images
+    got = staged(prompt, **args).images
+    diff = int(np.abs(got.astype(int) - want.astype(int)).max())
+    print(f"staged_vs_resident_{case}: max abs diff {diff} levels (tolerance 0)")
+    assert diff == 0
+    assert rests_as_file_views(staged)
+
+
+def test_component_overrides():
+    p = glmimage.Pipeline.from_pretrained(TINY, dtype="float32", components={"vae": {"dtype": "bfloat16"},
+                                                                            "text_encoder": {"residency": "staged"}})
+    got = {c.folder: (c.dtype, c.residency) for c in p.components}
+    assert got == {"vision_language_encoder": ("F32", "resident"), "text_encoder": ("F32", "staged"),
+                   "transformer": ("F32", "resident"), "vae": ("BF16", "resident")}
+    # Only the VAE differs from the all-float32 pipeline: the same prior tokens, a close image.
+    full = glmimage.Pipeline.from_pretrained(TINY, dtype="float32")
+    a, b = p("x", seed=2, **FAST), full("x", seed=2, **FAST)
+    assert np.array_equal(a.prior_token_ids, b.prior_token_ids)
+    diff = np.abs(a.images.astype(int) - b.images.astype(int))
+    print(f"vae_bf16_vs_fp32: max abs diff {diff.max()}, mean {diff.mean():.3f} levels")
+    assert diff.mean() < 4
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(residency="offloaded"), "residency"),
+    (dict(components={"unet": {"dtype": "float32"}}), "unknown component"),
+    (dict(components={"vae": {"precision": "float32"}}), "unknown key"),
+    (dict(components={"vae": {"device": "tpu"}}), "device"),
+])
+def test_bad_placement_is_a_value_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        glmimage.Pipeline.from_pretrained(TINY, **kwargs)
