@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the embedded default model: build (scripts/setup.sh --no-reference, so no
-# Python reference is needed), then generate one image from a prompt with models/tiny and
+# The main job on the embedded default model: build only what it runs (scripts/setup.sh
+# --no-reference --cli-only: no Python reference, no tests, no Python module), then generate one image from a prompt with models/tiny and
 # write it as a PNG. Extra arguments go to `glmimage generate` (e.g. -o other.png --seed 3).
 #
 # Environment: BUILD_DIR (default build); the image goes to $BUILD_DIR/demo.png (ignored by git).
@@ -8,7 +8,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 BUILD_DIR="${BUILD_DIR:-build}"
-"$ROOT/scripts/setup.sh" --no-reference
+"$ROOT/scripts/setup.sh" --no-reference --cli-only
 
 PROMPT='A poster that says "GLM-Image", bold red letters on a white background'
 echo "== glmimage: text-to-image with the embedded tiny checkpoint (models/tiny)"

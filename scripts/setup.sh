@@ -4,6 +4,7 @@
 #
 #   scripts/setup.sh                 # everything: build deps, reference, C++ + Python module
 #   scripts/setup.sh --no-reference  # without transformers/diffusers (enough for the demo)
+#   scripts/setup.sh --no-reference --cli-only  # only what the demo runs: the library and the CLI
 #
 # Environment: BUILD_DIR (default build), GLMI_CMAKE_ARGS (extra CMake arguments).
 set -euo pipefail
@@ -11,9 +12,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 BUILD_DIR="${BUILD_DIR:-build}"
 WITH_REFERENCE=1
+TARGETS=()
 for a in "$@"; do
   case "$a" in
     --no-reference) WITH_REFERENCE=0 ;;
+    --cli-only) TARGETS=(--target glmimage_cli) ;;
     *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -60,5 +63,5 @@ LAUNCHER=()
 command -v ccache >/dev/null 2>&1 && LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH_CMAKE" \
   -DPython_EXECUTABLE="$(command -v "$PY")" -DGLMI_BUILD_PYTHON=ON "${LAUNCHER[@]}" ${GLMI_CMAKE_ARGS:-} >/dev/null
-cmake --build "$BUILD_DIR" -j"$(nproc)"
+cmake --build "$BUILD_DIR" -j"$(nproc)" "${TARGETS[@]}"
 echo "setup: built in $BUILD_DIR"
