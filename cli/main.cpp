@@ -79,9 +79,13 @@ generate options [default]:
   --steps N               denoising steps, >= 1 [50]
   --guidance X            classifier-free guidance scale; <= 1 turns it off [1.5]
   --seed N                random seed; -1 picks one at random and prints it [0]
-  --temperature X         token sampling temperature, > 0 [0.9]
-  --top-p X               token nucleus sampling, in (0, 1]; 1 turns it off [0.75]
-  --top-k N               token top-k sampling; 0 turns it off [50]
+  --temperature X         token sampling temperature, > 0
+  --top-p X               token nucleus sampling, in (0, 1]; 1 turns it off
+  --top-k N               token top-k sampling; 0 turns it off
+                          [these three: the checkpoint's own, from its
+                          vision_language_encoder/generation_config.json; where that file is
+                          silent, transformers' defaults: temperature 1, top-p 1, top-k 50.
+                          'glmimage info MODEL_DIR' prints them]
   --greedy                pick the most likely token instead of sampling (flat images) [off]
   --images-per-prompt N   images per prompt; they share one token grid [1]
   --dtype D               auto, float32, bfloat16 or float16 [auto: as stored in the checkpoint]
@@ -337,7 +341,8 @@ std::string resolve_model(const std::string& given) {
     return given;  // what a checkpoint must hold is Model::load's to check
 }
 
-std::string settings_json(const GenerateArgs& g, const std::string& model, size_t index) {
+std::string settings_json(const GenerateArgs& g, const glmimage::ArSettings& sampling, const std::string& model,
+                          size_t index) {
     const auto& r = g.req;
     nlohmann::json j;
     j["model"] = model;
@@ -346,8 +351,8 @@ std::string settings_json(const GenerateArgs& g, const std::string& model, size_
     j["steps"] = r.steps;
     j["guidance"] = r.guidance;
     j["seed"] = r.seed;
-    if (r.ar.do_sample)
-        j["sampling"] = {{"temperature", r.ar.temperature}, {"top_p", r.ar.top_p}, {"top_k", r.ar.top_k}};
+    if (sampling.do_sample)
+        j["sampling"] = {{"temperature", *sampling.temperature}, {"top_p", *sampling.top_p}, {"top_k", *sampling.top_k}};
     else
         j["sampling"] = "greedy";
     j["images_per_prompt"] = r.images_per_prompt;
@@ -398,6 +403,7 @@ int run_generate(GenerateArgs& g) {
         glmimage::set_num_threads(g.threads);
         if (show_progress) std::cerr << "loading " << model << "\n";
         auto pipe = glmimage::Pipeline::load(model, g.load);
+        const glmimage::ArSettings sampling = g.req.ar.with_defaults(pipe->model().sampling_defaults());
         size_t written = 0;
         for (size_t i = 0; i < prompts.size(); ++i) {
             if (g_interrupted) throw glmimage::CancelledError("interrupted");
@@ -418,7 +424,7 @@ int run_generate(GenerateArgs& g) {
             for (size_t k = 0; k < res.images.size(); ++k) {
                 const glmimage::cli::PngText text = {
                     {"prompt", prompts[i]},
-                    {"glmimage", settings_json(g, model, k)},
+                    {"glmimage", settings_json(g, sampling, model, k)},
                     {"Software", std::string("glmimage ") + glmimage::version()},
                 };
                 const std::string& out = outputs[written++];

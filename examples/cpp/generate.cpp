@@ -11,6 +11,7 @@
 #include <exception>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -41,7 +42,9 @@ int main(int argc, char** argv) {
 
     try {
         std::cout << "glmimage " << glmimage::version() << "\n";
-        auto pipe = glmimage::Pipeline::load(model_dir);
+        // The loaded weights (shareable between threads) and one caller's session over them.
+        std::shared_ptr<const glmimage::Model> model = glmimage::Model::load(model_dir);
+        glmimage::Session session(model);
 
         // Small and quick on a CPU: 64x64 is the smallest size with a 2x2 AR grid.
         glmimage::GenerateRequest request;
@@ -50,7 +53,7 @@ int main(int argc, char** argv) {
         request.width = 64;
         request.steps = 2;
         request.seed = 42;
-        glmimage::GenerateResult result = pipe->generate(request);
+        glmimage::GenerateResult result = session.generate(request);
 
         if (result.images.size() != 1) {
             std::cerr << "error: expected 1 image, got " << result.images.size() << "\n";

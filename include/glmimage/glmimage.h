@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,18 +35,22 @@ struct Image {
     void validate(const std::string& what) const;
 };
 
-// Autoregressive sampling. Defaults are the model's published settings.
+// Autoregressive sampling. An unset value is the checkpoint's own: its
+// vision_language_encoder/generation_config.json, else transformers' fallback (as the reference's
+// generate() takes them); Model::sampling_defaults() shows what they resolve to.
 struct ArSettings {
-    bool do_sample = true;     // false: greedy (argmax); deterministic but flat images
-    double temperature = 0.9;  // > 0
-    double top_p = 0.75;       // in (0, 1]; 1 disables
-    int64_t top_k = 50;        // 0 disables; 50 is transformers' default
+    bool do_sample = true;               // false: greedy (argmax). The reference always samples
+    std::optional<double> temperature;   // > 0; fallback 1.0
+    std::optional<double> top_p;         // in (0, 1]; 1 disables; fallback 1.0
+    std::optional<int64_t> top_k;        // >= 0; 0 disables; fallback 50
     // Keep sampled ids inside the VQ codebook while a grid is generated, so a bad sample can
     // never end a grid early or crash the decoder. The reference has no such guard.
     bool keep_in_codebook = true;
 
     // InputError on a value outside the ranges above (only checked when do_sample is on).
     void validate() const;
+    // These settings, each unset value taken from `defaults`.
+    ArSettings with_defaults(const ArSettings& defaults) const;
 };
 
 struct GenerateRequest {
@@ -123,6 +128,10 @@ class Model {
 
     const std::vector<ComponentInfo>& components() const;
     std::string summary() const;  // multi-line description of every component
+    // The sampling values an ArSettings left unset resolves to (every field set), and where they
+    // came from: "generation_config.json" or "transformers default", per field.
+    const ArSettings& sampling_defaults() const;
+    std::string sampling_defaults_source() const;
 
     struct Impl;
     const Impl& impl() const { return *impl_; }

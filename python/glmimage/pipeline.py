@@ -335,6 +335,13 @@ class Pipeline(_C.Pipeline):
         """
         return cls(path, dtype=dtype, device=device, residency=residency, components=components)
 
+    @property
+    def sampling_defaults(self) -> Dict[str, Any]:
+        """What unset temperature / top_p / top_k resolve to for this checkpoint, and from where."""
+        d = self._sampling_defaults()
+        return {"temperature": d.temperature, "top_p": d.top_p, "top_k": d.top_k,
+                "source": self._sampling_defaults_source()}
+
     def new_session(self) -> "Pipeline":
         """Another pipeline over the same loaded weights (no second copy), with its own calls and cancel."""
         return type(self)(self)
@@ -393,9 +400,10 @@ class Pipeline(_C.Pipeline):
         per_prompt = _check_int("num_images_per_prompt", num_images_per_prompt)
         if not isinstance(do_sample, (bool, np.bool_)):
             raise _fail(f"do_sample must be a bool, got {type(do_sample).__name__}")
-        temperature = _check_float("temperature", temperature)
-        top_p = _check_float("top_p", top_p)
-        top_k = _check_int("top_k", top_k)
+        # None: the checkpoint's generation_config.json value (transformers' default where it is silent).
+        temperature = None if temperature is None else _check_float("temperature", temperature)
+        top_p = None if top_p is None else _check_float("top_p", top_p)
+        top_k = None if top_k is None else _check_int("top_k", top_k)
 
         req = _C.GenerateRequest()
         req.prompts = prompts
@@ -509,9 +517,9 @@ class Pipeline(_C.Pipeline):
         generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
         seed: Optional[int] = None,
         do_sample: bool = True,
-        temperature: float = 0.9,
-        top_p: float = 0.75,
-        top_k: int = 50,
+        temperature: Optional[float] = None,
+        top_p: Optional[float] = None,
+        top_k: Optional[int] = None,
         keep_in_codebook: bool = True,
         prior_token_ids: Optional[Union[torch.Tensor, PriorTokenOutput]] = None,
         prior_token_image_ids: Optional[List[Any]] = None,
@@ -529,7 +537,9 @@ class Pipeline(_C.Pipeline):
         the autoregressive stage. ``callback(stage, step, total)`` is called after each AR token
         (stage "ar") and each denoising step (stage "denoise"); ``progress`` shows tqdm bars.
         Ctrl-C cancels the run (KeyboardInterrupt); so does ``cancel()`` (``CancelledError``).
-        ``keep_in_codebook`` (default on) keeps sampled token ids inside the VQ codebook within a
+        ``temperature`` / ``top_p`` / ``top_k`` left as None are the checkpoint's own (its
+        generation_config.json, else transformers' defaults 1.0 / 1.0 / 50), as diffusers' pipeline
+        takes them; ``pipe.sampling_defaults`` shows them. ``keep_in_codebook`` (default on) keeps sampled token ids inside the VQ codebook within a
         grid, so an unlucky sample cannot end a grid early; the reference has no such guard.
         """
         if output_type not in _OUTPUT_TYPES:
@@ -556,9 +566,9 @@ class Pipeline(_C.Pipeline):
         generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
         seed: Optional[int] = None,
         do_sample: bool = True,
-        temperature: float = 0.9,
-        top_p: float = 0.75,
-        top_k: int = 50,
+        temperature: Optional[float] = None,
+        top_p: Optional[float] = None,
+        top_k: Optional[int] = None,
         keep_in_codebook: bool = True,
         callback: Optional[ProgressFn] = None,
         progress: bool = True,

@@ -232,6 +232,8 @@ void register_pipeline(py::module_& m) {
                 }));
             },
             py::arg("request"), py::arg("prior"), py::arg("callback") = py::none())
+        .def("_sampling_defaults", [](const Pipeline& p) { return p.model().sampling_defaults(); })
+        .def("_sampling_defaults_source", [](const Pipeline& p) { return p.model().sampling_defaults_source(); })
         // The checkpoint's rules for a request (GenerateRequest.validate plus condition-image fit).
         .def("_validate", [](const Pipeline& p, const GenerateRequest& req) { p.model().validate(req); });
     m.def("version", &version);

@@ -101,7 +101,7 @@ PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const
     for (const auto& g : proc.image_grid_thw) ar_req.grids.push_back({g[0], g[1], g[2]});
     ar_req.images_per_sample = proc.images_per_sample;
     ArGenerateOptions opt;
-    opt.sampling = req.ar;
+    opt.sampling = req.ar.with_defaults(m.sampling_defaults);
     opt.seed = req.seed;
     opt.cancel = call.cancel;
     if (call.progress) opt.on_token = [&](int64_t done, int64_t total) { call.progress({"ar", done, total}); };

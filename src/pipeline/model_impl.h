@@ -41,6 +41,10 @@ struct Model::Impl {
     // One per weighted component, keyed by folder: device, dtype, staged or resident.
     std::map<std::string, std::unique_ptr<ComponentResidency>> residency;
     std::vector<ComponentInfo> infos;
+    // vision_language_encoder/generation_config.json's sampling values, transformers' fallbacks
+    // where it is silent (every field set), and the source of each.
+    ArSettings sampling_defaults;
+    std::string sampling_defaults_source;
 
     const ComponentResidency* home(const std::string& folder) const { return residency.at(folder).get(); }
     DiffusionDecoderModels decoder_models() const {

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "core/check.h"
+#include "io/json_config.h"
 #include "io/tensor_loader.h"
 #include "io/weight_binder.h"
 #include "pipeline/model_impl.h"
@@ -91,6 +92,31 @@ std::string config_path(const std::string& dir, const char* folder, const char* 
     return (fs::path(dir) / folder / file).string();
 }
 
+// What transformers' generate() samples with when the request leaves a value unset: the
+// checkpoint's generation_config.json where it states it, else transformers' own fallback
+// (GenerationConfig: temperature 1.0, top_p 1.0, top_k 50). A missing file states nothing.
+void read_sampling_defaults(Model::Impl& m) {
+    const std::string path = config_path(m.model_dir, "vision_language_encoder", "generation_config.json");
+    std::optional<io::JsonConfig> j;
+    if (fs::exists(path)) j = io::JsonConfig::load(path);
+    std::string source;
+    auto from = [&](const char* key, auto fallback, auto read) {
+        const bool stated = j && j->has(key);
+        source += str_cat(source.empty() ? "" : ", ", key, ": ", stated ? "generation_config.json" : "transformers default");
+        return stated ? read(key) : fallback;
+    };
+    ArSettings& d = m.sampling_defaults;
+    d.temperature = from("temperature", 1.0, [&](const char* k) { return j->get_double(k); });
+    d.top_p = from("top_p", 1.0, [&](const char* k) { return j->get_double(k); });
+    d.top_k = from("top_k", int64_t{50}, [&](const char* k) { return j->get_int(k); });
+    m.sampling_defaults_source = source;
+    try {
+        d.validate();
+    } catch (const InputError& e) {
+        throw ConfigError(str_cat(path, ": ", e.what()));
+    }
+}
+
 }  // namespace
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -123,6 +149,7 @@ std::shared_ptr<const Model> Model::load(const std::string& model_dir, const Loa
         return load_component<GlmArModel>(*m, "vision_language_encoder", c, {});
     });
     m->ar_generator = std::make_unique<ArGenerator>(*m->ar);
+    stage("loading vision_language_encoder", [&] { read_sampling_defaults(*m); });
     m->text_encoder = stage("loading text_encoder", [&] {
         auto c = T5Config::from_file(config_path(dir, "text_encoder", "config.json"));
         // transformers ties encoder.embed_tokens to shared; some writers store both copies.
@@ -141,6 +168,8 @@ std::shared_ptr<const Model> Model::load(const std::string& model_dir, const Loa
 }
 
 const std::vector<ComponentInfo>& Model::components() const { return impl_->infos; }
+const ArSettings& Model::sampling_defaults() const { return impl_->sampling_defaults; }
+std::string Model::sampling_defaults_source() const { return impl_->sampling_defaults_source; }
 
 std::string Model::summary() const {
     std::string s = str_cat("GLM-Image checkpoint ", impl_->model_dir, " (", impl_->options.to_string(), ")\n");
@@ -153,7 +182,10 @@ std::string Model::summary() const {
         s += "\n";
         total += c.num_parameters;
     }
-    s += str_cat("  ", impl_->scheduler_config.to_string(), "\n  total parameters: ", total, "\n");
+    const ArSettings& d = impl_->sampling_defaults;
+    s += str_cat("  ", impl_->scheduler_config.to_string(), "\n  AR sampling defaults: temperature ", *d.temperature,
+                 ", top_p ", *d.top_p, ", top_k ", *d.top_k, " (", impl_->sampling_defaults_source, ")\n",
+                 "  total parameters: ", total, "\n");
     return s;
 }
 

@@ -19,9 +19,17 @@ void Image::validate(const std::string& what) const {
 
 void ArSettings::validate() const {
     if (!do_sample) return;  // greedy reads none of them
-    if (!(temperature > 0)) throw InputError(str_cat("temperature must be > 0, got ", temperature));
-    if (!(top_p > 0 && top_p <= 1)) throw InputError(str_cat("top_p must be in (0, 1], got ", top_p));
-    if (top_k < 0) throw InputError(str_cat("top_k must be >= 0, got ", top_k));
+    if (temperature && !(*temperature > 0)) throw InputError(str_cat("temperature must be > 0, got ", *temperature));
+    if (top_p && !(*top_p > 0 && *top_p <= 1)) throw InputError(str_cat("top_p must be in (0, 1], got ", *top_p));
+    if (top_k && *top_k < 0) throw InputError(str_cat("top_k must be >= 0, got ", *top_k));
+}
+
+ArSettings ArSettings::with_defaults(const ArSettings& d) const {
+    ArSettings s = *this;
+    if (!s.temperature) s.temperature = d.temperature;
+    if (!s.top_p) s.top_p = d.top_p;
+    if (!s.top_k) s.top_k = d.top_k;
+    return s;
 }
 
 void GenerateRequest::validate() const {
@@ -55,7 +63,9 @@ std::string GenerateRequest::to_string() const {
     std::ostringstream os;
     os << "size=" << width << "x" << height << " steps=" << steps << " guidance=" << guidance << " seed=" << seed
        << " images_per_prompt=" << images_per_prompt << " ar=" << (ar.do_sample ? "sample" : "greedy");
-    if (ar.do_sample) os << "(temperature=" << ar.temperature << " top_p=" << ar.top_p << " top_k=" << ar.top_k << ")";
+    auto opt = [](const auto& v) { return v ? str_cat(*v) : std::string("checkpoint"); };
+    if (ar.do_sample)
+        os << "(temperature=" << opt(ar.temperature) << " top_p=" << opt(ar.top_p) << " top_k=" << opt(ar.top_k) << ")";
     os << " timestep_label=" << timestep_label;
     if (!images.empty()) os << " condition_images=" << images[0].size();
     return os.str();

@@ -291,7 +291,7 @@ def test_help_mentions_every_option():
     for opt in ["generate", "info", "--prompt-file", "--image", "--model", "--height", "--width", "--steps",
                 "--guidance", "--seed", "--temperature", "--top-p", "--top-k", "--greedy", "--images-per-prompt",
                 "--dtype", "--device", "--threads", "-o, --output", "--quiet", "--progress", "--help", "--version",
-                "GLM-Image", "[1024]", "[50]", "[1.5]", "[0.9]", "[0.75]", "[out.png]", "examples"]:
+                "--residency", "GLM-Image", "[1024]", "[50]", "[1.5]", "generation_config.json", "[out.png]", "examples"]:
         assert opt in res.stdout, opt
 
 
@@ -304,5 +304,10 @@ def test_info(tmp_path):
     res = run("info", TINY, "--threads", "1")
     assert res.returncode == 0, res.stderr
     assert "transformer" in res.stdout and "vae" in res.stdout
+    # tiny's generation_config.json states no sampling values: transformers' defaults, said so.
+    assert "AR sampling defaults: temperature 1, top_p 1, top_k 50 (temperature: transformers default" in res.stdout
+    staged = run("info", TINY, "--residency", "staged", "--dtype", "bfloat16")
+    assert staged.returncode == 0 and "BF16 on cpu (staged)" in staged.stdout, staged.stdout
+    run_failing(tmp_path, "info", TINY, "--residency", "sometimes", code=2, says="residency")
     run_failing(tmp_path, "info", code=2, says="MODEL_DIR")
     run_failing(tmp_path, "info", tmp_path / "nope", code=1, says="does not exist")

@@ -139,3 +139,52 @@ def test_e2e_through_public_python_api(ref_pipe, name):
     got = torch.from_numpy(np.stack([np.array(im) for im in out.images]))
     want = torch.from_numpy(np.stack([np.array(im) for im in ref]))
     assert record(f"{name}_python_api", got.long(), want.long(), atol=1.0)["ok"]
+
+
+@pytest.fixture(scope="module")
+def far_generation_config(tmp_path_factory):
+    """The tiny checkpoint with a generation_config.json that sets sampling values far from the
+    published ones (and do_sample false, which diffusers' pipeline overrides: it always samples)."""
+    import json
+    import shutil
+
+    root = tmp_path_factory.mktemp("gencfg") / "tiny"
+    shutil.copytree(TINY, root)
+    path = root / "vision_language_encoder" / "generation_config.json"
+    cfg = json.loads(path.read_text())
+    cfg.update({"do_sample": False, "temperature": 0.35, "top_p": 0.6, "top_k": 7})
+    path.write_text(json.dumps(cfg, indent=2))
+    return root
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("name", ["e2e_t2i", "e2e_i2i_1"])
+def test_checkpoint_sampling_defaults_match_pipeline(far_generation_config, name):
+    """A call with no sampling arguments samples with the checkpoint's generation config, as
+    diffusers' GlmImagePipeline (through transformers' generate) does."""
+    from diffusers import GlmImagePipeline
+
+    ref_pipe = GlmImagePipeline.from_pretrained(str(far_generation_config))
+    ref_pipe.set_progress_bar_config(disable=True)
+    install_i2i_shim(ref_pipe)
+    case = CASES[name]
+    prompts, h, w = case["prompts"], case["h"], case["w"]
+    pil = [PIL.Image.fromarray(rgb(ih, iw, j)) for j, (ih, iw) in enumerate(case["images"][0])] if "images" in case \
+        else None
+    ref_prior, _, _ = ref_pipe.generate_prior_tokens(prompt=prompts[0], height=h, width=w, image=pil and [pil],
+                                                     generator=torch.Generator().manual_seed(5))
+    ref = ref_pipe(prompt=prompts[0], image=pil, height=h, width=w, num_inference_steps=2,
+                   generator=torch.Generator().manual_seed(5), output_type="np").images
+    pipe = glmimage.Pipeline.from_pretrained(str(far_generation_config))
+    assert pipe.sampling_defaults["temperature"] == 0.35 and pipe.sampling_defaults["top_k"] == 7
+    assert "top_p: generation_config.json" in pipe.sampling_defaults["source"]
+    # No sampling argument at all (keep_in_codebook is ours, not the reference's: off for parity).
+    out = pipe(prompts[0], image=pil, height=h, width=w, num_inference_steps=2,
+               generator=torch.Generator().manual_seed(5), keep_in_codebook=False, output_type="np", progress=False)
+    assert record_exact(f"{name}_checkpoint_sampling_prior_tokens", out.prior_token_ids, ref_prior)["ok"]
+    got = torch.from_numpy(out.images).long()
+    want = torch.from_numpy((ref * 255).round().astype(np.uint8) if ref.dtype != np.uint8 else ref).long()
+    assert record(f"{name}_checkpoint_sampling", got, want, atol=1.0)["ok"]
+    # And the tiny checkpoint itself states none: transformers' defaults.
+    plain = glmimage.Pipeline.from_pretrained(str(TINY)).sampling_defaults
+    assert (plain["temperature"], plain["top_p"], plain["top_k"]) == (1.0, 1.0, 50)

@@ -7,6 +7,7 @@
 #include <string>
 #include <tuple>
 
+#include "core/check.h"
 #include "glmimage/errors.h"
 #include "models/glm_ar/token_grid.h"
 
@@ -31,17 +32,20 @@ ArGenerator::ArGenerator(const GlmArModel& model)
 
 at::Tensor ArGenerator::choose(at::Tensor scores, const ArSettings& s, at::Generator& gen) const {
     if (!s.do_sample) return scores.argmax(-1);
-    if (s.temperature != 1.0) scores = scores / s.temperature;
-    if (s.top_k != 0) {
-        const int64_t k = std::min<int64_t>(s.top_k, scores.size(-1));
+    GLMI_CHECK(s.temperature && s.top_p && s.top_k, "sampling settings not resolved");
+    const double temperature = *s.temperature, top_p = *s.top_p;
+    const int64_t top_k = *s.top_k;
+    if (temperature != 1.0) scores = scores / temperature;
+    if (top_k != 0) {
+        const int64_t k = std::min<int64_t>(top_k, scores.size(-1));
         auto kth = std::get<0>(at::topk(scores, k)).narrow(-1, k - 1, 1);
         scores = scores.masked_fill(scores < kth, -std::numeric_limits<float>::infinity());
     }
-    if (s.top_p < 1.0) {
+    if (top_p < 1.0) {
         // Keep the smallest top set whose mass reaches top_p, boundary token included.
         auto sorted = at::sort(scores, -1, /*descending=*/false);
         auto cum = std::get<0>(sorted).softmax(-1).cumsum(-1);
-        auto remove = cum.le(1.0 - s.top_p);
+        auto remove = cum.le(1.0 - top_p);
         remove.narrow(-1, remove.size(-1) - 1, 1).fill_(false);
         remove = remove.scatter(1, std::get<1>(sorted), remove);
         scores = scores.masked_fill(remove, -std::numeric_limits<float>::infinity());

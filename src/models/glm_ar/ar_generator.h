@@ -19,8 +19,9 @@
 namespace glmimage {
 
 struct ArGenerateOptions {
-    // The request's settings as they are (glmimage.h). Token choice follows the reference's
-    // order: temperature -> top-k -> top-p -> softmax -> multinomial; greedy is argmax.
+    // The request's settings (glmimage.h), every value set (ArSettings::with_defaults). Token
+    // choice follows the reference's order: temperature -> top-k -> top-p -> softmax ->
+    // multinomial; greedy is argmax.
     ArSettings sampling;
     uint64_t seed = 0;            // the reference seeds the global torch generator with this
     int64_t max_new_tokens = -1;  // -1: all target grids + 1 (the end marker), as diffusers computes
