@@ -398,6 +398,9 @@ int run_generate(GenerateArgs& g) {
     }
 
     std::signal(SIGINT, on_sigint);
+    // Past a file-size limit (ulimit -f) a write must fail with EFBIG, so the PNG writer reports
+    // it and removes its temporary file, instead of the process dying by SIGXFSZ.
+    std::signal(SIGXFSZ, SIG_IGN);
     ProgressBar bar(stderr, show_progress);
     try {
         glmimage::set_num_threads(g.threads);

@@ -4,6 +4,7 @@
 
 #include "core/check.h"
 #include "glmimage/glmimage.h"
+#include "core/system_memory.h"
 #include "pipeline/model_impl.h"
 
 namespace glmimage {
@@ -71,10 +72,51 @@ std::string GenerateRequest::to_string() const {
     return os.str();
 }
 
+namespace {
+
+std::string gib(double bytes) { return str_cat(static_cast<int64_t>(bytes / (1 << 30) * 10 + 0.5) / 10.0, " GiB"); }
+
+// The largest activations a request makes, in bytes, as a floor (weights excluded): the VAE
+// decode at full resolution (a conv's input and output plus a group-norm temporary, in the
+// widest full-resolution channel count) and one DiT block over the whole sequence (q, k, v,
+// attention output and the 4x MLP hidden, for both CFG branches).
+double activation_estimate(const Model::Impl& m, const GenerateRequest& r) {
+    const double images = static_cast<double>(r.prompts.size() * static_cast<size_t>(r.images_per_prompt));
+    const double pixels = static_cast<double>(r.height) * static_cast<double>(r.width);
+    const auto& vc = m.vae->config;
+    const double vae_bytes = static_cast<double>(at::elementSize(m.home("vae")->dtype()));
+    const double vae = images * static_cast<double>(vc.block_out_channels.front()) * pixels * vae_bytes * 3;
+    const auto& dc = m.transformer->config;
+    const double cell = static_cast<double>(m.patch_cell());
+    const double seq = pixels / (cell * cell) + static_cast<double>(r.max_sequence_length);
+    const double dit_bytes = static_cast<double>(at::elementSize(m.home("transformer")->dtype()));
+    const double dit = 2 * images * seq * static_cast<double>(dc.inner_dim()) * dit_bytes * 8;
+    return std::max(vae, dit);
+}
+
+}  // namespace
+
 void Model::validate(const GenerateRequest& r) const {
     r.validate();
     const Impl& m = *impl_;
     const int64_t cell = m.patch_cell();
+    // Sizes the model can take, before anything large is allocated. The AR model writes one
+    // token per 32x32 pixels (plus a preview grid) inside its trained context.
+    const auto grid = PromptProcessor::target_grid(r.height, r.width);
+    const int64_t grid_tokens = grid[0] * grid[1] + (r.images.empty() ? grid[2] * grid[3] : 0);
+    const int64_t context = m.ar->config.text.max_position_embeddings;
+    if (grid_tokens >= context)
+        throw InputError(str_cat(r.width, "x", r.height, " needs ", grid_tokens, " image tokens, more than the AR model's ",
+                                 context, "-token context (max_position_embeddings)"));
+    // On the host, the activations must fit the memory there is: a clear error within
+    // milliseconds instead of an out-of-memory kill minutes later.
+    bool on_host = false;
+    for (const auto& [folder, home] : m.residency) on_host = on_host || home->device().is_cpu();
+    const double need = activation_estimate(m, r);
+    if (const auto avail = detail::available_host_bytes(); on_host && avail && need > static_cast<double>(*avail))
+        throw InputError(str_cat(r.prompts.size() * static_cast<size_t>(r.images_per_prompt), " image(s) of ", r.width,
+                                 "x", r.height, " need at least ", gib(need), " of working memory; ", gib(*avail),
+                                 " is available on this machine"));
     // Condition images, before the vision encoder sees them: the decoder encodes each at its
     // size floored to the patch cell, and that patch grid must be the AR token grid (the
     // smart_resize size / patch) doubled; it is from a short side of 512 up to a long side of

@@ -311,3 +311,37 @@ def test_info(tmp_path):
     run_failing(tmp_path, "info", TINY, "--residency", "sometimes", code=2, says="residency")
     run_failing(tmp_path, "info", code=2, says="MODEL_DIR")
     run_failing(tmp_path, "info", tmp_path / "nope", code=1, says="does not exist")
+
+
+# ---- requests that cannot fit, and file-size limits: a clear error in seconds, nothing left --
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--height", "16384", "--width", "16384"], "more than the AR model's 4096-token context"),
+    (["--height", "1024", "--width", "1024", "--images-per-prompt", "1024"], "is available on this machine"),
+])
+def test_requests_that_cannot_fit_fail_at_once(tmp_path, args, says):
+    t0 = time.monotonic()
+    run_failing(tmp_path, "x", "--model", TINY, *args, "-o", tmp_path / "out.png", code=1, says=says)
+    assert time.monotonic() - t0 < 20
+
+
+def test_a_prompt_longer_than_the_context_fails_at_once(tmp_path):
+    prompts = tmp_path / "long.txt"
+    prompts.write_text("a " * 100_000 + "\n")
+    before = {p.name for p in tmp_path.iterdir()}
+    t0 = time.monotonic()
+    res = run("--model", TINY, "--height", "64", "--width", "64", "--prompt-file", prompts, "-o", tmp_path / "o.png")
+    assert res.returncode == 1 and "exceeds the AR model's context" in res.stderr, res.stderr
+    assert time.monotonic() - t0 < 20
+    assert {p.name for p in tmp_path.iterdir()} == before
+
+
+def test_file_size_limit_is_an_error_not_a_signal(tmp_path):
+    # Under `ulimit -f` a write past the limit raises SIGXFSZ, which would kill the tool and
+    # leave its temporary file; it must fail cleanly instead.
+    cmd = " ".join(f"'{a}'" for a in [BIN, "x", *FAST, "--steps", "1", "-o", tmp_path / "x.png"])
+    res = subprocess.run(["bash", "-c", f"ulimit -f 4; exec {cmd}"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, (res.returncode, res.stderr)
+    assert "File too large" in res.stderr
+    assert list(tmp_path.iterdir()) == []  # neither the image nor a temporary file

@@ -88,6 +88,12 @@ ArResult ArGenerator::generate(const ArRequest& req, const ArGenerateOptions& op
 
     const int64_t N = opt.max_new_tokens < 0 ? grid_tokens + 1 : opt.max_new_tokens;
     if (N < 1) throw InputError("ar: max_new_tokens must be >= 1");
+    // Checked before the cache is allocated: a prompt (with its image tokens) that leaves no room
+    // for the grids in the trained context is an input error, not an out-of-memory.
+    if (L + N - 1 > cfg.text.max_position_embeddings)
+        throw InputError("ar: a prompt of " + std::to_string(L) + " tokens plus the " + std::to_string(N) +
+                         " tokens to generate exceeds the AR model's context of " +
+                         std::to_string(cfg.text.max_position_embeddings) + " tokens (max_position_embeddings)");
     const int64_t table = pos.decode.size(2);
     if (N - 1 > table)
         throw InputError("ar: max_new_tokens " + std::to_string(N) + " exceeds the " + std::to_string(table + 1) +
