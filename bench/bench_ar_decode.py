@@ -1,11 +1,18 @@
-"""AR decode speed: glmimage's C++ generator (through glmimage._C._testing.ar_generate) against
+"""AR decode speed: glmimage's C++ generator (through glmimage_testing.ar_generate) against
 transformers' GlmImageForConditionalGeneration.generate, greedy, same prompt and length, same
-thread count, on the `small` preset checkpoint (hidden 512, 6 layers) built in a temp dir.
+thread count and dtype, on the `small` preset checkpoint (hidden 512, 6 layers) built in a temp dir.
 
 Decode tokens/s = (N - 1) / (t(N new tokens) - t(1 new token)): the prefill is timed separately
-and taken out. Prints one JSON line: both rates, the ratio, the tokens' agreement, peak RSS.
+and taken out. Prints one JSON line: both rates, the ratio, the tokens' agreement, peak RSS, and
+the memory roofline of the same work measured in the same run:
+  bytes per token = every weight the decode step reads (the text decoder's linears in their held
+                    dtype, int8 + scales when quantized, its norms, the lm_head) + the KV cache
+                    read at the mean decode position;
+  bandwidth       = the best of a few passes of at::sum over a 512 MiB buffer, same threads;
+  roofline_tok_s  = bandwidth / bytes per token (no decode can beat it on this machine).
+--quantize int8 runs ours with int8 weights (the reference stays in --dtype).
 
-    python3 bench/bench_ar_decode.py [--threads 1] [--large 16] [--small 8] [--repeats 3]
+    python3 bench/bench_ar_decode.py [--threads 1] [--dtype float32|bfloat16] [--quantize none|int8]
 """
 
 from __future__ import annotations
@@ -38,6 +45,30 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def measure_bandwidth() -> float:
+    """Bytes per second that one read pass over a buffer larger than the caches reaches."""
+    buf = torch.ones(128 * 1024 * 1024, dtype=torch.float32)  # 512 MiB
+    buf.sum()
+    best = min(best_time(lambda: buf.sum(), 1) for _ in range(5))
+    return buf.numel() * buf.element_size() / best
+
+
+def decode_bytes_per_token(state: dict, ckpt: Path, mean_position: float) -> float:
+    """What one decode step must read: the text decoder's weights as held, plus its KV cache."""
+    import json as _json
+
+    text = _json.loads((ckpt / "vision_language_encoder" / "config.json").read_text())["text_config"]
+    weights = sum(t.numel() * t.element_size() for k, t in state.items()
+                  if k.startswith("model.language_model.layers.") or k.startswith("model.language_model.norm")
+                  or k.startswith("lm_head"))
+    # int8 linears also read one scale per output row; small, counted through their rows.
+    scale_bytes = sum(t.shape[0] * 2 for k, t in state.items() if t.dtype == torch.int8)
+    kv_el = state["model.language_model.norm.weight"].element_size()  # the compute dtype
+    head_dim = text.get("head_dim") or text["hidden_size"] // text["num_attention_heads"]
+    kv = 2 * text["num_hidden_layers"] * text["num_key_value_heads"] * head_dim * mean_position * kv_el
+    return weights + scale_bytes + kv
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -45,8 +76,11 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=8, help="preview grid side in tokens")
     ap.add_argument("--prompt", type=int, default=32, help="text tokens in the prompt")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    ap.add_argument("--quantize", choices=["none", "int8"], default="none")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
 
     import make_tiny_checkpoint as mk
 
@@ -67,7 +101,11 @@ def main() -> None:
         n_new = args.large ** 2 + args.small ** 2 + 1
 
         rss0 = rss_mb()
-        pipe = glmimage.Pipeline.from_pretrained(str(ckpt), threads=args.threads)
+        glmimage.set_num_threads(args.threads)
+        pipe = glmimage.Pipeline.from_pretrained(str(ckpt), dtype=args.dtype, quantize=args.quantize)
+        bytes_per_token = decode_bytes_per_token(_testing.state_dict(pipe, "vision_language_encoder"), ckpt,
+                                                 ids.shape[1] + n_new / 2)
+        bandwidth = measure_bandwidth()
 
         def ours(n):
             return _testing.ar_generate(pipe, ids, grids, max_new_tokens=n, keep_in_codebook=False)
@@ -78,7 +116,7 @@ def main() -> None:
         import transformers
 
         ref = transformers.GlmImageForConditionalGeneration.from_pretrained(
-            str(ckpt / "vision_language_encoder"), torch_dtype=torch.float32).eval()
+            str(ckpt / "vision_language_encoder"), torch_dtype=dtype).eval()
 
         def theirs(n):
             with torch.no_grad():
@@ -97,10 +135,14 @@ def main() -> None:
     ours_tps = (n_new - 1) / (t_ours_n - t_ours_1)
     ref_tps = (n_new - 1) / (t_ref_n - t_ref_1)
     print(json.dumps({
-        "bench": "ar_decode", "preset": "small", "dtype": "float32", "threads": args.threads,
+        "bench": "ar_decode", "preset": "small", "dtype": args.dtype, "quantize": args.quantize,
+        "threads": args.threads,
         "prompt_tokens": ids.shape[1], "new_tokens": n_new,
         "ours_decode_tok_s": round(ours_tps, 1), "transformers_decode_tok_s": round(ref_tps, 1),
         "ratio": round(ours_tps / ref_tps, 2),
+        "roofline_tok_s": round(bandwidth / bytes_per_token, 1),
+        "ours_of_roofline": round(ours_tps / (bandwidth / bytes_per_token), 3),
+        "bytes_per_token_mb": round(bytes_per_token / 1e6, 2), "bandwidth_gb_s": round(bandwidth / 1e9, 2),
         "ours_prefill_s": round(t_ours_1, 4), "transformers_prefill_s": round(t_ref_1, 4),
         "ours_total_s": round(t_ours_n, 3), "transformers_total_s": round(t_ref_n, 3),
         "tokens_match": bool(torch.equal(ours_tokens, ref_tokens)),

@@ -93,6 +93,8 @@ generate options [default]:
   --residency R           resident (every component on its device from the start) or staged
                           (each stage's weights placed on the device only while it runs:
                           less memory, identical images) [resident]
+  --quantize Q            none or int8: weight-only int8 for the AR decoder and DiT linears,
+                          quantized at load (half the weight bytes; close, not identical) [none]
   --threads N             CPU threads for the process; 0 keeps LibTorch's default [0]
   --progress              draw progress bars even when stderr is not a terminal [only on a terminal]
   -q, --quiet             print nothing but errors (no file names, no seed, no progress)
@@ -226,6 +228,7 @@ bool parse_load_option(Args& a, const std::string& t, glmimage::LoadOptions& loa
     if (t == "--dtype") load.dtype = a.value(t);
     else if (t == "--device") load.device = a.value(t);
     else if (t == "--residency") load.residency = a.value(t);
+    else if (t == "--quantize") load.quantize = a.value(t);
     else if (t == "--threads") threads = static_cast<int>(parse_int(t, a.value(t), 0, 4096));
     else return false;
     return true;
@@ -360,6 +363,7 @@ std::string settings_json(const GenerateArgs& g, const glmimage::ArSettings& sam
     j["images"] = g.image_paths;
     j["dtype"] = g.load.dtype;
     j["device"] = g.load.device;
+    j["quantize"] = g.load.quantize;
     j["version"] = glmimage::version();
     // Invalid UTF-8 in a path must not make writing a finished image fail.
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

@@ -109,6 +109,7 @@ struct ComponentInfo {
     size_t num_tensors = 0;
     long long num_parameters = 0;
     size_t zero_copy = 0;     // tensors used straight from the mapped file while resident
+    size_t quantized = 0;     // Linear weights held in int8 (LoadOptions::quantize)
 };
 
 // The loaded checkpoint: configs, tokenizers and weights. Immutable after load and safe to

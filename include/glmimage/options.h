@@ -24,6 +24,11 @@ struct LoadOptions {
     // Per-component overrides, keyed by the checkpoint folder: "vision_language_encoder",
     // "text_encoder", "transformer", "vae". E.g. {{"vae", {"cpu", "float32", ""}}}.
     std::map<std::string, ComponentPlacement> components;
+    // "none" or "int8": weight-only int8 with per-output-channel scales for every Linear of the
+    // AR text decoder (and its lm_head) and of the DiT, quantized at load from the checkpoint's
+    // weights (half the bytes of bf16). "fp8" (Hopper GPUs) is not implemented yet: an
+    // UnsupportedError. Not combined with "staged" residency yet.
+    std::string quantize = "none";
 
     // Throws InputError / UnsupportedError for values outside the lists above.
     void validate() const;

@@ -310,18 +310,19 @@ class Pipeline(_C.Pipeline):
 
     def __init__(self, path: Union[str, os.PathLike, "Pipeline"], dtype: Union[str, torch.dtype, None] = "auto",
                  device: Union[str, torch.device, None] = "cpu", residency: str = "resident",
-                 components: Optional[Dict[str, Dict[str, Any]]] = None):
+                 components: Optional[Dict[str, Dict[str, Any]]] = None, quantize: Optional[str] = None):
         if isinstance(path, _C.Pipeline):
             super().__init__(path)  # shares the loaded weights
             return
         path = _check_model_dir(path)
         super().__init__(path, _normalize_dtype(dtype), _normalize_device(device), _check_str("residency", residency),
-                         _normalize_components(components))
+                         _normalize_components(components), "none" if quantize is None else _check_str("quantize", quantize))
 
     @classmethod
     def from_pretrained(cls, path: Union[str, os.PathLike], dtype: Union[str, torch.dtype, None] = "auto",
                         device: Union[str, torch.device, None] = "cpu", residency: str = "resident",
-                        components: Optional[Dict[str, Dict[str, Any]]] = None) -> "Pipeline":
+                        components: Optional[Dict[str, Dict[str, Any]]] = None,
+                        quantize: Optional[str] = None) -> "Pipeline":
         """Loads a local GLM-Image checkpoint directory (diffusers layout, e.g. ``zai-org/GLM-Image``).
 
         dtype: "auto" (the checkpoint's), "float32", "bfloat16", "float16" or a torch.dtype.
@@ -331,9 +332,11 @@ class Pipeline(_C.Pipeline):
         stage runs, as diffusers' ``enable_model_cpu_offload``; identical images, less memory).
         components: per-component overrides, e.g. ``{"vae": {"dtype": "float32"}}``; folders
         "vision_language_encoder", "text_encoder", "transformer", "vae"; keys device, dtype, residency.
+        quantize: None or "int8": weight-only int8 (per output channel) for the AR text decoder and
+        the DiT's linear layers, quantized at load (half the weight bytes of bf16).
         CPU threads are a process setting: ``glmimage.set_num_threads(n)``.
         """
-        return cls(path, dtype=dtype, device=device, residency=residency, components=components)
+        return cls(path, dtype=dtype, device=device, residency=residency, components=components, quantize=quantize)
 
     @property
     def sampling_defaults(self) -> Dict[str, Any]:

@@ -114,8 +114,10 @@ py::tuple result_tuple(GenerateResult&& r) {
 // components: {folder: {"device": ..., "dtype": ..., "residency": ...}} overrides.
 std::unique_ptr<Pipeline> load(const std::string& path, const std::string& dtype, const std::string& device,
                                const std::string& residency,
-                               const std::map<std::string, std::map<std::string, std::string>>& components) {
+                               const std::map<std::string, std::map<std::string, std::string>>& components,
+                               const std::string& quantize) {
     LoadOptions o;
+    o.quantize = quantize;
     o.dtype = dtype;
     o.device = device;
     o.residency = residency;
@@ -145,7 +147,8 @@ void register_pipeline(py::module_& m) {
         .def_readonly("residency", &ComponentInfo::residency)
         .def_readonly("num_tensors", &ComponentInfo::num_tensors)
         .def_readonly("num_parameters", &ComponentInfo::num_parameters)
-        .def_readonly("zero_copy", &ComponentInfo::zero_copy);
+        .def_readonly("zero_copy", &ComponentInfo::zero_copy)
+        .def_readonly("quantized", &ComponentInfo::quantized);
 
     py::class_<ArSettings>(m, "ArSettings")
         .def(py::init<>())
@@ -200,7 +203,8 @@ void register_pipeline(py::module_& m) {
         // subclass instances still pass as Pipeline& to the _testing entry points.
         .def(py::init(&load), py::arg("path"), py::arg("dtype") = "auto", py::arg("device") = "cpu",
              py::arg("residency") = "resident",
-             py::arg("components") = std::map<std::string, std::map<std::string, std::string>>{})
+             py::arg("components") = std::map<std::string, std::map<std::string, std::string>>{},
+             py::arg("quantize") = "none")
         // Another pipeline over the same loaded weights (no copy), with its own session.
         .def(py::init([](const Pipeline& other) { return std::make_unique<Pipeline>(other.shared_model()); }),
              py::arg("other"))

@@ -37,9 +37,26 @@ namespace {
 
 // Builds the module on the meta device (no memory), then binds the folder's weights where its
 // placement says: on its device in its dtype (resident), or as views of the file (staged).
+// Weight-only int8 for the Linear layers whose names start with one of `prefixes` (quantized
+// from the bound weights, on their device). Returns how many.
+size_t quantize_linears(ParamModule& root, const std::vector<std::string>& prefixes) {
+    size_t n = 0;
+    for (const auto& item : root.named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
+        auto* lin = dynamic_cast<Linear*>(item.value().get());
+        if (!lin) continue;
+        bool wanted = false;
+        for (const auto& p : prefixes) wanted = wanted || item.key().rfind(p, 0) == 0;
+        if (!wanted) continue;
+        lin->quantize_int8();
+        ++n;
+    }
+    return n;
+}
+
 template <typename Module, typename Config>
 std::shared_ptr<Module> load_component(Model::Impl& m, const std::string& folder, const Config& config,
-                                       const std::map<std::string, std::string>& ignored) {
+                                       const std::map<std::string, std::string>& ignored,
+                                       const std::vector<std::string>& int8_prefixes = {}) {
     const std::string dir = (fs::path(m.model_dir) / folder).string();
     const ComponentPlacement place = m.options.placement(folder);
     const at::Device device = parse_device_option(place.device);
@@ -55,6 +72,7 @@ std::shared_ptr<Module> load_component(Model::Impl& m, const std::string& folder
     bind.ignored_keys = ignored;
     bind.views_only = staged;
     auto report = io::bind_weights(folder, *module, weights, bind);
+    const size_t quantized = m.options.quantize == "int8" ? quantize_linears(*module, int8_prefixes) : 0;
 
     ComponentInfo info;
     info.folder = folder;
@@ -65,7 +83,8 @@ std::shared_ptr<Module> load_component(Model::Impl& m, const std::string& folder
     info.residency = staged ? "staged" : "resident";
     info.num_tensors = report.bound;
     info.num_parameters = report.num_parameters;
-    info.zero_copy = staged ? 0 : report.zero_copy;
+    info.zero_copy = staged ? 0 : report.zero_copy - std::min(report.zero_copy, quantized);
+    info.quantized = quantized;
     m.infos.push_back(info);
     m.residency[folder] = std::make_unique<ComponentResidency>(folder, *module, std::move(weights), device, dtype, staged);
     return module;
@@ -146,7 +165,9 @@ std::shared_ptr<const Model> Model::load(const std::string& model_dir, const Loa
     });
     m->ar = stage("loading vision_language_encoder", [&] {
         auto c = GlmArConfig::from_file(config_path(dir, "vision_language_encoder", "config.json"));
-        return load_component<GlmArModel>(*m, "vision_language_encoder", c, {});
+        // The text decoder and its lm_head: what the AR decode reads per token. The vision
+        // encoder runs once per condition image and stays in the compute dtype.
+        return load_component<GlmArModel>(*m, "vision_language_encoder", c, {}, {"model.language_model.", "lm_head"});
     });
     m->ar_generator = std::make_unique<ArGenerator>(*m->ar);
     stage("loading vision_language_encoder", [&] { read_sampling_defaults(*m); });
@@ -158,7 +179,7 @@ std::shared_ptr<const Model> Model::load(const std::string& model_dir, const Loa
     });
     m->transformer = stage("loading transformer", [&] {
         auto c = DiTConfig::from_file(config_path(dir, "transformer", "config.json"));
-        return load_component<GlmImageTransformer>(*m, "transformer", c, {});
+        return load_component<GlmImageTransformer>(*m, "transformer", c, {}, {""});
     });
     m->vae = stage("loading vae", [&] {
         auto c = VAEConfig::from_file(config_path(dir, "vae", "config.json"));
@@ -177,7 +198,8 @@ std::string Model::summary() const {
     for (const auto& c : impl_->infos) {
         s += str_cat("  ", c.folder, " [", c.class_name, "]: ", c.num_tensors, " tensors, ", c.num_parameters,
                      " parameters, ", c.dtype, " on ", c.device, " (", c.residency, "), ", c.zero_copy,
-                     " zero-copy\n    ");
+                     " zero-copy", c.quantized ? str_cat(", ", c.quantized, " linears int8") : std::string(),
+                     "\n    ");
         for (char ch : c.summary) s += ch == '\n' ? std::string("\n    ") : std::string(1, ch);
         s += "\n";
         total += c.num_parameters;

@@ -93,8 +93,9 @@ class GlmImageTransformer : public ParamModule {
                                  const at::Tensor& prior_tokens, const at::Tensor& temb, const DiTRope& rope,
                                  DiTKVCache* kv_cache = nullptr) const;
 
-    at::ScalarType dtype() const { return image_projector->weight.scalar_type(); }
-    at::Device device() const { return image_projector->weight.device(); }
+    // From the prior-token table, which is never quantized (the Linear weights may be int8).
+    at::ScalarType dtype() const { return prior_token_embedding->weight.scalar_type(); }
+    at::Device device() const { return prior_token_embedding->weight.device(); }
 
     DiTConfig config;
     std::shared_ptr<Linear> image_projector;  // image_projector.proj

@@ -47,7 +47,7 @@ GlmTextDecoder::GlmTextDecoder(const GlmArModel& model) : model_(model) {
 KVCache GlmTextDecoder::make_cache(int64_t batch, int64_t capacity) const {
     KVCache cache;
     cache.allocate(static_cast<int64_t>(model_.language_model->layers.size()), batch, kv_heads_, capacity, head_dim_,
-                   model_.lm_head->weight.options());
+                   at::TensorOptions().dtype(dtype()).device(device()));
     return cache;
 }
 

@@ -41,8 +41,9 @@ class GlmTextDecoder {
                        std::vector<at::Tensor>* layer_outputs = nullptr) const;
 
     at::Tensor logits(const at::Tensor& hidden) const { return model_.lm_head->forward(hidden); }
-    at::ScalarType dtype() const { return model_.lm_head->weight.scalar_type(); }
-    at::Device device() const { return model_.lm_head->weight.device(); }
+    // From the final norm, which is never quantized (the Linear weights may be int8).
+    at::ScalarType dtype() const { return model_.language_model->norm->weight.scalar_type(); }
+    at::Device device() const { return model_.language_model->norm->weight.device(); }
     const GlmTextConfig& config() const { return model_.config.text; }
 
   private:
