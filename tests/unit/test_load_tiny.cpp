@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include "glmimage/glmimage.h"
@@ -141,6 +143,49 @@ TEST(Placement, PerComponentDtypeAndBadOptions) {
     bad.components.clear();
     bad.residency = "offloaded";
     EXPECT_THROW(Pipeline::load(kTiny, bad), InputError);
+}
+
+}  // namespace
+}  // namespace glmimage
+
+namespace glmimage {
+namespace {
+
+// 4 threads x 3 generations each, mixed requests, on one shared Model: through 4 sessions
+// (concurrent) and through one session (queued). Each image equals the same request run alone.
+TEST(Concurrency, FourThreadsGiveTheSequentialImages) {
+    auto model = Model::load(kTiny);
+    auto request = [](int thread, int call) {
+        GenerateRequest r = small_request(static_cast<uint64_t>(10 * thread + call));
+        if ((thread + call) % 2) r.prompts = {"a red \"circle\"", "two words"};
+        if (call == 2) r.images_per_prompt = 2;
+        return r;
+    };
+    std::map<std::pair<int, int>, std::vector<std::vector<uint8_t>>> want;
+    {
+        Session alone(model);
+        for (int t = 0; t < 4; ++t)
+            for (int c = 0; c < 3; ++c)
+                for (const auto& img : alone.generate(request(t, c)).images) want[{t, c}].push_back(img.rgb);
+    }
+    for (const bool shared_session : {false, true}) {
+        Session shared(model);
+        std::map<std::pair<int, int>, std::vector<std::vector<uint8_t>>> got;
+        std::mutex got_mutex;
+        std::vector<std::thread> threads;
+        for (int t = 0; t < 4; ++t)
+            threads.emplace_back([&, t] {
+                Session own(model);
+                Session& s = shared_session ? shared : own;
+                for (int c = 0; c < 3; ++c) {
+                    auto res = s.generate(request(t, c));
+                    std::lock_guard<std::mutex> lock(got_mutex);
+                    for (const auto& img : res.images) got[{t, c}].push_back(img.rgb);
+                }
+            });
+        for (auto& th : threads) th.join();
+        EXPECT_EQ(got, want) << (shared_session ? "one shared session" : "one session per thread");
+    }
 }
 
 }  // namespace
