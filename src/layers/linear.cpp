@@ -13,8 +13,15 @@ Linear::Linear(int64_t in, int64_t out, bool has_bias, at::TensorOptions options
 
 namespace {
 
-// LibTorch's CPU _weight_int8pack_mm (2.13) crashes for bf16 inputs when the inner size is not
-// a multiple of 32 (seen with K = 100 and K = 13); every real GLM-Image width is one.
+// LibTorch's CPU _weight_int8pack_mm reads int8 at half the bytes of bf16 and wins where the
+// matmul is memory-bound: a few rows (the AR decode step; 4096x4096 with one row: 0.56 ms against
+// 1.11 ms in bf16, 2 threads here). From a few dozen rows on it is slower than widening the
+// weight and running the bf16 GEMM (64 rows: 12.8 ms against 12.0; 600: 8.4 against 1.1), so
+// prefill and DiT-sized inputs take the widening path.
+constexpr int64_t kInt8PackMaxRows = 8;
+
+// LibTorch 2.13's bf16 kernel also crashes when the inner size is not a multiple of 32 (seen
+// with K = 100 and K = 13); every real GLM-Image width is one.
 bool int8pack_takes(const at::Tensor& x2d, const at::Tensor& w) {
 #if TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 4
     (void)x2d, (void)w;
@@ -22,7 +29,7 @@ bool int8pack_takes(const at::Tensor& x2d, const at::Tensor& w) {
 #else
     const auto t = x2d.scalar_type();
     return x2d.is_cpu() && w.is_cpu() && (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf) &&
-           w.size(1) % 32 == 0;
+           w.size(1) % 32 == 0 && x2d.size(0) <= kInt8PackMaxRows;
 #endif
 }
 

@@ -13,8 +13,8 @@ class Linear : public ParamModule {
 
     // Weight-only int8: the weight becomes int8 [out, in] with one symmetric scale per output
     // channel (max |w| / 127, in the weight's dtype); the matmul then reads half the bytes of
-    // bf16. On the CPU it runs LibTorch's _weight_int8pack_mm where that kernel takes the shape,
-    // else (and on other devices) the int8 weight is widened per call.
+    // bf16. On the CPU, inputs of a few rows (the AR decode) run LibTorch's _weight_int8pack_mm;
+    // larger inputs (prefill, the DiT) and other devices widen the int8 weight per call.
     void quantize_int8();
     bool quantized() const { return weight.scalar_type() == at::kChar; }
 
