@@ -66,15 +66,8 @@ void register_testing_tokenizer(pybind11::module_& m) {
             },
             py::arg("prompts"), py::arg("images"), py::arg("target_h"), py::arg("target_w"))
         .def("render", &PromptProcessor::render, py::arg("prompt"), py::arg("num_images"));
-
-    m.def(
-        "glm_smart_resize",
-        [](int64_t h, int64_t w, int64_t factor, int64_t min_pixels, int64_t max_pixels) {
-            const ImageSize s = smart_resize(h, w, factor, min_pixels, max_pixels);
-            return std::make_pair(s.height, s.width);
-        },
-        py::arg("height"), py::arg("width"), py::arg("factor") = 16, py::arg("min_pixels") = 512 * 512,
-        py::arg("max_pixels") = 2048 * 2048);
+    // smart_resize, the one rule both the processor and the vision preprocessing apply, is
+    // bound once, in bind_testing_vision.cpp.
 }
 
 }  // namespace glmimage::python

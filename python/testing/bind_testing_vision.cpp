@@ -27,7 +27,7 @@ const PreprocessorConfig& processor_config(Pipeline& p) { return impl_of(p).prep
 void register_testing_vision(pybind11::module_& m) {
     namespace py = pybind11;
     m.def(
-        "vision_smart_resize",
+        "smart_resize",
         [](int64_t h, int64_t w, int64_t factor, int64_t min_pixels, int64_t max_pixels) {
             const ImageSize s = smart_resize(h, w, factor, min_pixels, max_pixels);
             return std::make_pair(s.height, s.width);

@@ -74,7 +74,7 @@ def test_smart_resize_rule():
     for h, w in sizes:
         if max(h, w) / min(h, w) > 4:
             continue
-        ours.append(_testing.vision_smart_resize(h, w, 16, 512 * 512, 2048 * 2048))
+        ours.append(_testing.smart_resize(h, w, 16, 512 * 512, 2048 * 2048))
         ref.append(smart_resize(h, w, 16, 512 * 512, 2048 * 2048))
     entry = record_exact("image_smart_resize", torch.tensor(ours), torch.tensor(ref), cases=len(ours))
     assert entry["ok"]
