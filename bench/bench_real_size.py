@@ -1,0 +1,142 @@
+"""GLM-Image at its real size on this machine's CPU: one image end to end from a random-weight
+checkpoint in the real layout (tools/make_real_size_checkpoint.py; made in --out, or reused if --out
+already holds one), bf16 weights used in place from the memory map (no copy in anonymous memory).
+
+Prints one JSON line:
+  load_s                   Pipeline.from_pretrained
+  ar_s_per_token           AR decode seconds per token (first token, i.e. the prefill, left out)
+  ar_roofline_s_per_token  bytes one decode step reads (the text decoder's weights, bf16, and its
+                           lm_head; the KV cache is negligible here) / a read bandwidth measured in
+                           the same run (the best of 5 passes of sum() over 512 MiB)
+  dit_s_per_step           the last denoising step's seconds (the first also pages the DiT in)
+  dit_roofline_s_per_step  DiT FLOPs per step (2 x tokens x the blocks' weights + attention
+                           4 x S^2 x inner x layers, both CFG passes) / a bf16 GEMM rate measured in
+                           the same run (the best of 5 4096^3 matmuls)
+  vae_s                    from the last denoising step to the image (the VAE decode)
+  peak_rss_mb, peak_anon_mb  VmHWM at the end, and the largest RssAnon seen (sampled at every
+                           progress step), from /proc/self/status
+  image                    the PNG written (noise: the weights are random)
+
+    python3 bench/bench_real_size.py --out DIR [--size 256] [--steps 2] [--threads 2]
+
+The reference (diffusers + transformers) cannot run this checkpoint on this machine: from_pretrained
+materializes the 35 GB of bf16 weights in anonymous memory, more than its 24 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "python"), str(REPO / "tests" / "python")]  # glmimage, glmimage_testing
+
+PROMPT = 'A poster that says "GLM-Image"'
+
+
+def proc_status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def best_of(fn, n: int = 5) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, help="checkpoint directory (made if it holds none)")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--image", default=None, help="PNG to write [OUT/../real_size.png]")
+    args = ap.parse_args()
+    out = Path(args.out)
+    if not (out / "model_index.json").exists():
+        subprocess.run([sys.executable, str(REPO / "tools" / "make_real_size_checkpoint.py"), "--out", str(out)],
+                       check=True)
+
+    import torch
+
+    import glmimage
+    import glmimage_testing as _testing
+
+    torch.set_num_threads(args.threads)
+    glmimage.set_num_threads(args.threads)
+    peak_anon = [proc_status_kib("RssAnon")]
+
+    t0 = time.perf_counter()
+    pipe = glmimage.Pipeline.from_pretrained(out, dtype="bfloat16")
+    load_s = time.perf_counter() - t0
+    ar_state = _testing.state_dict(pipe, "vision_language_encoder")
+    ar_bytes = sum(t.numel() * t.element_size() for k, t in ar_state.items()
+                   if k.startswith("model.language_model.layers.") or k.startswith("lm_head"))
+    dit_state = _testing.state_dict(pipe, "transformer")
+    dit_block_weights = sum(t.numel() for k, t in dit_state.items() if k.startswith("transformer_blocks.")
+                            and (".attn1." in k or ".ff." in k) and k.endswith(".weight"))
+    del ar_state, dit_state
+    cfg = json.loads((out / "transformer" / "config.json").read_text())
+
+    stamps: dict[str, list[float]] = {"ar": [], "denoise": []}
+
+    def progress(stage, step, total):
+        stamps.setdefault(stage, []).append(time.perf_counter())
+        peak_anon.append(proc_status_kib("RssAnon"))
+        if stage == "ar" and step % 20 == 0 or stage != "ar":
+            print(f"{stage} {step}/{total} at {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    prior = pipe.generate_prior_tokens(PROMPT, height=args.size, width=args.size, seed=1, callback=progress,
+                                       progress=False)
+    ar = stamps["ar"]
+    ar_s_per_token = (ar[-1] - ar[0]) / (len(ar) - 1)
+    t_dec = time.perf_counter()
+    result = pipe(PROMPT, prior_token_ids=prior, height=args.size, width=args.size,
+                  num_inference_steps=args.steps, seed=1, callback=progress, progress=False)
+    t_end = time.perf_counter()
+    den = stamps["denoise"]
+    dit_s_per_step = den[-1] - (den[-2] if len(den) > 1 else t_dec)
+    vae_s = t_end - den[-1]
+    image = Path(args.image) if args.image else out.parent / "real_size.png"
+    result.images[0].save(image)
+
+    # The machine's limits, measured now, in the same process and thread count.
+    buf = torch.ones(128 * 1024 * 1024, dtype=torch.float32)
+    bandwidth = buf.numel() * buf.element_size() / best_of(buf.sum)
+    del buf
+    n = 4096
+    a, b = torch.randn(n, n).to(torch.bfloat16), torch.randn(n, n).to(torch.bfloat16)
+    gemm = 2 * n**3 / best_of(lambda: a @ b)
+    glyph_rows = _testing.glyph_embeddings(pipe, [PROMPT]).shape[1]
+    seq = glyph_rows + (args.size // 16) ** 2
+    inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    dit_flops = 2 * (2 * seq * dit_block_weights + 4 * seq * seq * inner * cfg["num_layers"])
+
+    print(json.dumps({
+        "bench": "real_size", "size": args.size, "steps": args.steps, "threads": args.threads, "dtype": "bfloat16",
+        "ar_tokens": len(ar), "load_s": round(load_s, 2),
+        "ar_s_per_token": round(ar_s_per_token, 3), "ar_roofline_s_per_token": round(ar_bytes / bandwidth, 3),
+        "dit_s_per_step": round(dit_s_per_step, 2), "dit_roofline_s_per_step": round(dit_flops / gemm, 2),
+        "vae_s": round(vae_s, 2),
+        "peak_rss_mb": round(proc_status_kib("VmHWM") / 1024, 1), "peak_anon_mb": round(max(peak_anon) / 1024, 1),
+        "ar_bytes_per_token_gb": round(ar_bytes / 1e9, 2), "bandwidth_gb_s": round(bandwidth / 1e9, 2),
+        "dit_tflop_per_step": round(dit_flops / 1e12, 2), "bf16_gemm_tflop_s": round(gemm / 1e12, 3),
+        "image": str(image),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
