@@ -17,7 +17,7 @@ Prints one JSON line:
                            progress step), from /proc/self/status
   image                    the PNG written (noise: the weights are random)
 
-    python3 bench/bench_real_size.py --out DIR [--size 256] [--steps 2] [--threads 2]
+    python3 bench/bench_real_size.py --out DIR [--size 256] [--steps 2] [--threads 2] [--quantize int8]
 
 The reference (diffusers + transformers) cannot run this checkpoint on this machine: from_pretrained
 materializes the 35 GB of bf16 weights in anonymous memory, more than its 24 GB.
@@ -62,6 +62,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--image", default=None, help="PNG to write [OUT/../real_size.png]")
+    ap.add_argument("--quantize", choices=["none", "int8"], default="none",
+                    help="int8: the AR decoder's and the DiT's linears quantized at load (anonymous int8 copies)")
     args = ap.parse_args()
     out = Path(args.out)
     if not (out / "model_index.json").exists():
@@ -78,10 +80,10 @@ def main() -> int:
     peak_anon = [proc_status_kib("RssAnon")]
 
     t0 = time.perf_counter()
-    pipe = glmimage.Pipeline.from_pretrained(out, dtype="bfloat16")
+    pipe = glmimage.Pipeline.from_pretrained(out, dtype="bfloat16", quantize=args.quantize)
     load_s = time.perf_counter() - t0
     ar_state = _testing.state_dict(pipe, "vision_language_encoder")
-    ar_bytes = sum(t.numel() * t.element_size() for k, t in ar_state.items()
+    ar_bytes = sum(t.numel() * t.element_size() for k, t in ar_state.items()  # int8 when quantized
                    if k.startswith("model.language_model.layers.") or k.startswith("lm_head"))
     dit_state = _testing.state_dict(pipe, "transformer")
     dit_block_weights = sum(t.numel() for k, t in dit_state.items() if k.startswith("transformer_blocks.")
@@ -126,7 +128,7 @@ def main() -> int:
 
     print(json.dumps({
         "bench": "real_size", "size": args.size, "steps": args.steps, "threads": args.threads, "dtype": "bfloat16",
-        "ar_tokens": len(ar), "load_s": round(load_s, 2),
+        "quantize": args.quantize, "ar_tokens": len(ar), "load_s": round(load_s, 2),
         "ar_s_per_token": round(ar_s_per_token, 3), "ar_roofline_s_per_token": round(ar_bytes / bandwidth, 3),
         "dit_s_per_step": round(dit_s_per_step, 2), "dit_roofline_s_per_step": round(dit_flops / gemm, 2),
         "vae_s": round(vae_s, 2),
