@@ -25,6 +25,7 @@
 
 #include "glmimage/glmimage.h"
 #include "png_writer.h"
+#include "prompt_file.h"
 #include "progress_bar.h"
 
 namespace {
@@ -310,26 +311,6 @@ GenerateArgs parse_generate(Args& a) {
 
 // ---- generate ------------------------------------------------------------------------------
 
-std::vector<std::string> read_prompt_file(const std::string& path) {
-    std::ifstream file;
-    std::istream* in = &std::cin;
-    if (path != "-") {
-        if (fs::is_directory(path)) throw glmimage::InputError("prompt file '" + path + "' is a directory");
-        file.open(path);
-        if (!file) throw glmimage::InputError("cannot read prompt file '" + path + "': " + std::strerror(errno));
-        in = &file;
-    }
-    std::vector<std::string> prompts;
-    std::string line;
-    while (std::getline(*in, line)) {
-        if (!line.empty() && line.back() == '\r') line.pop_back();  // files written on Windows
-        if (line.find_first_not_of(" \t") != std::string::npos) prompts.push_back(line);
-    }
-    if (in->bad()) throw glmimage::InputError("cannot read prompt file '" + path + "'");
-    if (prompts.empty()) throw glmimage::InputError("prompt file '" + path + "' holds no prompt");
-    return prompts;
-}
-
 // out.png -> out-3.png, keeping the directory.
 std::string numbered(const std::string& output, size_t index) {
     const fs::path p(output);
@@ -383,7 +364,7 @@ int run_generate(GenerateArgs& g) {
         return fail(kExitRuntime, e.what());
     }
     try {
-        prompts = g.prompt_file.empty() ? g.prompts : read_prompt_file(g.prompt_file);
+        prompts = g.prompt_file.empty() ? g.prompts : glmimage::cli::read_prompt_file(g.prompt_file);
         const size_t per_prompt = static_cast<size_t>(g.req.images_per_prompt);
         const size_t total = prompts.size() * per_prompt;
         for (size_t i = 0; i < total; ++i) outputs.push_back(total == 1 ? g.output : numbered(g.output, i));

@@ -24,17 +24,28 @@
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_STATIC
 #include "stb_image_write.h"
-// Only the two formats we promise; the other decoders are untested attack surface.
+// PNG only. JPEG goes through libjpeg-turbo (decode_jpeg below): stb_image 2.27's JPEG decoder,
+// fuzzed (tests/fuzz/fuzz_image), wrote past a Huffman table, read 265 bytes before another,
+// shifted past 31 bits and aborted on internal asserts, all on small malformed files.
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_STATIC
 #define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
 #define STBI_NO_STDIO
 #define STBI_FAILURE_USERMSG
 // 16384 per side keeps a decoded image under 1 GiB of RGB; condition images are ~1024.
 #define STBI_MAX_DIMENSIONS 16384
+// stb's internal asserts must never abort the tool on a malformed file: an InputError instead
+// (the decoder's buffers of that one call leak when it throws; kilobytes, not the run).
+#define STBI_ASSERT(x)                                                                          \
+    do {                                                                                        \
+        if (!(x)) throw glmimage::InputError("malformed image data (decoder check '" #x "')"); \
+    } while (0)
 #include "stb_image.h"
 #pragma GCC diagnostic pop
+
+#include <csetjmp>
+#include <cstdio>
+#include <jpeglib.h>
 
 namespace glmimage::cli {
 namespace {
@@ -133,6 +144,85 @@ void append_to_vector(void* context, void* data, int size) {
 }
 
 std::string errno_text(int err) { return std::strerror(err); }
+
+constexpr int kMaxImageSide = 16384;
+constexpr int64_t kMaxImagePixels = int64_t{64} << 20;
+
+// Bounded before decoding: a small file can declare a huge canvas (a decompression bomb), and
+// the decoder would allocate it. GLM-Image resizes condition images to at most 2048 a side.
+void check_dimensions(const std::string& path, int64_t w, int64_t h) {
+    if (w <= 0 || h <= 0 || w > kMaxImageSide || h > kMaxImageSide || w * h > kMaxImagePixels)
+        throw InputError("image '" + path + "' is " + std::to_string(w) + "x" + std::to_string(h) + ": at most " +
+                         std::to_string(kMaxImageSide) + " pixels a side and " + std::to_string(kMaxImagePixels >> 20) +
+                         " Mpixels are accepted");
+}
+
+// Every PNG chunk's declared length must fit in the file. stb_image sizes its IDAT buffer from the
+// declared lengths before reading them, so a 349-byte file could make it allocate 2 GiB (found by
+// tests/fuzz/fuzz_image); a valid PNG never declares more than it holds.
+bool png_chunks_fit(const std::vector<uint8_t>& b) {
+    static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    if (b.size() < 8 || std::memcmp(b.data(), kSignature, 8) != 0) return true;  // not a PNG
+    size_t i = 8;  // past the signature
+    while (i + 8 <= b.size()) {
+        const uint64_t len = (uint64_t{b[i]} << 24) | (uint64_t{b[i + 1]} << 16) | (uint64_t{b[i + 2]} << 8) | b[i + 3];
+        if (len > b.size() - i - 8) return false;  // data (and at least no more than what is left)
+        if (std::memcmp(&b[i + 4], "IEND", 4) == 0) return true;
+        i += 12 + static_cast<size_t>(len);
+    }
+    return true;  // truncated before IEND: stb reports it
+}
+
+// libjpeg reports errors through a callback that must not return: it jumps back to decode_jpeg.
+struct JpegErrors {
+    jpeg_error_mgr mgr;
+    std::jmp_buf jump;
+    char message[JMSG_LENGTH_MAX];
+};
+
+[[noreturn]] void jpeg_fail(j_common_ptr c) {
+    auto* e = reinterpret_cast<JpegErrors*>(c->err);
+    (*c->err->format_message)(c, e->message);
+    std::longjmp(e->jump, 1);
+}
+
+void jpeg_quiet(j_common_ptr) {}  // warnings (corrupt data it can recover from) are not printed
+
+// JPEG -> RGB8 with libjpeg-turbo, as PIL (the reference's reader) decodes it. Only trivially
+// destructible locals live between setjmp and the calls that may jump; `img` is constructed first.
+Image decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path) {
+    Image img;
+    jpeg_decompress_struct cinfo{};
+    JpegErrors errors{};
+    cinfo.err = jpeg_std_error(&errors.mgr);
+    errors.mgr.error_exit = jpeg_fail;
+    errors.mgr.output_message = jpeg_quiet;
+    if (setjmp(errors.jump)) {
+        jpeg_destroy_decompress(&cinfo);
+        throw InputError("cannot decode image '" + path + "': " + errors.message);
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, bytes.data(), static_cast<unsigned long>(bytes.size()));
+    jpeg_read_header(&cinfo, TRUE);
+    const int64_t w = cinfo.image_width, h = cinfo.image_height;
+    if (w <= 0 || h <= 0 || w > kMaxImageSide || h > kMaxImageSide || w * h > kMaxImagePixels) {
+        jpeg_destroy_decompress(&cinfo);
+        check_dimensions(path, w, h);
+    }
+    cinfo.out_color_space = JCS_RGB;  // grey and YCbCr convert; CMYK is an error, as its message says
+    jpeg_start_decompress(&cinfo);
+    img.width = cinfo.output_width;
+    img.height = cinfo.output_height;
+    img.rgb.resize(static_cast<size_t>(img.width) * static_cast<size_t>(img.height) * 3);
+    while (cinfo.output_scanline < cinfo.output_height) {
+        JSAMPROW row = img.rgb.data() + static_cast<size_t>(cinfo.output_scanline) * static_cast<size_t>(img.width) * 3;
+        jpeg_read_scanlines(&cinfo, &row, 1);
+    }
+    jpeg_finish_decompress(&cinfo);
+    jpeg_destroy_decompress(&cinfo);
+    return img;
+}
+
 
 // Writes all of `bytes`, retrying short writes and EINTR; false with errno set on failure.
 bool write_all(int fd, const uint8_t* bytes, size_t size) {
@@ -247,10 +337,14 @@ Image read_image(const std::string& path) {
     if (bytes.empty()) throw InputError("image '" + path + "' is empty (0 bytes)");
     if (bytes.size() > static_cast<size_t>(INT_MAX)) throw InputError("image '" + path + "' is too large");
 
+    if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF) return decode_jpeg(bytes, path);
+    if (!png_chunks_fit(bytes))
+        throw InputError("image '" + path + "' is a malformed PNG (a chunk is longer than the file)");
     const int len = static_cast<int>(bytes.size());
     int w = 0, h = 0, channels = 0;
     if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &channels))
         throw InputError("image '" + path + "' is not a PNG or JPEG image");
+    check_dimensions(path, w, h);
     stbi_uc* pixels = stbi_load_from_memory(bytes.data(), len, &w, &h, &channels, 3);
     if (!pixels) {
         const char* why = stbi_failure_reason();

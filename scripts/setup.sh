@@ -25,7 +25,7 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 # --- Debian packages ---------------------------------------------------------------------
-DEB_PKGS=(build-essential libgtest-dev nlohmann-json3-dev libpcre2-dev libstb-dev ccache)
+DEB_PKGS=(build-essential libgtest-dev nlohmann-json3-dev libpcre2-dev libstb-dev libjpeg-dev ccache clang)
 missing=()
 for p in "${DEB_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ! command -v cmake >/dev/null 2>&1; then missing+=(cmake); fi

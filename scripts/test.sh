@@ -11,6 +11,9 @@ BUILD_DIR="${BUILD_DIR:-build}"
 echo "== C++ tests (ctest)"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j2
 
+echo "== fuzz targets (libFuzzer + ASan/UBSan), 20 s each on their corpus"
+bash tests/fuzz/run.sh 20
+
 echo "== Python tests (pytest)"
 python3 -m pytest -q
 

@@ -297,7 +297,9 @@ void BpeTokenizer::Impl::encode_text(std::string_view s, std::vector<int64_t>& o
     std::vector<std::pair<size_t, size_t>> pieces{{0, s.size()}}, next;
     for (const Split& sp : splits) {
         next.clear();
-        for (const auto& [b, e] : pieces) {
+        for (const auto& piece : pieces) {
+            // Named copies, not a structured binding: C++17 lambdas cannot capture those (clang rejects it).
+            const size_t b = piece.first, e = piece.second;
             const std::string_view sub = s.substr(b, e - b);
             size_t prev = 0;
             sp.re->for_each_match(sub, [&](size_t ms, size_t me) {

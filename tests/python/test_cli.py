@@ -262,6 +262,37 @@ def test_bad_condition_image(tmp_path, kind):
     run_failing(tmp_path, "x", "--image", path, *FAST, "-o", tmp_path / "out.png", code=1, says=str(path))
 
 
+@pytest.mark.parametrize("kind", ["rgb", "gray", "truncated", "cmyk", "bomb"])
+def test_jpeg_condition_images(tmp_path, kind):
+    # JPEG goes through libjpeg-turbo (stb_image's JPEG decoder failed the fuzzer); grey converts,
+    # broken files and CMYK are clear errors, and a canvas too large is refused before decoding.
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8))
+    path = tmp_path / f"cond-{kind}.jpg"
+    if kind == "gray":
+        img = img.convert("L")
+    if kind == "cmyk":
+        img = img.convert("CMYK")
+    img.save(path, quality=90)
+    if kind == "truncated":
+        path.write_bytes(path.read_bytes()[:300])
+    if kind == "bomb":  # a valid header declaring 65000x65000 pixels
+        data = bytearray(path.read_bytes())
+        sof = data.find(b"\xff\xc0")
+        data[sof + 5:sof + 9] = (65000).to_bytes(2, "big") * 2
+        path.write_bytes(bytes(data))
+    out = tmp_path / "out.png"
+    if kind in ("rgb", "gray"):
+        res = run("x", "--image", path, *FAST, "--steps", "1", "-o", out)
+        assert res.returncode == 0, res.stderr
+        assert out.exists()
+    else:
+        says = {"truncated": "cannot decode image", "cmyk": "cannot decode image", "bomb": "65000x65000"}[kind]
+        run_failing(tmp_path, "x", "--image", path, *FAST, "-o", out, code=1, says=says)
+
+
 def test_output_directory_missing(tmp_path):
     run_failing(tmp_path, "x", *FAST, "-o", tmp_path / "no" / "out.png", code=1, says="does not exist")
 

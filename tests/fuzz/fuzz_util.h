@@ -1,0 +1,23 @@
+// Shared by the libFuzzer targets: the readers under test take paths (they memory-map or stream
+// files), so each input is written to one per-process file in /dev/shm (or /tmp).
+#pragma once
+
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+namespace glmimage::fuzz {
+
+inline std::string input_file(const uint8_t* data, size_t size, const char* suffix) {
+    static const std::string dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    const std::string path = dir + "/glmi_fuzz_" + std::to_string(getpid()) + suffix;
+    FILE* f = std::fopen(path.c_str(), "wb");
+    if (!f) __builtin_trap();
+    if (size && std::fwrite(data, 1, size, f) != size) __builtin_trap();
+    std::fclose(f);
+    return path;
+}
+
+}  // namespace glmimage::fuzz
