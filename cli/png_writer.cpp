@@ -11,8 +11,6 @@
 #include <climits>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 // The stb headers are third-party C; their warnings under -Wall -Wextra are not ours.
 #pragma GCC diagnostic push
@@ -46,6 +44,7 @@
 #include <csetjmp>
 #include <cstdio>
 #include <jpeglib.h>
+#include <jerror.h>
 
 namespace glmimage::cli {
 namespace {
@@ -157,12 +156,16 @@ void check_dimensions(const std::string& path, int64_t w, int64_t h) {
                          " Mpixels are accepted");
 }
 
+bool is_png(const std::vector<uint8_t>& b) {
+    static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    return b.size() >= 8 && std::memcmp(b.data(), kSignature, 8) == 0;
+}
+
 // Every PNG chunk's declared length must fit in the file. stb_image sizes its IDAT buffer from the
 // declared lengths before reading them, so a 349-byte file could make it allocate 2 GiB (found by
 // tests/fuzz/fuzz_image); a valid PNG never declares more than it holds.
 bool png_chunks_fit(const std::vector<uint8_t>& b) {
-    static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-    if (b.size() < 8 || std::memcmp(b.data(), kSignature, 8) != 0) return true;  // not a PNG
+    if (!is_png(b)) return true;
     size_t i = 8;  // past the signature
     while (i + 8 <= b.size()) {
         const uint64_t len = (uint64_t{b[i]} << 24) | (uint64_t{b[i + 1]} << 16) | (uint64_t{b[i + 2]} << 8) | b[i + 3];
@@ -171,6 +174,40 @@ bool png_chunks_fit(const std::vector<uint8_t>& b) {
         i += 12 + static_cast<size_t>(len);
     }
     return true;  // truncated before IEND: stb reports it
+}
+
+// IHDR, the first chunk of every PNG (PNG spec 11.2.2); read here so the dimensions are checked
+// with our message before stb sees the file (stb refuses over 16384 a side as "not an image").
+struct PngHeader {
+    bool valid = false;
+    int64_t width = 0, height = 0;
+    int depth = 0, color_type = 0;
+};
+
+PngHeader png_header(const std::vector<uint8_t>& b) {
+    PngHeader h;
+    if (b.size() < 8 + 8 + 13 || std::memcmp(&b[8], "\0\0\0\x0dIHDR", 8) != 0) return h;
+    auto u32 = [&](size_t i) {
+        return (uint32_t{b[i]} << 24) | (uint32_t{b[i + 1]} << 16) | (uint32_t{b[i + 2]} << 8) | b[i + 3];
+    };
+    h.valid = true;
+    h.width = u32(16);
+    h.height = u32(20);
+    h.depth = b[24];
+    h.color_type = b[25];
+    return h;
+}
+
+// What a file that is neither PNG nor JPEG is, for the message.
+std::string other_format(const std::vector<uint8_t>& b) {
+    auto starts = [&](const char* magic, size_t n, size_t at = 0) {
+        return b.size() >= at + n && std::memcmp(b.data() + at, magic, n) == 0;
+    };
+    if (starts("GIF87a", 6) || starts("GIF89a", 6)) return " (it is a GIF file)";
+    if (starts("BM", 2)) return " (it looks like a BMP file)";
+    if (starts("RIFF", 4) && starts("WEBP", 4, 8)) return " (it is a WebP file)";
+    if (starts("II*\0", 4) || starts("MM\0*", 4)) return " (it is a TIFF file)";
+    return "";
 }
 
 // libjpeg reports errors through a callback that must not return: it jumps back to decode_jpeg.
@@ -186,20 +223,40 @@ struct JpegErrors {
     std::longjmp(e->jump, 1);
 }
 
-void jpeg_quiet(j_common_ptr) {}  // warnings (corrupt data it can recover from) are not printed
+// Warnings (corrupt data libjpeg can recover from) are not printed and not errors, as in PIL, except
+// the end of the data before the end of the image: libjpeg would pad the rest with grey, while PIL
+// refuses a truncated JPEG ("image file is truncated"), so the reference never sees such an image.
+void jpeg_message(j_common_ptr c, int level) {
+    if (level < 0 && c->err->msg_code == JWRN_JPEG_EOF) jpeg_fail(c);
+}
 
-// JPEG -> RGB8 with libjpeg-turbo, as PIL (the reference's reader) decodes it. Only trivially
-// destructible locals live between setjmp and the calls that may jump; `img` is constructed first.
-Image decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path) {
-    Image img;
+// Adobe CMYK (PIL assumes every 4-component JPEG stores inverted CMYK, as Photoshop writes it) to RGB
+// the way PIL's convert("RGB") does: each channel (255 - C) * (255 - K) / 255, rounded.
+void cmyk_row_to_rgb(const uint8_t* in, uint8_t* out, size_t width) {
+    auto mul_div_255 = [](int a, int b) {
+        const int t = a * b + 128;
+        return ((t >> 8) + t) >> 8;
+    };
+    for (size_t x = 0; x < width; ++x, in += 4, out += 3) {
+        const int not_k = in[3];  // stored inverted: 255 - K
+        for (int ch = 0; ch < 3; ++ch) out[ch] = static_cast<uint8_t>(not_k - mul_div_255(255 - in[ch], not_k));
+    }
+}
+
+// JPEG -> RGB8 with libjpeg-turbo, as PIL (the reference's reader) decodes it: the same integer
+// DCT and fancy upsampling, so the same bytes. Only trivially destructible locals live here between
+// setjmp and the calls that may jump; the buffers are the caller's (`img`, `cmyk_row`).
+void decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path, Image& img,
+                 std::vector<uint8_t>& cmyk_row) {
     jpeg_decompress_struct cinfo{};
     JpegErrors errors{};
     cinfo.err = jpeg_std_error(&errors.mgr);
     errors.mgr.error_exit = jpeg_fail;
-    errors.mgr.output_message = jpeg_quiet;
+    errors.mgr.emit_message = jpeg_message;
     if (setjmp(errors.jump)) {
         jpeg_destroy_decompress(&cinfo);
-        throw InputError("cannot decode image '" + path + "': " + errors.message);
+        const bool truncated = errors.mgr.msg_code == JWRN_JPEG_EOF;
+        throw InputError("cannot decode image '" + path + "': " + errors.message + (truncated ? " (truncated)" : ""));
     }
     jpeg_create_decompress(&cinfo);
     jpeg_mem_src(&cinfo, bytes.data(), static_cast<unsigned long>(bytes.size()));
@@ -209,18 +266,76 @@ Image decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path) {
         jpeg_destroy_decompress(&cinfo);
         check_dimensions(path, w, h);
     }
-    cinfo.out_color_space = JCS_RGB;  // grey and YCbCr convert; CMYK is an error, as its message says
+    // Grey and YCbCr convert to RGB in libjpeg; CMYK and YCCK come out as CMYK, converted below.
+    const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
+    cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
     jpeg_start_decompress(&cinfo);
     img.width = cinfo.output_width;
     img.height = cinfo.output_height;
-    img.rgb.resize(static_cast<size_t>(img.width) * static_cast<size_t>(img.height) * 3);
+    const size_t width = cinfo.output_width;
+    img.rgb.resize(width * static_cast<size_t>(img.height) * 3);
+    if (cmyk) cmyk_row.resize(width * 4);
     while (cinfo.output_scanline < cinfo.output_height) {
-        JSAMPROW row = img.rgb.data() + static_cast<size_t>(cinfo.output_scanline) * static_cast<size_t>(img.width) * 3;
+        uint8_t* out = img.rgb.data() + static_cast<size_t>(cinfo.output_scanline) * width * 3;
+        JSAMPROW row = cmyk ? cmyk_row.data() : out;
         jpeg_read_scanlines(&cinfo, &row, 1);
+        if (cmyk) cmyk_row_to_rgb(cmyk_row.data(), out, width);
     }
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
-    return img;
+}
+
+// The whole file, refusing what is not a regular file (a FIFO would block the read, a device never
+// end) before opening it, and again after (O_NONBLOCK + fstat: the path may change in between).
+std::vector<uint8_t> read_image_file(const std::string& path) {
+    auto not_regular = [&](mode_t mode) {
+        const char* what = S_ISFIFO(mode) ? "a FIFO" : S_ISSOCK(mode) ? "a socket" : S_ISCHR(mode) ? "a character device"
+                           : S_ISBLK(mode) ? "a block device" : "not a file";
+        return InputError("image '" + path + "' is not a regular file (" + what + ")");
+    };
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+        const int err = errno;
+        if (err == ENOENT || err == ENOTDIR) throw InputError("image '" + path + "' does not exist");
+        throw InputError("cannot read image '" + path + "': " + errno_text(err));
+    }
+    if (S_ISDIR(st.st_mode)) throw InputError("image '" + path + "' is a directory");
+    if (!S_ISREG(st.st_mode)) throw not_regular(st.st_mode);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) throw InputError("cannot read image '" + path + "': " + errno_text(errno));
+    std::vector<uint8_t> bytes;
+    std::string failure;
+    if (::fstat(fd, &st) != 0) {
+        failure = "cannot read image '" + path + "': " + errno_text(errno);
+    } else if (!S_ISREG(st.st_mode)) {
+        ::close(fd);
+        throw not_regular(st.st_mode);
+    } else if (static_cast<std::uintmax_t>(st.st_size) > kMaxImageFileBytes) {
+        failure = "image '" + path + "' is too large (" + std::to_string(st.st_size >> 20) + " MiB; at most " +
+                  std::to_string(kMaxImageFileBytes >> 20) + " MiB are read)";
+    } else {
+        bytes.resize(static_cast<size_t>(st.st_size) + 1);  // one more: notices a file that grew
+        size_t have = 0;
+        while (failure.empty()) {
+            if (have == bytes.size()) {
+                if (bytes.size() > kMaxImageFileBytes) {
+                    failure = "image '" + path + "' is too large (more than " + std::to_string(kMaxImageFileBytes >> 20) +
+                              " MiB)";
+                    break;
+                }
+                bytes.resize(bytes.size() * 2);
+            }
+            const ssize_t n = ::read(fd, bytes.data() + have, bytes.size() - have);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) failure = "cannot read image '" + path + "': " + errno_text(errno);
+            if (n <= 0) break;
+            have += static_cast<size_t>(n);
+        }
+        bytes.resize(have);
+    }
+    ::close(fd);
+    if (!failure.empty()) throw InputError(failure);
+    return bytes;
 }
 
 
@@ -322,39 +437,59 @@ void write_file_atomic(const std::string& path, const std::vector<uint8_t>& byte
 }
 
 Image read_image(const std::string& path) {
-    const fs::path p(path);
-    std::error_code ec;
-    const auto st = fs::status(p, ec);
-    if (!fs::exists(st)) throw InputError("image '" + path + "' does not exist");
-    if (fs::is_directory(st)) throw InputError("image '" + path + "' is a directory");
-    std::ifstream in(p, std::ios::binary);
-    if (!in) throw InputError("cannot read image '" + path + "': " + errno_text(errno));
-    const std::uintmax_t size = fs::file_size(p, ec);
-    if (!ec && size > kMaxImageFileBytes)
-        throw InputError("image '" + path + "' is too large (" + std::to_string(size >> 20) + " MiB)");
-    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad()) throw InputError("cannot read image '" + path + "'");
+    const std::vector<uint8_t> bytes = read_image_file(path);
     if (bytes.empty()) throw InputError("image '" + path + "' is empty (0 bytes)");
     if (bytes.size() > static_cast<size_t>(INT_MAX)) throw InputError("image '" + path + "' is too large");
 
-    if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF) return decode_jpeg(bytes, path);
+    Image img;
+    if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF) {
+        std::vector<uint8_t> cmyk_row;
+        decode_jpeg(bytes, path, img, cmyk_row);
+        return img;
+    }
+    if (!is_png(bytes)) throw InputError("image '" + path + "' is not a PNG or JPEG image" + other_format(bytes));
+    const PngHeader header = png_header(bytes);
+    if (header.valid) check_dimensions(path, header.width, header.height);
     if (!png_chunks_fit(bytes))
-        throw InputError("image '" + path + "' is a malformed PNG (a chunk is longer than the file)");
+        throw InputError("image '" + path + "' is a malformed PNG (a chunk is longer than the file: truncated?)");
     const int len = static_cast<int>(bytes.size());
     int w = 0, h = 0, channels = 0;
-    if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &channels))
-        throw InputError("image '" + path + "' is not a PNG or JPEG image");
+    if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &channels)) {
+        const char* why = stbi_failure_reason();
+        throw InputError("cannot decode image '" + path + "': " + (why ? why : "not a valid PNG"));
+    }
     check_dimensions(path, w, h);
-    stbi_uc* pixels = stbi_load_from_memory(bytes.data(), len, &w, &h, &channels, 3);
-    if (!pixels) {
+    auto pixels = [&] {  // of the image stb decoded
+        img.height = h;
+        img.width = w;
+        return static_cast<size_t>(w) * static_cast<size_t>(h);
+    };
+    if (header.depth == 16 && header.color_type == 0) {
+        // 16-bit grey: PIL opens it as mode "I;16", and convert("RGB") clips each sample at 255
+        // instead of scaling (0..255 keep their value, 256..65535 all become white). That is what
+        // the reference is given, so it is what we give too. Every other 16-bit PNG (grey + alpha,
+        // RGB, RGBA) PIL reduces to its high byte, as stb does.
+        stbi_us* grey = stbi_load_16_from_memory(bytes.data(), len, &w, &h, &channels, 1);
+        if (!grey) {
+            const char* why = stbi_failure_reason();
+            throw InputError("cannot decode image '" + path + "': " + (why ? why : "unknown error"));
+        }
+        const size_t n = pixels();
+        img.rgb.resize(n * 3);
+        for (size_t i = 0; i < n; ++i) {
+            const auto v = static_cast<uint8_t>(grey[i] > 255 ? 255 : grey[i]);
+            img.rgb[3 * i] = img.rgb[3 * i + 1] = img.rgb[3 * i + 2] = v;
+        }
+        stbi_image_free(grey);
+        return img;
+    }
+    stbi_uc* rgb = stbi_load_from_memory(bytes.data(), len, &w, &h, &channels, 3);
+    if (!rgb) {
         const char* why = stbi_failure_reason();
         throw InputError("cannot decode image '" + path + "': " + (why ? why : "unknown error"));
     }
-    Image img;
-    img.height = h;
-    img.width = w;
-    img.rgb.assign(pixels, pixels + static_cast<size_t>(w) * static_cast<size_t>(h) * 3);
-    stbi_image_free(pixels);
+    img.rgb.assign(rgb, rgb + pixels() * 3);
+    stbi_image_free(rgb);
     return img;
 }
 

@@ -29,8 +29,12 @@ void write_file_atomic(const std::string& path, const std::vector<uint8_t>& byte
 // writable and `path` is not a directory. Lets the tool fail before a long generation.
 void check_writable(const std::string& path);
 
-// Reads a PNG or JPEG file as RGB8 (grey and alpha are converted; alpha is dropped).
-// Throws InputError naming the file when it is missing, unreadable, empty or not an image.
+// Reads a PNG or JPEG file as RGB8, the same bytes as PIL's Image.open(path).convert("RGB") (the
+// reference's reader): grey, palette, tRNS and alpha converted (alpha dropped, not composited),
+// 16-bit reduced as PIL does (high byte; 16-bit grey clipped at 255), CMYK JPEG converted as PIL
+// does, APNG's default image, EXIF orientation not applied. Throws InputError naming the file when
+// it is missing, unreadable, not a regular file, empty, truncated, not a PNG or JPEG (GIF, BMP,
+// WebP, TIFF are refused), or over 16384 pixels a side or 64 Mpixels (checked before decoding).
 Image read_image(const std::string& path);
 
 }  // namespace glmimage::cli
