@@ -109,9 +109,16 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def png_bytes(width: int, height: int, depth: int, color_type: int, rows: list[bytes], extra: bytes = b"") -> bytes:
-    """A PNG by hand (filter 0 on every row): what PIL cannot write, such as 16-bit RGB."""
-    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
+ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+
+
+def png_bytes(width: int, height: int, depth: int, color_type: int, rows: list[bytes], extra: bytes = b"",
+              interlaced_pixels: Optional[np.ndarray] = None) -> bytes:
+    """A PNG by hand (filter 0 on every row): what PIL cannot write, such as 16-bit RGB or Adam7
+    interlacing (`interlaced_pixels`: uint8 [H, W, C] at depth 8, in place of `rows`)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 1 if interlaced_pixels is not None else 0)
+    if interlaced_pixels is not None:
+        rows = [bytes(r) for x0, y0, dx, dy in ADAM7 for r in interlaced_pixels[y0::dy, x0::dx] if r.size]
     idat = zlib.compress(b"".join(b"\x00" + r for r in rows))
     return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + extra + png_chunk(b"IDAT", idat)
             + png_chunk(b"IEND", b""))
@@ -199,6 +206,11 @@ def mk_rgb_trns(p):
     a = rgb8()
     a[3, 4] = (10, 20, 30)
     save(Image.fromarray(a), p, "PNG", transparency=(10, 20, 30))
+
+
+def mk_rgba_interlaced(p):
+    a = np.concatenate([rgb8(), np.random.default_rng(9).integers(0, 256, (H, W, 1)).astype(np.uint8)], -1)
+    p.write_bytes(png_bytes(W, H, 8, 6, [], interlaced_pixels=a))
 
 
 def mk_gray16(p):
@@ -336,6 +348,7 @@ CASES = [
     Case("gray+alpha png", mk_gray_alpha, "match"),
     Case("rgba png", mk_rgba, "match"),
     Case("rgb png + tRNS", mk_rgb_trns, "match"),
+    Case("rgba png, Adam7 interlaced", mk_rgba_interlaced, "match"),
     Case("palette png", mk_palette, "match"),
     Case("palette png + tRNS", mk_palette_trns, "match"),
     Case("palette 4-bit png", mk_palette_4bit, "match"),
