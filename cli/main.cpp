@@ -94,8 +94,10 @@ generate options [default]:
   --residency R           resident (every component on its device from the start) or staged
                           (each stage's weights placed on the device only while it runs:
                           less memory, identical images) [resident]
-  --quantize Q            none or int8: weight-only int8 for the AR decoder and DiT linears,
-                          quantized at load (half the weight bytes; close, not identical) [none]
+  --quantize Q            none, int8 or fp8, for the AR decoder and DiT linears, quantized at
+                          load (close, not identical): int8 weight-only, per channel (half the
+                          weight bytes of bf16); fp8 e4m3 weights and per-row inputs through the
+                          scaled matmul (Hopper GPUs; CPUs where LibTorch has it) [none]
   --threads N             CPU threads for the process; 0 keeps LibTorch's default [0]
   --progress              draw progress bars even when stderr is not a terminal [only on a terminal]
   -q, --quiet             print nothing but errors (no file names, no seed, no progress)

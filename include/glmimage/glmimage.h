@@ -109,7 +109,8 @@ struct ComponentInfo {
     size_t num_tensors = 0;
     long long num_parameters = 0;
     size_t zero_copy = 0;     // tensors used straight from the mapped file while resident
-    size_t quantized = 0;     // Linear weights held in int8 (LoadOptions::quantize)
+    size_t quantized = 0;     // Linear weights held in int8 or fp8 (LoadOptions::quantize)
+    size_t fused = 0;         // q/k/v projection groups run as one matmul (fused at load)
 };
 
 // The loaded checkpoint: configs, tokenizers and weights. Immutable after load and safe to

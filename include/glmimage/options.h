@@ -24,10 +24,15 @@ struct LoadOptions {
     // Per-component overrides, keyed by the checkpoint folder: "vision_language_encoder",
     // "text_encoder", "transformer", "vae". E.g. {{"vae", {"cpu", "float32", ""}}}.
     std::map<std::string, ComponentPlacement> components;
-    // "none" or "int8": weight-only int8 with per-output-channel scales for every Linear of the
-    // AR text decoder (and its lm_head) and of the DiT, quantized at load from the checkpoint's
-    // weights (half the bytes of bf16). "fp8" (Hopper GPUs) is not implemented yet: an
-    // UnsupportedError. Not combined with "staged" residency yet.
+    // Quantized at load from the checkpoint's weights, for every Linear of the AR text decoder
+    // (and its lm_head) and of the DiT; the other components keep their dtype.
+    //   "none"
+    //   "int8": weight-only int8 with per-output-channel scales (half the bytes of bf16).
+    //   "fp8":  e4m3 weights with per-output-channel scales, inputs quantized per row at each
+    //           call, LibTorch's row-wise scaled matmul (Hopper GPUs; the CPU where LibTorch has
+    //           the kernel). UnsupportedError at load where the device has no working kernel.
+    // With "staged" residency the quantized weights rest in host memory (anonymous, quantized
+    // once at load) and move to the device with their stage; the rest stays in the file.
     std::string quantize = "none";
 
     // Throws InputError / UnsupportedError for values outside the lists above.

@@ -332,8 +332,10 @@ class Pipeline(_C.Pipeline):
         stage runs, as diffusers' ``enable_model_cpu_offload``; identical images, less memory).
         components: per-component overrides, e.g. ``{"vae": {"dtype": "float32"}}``; folders
         "vision_language_encoder", "text_encoder", "transformer", "vae"; keys device, dtype, residency.
-        quantize: None or "int8": weight-only int8 (per output channel) for the AR text decoder and
-        the DiT's linear layers, quantized at load (half the weight bytes of bf16).
+        quantize: None, "int8" or "fp8", for the AR text decoder's and the DiT's linear layers,
+        quantized at load: "int8" weight-only, per output channel (half the weight bytes of bf16);
+        "fp8" e4m3 weights (per output channel) and inputs (per row, at each call) through the
+        row-wise scaled matmul (Hopper GPUs, and CPUs where LibTorch has the kernel).
         CPU threads are a process setting: ``glmimage.set_num_threads(n)``.
         """
         return cls(path, dtype=dtype, device=device, residency=residency, components=components, quantize=quantize)

@@ -148,7 +148,8 @@ void register_pipeline(py::module_& m) {
         .def_readonly("num_tensors", &ComponentInfo::num_tensors)
         .def_readonly("num_parameters", &ComponentInfo::num_parameters)
         .def_readonly("zero_copy", &ComponentInfo::zero_copy)
-        .def_readonly("quantized", &ComponentInfo::quantized);
+        .def_readonly("quantized", &ComponentInfo::quantized)
+        .def_readonly("fused", &ComponentInfo::fused);
 
     py::class_<ArSettings>(m, "ArSettings")
         .def(py::init<>())

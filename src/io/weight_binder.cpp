@@ -37,6 +37,8 @@ std::map<std::string, Target> collect_targets(ParamModule& root) {
 
 std::vector<int64_t> sizes_of(const at::Tensor& t) { return t.sizes().vec(); }
 
+bool is_quantized_storage(at::ScalarType t) { return t == at::kChar || t == at::kFloat8_e4m3fn; }
+
 }  // namespace
 
 std::vector<ParamSpec> parameter_specs(ParamModule& root) {
@@ -51,7 +53,13 @@ void place_weights(ParamModule& root, const WeightIndex& weights, std::optional<
     for (auto& [name, target] : collect_targets(root)) {
         const TensorRef* ref = weights.find(name);
         GLMI_CHECK(ref != nullptr, "placing '", name, "': not in the checkpoint");
-        const bool floating = at::isFloatingType(target.current.scalar_type());
+        const auto held = target.current.scalar_type();
+        if (is_quantized_storage(held) && !is_quantized_storage(to_scalar_type(ref->info->dtype))) {
+            // Derived at load (a quantized weight): the file cannot give it back, so it moves as is.
+            target.owner->replace_parameter(target.local_name, target.current.to(device));
+            continue;
+        }
+        const bool floating = at::isFloatingType(held);
         target.owner->replace_parameter(target.local_name, load_tensor(*ref, floating ? dtype : std::nullopt, device));
     }
 }

@@ -38,7 +38,8 @@ BindReport bind_weights(const std::string& component, ParamModule& root, const W
 // Re-points every parameter of a bound tree at the checkpoint tensor of the same key, in
 // `dtype` (floating parameters only; nullopt keeps the file's) on `device`, through the
 // modules' own slots, so the forward code reads the new tensors. With the file's dtype on the
-// CPU these are the zero-copy views again. Moves components on and off their device.
+// CPU these are the zero-copy views again. Moves components on and off their device. A
+// parameter quantized at load (int8 or fp8 where the file holds a float) is moved as it is.
 void place_weights(ParamModule& root, const WeightIndex& weights, std::optional<at::ScalarType> dtype,
                    at::Device device);
 

@@ -2,7 +2,10 @@
 
 #include <torch/version.h>
 
+#include <numeric>
+
 #include "core/check.h"
+#include "glmimage/errors.h"
 
 namespace glmimage {
 
@@ -33,34 +36,147 @@ bool int8pack_takes(const at::Tensor& x2d, const at::Tensor& w) {
 #endif
 }
 
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+#define GLMI_HAVE_ROWWISE_SCALED_MM 1  // _scaled_mm with [M, 1] x [1, N] float32 scales
+#endif
+
+constexpr double kE4m3Max = 448.0;
+
+// x2d [M, K] -> y [M, N] through the row-wise fp8 scaled matmul: x is quantized per row with a
+// dynamic scale (max |x| / 448, as the weight was per output channel), w8 is [N, K] e4m3 and
+// w_scale float32 [1, N]. CUDA's row-wise kernel writes bf16; the result is cast to x's dtype.
+at::Tensor fp8_matmul(const at::Tensor& x2d, const at::Tensor& w8, const at::Tensor& w_scale) {
+#ifdef GLMI_HAVE_ROWWISE_SCALED_MM
+    const auto xf = x2d.to(at::kFloat);
+    const auto x_scale = xf.abs().amax({1}, /*keepdim=*/true).clamp_min(1e-12) / kE4m3Max;
+    const auto xq = (xf / x_scale).to(at::kFloat8_e4m3fn);
+    return at::_scaled_mm(xq, w8.t(), x_scale, w_scale, /*bias=*/std::nullopt, /*scale_result=*/std::nullopt,
+                          at::kBFloat16, /*use_fast_accum=*/false)
+        .to(x2d.scalar_type());
+#else
+    (void)x2d, (void)w8, (void)w_scale;
+    throw UnsupportedError("fp8 needs LibTorch >= 2.5 (row-wise _scaled_mm)");
+#endif
+}
+
 }  // namespace
+
+bool Linear::quantized() const {
+    const auto t = weight.scalar_type();
+    return t == at::kChar || t == at::kFloat8_e4m3fn;
+}
 
 at::Tensor Linear::forward(const at::Tensor& x) const {
     if (!quantized()) return at::linear(x, weight, bias);
     const int64_t in = weight.size(1), out = weight.size(0);
     auto x2d = x.reshape({-1, in}).contiguous();
-    const auto scale = weight_scale.to(x.scalar_type());
     at::Tensor y;
+    if (weight.scalar_type() == at::kFloat8_e4m3fn) {
+        y = fp8_matmul(x2d, weight, weight_scale);
+    } else {
+        const auto scale = weight_scale.to(x.scalar_type());
 #if !(TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 4)
-    if (int8pack_takes(x2d, weight)) y = at::_weight_int8pack_mm(x2d, weight, scale);
+        if (int8pack_takes(x2d, weight)) y = at::_weight_int8pack_mm(x2d, weight, scale);
 #endif
-    if (!y.defined()) y = at::linear(x2d, weight.to(x.scalar_type())) * scale;
+        if (!y.defined()) y = at::linear(x2d, weight.to(x.scalar_type())) * scale;
+    }
     if (bias.defined()) y = y + bias;
     auto sizes = x.sizes().vec();
     sizes.back() = out;
     return y.view(sizes);
 }
 
-void Linear::quantize_int8() {
+void Linear::quantize_int8(at::ScalarType compute) {
     if (quantized()) return;
     GLMI_CHECK(at::isFloatingType(weight.scalar_type()), "cannot quantize a ", weight.scalar_type(), " weight");
-    const auto dtype = weight.scalar_type();
-    const auto w = weight.to(at::kFloat);
+    const auto dtype = compute;
+    const auto w = weight.to(compute).to(at::kFloat);
     const auto amax = w.abs().amax({1}, /*keepdim=*/true).clamp_min(1e-12);
     const auto scale = amax / 127.0;
     const auto q = (w / scale).round().clamp(-127, 127).to(at::kChar).contiguous();
     weight_scale = scale.view({-1}).to(dtype);
     replace_parameter("weight", q);
+}
+
+bool Linear::quantize_fp8(at::ScalarType compute) {
+    if (quantized()) return false;
+    GLMI_CHECK(at::isFloatingType(weight.scalar_type()), "cannot quantize a ", weight.scalar_type(), " weight");
+    if (weight.size(0) % 16 != 0 || weight.size(1) % 16 != 0) return false;
+    const auto w = weight.to(compute).to(at::kFloat);
+    const auto scale = w.abs().amax({1}, /*keepdim=*/true).clamp_min(1e-12) / kE4m3Max;  // [out, 1]
+    const auto q = (w / scale).to(at::kFloat8_e4m3fn).contiguous();
+    weight_scale = scale.view({1, -1}).contiguous();
+    replace_parameter("weight", q);
+    return true;
+}
+
+std::string Linear::fp8_unsupported_reason(const at::Device& device) {
+    try {
+        // A 32x32 product: small enough to be free, large enough to use the real kernel.
+        const auto ramp = at::arange(32 * 32, at::TensorOptions().dtype(at::kFloat)).view({32, 32});
+        const auto x = at::sin(ramp * 0.37), w = at::cos(ramp * 0.11);
+        Linear probe(32, 32, /*bias=*/false, at::TensorOptions().device(at::kMeta).dtype(at::kBFloat16));
+        probe.replace_parameter("weight", w.to(device, at::kBFloat16));
+        probe.quantize_fp8(at::kBFloat16);
+        const auto got = probe.forward(x.to(device, at::kBFloat16)).to(at::kCPU, at::kFloat);
+        const auto want = at::matmul(x, w.t());
+        const double err = (got - want).abs().max().item<double>() / want.abs().max().item<double>();
+        if (!(err < 0.1))
+            return detail::str_cat("the fp8 scaled matmul on ", device.str(), " gives wrong results (relative error ",
+                                   err, ")");
+        return {};
+    } catch (const std::exception& e) {
+        std::string why = e.what();
+        if (auto nl = why.find('\n'); nl != std::string::npos) why.resize(nl);
+        return detail::str_cat("this LibTorch has no fp8 scaled matmul on ", device.str(), ": ", why);
+    }
+}
+
+}  // namespace glmimage
+
+namespace glmimage {
+
+std::shared_ptr<const FusedLinear> FusedLinear::fuse(const std::vector<Linear*>& parts) {
+    if (parts.size() < 2) return nullptr;
+    const Linear& first = *parts.front();
+    const auto& w0 = first.weight;
+    for (const Linear* p : parts) {
+        const auto& w = p->weight;
+        if (w.is_meta() || w.dim() != 2 || w.size(1) != w0.size(1) || w.scalar_type() != w0.scalar_type() ||
+            w.device() != w0.device() || p->bias.defined() != first.bias.defined() ||
+            p->weight_scale.defined() != first.weight_scale.defined())
+            return nullptr;
+        if (p->bias.defined() && p->bias.scalar_type() != first.bias.scalar_type()) return nullptr;
+    }
+    std::vector<at::Tensor> ws, bs, ss;
+    std::vector<int64_t> sizes;
+    for (const Linear* p : parts) {
+        ws.push_back(p->weight);
+        sizes.push_back(p->weight.size(0));
+        if (p->bias.defined()) bs.push_back(p->bias);
+        if (p->weight_scale.defined()) ss.push_back(p->weight_scale);
+    }
+    const int64_t out = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
+    auto fused = std::make_shared<Linear>(w0.size(1), out, first.bias.defined(),
+                                          at::TensorOptions().device(at::kMeta).dtype(w0.scalar_type()));
+    fused->replace_parameter("weight", at::cat(ws, 0));
+    if (!bs.empty()) fused->replace_parameter("bias", at::cat(bs, 0));
+    if (!ss.empty()) fused->weight_scale = at::cat(ss, -1);  // [out] (int8) or [1, out] (fp8)
+    // The parts become views of the fused tensors: the originals are released.
+    int64_t off = 0;
+    for (size_t i = 0; i < parts.size(); ++i) {
+        Linear* p = parts[i];
+        const int64_t n = sizes[i];
+        p->replace_parameter("weight", fused->weight.narrow(0, off, n));
+        if (p->bias.defined()) p->replace_parameter("bias", fused->bias.narrow(0, off, n));
+        if (p->weight_scale.defined()) p->weight_scale = fused->weight_scale.narrow(-1, off, n);
+        off += n;
+    }
+    return std::shared_ptr<const FusedLinear>(new FusedLinear(std::move(fused), std::move(sizes)));
+}
+
+std::vector<at::Tensor> FusedLinear::forward(const at::Tensor& x) const {
+    return fused_->forward(x).split_with_sizes(sizes_, -1);
 }
 
 }  // namespace glmimage

@@ -1,6 +1,8 @@
 // Model::load: each component's config, module tree, weights and placement, with the stage
 // named in every error.
 #include <filesystem>
+#include <type_traits>
+#include <utility>
 
 #include "core/check.h"
 #include "io/json_config.h"
@@ -37,9 +39,10 @@ namespace {
 
 // Builds the module on the meta device (no memory), then binds the folder's weights where its
 // placement says: on its device in its dtype (resident), or as views of the file (staged).
-// Weight-only int8 for the Linear layers whose names start with one of `prefixes` (quantized
-// from the bound weights, on their device). Returns how many.
-size_t quantize_linears(ParamModule& root, const std::vector<std::string>& prefixes) {
+// Quantizes the Linear layers whose names start with one of `prefixes` ("int8" or "fp8", from the
+// bound weights, on their device). Returns how many took it.
+size_t quantize_linears(ParamModule& root, const std::vector<std::string>& prefixes, const std::string& kind,
+                        at::ScalarType compute) {
     size_t n = 0;
     for (const auto& item : root.named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
         auto* lin = dynamic_cast<Linear*>(item.value().get());
@@ -47,16 +50,25 @@ size_t quantize_linears(ParamModule& root, const std::vector<std::string>& prefi
         bool wanted = false;
         for (const auto& p : prefixes) wanted = wanted || item.key().rfind(p, 0) == 0;
         if (!wanted) continue;
-        lin->quantize_int8();
-        ++n;
+        if (kind == "int8") {
+            lin->quantize_int8(compute);
+            ++n;
+        } else if (lin->quantize_fp8(compute)) {
+            ++n;
+        }
     }
     return n;
 }
 
+template <typename M, typename = void>
+struct has_fuse_projections : std::false_type {};
+template <typename M>
+struct has_fuse_projections<M, std::void_t<decltype(std::declval<M&>().fuse_projections())>> : std::true_type {};
+
 template <typename Module, typename Config>
 std::shared_ptr<Module> load_component(Model::Impl& m, const std::string& folder, const Config& config,
                                        const std::map<std::string, std::string>& ignored,
-                                       const std::vector<std::string>& int8_prefixes = {}) {
+                                       const std::vector<std::string>& quantize_prefixes = {}) {
     const std::string dir = (fs::path(m.model_dir) / folder).string();
     const ComponentPlacement place = m.options.placement(folder);
     const at::Device device = parse_device_option(place.device);
@@ -72,7 +84,18 @@ std::shared_ptr<Module> load_component(Model::Impl& m, const std::string& folder
     bind.ignored_keys = ignored;
     bind.views_only = staged;
     auto report = io::bind_weights(folder, *module, weights, bind);
-    const size_t quantized = m.options.quantize == "int8" ? quantize_linears(*module, int8_prefixes) : 0;
+    const std::string& kind = m.options.quantize;
+    if (kind == "fp8" && !quantize_prefixes.empty())
+        if (auto why = Linear::fp8_unsupported_reason(device); !why.empty())
+            throw UnsupportedError(str_cat("quantize 'fp8': ", why));
+    const size_t quantized = kind != "none" ? quantize_linears(*module, quantize_prefixes, kind, dtype) : 0;
+    // q/k/v as one matmul where the weights are copies already (on a device, cast, or quantized):
+    // fusing them then costs no memory. Zero-copy file views stay as they are (fusing would copy
+    // them into anonymous memory), and staged weights are swapped per stage, so neither fuses.
+    const bool copies = device.type() != at::kCPU || (file_dtype && dtype != *file_dtype) || quantized > 0;
+    size_t fused = 0;
+    if constexpr (has_fuse_projections<Module>::value)
+        if (!staged && copies) fused = module->fuse_projections();
 
     ComponentInfo info;
     info.folder = folder;
@@ -85,6 +108,7 @@ std::shared_ptr<Module> load_component(Model::Impl& m, const std::string& folder
     info.num_parameters = report.num_parameters;
     info.zero_copy = staged ? 0 : report.zero_copy - std::min(report.zero_copy, quantized);
     info.quantized = quantized;
+    info.fused = fused;
     m.infos.push_back(info);
     m.residency[folder] = std::make_unique<ComponentResidency>(folder, *module, std::move(weights), device, dtype, staged);
     return module;
@@ -198,7 +222,8 @@ std::string Model::summary() const {
     for (const auto& c : impl_->infos) {
         s += str_cat("  ", c.folder, " [", c.class_name, "]: ", c.num_tensors, " tensors, ", c.num_parameters,
                      " parameters, ", c.dtype, " on ", c.device, " (", c.residency, "), ", c.zero_copy,
-                     " zero-copy", c.quantized ? str_cat(", ", c.quantized, " linears int8") : std::string(),
+                     " zero-copy", c.quantized ? str_cat(", ", c.quantized, " linears ", impl_->options.quantize) : std::string(),
+                     c.fused ? str_cat(", ", c.fused, " q/k/v fused") : std::string(),
                      "\n    ");
         for (char ch : c.summary) s += ch == '\n' ? std::string("\n    ") : std::string(1, ch);
         s += "\n";

@@ -33,16 +33,12 @@ void check_residency(const std::string& residency, const std::string& where) {
 
 }  // namespace
 
-void check_quantize_placement(const LoadOptions& o);
-
 void LoadOptions::validate() const {
     check_dtype(dtype, "");
     check_device(device, "");
     check_residency(residency, "");
     if (quantize != "none" && quantize != "int8" && quantize != "fp8")
-        throw InputError(str_cat("unknown quantize '", quantize, "': expected none or int8"));
-    if (quantize == "fp8")
-        throw UnsupportedError("quantize 'fp8' is not implemented yet (it needs a Hopper GPU's scaled matmul); use int8");
+        throw InputError(str_cat("unknown quantize '", quantize, "': expected none, int8 or fp8"));
     for (const auto& [folder, p] : components) {
         bool known = false;
         for (const char* c : kComponents) known = known || folder == c;
@@ -54,15 +50,6 @@ void LoadOptions::validate() const {
         if (!p.device.empty()) check_device(p.device, where);
         if (!p.residency.empty()) check_residency(p.residency, where);
     }
-    check_quantize_placement(*this);
-}
-
-void check_quantize_placement(const LoadOptions& o) {
-    if (o.quantize == "none") return;
-    for (const char* folder : {"vision_language_encoder", "transformer"})
-        if (o.placement(folder).residency == "staged")
-            throw UnsupportedError(str_cat("quantize '", o.quantize, "' with staged residency (", folder,
-                                           ") is not supported yet"));
 }
 
 ComponentPlacement LoadOptions::placement(const std::string& folder) const {

@@ -44,6 +44,22 @@ def test_staged_reports_itself(staged):
     assert rests_as_file_views(staged)
 
 
+def test_qkv_fused_only_where_weights_are_copies(resident, staged):
+    """q/k/v run as one matmul where the weights are copies anyway (here: cast to bf16), never over
+    zero-copy file views (float32 as stored) or staged weights. The staged (unfused) pipeline's
+    images equal the resident (fused) one's in the tests below, so fusing changes no pixel."""
+    import json
+
+    layers = {"vision_language_encoder": json.loads((TINY / "vision_language_encoder" / "config.json").read_text())[
+        "text_config"]["num_hidden_layers"], "text_encoder": 0, "vae": 0,
+        "transformer": json.loads((TINY / "transformer" / "config.json").read_text())["num_layers"]}
+    assert {c.folder: c.fused for c in resident.components} == layers  # one group per layer
+    assert all(c.fused == 0 for c in staged.components)
+    as_stored = glmimage.Pipeline.from_pretrained(TINY, dtype="float32")
+    assert all(c.fused == 0 for c in as_stored.components)
+    assert f"{layers['transformer']} q/k/v fused" in resident.summary()
+
+
 @pytest.mark.parametrize("case", ["t2i", "i2i", "batch2"])
 def test_staged_images_equal_resident(resident, staged, case):
     args = dict(FAST, seed=11)
@@ -58,6 +74,26 @@ def test_staged_images_equal_resident(resident, staged, case):
     print(f"staged_vs_resident_{case}: max abs diff {diff} levels (tolerance 0)")
     assert diff == 0
     assert rests_as_file_views(staged)
+
+
+@pytest.mark.parametrize("fmt", ["int8", "fp8"])
+def test_staged_quantized_equals_resident_quantized(fmt):
+    """Quantized weights are made once at load and travel with their stage; everything else still
+    rests in the file. The images equal the resident quantized pipeline's."""
+    res = glmimage.Pipeline.from_pretrained(TINY, dtype="bfloat16", quantize=fmt)
+    stg = glmimage.Pipeline.from_pretrained(TINY, dtype="bfloat16", quantize=fmt, residency="staged")
+    assert [c.quantized for c in stg.components] == [c.quantized for c in res.components]
+    args = dict(FAST, seed=5)
+    want, got = res('A sign that says "OPEN"', **args), stg('A sign that says "OPEN"', **args)
+    assert np.array_equal(got.prior_token_ids, want.prior_token_ids)
+    diff = int(np.abs(got.images.astype(int) - want.images.astype(int)).max())
+    print(f"staged_vs_resident_{fmt}: max abs diff {diff} levels (tolerance 0)")
+    assert diff == 0
+    # At rest: the quantized weights are the load-time ones, every other tensor the file's view.
+    sd = glmimage_testing.state_dict(stg, "transformer")
+    quantized = {k for k, t in sd.items() if t.dtype in (torch.int8, torch.float8_e4m3fn)}
+    assert "transformer_blocks.0.attn1.to_q.weight" in quantized
+    assert all(t.dtype == torch.float32 for k, t in sd.items() if k not in quantized)
 
 
 def test_component_overrides():

@@ -101,9 +101,16 @@ std::pair<at::Tensor, at::Tensor> DiTBlock::attention(const at::Tensor& x, const
     const auto dtype = c.scalar_type();
     auto seq = at::cat({c, x}, 1);  // text first
     auto heads = [&](const at::Tensor& t) { return t.view({batch, n_text + n_image, n_heads, head_dim}); };
-    auto q = layer_norm(heads(to_q->forward(seq))).to(dtype);
-    auto k = layer_norm(heads(to_k->forward(seq))).to(dtype);
-    auto v = heads(to_v->forward(seq));
+    at::Tensor q, k, v;
+    if (qkv) {
+        auto parts = qkv->forward(seq);
+        q = parts[0], k = parts[1], v = parts[2];
+    } else {
+        q = to_q->forward(seq), k = to_k->forward(seq), v = to_v->forward(seq);
+    }
+    q = layer_norm(heads(q)).to(dtype);
+    k = layer_norm(heads(k)).to(dtype);
+    v = heads(v);
     // RoPE on the image tokens only.
     q = at::cat({q.slice(1, 0, n_text), apply_dit_rope(q.slice(1, n_text), rope)}, 1);
     k = at::cat({k.slice(1, 0, n_text), apply_dit_rope(k.slice(1, n_text), rope)}, 1);
@@ -148,6 +155,15 @@ GlmImageTransformer::GlmImageTransformer(const DiTConfig& c, at::TensorOptions o
     auto no = child("norm_out", std::make_shared<ModuleScope>(o));
     norm_out = no->add("linear", std::make_shared<Linear>(c.time_embed_dim, 2 * d, true, o));
     proj_out = child("proj_out", std::make_shared<Linear>(d, p2 * c.out_channels, true, o));
+}
+
+size_t GlmImageTransformer::fuse_projections() {
+    size_t n = 0;
+    for (auto& b : blocks) {
+        b->qkv = FusedLinear::fuse({b->to_q.get(), b->to_k.get(), b->to_v.get()});
+        n += b->qkv != nullptr;
+    }
+    return n;
 }
 
 void GlmImageTransformer::check_latent(const at::Tensor& hs) const {

@@ -51,6 +51,7 @@ class DiTBlock : public ParamModule {
 
     std::shared_ptr<Linear> adaln;  // norm1.linear: temb -> 12 modulation chunks
     std::shared_ptr<Linear> to_q, to_k, to_v, to_out;  // attn1.*
+    std::shared_ptr<const FusedLinear> qkv;             // to_q/k/v as one matmul, when fused at load
     std::shared_ptr<DiTFeedForward> ff;
     int64_t n_heads, head_dim;
 
@@ -63,6 +64,8 @@ class DiTBlock : public ParamModule {
 class GlmImageTransformer : public ParamModule {
   public:
     GlmImageTransformer(const DiTConfig& config, at::TensorOptions options);
+    // Fuses each block's to_q/to_k/to_v; returns how many groups fused.
+    size_t fuse_projections();
 
     // The velocity prediction [B, out_channels, H, W] in the model dtype.
     //   hidden_states         [B, in_channels, H, W], H and W multiples of patch_size

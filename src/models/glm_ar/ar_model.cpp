@@ -64,4 +64,13 @@ GlmArModel::GlmArModel(const GlmArConfig& c, at::TensorOptions o) : ParamModule(
     lm_head = child("lm_head", std::make_shared<Linear>(c.text.hidden_size, c.text.vision_vocab_size, false, o));
 }
 
+size_t GlmArModel::fuse_projections() {
+    size_t n = 0;
+    for (auto& l : language_model->layers) {
+        l->qkv = FusedLinear::fuse({l->q_proj.get(), l->k_proj.get(), l->v_proj.get()});
+        n += l->qkv != nullptr;
+    }
+    return n;
+}
+
 }  // namespace glmimage

@@ -18,6 +18,7 @@ class GlmDecoderLayer : public ParamModule {
     std::shared_ptr<RMSNorm> input_layernorm, post_self_attn_layernorm, post_attention_layernorm, post_mlp_layernorm;
     std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;  // self_attn.*
     std::shared_ptr<Linear> gate_up_proj, down_proj;         // mlp.*
+    std::shared_ptr<const FusedLinear> qkv;                   // q/k/v as one matmul, when fused at load
 };
 
 class GlmTextModel : public ParamModule {
@@ -54,6 +55,8 @@ class GlmVQModel : public ParamModule {
 class GlmArModel : public ParamModule {
   public:
     GlmArModel(const GlmArConfig& config, at::TensorOptions options);
+    // Fuses each text decoder layer's q/k/v; returns how many groups fused.
+    size_t fuse_projections();
 
     GlmArConfig config;
     std::shared_ptr<GlmTextModel> language_model;  // model.language_model

@@ -69,9 +69,16 @@ at::Tensor GlmTextDecoder::layer_forward(const GlmDecoderLayer& layer, size_t in
     const int64_t rd = rotary_dim_, D = head_dim_;
 
     auto h = layer.input_layernorm->forward(x);
-    auto q = layer.q_proj->forward(h).view({B, S, heads_, D}).transpose(1, 2);
-    auto k = layer.k_proj->forward(h).view({B, S, kv_heads_, D}).transpose(1, 2);
-    auto v = layer.v_proj->forward(h).view({B, S, kv_heads_, D}).transpose(1, 2);
+    at::Tensor q, k, v;
+    if (layer.qkv) {
+        auto parts = layer.qkv->forward(h);
+        q = parts[0], k = parts[1], v = parts[2];
+    } else {
+        q = layer.q_proj->forward(h), k = layer.k_proj->forward(h), v = layer.v_proj->forward(h);
+    }
+    q = q.view({B, S, heads_, D}).transpose(1, 2);
+    k = k.view({B, S, kv_heads_, D}).transpose(1, 2);
+    v = v.view({B, S, kv_heads_, D}).transpose(1, 2);
 
     // Rotary on the first rd channels; K goes straight into its cache slot.
     q = at::cat({rotate(q.narrow(-1, 0, rd), cos, sin), q.narrow(-1, rd, D - rd)}, -1);
