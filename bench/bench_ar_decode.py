@@ -10,9 +10,11 @@ the memory roofline of the same work measured in the same run:
                     read at the mean decode position;
   bandwidth       = the best of a few passes of at::sum over a 512 MiB buffer, same threads;
   roofline_tok_s  = bandwidth / bytes per token (no decode can beat it on this machine).
---quantize int8 runs ours with int8 weights (the reference stays in --dtype).
+--quantize int8|fp8 runs ours with quantized weights (the reference stays in --dtype).
+--profile prints where our decode's time goes (LibTorch's profiler, ops by self CPU time) to stderr.
 
-    python3 bench/bench_ar_decode.py [--threads 1] [--dtype float32|bfloat16] [--quantize none|int8]
+    python3 bench/bench_ar_decode.py [--threads 1] [--dtype float32|bfloat16] [--quantize none|int8|fp8]
+                                     [--profile]
 """
 
 from __future__ import annotations
@@ -64,12 +66,24 @@ def decode_bytes_per_token(state: dict, ckpt: Path, mean_position: float) -> flo
     weights = sum(t.numel() * t.element_size() for k, t in state.items()
                   if k.startswith("model.language_model.layers.") or k.startswith("model.language_model.norm")
                   or k.startswith("lm_head"))
-    # int8 linears also read one scale per output row; small, counted through their rows.
-    scale_bytes = sum(t.shape[0] * 2 for k, t in state.items() if t.dtype == torch.int8)
+    # Quantized linears also read one scale per output row; small, counted through their rows.
+    scale_bytes = sum(t.shape[0] * (2 if t.dtype == torch.int8 else 4) for k, t in state.items()
+                      if t.dtype in (torch.int8, torch.float8_e4m3fn))
     kv_el = state["model.language_model.norm.weight"].element_size()  # the compute dtype
     head_dim = text.get("head_dim") or text["hidden_size"] // text["num_attention_heads"]
     kv = 2 * text["num_hidden_layers"] * text["num_key_value_heads"] * head_dim * mean_position * kv_el
     return weights + scale_bytes + kv
+
+
+def print_profile(fn, what: str, rows: int = 18) -> None:
+    """Runs fn once under LibTorch's profiler (it sees the ATen ops our C++ calls, as they share
+    this process's LibTorch) and prints the ops by self CPU time to stderr."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    print(f"== profile: {what}", file=sys.stderr)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows), file=sys.stderr)
 
 
 def main() -> None:
@@ -80,7 +94,8 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=32, help="text tokens in the prompt")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    ap.add_argument("--quantize", choices=["none", "int8"], default="none")
+    ap.add_argument("--quantize", choices=["none", "int8", "fp8"], default="none")
+    ap.add_argument("--profile", action="store_true", help="print our decode's op profile to stderr")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -114,6 +129,8 @@ def main() -> None:
             return _testing.ar_generate(pipe, ids, grids, max_new_tokens=n, keep_in_codebook=False)
 
         ours_tokens = ours(n_new)["generated"]  # also the warm-up
+        if args.profile:
+            print_profile(lambda: ours(n_new), f"ours, {n_new} tokens")
         rss_ours = rss_mb()  # before the reference is loaded
 
         import transformers

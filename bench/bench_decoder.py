@@ -6,7 +6,9 @@ Each side runs in its own subprocess (so peak RSS is its own), best of --repeats
 the images are checked equal (within 1 level) before the timings are trusted. Prints one JSON line.
 
     python3 bench/bench_decoder.py [--size 256] [--steps 8] [--threads 2] [--dtype float32|bfloat16]
-                                   [--quantize none|int8]
+                                   [--quantize none|int8|fp8] [--profile]
+
+--profile prints where our decode's time goes (LibTorch's profiler, ops by self CPU time) to stderr.
 
 The roofline of the same work on this machine, measured in the same run (`roofline_s`): the DiT's
 FLOPs over all steps divided by the GEMM rate of an n x n x n matmul (n = 2048) in the same dtype
@@ -97,6 +99,10 @@ def run_side(args) -> None:
             return np.stack([np.array(im) for im in out.images])
 
     img = once()  # warm-up
+    if args.profile and args.side == "ours":
+        from bench_ar_decode import print_profile
+
+        print_profile(once, f"ours, {args.steps} steps at {h}x{w}")
     best = float("inf")
     for _ in range(args.repeats):
         t0 = time.perf_counter()
@@ -119,7 +125,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    ap.add_argument("--quantize", default="none", choices=["none", "int8"], help="ours only")
+    ap.add_argument("--quantize", default="none", choices=["none", "int8", "fp8"], help="ours only")
+    ap.add_argument("--profile", action="store_true", help="print our decode's op profile to stderr")
     ap.add_argument("--side", choices=["ours", "ref"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -141,7 +148,12 @@ def main() -> int:
             cmd = [sys.executable, __file__, "--side", side, "--out", str(out), "--model", model,
                    "--size", str(args.size), "--steps", str(args.steps), "--threads", str(args.threads),
                    "--repeats", str(args.repeats), "--dtype", args.dtype, "--quantize", args.quantize]
-            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            if args.profile:
+                cmd.append("--profile")
+            run = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            if args.profile:
+                print(run.stderr, file=sys.stderr)
+            line = run.stdout.strip().splitlines()[-1]
             res[side] = json.loads(line)
             res[side]["image"] = np.load(out)
         diff = int(np.abs(res["ours"]["image"].astype(int) - res["ref"]["image"].astype(int)).max())

@@ -17,10 +17,17 @@ Prints one JSON line:
                            progress step), from /proc/self/status
   image                    the PNG written (noise: the weights are random)
 
-    python3 bench/bench_real_size.py --out DIR [--size 256] [--steps 2] [--threads 2] [--quantize int8]
+    python3 bench/bench_real_size.py --out DIR [--size 256] [--steps 2] [--threads 2]
+                                     [--quantize none|int8|fp8] [--residency resident|staged]
+                                     [--device cpu|cuda] [--layers N] [--reference]
 
-The reference (diffusers + transformers) cannot run this checkpoint on this machine: from_pretrained
-materializes the 35 GB of bf16 weights in anonymous memory, more than its 24 GB.
+On a GPU (--device cuda) the stage timings synchronize the device at each progress step, the
+rooflines are the device's (a read pass over 4 GiB; a bf16 8192^3 matmul), and peak_gpu_mb is the
+CUDA caching allocator's peak (glmimage allocates through the same LibTorch as torch here).
+--reference also runs diffusers' GlmImagePipeline (+ transformers) on the same checkpoint and
+request in a child process and adds its figures (ref_*) and the ratios. It cannot run on a 24 GB
+CPU machine at the real size: from_pretrained materializes the 35 GB of bf16 weights in anonymous
+memory.
 """
 
 from __future__ import annotations
@@ -55,6 +62,90 @@ def best_of(fn, n: int = 5) -> float:
     return best
 
 
+def sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def device_limits(device: str, threads: int) -> tuple[float, float]:
+    """(read bandwidth in B/s, bf16 GEMM rate in FLOP/s) measured now on `device`."""
+    import torch
+
+    if not device.startswith("cuda"):
+        buf = torch.ones(128 * 1024 * 1024, dtype=torch.float32)
+        bandwidth = buf.numel() * buf.element_size() / best_of(buf.sum)
+        del buf
+        n = 4096
+        a, b = torch.randn(n, n).to(torch.bfloat16), torch.randn(n, n).to(torch.bfloat16)
+        return bandwidth, 2 * n**3 / best_of(lambda: a @ b)
+
+    def timed(fn, n=10):
+        fn()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(n):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3 / n
+
+    buf = torch.ones(1024 * 1024 * 1024, dtype=torch.float32, device=device)  # 4 GiB
+    bandwidth = buf.numel() * buf.element_size() / timed(buf.sum)
+    del buf
+    n = 8192
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    gemm = 2 * n**3 / timed(lambda: a @ b)
+    del a, b
+    torch.cuda.empty_cache()
+    return bandwidth, gemm
+
+
+def run_reference(args, out: Path) -> dict:
+    """diffusers' GlmImagePipeline on the same checkpoint and request (run in a child process)."""
+    import torch
+    from diffusers import GlmImagePipeline
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    pipe = GlmImagePipeline.from_pretrained(str(out), torch_dtype=torch.bfloat16)
+    if args.residency == "staged":
+        pipe.enable_model_cpu_offload(device=args.device)
+    else:
+        pipe.to(args.device)
+    sync(args.device)
+    load_s = time.perf_counter() - t0
+    pipe.set_progress_bar_config(disable=True)
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    stamps: list[float] = []
+
+    def on_step(_pipe, _i, _t, kw):
+        sync(args.device)
+        stamps.append(time.perf_counter())
+        return kw
+
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        pipe(prompt=PROMPT, height=args.size, width=args.size, num_inference_steps=args.steps,
+             generator=torch.Generator().manual_seed(1), callback_on_step_end=on_step, output_type="pil")
+    sync(args.device)
+    t_end = time.perf_counter()
+    steps = [b - a for a, b in zip(stamps, stamps[1:])]
+    res = {"ref_load_s": round(load_s, 2), "ref_total_s": round(t_end - t0, 2),
+           # From the call to the end of the first denoising step: the AR stage, T5, one step.
+           "ref_to_first_step_s": round(stamps[0] - t0, 2),
+           "ref_dit_s_per_step": round(sum(steps) / len(steps), 4) if steps else None,
+           "ref_vae_s": round(t_end - stamps[-1], 2),
+           "ref_rss_anon_mb": round(proc_status_kib("RssAnon") / 1024, 1)}  # at the end
+    if args.device.startswith("cuda"):
+        res["ref_peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="checkpoint directory (made if it holds none)")
@@ -62,13 +153,23 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--image", default=None, help="PNG to write [OUT/../real_size.png]")
-    ap.add_argument("--quantize", choices=["none", "int8"], default="none",
-                    help="int8: the AR decoder's and the DiT's linears quantized at load (anonymous int8 copies)")
+    ap.add_argument("--quantize", choices=["none", "int8", "fp8"], default="none",
+                    help="the AR decoder's and the DiT's linears quantized at load (anonymous copies)")
+    ap.add_argument("--residency", choices=["resident", "staged"], default="resident")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--layers", type=int, default=None, help="layers per stack when making the checkpoint")
+    ap.add_argument("--reference", action="store_true", help="also run diffusers on the same request")
+    ap.add_argument("--side", choices=["reference"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     out = Path(args.out)
+    if args.side == "reference":
+        print(json.dumps(run_reference(args, out)))
+        return 0
     if not (out / "model_index.json").exists():
-        subprocess.run([sys.executable, str(REPO / "tools" / "make_real_size_checkpoint.py"), "--out", str(out)],
-                       check=True)
+        make = [sys.executable, str(REPO / "tools" / "make_real_size_checkpoint.py"), "--out", str(out)]
+        if args.layers:
+            make += ["--layers", str(args.layers)]
+        subprocess.run(make, check=True)
 
     import torch
 
@@ -79,9 +180,14 @@ def main() -> int:
     glmimage.set_num_threads(args.threads)
     peak_anon = [proc_status_kib("RssAnon")]
 
+    cuda = args.device.startswith("cuda")
     t0 = time.perf_counter()
-    pipe = glmimage.Pipeline.from_pretrained(out, dtype="bfloat16", quantize=args.quantize)
+    pipe = glmimage.Pipeline.from_pretrained(out, dtype="bfloat16", quantize=args.quantize, device=args.device,
+                                             residency=args.residency)
+    sync(args.device)
     load_s = time.perf_counter() - t0
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     ar_state = _testing.state_dict(pipe, "vision_language_encoder")
     ar_bytes = sum(t.numel() * t.element_size() for k, t in ar_state.items()  # int8 when quantized
                    if k.startswith("model.language_model.layers.") or k.startswith("lm_head"))
@@ -94,6 +200,7 @@ def main() -> int:
     stamps: dict[str, list[float]] = {"ar": [], "denoise": []}
 
     def progress(stage, step, total):
+        sync(args.device)  # a no-op on the CPU; on a GPU the stamps then time finished work
         stamps.setdefault(stage, []).append(time.perf_counter())
         peak_anon.append(proc_status_kib("RssAnon"))
         if stage == "ar" and step % 20 == 0 or stage != "ar":
@@ -105,30 +212,30 @@ def main() -> int:
     ar = stamps["ar"]
     ar_s_per_token = (ar[-1] - ar[0]) / (len(ar) - 1)
     t_dec = time.perf_counter()
-    result = pipe(PROMPT, prior_token_ids=prior, height=args.size, width=args.size,
+    output = pipe(PROMPT, prior_token_ids=prior, height=args.size, width=args.size,
                   num_inference_steps=args.steps, seed=1, callback=progress, progress=False)
+    sync(args.device)
     t_end = time.perf_counter()
+    peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
     den = stamps["denoise"]
-    dit_s_per_step = den[-1] - (den[-2] if len(den) > 1 else t_dec)
+    # The mean of the steps after the first (which also pages or places the DiT in).
+    dit_s_per_step = (den[-1] - den[0]) / (len(den) - 1) if len(den) > 1 else den[-1] - t_dec
     vae_s = t_end - den[-1]
     image = Path(args.image) if args.image else out.parent / "real_size.png"
-    result.images[0].save(image)
+    output.images[0].save(image)
 
     # The machine's limits, measured now, in the same process and thread count.
-    buf = torch.ones(128 * 1024 * 1024, dtype=torch.float32)
-    bandwidth = buf.numel() * buf.element_size() / best_of(buf.sum)
-    del buf
-    n = 4096
-    a, b = torch.randn(n, n).to(torch.bfloat16), torch.randn(n, n).to(torch.bfloat16)
-    gemm = 2 * n**3 / best_of(lambda: a @ b)
+    bandwidth, gemm = device_limits(args.device, args.threads)
     glyph_rows = _testing.glyph_embeddings(pipe, [PROMPT]).shape[1]
     seq = glyph_rows + (args.size // 16) ** 2
     inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
     dit_flops = 2 * (2 * seq * dit_block_weights + 4 * seq * seq * inner * cfg["num_layers"])
 
-    print(json.dumps({
+    result = {
         "bench": "real_size", "size": args.size, "steps": args.steps, "threads": args.threads, "dtype": "bfloat16",
+        "device": args.device, "residency": args.residency, "layers": args.layers or "real",
         "quantize": args.quantize, "ar_tokens": len(ar), "load_s": round(load_s, 2),
+        "ar_tok_s": round(1 / ar_s_per_token, 1), "total_s": round(t_end - t0, 2),
         "ar_s_per_token": round(ar_s_per_token, 3), "ar_roofline_s_per_token": round(ar_bytes / bandwidth, 3),
         "dit_s_per_step": round(dit_s_per_step, 2), "dit_roofline_s_per_step": round(dit_flops / gemm, 2),
         "vae_s": round(vae_s, 2),
@@ -136,7 +243,22 @@ def main() -> int:
         "ar_bytes_per_token_gb": round(ar_bytes / 1e9, 2), "bandwidth_gb_s": round(bandwidth / 1e9, 2),
         "dit_tflop_per_step": round(dit_flops / 1e12, 2), "bf16_gemm_tflop_s": round(gemm / 1e12, 3),
         "image": str(image),
-    }))
+    }
+    if cuda:
+        result["peak_gpu_mb"] = round(peak_gpu_mb, 1)
+    if args.reference:
+        del pipe, output  # free our weights before the reference loads its own
+        if cuda:
+            torch.cuda.empty_cache()
+        cmd = [sys.executable, __file__, "--side", "reference", "--out", str(out), "--size", str(args.size),
+               "--steps", str(args.steps), "--threads", str(args.threads), "--device", args.device,
+               "--residency", args.residency]
+        ref = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+        result.update(ref)
+        result["speedup_total"] = round(ref["ref_total_s"] / result["total_s"], 2)
+        if ref.get("ref_dit_s_per_step"):
+            result["speedup_dit_step"] = round(ref["ref_dit_s_per_step"] / dit_s_per_step, 2)
+    print(json.dumps(result))
     return 0
 
 

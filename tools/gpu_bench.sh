@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# GLM-Image at the real size on one CUDA GPU, ours against the reference, in one prepared run on a
+# bare GPU machine (the device tool's: no network, its own CUDA torch). Prints JSON lines; the last
+# one ("bench": "gpu_summary") holds every figure.
+#
+#   here:   bash tools/gpu_bench_prepare.sh    # once: .whl/ (pinned reference wheels) and .gpu_deps/
+#                                              # (nlohmann-json + PCRE2 headers/libs), both git-ignored
+#   there:  bash tools/gpu_bench.sh            # carry .whl and .gpu_deps
+#
+# Stages (each skipped when its output is already there, so a second call on a warm machine goes on
+# where the first stopped): build (against that machine's torch), the real-size random checkpoint,
+# the tiny CUDA-vs-CPU check (fp32, the same prior tokens: images within 1 level), ours at SIZE x SIZE
+# and STEPS steps in resident and staged residency, and the reference (diffusers 0.39 +
+# transformers 5.24) on the same checkpoint and request.
+# Environment: SIZE (1024), STEPS (50), LAYERS (real), CKPT (/tmp/glmi_real), QUANTIZE (none),
+#              SKIP_REFERENCE=1, STAGES ("build checkpoint tiny resident staged reference").
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+SIZE="${SIZE:-1024}"
+STEPS="${STEPS:-50}"
+CKPT="${CKPT:-/tmp/glmi_real}"
+QUANTIZE="${QUANTIZE:-none}"
+STAGES="${STAGES:-build checkpoint tiny resident staged reference}"
+LOG="${OUT:-/tmp}/gpu_bench.jsonl"
+: >"$LOG"
+want() { [[ " $STAGES " == *" $1 "* ]]; }
+stamp() { echo "== $(date +%T) $*" >&2; }
+
+# The pinned reference, carried as wheels (the machine's own transformers is another version).
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/glmi_site .whl/*.whl
+  export PYTHONPATH="/tmp/glmi_site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
+if want build; then
+  stamp build
+  TORCH_CMAKE="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+  PREFIX="$TORCH_CMAKE"
+  if [ -d .gpu_deps/usr ]; then
+    PREFIX="$TORCH_CMAKE;$ROOT/.gpu_deps/usr"
+    export LD_LIBRARY_PATH="$ROOT/.gpu_deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  fi
+  PYBIND="$(python3 -c 'import pybind11; print(pybind11.get_cmake_dir())' 2>/dev/null || true)"
+  [ -n "$PYBIND" ] && PREFIX="$PREFIX;$PYBIND"
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" -DGLMI_BUILD_TESTS=OFF \
+    -DGLMI_BUILD_CLI=OFF -DGLMI_BUILD_PYTHON=ON -DGLMI_BUILD_TESTING_EXT=ON -DPython_EXECUTABLE="$(command -v python3)" >/dev/null
+  cmake --build build -j"$(nproc)" --target glmimage_python glmimage_testing >/dev/null
+fi
+[ -d .gpu_deps/usr ] && export LD_LIBRARY_PATH="$ROOT/.gpu_deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+
+if want checkpoint && [ ! -f "$CKPT/model_index.json" ]; then
+  stamp checkpoint
+  python3 tools/make_real_size_checkpoint.py --out "$CKPT" ${LAYERS:+--layers "$LAYERS"} >&2
+fi
+
+if want tiny; then
+  stamp tiny
+  python3 tools/gpu_bench_tiny.py | tee -a "$LOG"
+fi
+
+for residency in resident staged; do
+  want "$residency" || continue
+  stamp "ours $residency"
+  python3 bench/bench_real_size.py --out "$CKPT" --device cuda --size "$SIZE" --steps "$STEPS" --threads 8 \
+    --residency "$residency" --quantize "$QUANTIZE" --image "/tmp/glmi_$residency.png" | tee -a "$LOG"
+done
+
+if want reference && [ -z "${SKIP_REFERENCE:-}" ]; then
+  stamp reference
+  python3 bench/bench_real_size.py --out "$CKPT" --device cuda --size "$SIZE" --steps "$STEPS" --threads 8 \
+    --side reference | tee -a "$LOG" || echo '{"bench": "reference", "error": "the reference did not run"}' | tee -a "$LOG"
+fi
+
+python3 - "$LOG" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+summary = {"bench": "gpu_summary"}
+for r in rows:
+    tag = r.get("residency", r.get("bench"))
+    for k, v in r.items():
+        if k != "bench":
+            summary[f"{tag}.{k}" if not k.startswith("ref_") else k] = v
+ours, ref = summary.get("resident.total_s"), summary.get("ref_total_s")
+if ours and ref:
+    summary["speedup_total"] = round(ref / ours, 2)
+print(json.dumps(summary))
+PY
