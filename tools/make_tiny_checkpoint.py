@@ -4,6 +4,7 @@
 Usage::
 
     python3 tools/make_tiny_checkpoint.py --out DIR [--preset tiny|small] [--dtype float32|bfloat16] [--seed N]
+    python3 tools/make_tiny_checkpoint.py --out DIR --preset real-widths [--layers N] --dtype bfloat16
 
 Every component is an instance of the UPSTREAM reference class (transformers / diffusers), saved with the
 upstream ``save_pretrained`` through a ``diffusers.GlmImagePipeline`` object, so ``model_index.json`` and the
@@ -25,6 +26,20 @@ norms, learned vision position table that is resampled, L2-normalized VQ, gated-
 ...), only the sizes are small. Token-id space as in the real model: ids 0..codebook-1 are the VQ ("dit")
 tokens, codebook = image start (``<|dit_token_{codebook}|>``), codebook+1 = image end / eos, the vision
 vocabulary (lm_head rows) has some extra unused ids, then the GLM text vocabulary, then the GLM special tokens.
+
+Preset ``real-widths`` ("real widths, few layers"): every config value of ``tests/data/real-configs/`` (AR hidden 4096,
+32 heads, 2 KV heads, head_dim 128, intermediate 13696, MRoPE [8, 12, 12] with partial_rotary_factor 0.5, vocabulary
+168064 and vision vocabulary 16512, max_position_embeddings 131072; vision encoder 1536 wide, 16 heads, patch 16,
+image_size 2048; VQ 16384 x 2048; DiT 32 heads of 128, time 512, condition 256, text 1472; ByT5 d_model 1472;
+the complete VAE, channels 128/512/1024/1024) except the layer counts: ``--layers N`` (default 1) layers in each of
+the AR text decoder, the vision encoder, the T5 encoder and the DiT, as ``make_real_size_checkpoint.py --layers N``
+reduces them (its ``make_plan`` supplies the configs). The processor's tokenizer is the synthesized one padded to
+the real GLM-4 text vocabulary (``make_real_size_checkpoint.real_tokenizer_json``), so the special tokens have their
+real ids (``<|image|>`` 167855, ``<|endoftext|>`` 167841). With ``--layers 1`` it has 1.84 B parameters: 3.7 GB
+in bfloat16 (the real checkpoint's dtype; use ``--dtype bfloat16``), 7.3 GB in float32. Writing it in bfloat16 takes
+about a minute on a 2-core machine (50-65 s measured, most of it the upstream initialization of the AR model) with a
+5.8 GB peak RSS: the largest component in float32 (the AR model, 4.2 GB) plus the bf16 copies of those already built.
+tests/python/test_real_widths_parity.py writes it (build/real_widths/) and compares every component with it.
 
 Weights are random, with three deliberate modifications (all documented here, all applied after the
 upstream initialization, in float32, before any dtype cast):
@@ -135,6 +150,10 @@ PRESETS: dict[str, dict] = {
 }
 
 
+REAL_WIDTHS = "real-widths"
+PRESET_NAMES = sorted(PRESETS) + [REAL_WIDTHS]
+
+
 def real_configs_dir() -> Path:
     for c in REAL_CONFIGS_CANDIDATES:
         if (c / "model_index.json").is_file():
@@ -151,7 +170,18 @@ def _round_up(n: int, m: int) -> int:
 # --------------------------------------------------------------------------------------------------------
 
 
+def _real_widths_plan_configs(layers: int) -> dict:
+    """The real component configs with `layers` layers per stack, as make_real_size_checkpoint writes them."""
+    import make_real_size_checkpoint as rs
+
+    return {comp: p["config"] for comp, p in rs.make_plan(layers).items()}
+
+
 def tokenizer_layout(preset: str) -> dict:
+    if preset == REAL_WIDTHS:
+        import make_real_size_checkpoint as rs
+
+        return rs.real_token_layout(rs.load_real_config("vision_language_encoder"))
     p = PRESETS[preset]
     vision_vocab = p["codebook"] + p["vision_extra"]
     lay = toksynth.layout(vision_vocab)
@@ -162,8 +192,34 @@ def tokenizer_layout(preset: str) -> dict:
     return lay
 
 
-def build_configs(preset: str, dtype: str) -> dict:
-    """All component configs (plain dicts / kwargs) of a preset."""
+def _strip_meta(cfg: dict, keys=("architectures", "model_type", "dtype")) -> dict:
+    """A config.json dict as constructor kwargs: without the file's metadata keys (also in nested configs)."""
+    out = {}
+    for k, v in cfg.items():
+        if k in keys or k.startswith("_"):
+            continue
+        out[k] = _strip_meta(v, keys) if isinstance(v, dict) and k.endswith("_config") else v
+    return out
+
+
+def _build_real_widths_configs(dtype: str, layers: int) -> dict:
+    real = _real_widths_plan_configs(layers)
+    lay = tokenizer_layout(REAL_WIDTHS)
+    vle = _strip_meta(real["vision_language_encoder"])
+    assert vle["text_config"]["vocab_size"] == lay["vocab_size"]
+    assert vle["image_token_id"] == lay["special_tokens"]["<|image|>"]
+    return {"preset": REAL_WIDTHS, "dtype": dtype, "layers": layers, "layout": lay, "vision_language_encoder": vle,
+            "text_encoder": _strip_meta(real["text_encoder"]), "vae": _strip_meta(real["vae"]),
+            "transformer": _strip_meta(real["transformer"])}
+
+
+def build_configs(preset: str, dtype: str, layers: int | None = None) -> dict:
+    """All component configs (plain dicts / kwargs) of a preset. `layers` only for the real-widths preset
+    (layers per stack; default 1)."""
+    if preset == REAL_WIDTHS:
+        return _build_real_widths_configs(dtype, 1 if layers is None else layers)
+    if layers is not None:
+        raise ValueError("--layers applies to the real-widths preset only")
     p = PRESETS[preset]
     lay = tokenizer_layout(preset)
     cb = p["codebook"]
@@ -314,30 +370,32 @@ def build_components(cfgs: dict, seed: int):
     dtype = torch.bfloat16 if cfgs["dtype"] == "bfloat16" else torch.float32
     cb = cfgs["layout"]["codebook_size"]
 
+    # Each component is cast right after its float32 initialization (the values are those of a cast at the end;
+    # the peak memory is one component in float32, which matters for the real-widths preset).
     _seed(seed, 1)
     vle_cfg = GlmImageConfig(**json.loads(json.dumps(cfgs["vision_language_encoder"])))
     vle = GlmImageForConditionalGeneration(vle_cfg).eval()
     _perturb_constant_params(vle)
     _fix_lm_head(vle, cb)
+    vle.to(dtype)
 
     _seed(seed, 2)
     te = T5EncoderModel(T5Config(**cfgs["text_encoder"])).eval()
     _perturb_constant_params(te)
+    te.to(dtype)
 
     _seed(seed, 3)
     dit = GlmImageTransformer2DModel(**cfgs["transformer"]).eval()
     _perturb_constant_params(dit)
+    dit.to(dtype)
 
     _seed(seed, 4)
     vae = AutoencoderKL(**cfgs["vae"]).eval()
     _perturb_constant_params(vae)
+    vae.to(dtype)
 
     sched_cfg = json.loads((real_configs_dir() / "scheduler" / "scheduler_config.json").read_text())
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(sched_cfg)
-
-    if dtype != torch.float32:
-        for m in (vle, te, dit, vae):
-            m.to(dtype)
     # As in the real config.json files: "dtype" at the top level and inside text_config.
     vle.config.dtype = cfgs["dtype"]
     vle.config.text_config.dtype = cfgs["dtype"]
@@ -362,8 +420,13 @@ def write_processor_files(dst: Path, cfgs: dict) -> None:
     lay = cfgs["layout"]
     cb = lay["codebook_size"]
     dst.mkdir(parents=True, exist_ok=True)
-    (dst / "tokenizer.json").write_text(toksynth.build_tokenizer_json(lay["vision_vocab_size"]) + "\n",
-                                         encoding="utf-8")
+    if cfgs.get("preset") == REAL_WIDTHS:  # the text vocabulary padded so that the special ids are the real ones
+        import make_real_size_checkpoint as rs
+
+        tok_json = rs.real_tokenizer_json(lay)
+    else:
+        tok_json = toksynth.build_tokenizer_json(lay["vision_vocab_size"])
+    (dst / "tokenizer.json").write_text(tok_json + "\n", encoding="utf-8")
     _dump_json(dst / "tokenizer_config.json", toksynth.tokenizer_config(cb))
     (dst / "chat_template.jinja").write_text(toksynth.chat_template(cb), encoding="utf-8")
     shutil.copyfile(real_configs_dir() / "processor" / "preprocessor_config.json", dst / "preprocessor_config.json")
@@ -405,11 +468,12 @@ def _fix_model_index(path: Path) -> None:
     path.write_text(json.dumps(idx, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def build(out: str | os.PathLike, preset: str = "tiny", dtype: str = "float32", seed: int = 0) -> Path:
+def build(out: str | os.PathLike, preset: str = "tiny", dtype: str = "float32", seed: int = 0,
+          layers: int | None = None) -> Path:
     from diffusers import GlmImagePipeline
 
     out = Path(out)
-    cfgs = build_configs(preset, dtype)
+    cfgs = build_configs(preset, dtype, layers)
     comps = build_components(cfgs, seed)
     processor = build_processor(cfgs)
     pipe = GlmImagePipeline(processor=processor, **comps)
@@ -439,7 +503,9 @@ def build(out: str | os.PathLike, preset: str = "tiny", dtype: str = "float32", 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", help="output directory (replaced if it exists)")
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    ap.add_argument("--preset", choices=PRESET_NAMES, default="tiny")
+    ap.add_argument("--layers", type=int, default=None, metavar="N",
+                    help="real-widths preset only: layers per stack (AR decoder, vision encoder, T5, DiT) [1]")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--print-layout", action="store_true", help="print the token-id layout and exit")
@@ -447,10 +513,12 @@ def main(argv=None) -> int:
     if args.print_layout:
         print(json.dumps(tokenizer_layout(args.preset), indent=2))
         return 0
+    if args.layers is not None and (args.preset != REAL_WIDTHS or args.layers < 1):
+        ap.error("--layers N (N >= 1) applies to --preset real-widths only")
     if not args.out:
         ap.error("--out is required")
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    out = build(args.out, args.preset, args.dtype, args.seed)
+    out = build(args.out, args.preset, args.dtype, args.seed, args.layers)
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {out} ({total / 1e6:.2f} MB)")
     return 0
