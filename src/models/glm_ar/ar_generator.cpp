@@ -13,6 +13,15 @@
 
 namespace glmimage {
 
+namespace {
+
+// The end-of-sequence test reads the device only every this many tokens: a read waits for the
+// device to finish, which on a GPU would stall the host queueing the next token's kernels. The
+// exact stopping step is recovered from a per-step record, so the tokens are the same.
+constexpr int64_t kEosCheckInterval = 16;
+
+}  // namespace
+
 void check_prompt_ids(const GlmArConfig& config, const at::Tensor& input_ids) {
     if (!input_ids.defined() || input_ids.dim() != 2 || input_ids.size(0) < 1 || input_ids.size(1) < 1)
         throw InputError("ar: input_ids must be a non-empty [batch, length] tensor");
@@ -120,7 +129,16 @@ ArResult ArGenerator::generate(const ArRequest& req, const ArGenerateOptions& op
     gen.set_current_seed(opt.seed);
     auto unfinished = at::ones({B}, at::TensorOptions().dtype(at::kLong).device(device));
     auto generated = at::empty({B, N}, unfinished.options());
-    int64_t done = 0;
+    auto alive = at::empty({N}, unfinished.options());  // rows still unfinished after each step
+    int64_t done = 0, checked = 0;
+    // One past the first step in [from, to) after which every row had finished; 0 if none did.
+    auto stop_in = [&alive](int64_t from, int64_t to) -> int64_t {
+        const auto finished = alive.narrow(0, from, to - from).eq(0).to(at::kCPU);
+        const auto* f = finished.data_ptr<bool>();
+        for (int64_t i = 0; i < to - from; ++i)
+            if (f[i]) return from + i + 1;
+        return 0;
+    };
     for (int64_t step = 0; step < N; ++step) {
         if (opt.cancel && opt.cancel->load())
             throw CancelledError("cancelled at AR token " + std::to_string(step));
@@ -134,11 +152,22 @@ ArResult ArGenerator::generate(const ArRequest& req, const ArGenerateOptions& op
         next = next * unfinished + pad * (1 - unfinished);  // finished rows get padding
         generated.select(1, step).copy_(next);
         unfinished = unfinished * next.ne(eos).to(at::kLong);
+        alive.select(0, step).copy_(unfinished.sum());
         done = step + 1;
         if (opt.on_token) opt.on_token(done, N);
-        if (step == N - 1 || unfinished.max().item<int64_t>() == 0) break;
+        if (step == N - 1) break;
+        if (done - checked == kEosCheckInterval) {
+            const int64_t stop = stop_in(checked, done);
+            checked = done;
+            if (stop) {
+                done = stop;
+                break;
+            }
+        }
         hidden = decoder_.forward(next.view({B, 1}), dc.narrow(1, step, 1), ds.narrow(1, step, 1), cache);
     }
+    if (checked < done)  // the steps since the last check
+        if (const int64_t stop = stop_in(checked, done)) done = stop;
     res.generated = generated.narrow(1, 0, done);
     res.sequences = at::cat({ids, res.generated}, 1);
 
