@@ -90,3 +90,8 @@ def install_i2i_shim(pipe):
 
     vle.get_image_tokens = get_image_tokens
     return orig
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real_widths: parity at the real GLM-Image widths "
+                            "(tests/python/test_real_widths_parity.py; writes a 3.7 GB checkpoint under build/)")
