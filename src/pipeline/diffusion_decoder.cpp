@@ -203,8 +203,9 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
         so.label = parse_timestep_label(o.timestep_label);
         const FlowMatchSchedule schedule = m.scheduler->schedule(o.steps, o.height, o.width, so);
 
-        // One batched forward for both CFG branches when the shapes agree and no cache mode differs.
-        const bool batched = cfg && rt.batch_cfg && !i2i && text_c.size(1) == text_u.size(1);
+        // One batched forward for both CFG branches when the text shapes agree; with condition
+        // images the conditional (first) half alone attends to their cached keys.
+        const bool batched = cfg && rt.batch_cfg && text_c.size(1) == text_u.size(1);
         at::Tensor text_cu, prior_cu, size_cu, crop_cu;
         if (batched) {
             text_cu = at::cat({text_c, text_u});
@@ -220,8 +221,9 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
             at::Tensor v;
             if (batched) {
                 auto temb = dit.embed_time(label.repeat({2}), size_cu, crop_cu, 2 * batch);
-                auto out =
-                    dit.forward_projected(at::cat({x, x}), text_cu, prior_cu, temb, rope, nullptr).to(at::kFloat);
+                if (i2i) cache.set_mode(DiTKVCache::Mode::kReadFirstHalf);
+                auto out = dit.forward_projected(at::cat({x, x}), text_cu, prior_cu, temb, rope, i2i ? &cache : nullptr)
+                               .to(at::kFloat);
                 auto vc = out.narrow(0, 0, batch), vu = out.narrow(0, batch, batch);
                 v = vu + o.guidance * (vc - vu);
             } else {

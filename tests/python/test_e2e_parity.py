@@ -6,7 +6,6 @@ generator stream and the reference's sampling order)."""
 
 from __future__ import annotations
 
-import functools
 
 import numpy as np
 import PIL.Image
@@ -41,7 +40,10 @@ def ours():
 
 def set_greedy(pipe, greedy: bool):
     vle = pipe.vision_language_encoder
-    vle.generate = functools.partial(pipe._orig_generate, do_sample=False) if greedy else pipe._orig_generate
+    orig = pipe._orig_generate
+    # The pipeline passes do_sample=True itself, which a functools.partial default would lose to:
+    # the override has to win over the caller's keyword.
+    vle.generate = (lambda *a, **kw: orig(*a, **dict(kw, do_sample=False))) if greedy else orig
 
 
 def rgb(h, w, seed):

@@ -117,8 +117,20 @@ std::pair<at::Tensor, at::Tensor> DiTBlock::attention(const at::Tensor& x, const
     q = q.transpose(1, 2);  // [B, heads, seq, head_dim]
     k = k.transpose(1, 2);
     v = v.transpose(1, 2);
-    if (kv) std::tie(k, v) = kv->apply(layer, k, v);
-    auto o = kernels::attention(q, k, v);
+    at::Tensor o;
+    if (kv && kv->mode() == DiTKVCache::Mode::kReadFirstHalf) {
+        // Batched CFG with a condition image: the conditional half attends to the cached
+        // condition keys too, the unconditional half only to its own; every projection above
+        // and below still runs once over the whole batch.
+        GLMI_CHECK(batch % 2 == 0, "read_first_half needs an even batch, got ", batch);
+        const int64_t half = batch / 2;
+        auto [kc, vc] = kv->apply(layer, k.narrow(0, 0, half), v.narrow(0, 0, half));
+        o = at::cat({kernels::attention(q.narrow(0, 0, half), kc, vc),
+                     kernels::attention(q.narrow(0, half, half), k.narrow(0, half, half), v.narrow(0, half, half))});
+    } else {
+        if (kv) std::tie(k, v) = kv->apply(layer, k, v);
+        o = kernels::attention(q, k, v);
+    }
     o = to_out->forward(o.transpose(1, 2).reshape({batch, n_text + n_image, n_heads * head_dim}));
     return {o.slice(1, n_text), o.slice(1, 0, n_text)};
 }
