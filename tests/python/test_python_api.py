@@ -521,3 +521,17 @@ def test_exception_hierarchy():
 def test_type_stubs_ship():
     pkg = Path(glmimage.__file__).parent
     assert (pkg / "py.typed").is_file() and (pkg / "_C.pyi").is_file()
+
+
+def test_decode_leaves_the_mkldnn_switch_as_it_was():
+    """bf16 decode steps on the CPU turn LibTorch's process-wide oneDNN switch off while they run
+    (layers/linear.cpp says why); the caller's setting, either way, is what remains afterwards."""
+    pipe = glmimage.Pipeline.from_pretrained(TINY, dtype="bfloat16")
+    before = torch.backends.mkldnn.enabled
+    try:
+        for state in (True, False):
+            torch.backends.mkldnn.enabled = state
+            pipe.generate_prior_tokens("a sign", height=64, width=64, seed=1, progress=False)
+            assert torch.backends.mkldnn.enabled is state
+    finally:
+        torch.backends.mkldnn.enabled = before
