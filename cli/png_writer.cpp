@@ -9,8 +9,56 @@
 #include <array>
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <vector>
+
+namespace {
+// The allocations stb_image holds during one read (StbAllocations in read_image), so that a decoder
+// check that throws out of stb (STBI_ASSERT below) leaks nothing: whatever the unwound decoder
+// still held is freed with the guard. Outside a guard these are plain malloc/realloc/free.
+thread_local std::vector<void*>* stb_live = nullptr;
+
+void stb_forget(void* p) {
+    if (!stb_live || !p) return;
+    for (auto& q : *stb_live)
+        if (q == p) {
+            q = stb_live->back();
+            stb_live->pop_back();
+            return;
+        }
+}
+
+void* stb_remember(void* p) {
+    if (!stb_live || !p) return p;
+    try {
+        stb_live->push_back(p);
+    } catch (...) {  // out of memory: give stb the failure it handles
+        std::free(p);
+        return nullptr;
+    }
+    return p;
+}
+
+void* stb_malloc(size_t size) { return stb_remember(std::malloc(size)); }
+
+void* stb_realloc(void* p, size_t size) {
+    size_t slot = 0;  // p's entry, found before realloc ends p's life
+    while (stb_live && p && slot < stb_live->size() && (*stb_live)[slot] != p) ++slot;
+    const bool remembered = stb_live && p && slot < stb_live->size();
+    void* q = std::realloc(p, size);
+    if (!q) return nullptr;  // p is still valid and still remembered
+    if (!remembered) return stb_remember(q);
+    (*stb_live)[slot] = q;
+    return q;
+}
+
+void stb_free(void* p) {
+    stb_forget(p);
+    std::free(p);
+}
+}  // namespace
 
 // The stb headers are third-party C; their warnings under -Wall -Wextra are not ours.
 #pragma GCC diagnostic push
@@ -32,8 +80,11 @@
 #define STBI_FAILURE_USERMSG
 // 16384 per side keeps a decoded image under 1 GiB of RGB; condition images are ~1024.
 #define STBI_MAX_DIMENSIONS 16384
+#define STBI_MALLOC(size) stb_malloc(size)
+#define STBI_REALLOC(p, size) stb_realloc(p, size)
+#define STBI_FREE(p) stb_free(p)
 // stb's internal asserts must never abort the tool on a malformed file: an InputError instead
-// (the decoder's buffers of that one call leak when it throws; kilobytes, not the run).
+// (the buffers stb held are freed by StbAllocations as the exception leaves read_image).
 #define STBI_ASSERT(x)                                                                          \
     do {                                                                                        \
         if (!(x)) throw glmimage::InputError("malformed image data (decoder check '" #x "')"); \
@@ -197,6 +248,25 @@ PngHeader png_header(const std::vector<uint8_t>& b) {
     h.color_type = b[25];
     return h;
 }
+
+// Frees, when it goes, every stb_image allocation made while it lived and not freed by stb.
+class StbAllocations {
+public:
+    StbAllocations() : previous_(stb_live) {
+        live_.reserve(64);
+        stb_live = &live_;
+    }
+    ~StbAllocations() {
+        stb_live = previous_;
+        for (void* p : live_) std::free(p);
+    }
+    StbAllocations(const StbAllocations&) = delete;
+    StbAllocations& operator=(const StbAllocations&) = delete;
+
+private:
+    std::vector<void*> live_;
+    std::vector<void*>* previous_;
+};
 
 // What a file that is neither PNG nor JPEG is, for the message.
 std::string other_format(const std::vector<uint8_t>& b) {
@@ -453,6 +523,7 @@ Image read_image(const std::string& path) {
     if (!png_chunks_fit(bytes))
         throw InputError("image '" + path + "' is a malformed PNG (a chunk is longer than the file: truncated?)");
     const int len = static_cast<int>(bytes.size());
+    const StbAllocations stb_allocations;
     int w = 0, h = 0, channels = 0;
     if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &channels)) {
         const char* why = stbi_failure_reason();
