@@ -49,8 +49,9 @@ std::vector<ParamSpec> parameter_specs(ParamModule& root) {
 }
 
 void place_weights(ParamModule& root, const WeightIndex& weights, std::optional<at::ScalarType> dtype,
-                   at::Device device) {
+                   at::Device device, const std::function<bool(const std::string&)>& only) {
     for (auto& [name, target] : collect_targets(root)) {
+        if (only && !only(name)) continue;
         const TensorRef* ref = weights.find(name);
         GLMI_CHECK(ref != nullptr, "placing '", name, "': not in the checkpoint");
         const auto held = target.current.scalar_type();

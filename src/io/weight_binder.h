@@ -3,6 +3,7 @@
 // wrong-dtype tensor and throws them together as one WeightError.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -40,8 +41,9 @@ BindReport bind_weights(const std::string& component, ParamModule& root, const W
 // modules' own slots, so the forward code reads the new tensors. With the file's dtype on the
 // CPU these are the zero-copy views again. Moves components on and off their device. A
 // parameter quantized at load (int8 or fp8 where the file holds a float) is moved as it is.
+// `only`, when given, limits the move to the parameters whose names it accepts.
 void place_weights(ParamModule& root, const WeightIndex& weights, std::optional<at::ScalarType> dtype,
-                   at::Device device);
+                   at::Device device, const std::function<bool(const std::string&)>& only = {});
 
 // (key, shape, dtype) of every parameter of a module tree, sorted by key: what the
 // checkpoint must contain.

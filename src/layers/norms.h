@@ -37,7 +37,12 @@ class GroupNorm : public ParamModule {
 class Embedding : public ParamModule {
   public:
     Embedding(int64_t num, int64_t dim, at::TensorOptions options);
-    at::Tensor forward(const at::Tensor& ids) const { return at::embedding(weight, ids); }
+    // Rows on the ids' device. A table kept on the host (the AR model's, when staged) is read
+    // there and only the rows move.
+    at::Tensor forward(const at::Tensor& ids) const {
+        if (ids.device() == weight.device()) return at::embedding(weight, ids);
+        return at::embedding(weight, ids.to(weight.device())).to(ids.device());
+    }
     at::Tensor weight;
 };
 

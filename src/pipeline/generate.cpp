@@ -72,9 +72,9 @@ PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const
     at::Tensor input_ids = rows_tensor(proc.input_ids);
     at::Tensor mask = rows_tensor(proc.attention_mask);
 
-    auto in_use = use_component(m.home("vision_language_encoder"));
     PriorTokens out;
     if (i2i) {
+        auto vision_in_use = use_component(m.home("vision_language_encoder"), {kArVisionPart});
         // Condition images -> VQ ids: they replace the <|image|> placeholders in the prompt and,
         // upsampled 2x, condition the decoder's KV cache. Their sizes fit (Model::validate).
         ProcessedImages pi = preprocess_images(flat_images, m.preprocessor);
@@ -95,6 +95,7 @@ PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const
         }
     }
 
+    auto text_in_use = use_component(m.home("vision_language_encoder"), {kArTextPart, kArEmbeddingPart});
     ArRequest ar_req;
     ar_req.input_ids = input_ids;
     ar_req.attention_mask = mask;

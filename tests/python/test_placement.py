@@ -76,6 +76,30 @@ def test_staged_images_equal_resident(resident, staged, case):
     assert rests_as_file_views(staged)
 
 
+@pytest.mark.parametrize("case", ["t2i", "i2i"])
+def test_staged_ar_places_only_what_the_stage_reads(staged, case):
+    """Staged, the AR model is placed in parts: during token generation its text decoder is on the
+    device (here: cast to bf16), while the vision encoder and VQ stay file views (float32 as stored),
+    for image-to-image too (they ran before generation and were released)."""
+    seen = []
+
+    def look(stage, step, total):
+        if stage == "ar" and step == 1:
+            sd = glmimage_testing.state_dict(staged, "vision_language_encoder")
+            seen.append({k: sd[k].dtype for k in ("model.language_model.layers.0.self_attn.q_proj.weight",
+                                                  "model.language_model.embed_tokens.weight",
+                                                  "model.visual.blocks.0.attn.qkv.weight")})
+
+    kw = dict(height=64, width=64, seed=4, progress=False, callback=look)
+    if case == "i2i":
+        kw["image"] = condition()
+    staged.generate_prior_tokens('A sign that says "OPEN"', **kw)
+    assert seen == [{"model.language_model.layers.0.self_attn.q_proj.weight": torch.bfloat16,
+                     "model.language_model.embed_tokens.weight": torch.bfloat16,  # on the host, in bf16
+                     "model.visual.blocks.0.attn.qkv.weight": torch.float32}]
+    assert rests_as_file_views(staged)
+
+
 @pytest.mark.parametrize("fmt", ["int8", "fp8"])
 def test_staged_quantized_equals_resident_quantized(fmt):
     """Quantized weights are made once at load and travel with their stage; everything else still
