@@ -61,6 +61,9 @@ def build_probe() -> Path:
         srcs = [str(REPO / s) for s in PROBE_SOURCES if s.endswith(".cpp")]
         subprocess.run(cmd + srcs + ["-ljpeg", "-o", str(tmp)], check=True)
         tmp.replace(exe)
+        for old in out_dir.glob("read_image_probe-*"):  # probes of earlier source versions
+            if old != exe:
+                old.unlink(missing_ok=True)
     return exe
 
 
