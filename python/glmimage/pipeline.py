@@ -130,6 +130,16 @@ def _to_rgb_array(img: Any, what: str) -> np.ndarray:
     from PIL import Image as PILImage
 
     if isinstance(img, (str, os.PathLike)):
+        import stat
+
+        # A FIFO or device would block PIL's open() forever (or read without end): refused first.
+        try:
+            mode = os.stat(img).st_mode
+        except OSError as e:
+            raise _fail(f"{what}: cannot read image file '{os.fspath(img)}': {e.strerror}") from None
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise _fail(f"{what}: image file '{os.fspath(img)}' is {kind}")
         try:
             with PILImage.open(img) as opened:
                 opened.load()

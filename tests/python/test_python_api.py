@@ -535,3 +535,13 @@ def test_decode_leaves_the_mkldnn_switch_as_it_was():
             assert torch.backends.mkldnn.enabled is state
     finally:
         torch.backends.mkldnn.enabled = before
+
+
+def test_image_path_that_is_no_regular_file_is_refused_at_once(tmp_path):
+    """A FIFO (or a directory) given as a condition image is a clear error, not a blocked open()."""
+    pipe = glmimage.Pipeline.from_pretrained(TINY)
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    for path, words in ((fifo, "not a regular file"), (tmp_path, "is a directory")):
+        with pytest.raises(ValueError, match=words):
+            pipe("x", image=str(path), height=64, width=64, num_inference_steps=1, progress=False)
