@@ -119,7 +119,7 @@ bool Linear::quantized() const {
 
 at::Tensor Linear::forward(const at::Tensor& x) const {
     if (!quantized()) {
-        if (wants_native_bf16(x, weight)) {
+        if (few_rows_native_bf16 && wants_native_bf16(x, weight)) {
             NativeBf16Gemm native;
             return at::linear(x, weight, bias);
         }
@@ -216,6 +216,7 @@ std::shared_ptr<const FusedLinear> FusedLinear::fuse(const std::vector<Linear*>&
     const int64_t out = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
     auto fused = std::make_shared<Linear>(w0.size(1), out, first.bias.defined(),
                                           at::TensorOptions().device(at::kMeta).dtype(w0.scalar_type()));
+    fused->few_rows_native_bf16 = first.few_rows_native_bf16;
     fused->replace_parameter("weight", at::cat(ws, 0));
     if (!bs.empty()) fused->replace_parameter("bias", at::cat(bs, 0));
     if (!ss.empty()) fused->weight_scale = at::cat(ss, -1);  // [out] (int8) or [1, out] (fp8)

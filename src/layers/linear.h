@@ -32,6 +32,12 @@ class Linear : public ParamModule {
 
     bool quantized() const;
 
+    // For a layer whose calls are mostly one row (the AR decode step): on the CPU, bf16 inputs of
+    // at most 8 rows then take LibTorch's own bf16 gemm instead of oneDNN's (linear.cpp says why).
+    // Off elsewhere, so the DiT's small matmuls (time embedding, modulation) round as the
+    // reference's do.
+    bool few_rows_native_bf16 = false;
+
     at::Tensor weight;
     at::Tensor bias;          // undefined when the layer has none
     at::Tensor weight_scale;  // per-channel scales when quantized ([out]; fp8: float32 [1, out]); else undefined
