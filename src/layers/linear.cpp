@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <mutex>
 #include <numeric>
+#include <optional>
 
 #include "core/check.h"
 #include "glmimage/errors.h"
@@ -119,10 +120,8 @@ bool Linear::quantized() const {
 
 at::Tensor Linear::forward(const at::Tensor& x) const {
     if (!quantized()) {
-        if (few_rows_native_bf16 && wants_native_bf16(x, weight)) {
-            NativeBf16Gemm native;
-            return at::linear(x, weight, bias);
-        }
+        std::optional<NativeBf16Gemm> native;
+        if (few_rows_native_bf16 && wants_native_bf16(x, weight)) native.emplace();
         return at::linear(x, weight, bias);
     }
     const int64_t in = weight.size(1), out = weight.size(0);
@@ -188,10 +187,6 @@ std::string Linear::fp8_unsupported_reason(const at::Device& device) {
         return detail::str_cat("this LibTorch has no fp8 scaled matmul on ", device.str(), ": ", why);
     }
 }
-
-}  // namespace glmimage
-
-namespace glmimage {
 
 std::shared_ptr<const FusedLinear> FusedLinear::fuse(const std::vector<Linear*>& parts) {
     if (parts.size() < 2) return nullptr;
