@@ -11,9 +11,11 @@ the memory roofline of the same work measured in the same run:
   bandwidth       = the best of a few passes of at::sum over a 512 MiB buffer, same threads;
   roofline_tok_s  = bandwidth / bytes per token (no decode can beat it on this machine).
 --quantize int8|fp8 runs ours with quantized weights (the reference stays in --dtype).
+--decode static runs ours through the fixed-shape decode step (the one a CUDA graph replays on a
+GPU; here run eagerly, attending over the whole KV cache under a mask) instead of the eager one.
 --profile prints where our decode's time goes (LibTorch's profiler, ops by self CPU time) to stderr.
 
-    python3 bench/bench_ar_decode.py [--threads 1] [--dtype float32|bfloat16] [--quantize none|int8|fp8]
+    python3 bench/bench_ar_decode.py [--threads 1] [--dtype float32|bfloat16] [--quantize none|int8|fp8] [--decode eager|static]
                                      [--profile]
 """
 
@@ -95,6 +97,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--quantize", choices=["none", "int8", "fp8"], default="none")
+    ap.add_argument("--decode", choices=["eager", "static"], default="eager")
     ap.add_argument("--profile", action="store_true", help="print our decode's op profile to stderr")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -126,7 +129,8 @@ def main() -> None:
         bandwidth = measure_bandwidth()
 
         def ours(n):
-            return _testing.ar_generate(pipe, ids, grids, max_new_tokens=n, keep_in_codebook=False)
+            return _testing.ar_generate(pipe, ids, grids, max_new_tokens=n, keep_in_codebook=False,
+                                        decode=args.decode)
 
         ours_tokens = ours(n_new)["generated"]  # also the warm-up
         if args.profile:
@@ -155,7 +159,7 @@ def main() -> None:
     ours_tps = (n_new - 1) / (t_ours_n - t_ours_1)
     ref_tps = (n_new - 1) / (t_ref_n - t_ref_1)
     print(json.dumps({
-        "bench": "ar_decode", "preset": "small", "dtype": args.dtype, "quantize": args.quantize,
+        "bench": "ar_decode", "preset": "small", "dtype": args.dtype, "quantize": args.quantize, "decode": args.decode,
         "threads": args.threads,
         "prompt_tokens": ids.shape[1], "new_tokens": n_new,
         "ours_decode_tok_s": round(ours_tps, 1), "transformers_decode_tok_s": round(ref_tps, 1),

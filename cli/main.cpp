@@ -98,6 +98,9 @@ generate options [default]:
                           load (close, not identical): int8 weight-only, per channel (half the
                           weight bytes of bf16); fp8 e4m3 weights and per-row inputs through the
                           scaled matmul (Hopper GPUs; CPUs where LibTorch has it) [none]
+  --ar-decode M           auto, eager, static or graph: how AR decode steps run (same tokens).
+                          graph: one fixed-shape step captured as a CUDA graph, replayed per
+                          token [auto: graph on a CUDA device when this build has CUDA, else eager]
   --threads N             CPU threads for the process; 0 keeps LibTorch's default [0]
   --progress              draw progress bars even when stderr is not a terminal [only on a terminal]
   -q, --quiet             print nothing but errors (no file names, no seed, no progress)
@@ -232,6 +235,7 @@ bool parse_load_option(Args& a, const std::string& t, glmimage::LoadOptions& loa
     else if (t == "--device") load.device = a.value(t);
     else if (t == "--residency") load.residency = a.value(t);
     else if (t == "--quantize") load.quantize = a.value(t);
+    else if (t == "--ar-decode") load.ar_decode = a.value(t);
     else if (t == "--threads") threads = static_cast<int>(parse_int(t, a.value(t), 0, 4096));
     else return false;
     return true;
@@ -347,6 +351,7 @@ std::string settings_json(const GenerateArgs& g, const glmimage::ArSettings& sam
     j["dtype"] = g.load.dtype;
     j["device"] = g.load.device;
     j["quantize"] = g.load.quantize;
+    j["ar_decode"] = g.load.ar_decode;
     j["version"] = glmimage::version();
     // Invalid UTF-8 in a path must not make writing a finished image fail.
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

@@ -83,6 +83,7 @@ struct PriorTokens {
 struct StageTiming {
     std::string stage;  // "ar", "decoder", ...
     double seconds = 0;
+    std::string detail;  // "ar": the decode path that ran ("graph", "static", "eager"; see LoadOptions::ar_decode)
 };
 
 struct GenerateResult {

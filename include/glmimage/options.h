@@ -34,6 +34,16 @@ struct LoadOptions {
     // With "staged" residency the quantized weights rest in host memory (anonymous, quantized
     // once at load) and move to the device with their stage; the rest stays in the file.
     std::string quantize = "none";
+    // How the AR model runs its decode steps (the tokens are the same every way):
+    //   "auto":   "graph" where the AR model is on a CUDA device and this build can capture CUDA
+    //             graphs (falling back to "static" if the capture fails), else "eager"
+    //   "eager":  one step after the other over the keys written so far
+    //   "static": one fixed-shape step (the whole KV cache under a mask; positions, rotary rows
+    //             and sampling read from the device by step index), run eagerly
+    //   "graph":  the static step captured once per generation as a CUDA graph and replayed
+    //             per token, no host synchronisation between tokens; UnsupportedError at load
+    //             where the AR model's device cannot capture graphs
+    std::string ar_decode = "auto";
 
     // Throws InputError / UnsupportedError for values outside the lists above.
     void validate() const;

@@ -76,7 +76,8 @@ _Result = Tuple[List[npt.NDArray[np.uint8]], PriorTokens, Dict[str, float]]
 class Pipeline:
     @overload
     def __init__(self, path: str, dtype: str = "auto", device: str = "cpu", residency: str = "resident",
-                 components: Dict[str, Dict[str, str]] = ..., quantize: str = "none") -> None: ...
+                 components: Dict[str, Dict[str, str]] = ..., quantize: str = "none",
+                 ar_decode: str = "auto") -> None: ...
     @overload
     def __init__(self, other: Pipeline) -> None: ...
     @property

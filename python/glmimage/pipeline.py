@@ -245,7 +245,7 @@ class PipelineOutput:
     images: Union[List[Any], np.ndarray]  # list of PIL.Image, or uint8 [N, H, W, 3] for output_type="np"
     prior_token_ids: torch.Tensor        # [num_prompts, S]; shared by a prompt's images
     prior_token_image_ids: Optional[List[List[torch.Tensor]]]
-    timings: Dict[str, float]            # seconds per stage
+    timings: Dict[str, Any]              # seconds per stage; "ar_decode": the AR decode path that ran
 
 
 def _prior_output(native: _C.PriorTokens, height: int, width: int) -> PriorTokenOutput:
@@ -320,19 +320,21 @@ class Pipeline(_C.Pipeline):
 
     def __init__(self, path: Union[str, os.PathLike, "Pipeline"], dtype: Union[str, torch.dtype, None] = "auto",
                  device: Union[str, torch.device, None] = "cpu", residency: str = "resident",
-                 components: Optional[Dict[str, Dict[str, Any]]] = None, quantize: Optional[str] = None):
+                 components: Optional[Dict[str, Dict[str, Any]]] = None, quantize: Optional[str] = None,
+                 ar_decode: str = "auto"):
         if isinstance(path, _C.Pipeline):
             super().__init__(path)  # shares the loaded weights
             return
         path = _check_model_dir(path)
         super().__init__(path, _normalize_dtype(dtype), _normalize_device(device), _check_str("residency", residency),
-                         _normalize_components(components), "none" if quantize is None else _check_str("quantize", quantize))
+                         _normalize_components(components), "none" if quantize is None else _check_str("quantize", quantize),
+                         _check_str("ar_decode", ar_decode))
 
     @classmethod
     def from_pretrained(cls, path: Union[str, os.PathLike], dtype: Union[str, torch.dtype, None] = "auto",
                         device: Union[str, torch.device, None] = "cpu", residency: str = "resident",
                         components: Optional[Dict[str, Dict[str, Any]]] = None,
-                        quantize: Optional[str] = None) -> "Pipeline":
+                        quantize: Optional[str] = None, ar_decode: str = "auto") -> "Pipeline":
         """Loads a local GLM-Image checkpoint directory (diffusers layout, e.g. ``zai-org/GLM-Image``).
 
         dtype: "auto" (the checkpoint's), "float32", "bfloat16", "float16" or a torch.dtype.
@@ -346,9 +348,15 @@ class Pipeline(_C.Pipeline):
         quantized at load: "int8" weight-only, per output channel (half the weight bytes of bf16);
         "fp8" e4m3 weights (per output channel) and inputs (per row, at each call) through the
         row-wise scaled matmul (Hopper GPUs, and CPUs where LibTorch has the kernel).
+        ar_decode: how the AR model runs its decode steps, the tokens the same every way: "auto"
+        ("graph" on a CUDA device when the build has CUDA, else "eager"), "eager", "static" (one
+        fixed-shape step over the whole KV cache, run eagerly) or "graph" (that step captured once
+        per generation as a CUDA graph and replayed per token). The path that ran is in the
+        timings, key "ar_decode".
         CPU threads are a process setting: ``glmimage.set_num_threads(n)``.
         """
-        return cls(path, dtype=dtype, device=device, residency=residency, components=components, quantize=quantize)
+        return cls(path, dtype=dtype, device=device, residency=residency, components=components, quantize=quantize,
+                   ar_decode=ar_decode)
 
     @property
     def sampling_defaults(self) -> Dict[str, Any]:

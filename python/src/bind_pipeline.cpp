@@ -101,7 +101,10 @@ auto run_released(Pipeline& pipe, py::handle callback, F&& f) {
 
 py::dict timings_dict(const std::vector<StageTiming>& timings) {
     py::dict d;
-    for (const auto& t : timings) d[py::str(t.stage)] = t.seconds;
+    for (const auto& t : timings) {
+        d[py::str(t.stage)] = t.seconds;
+        if (t.stage == "ar" && !t.detail.empty()) d["ar_decode"] = t.detail;  // the path that ran
+    }
     return d;
 }
 
@@ -115,9 +118,10 @@ py::tuple result_tuple(GenerateResult&& r) {
 std::unique_ptr<Pipeline> load(const std::string& path, const std::string& dtype, const std::string& device,
                                const std::string& residency,
                                const std::map<std::string, std::map<std::string, std::string>>& components,
-                               const std::string& quantize) {
+                               const std::string& quantize, const std::string& ar_decode) {
     LoadOptions o;
     o.quantize = quantize;
+    o.ar_decode = ar_decode;
     o.dtype = dtype;
     o.device = device;
     o.residency = residency;
@@ -205,7 +209,7 @@ void register_pipeline(py::module_& m) {
         .def(py::init(&load), py::arg("path"), py::arg("dtype") = "auto", py::arg("device") = "cpu",
              py::arg("residency") = "resident",
              py::arg("components") = std::map<std::string, std::map<std::string, std::string>>{},
-             py::arg("quantize") = "none")
+             py::arg("quantize") = "none", py::arg("ar_decode") = "auto")
         // Another pipeline over the same loaded weights (no copy), with its own session.
         .def(py::init([](const Pipeline& other) { return std::make_unique<Pipeline>(other.shared_model()); }),
              py::arg("other"))

@@ -112,7 +112,7 @@ void register_testing_ar(pybind11::module_& m) {
         [](Pipeline& p, const at::Tensor& input_ids, const at::Tensor& image_grid_thw,
            std::vector<int64_t> images_per_sample, std::optional<at::Tensor> attention_mask, int64_t max_new_tokens,
            bool do_sample, double temperature, int64_t top_k, double top_p, uint64_t seed, bool keep_in_codebook,
-           bool record_logits, std::optional<at::Tensor> forced_tokens) {
+           bool record_logits, std::optional<at::Tensor> forced_tokens, const std::string& decode) {
             auto& model = ar_model(p);
             ArRequest req;
             req.input_ids = input_ids;
@@ -129,6 +129,7 @@ void register_testing_ar(pybind11::module_& m) {
             opt.seed = seed;
             opt.sampling.keep_in_codebook = keep_in_codebook;
             opt.record_logits = record_logits;
+            opt.decode = parse_ar_decode(decode);
             ArResult res;
             {
                 py::gil_scoped_release release;
@@ -143,13 +144,14 @@ void register_testing_ar(pybind11::module_& m) {
             out["grid_w"] = res.grid_w;
             out["grid_offset"] = res.grid_offset;
             out["step_logits"] = res.step_logits;
+            out["decode"] = res.decode;
             return out;
         },
         py::arg("pipe"), py::arg("input_ids"), py::arg("image_grid_thw"),
         py::arg("images_per_sample") = std::vector<int64_t>{}, py::arg("attention_mask") = py::none(),
         py::arg("max_new_tokens") = -1, py::arg("do_sample") = false, py::arg("temperature") = 1.0,
         py::arg("top_k") = 50, py::arg("top_p") = 1.0, py::arg("seed") = 0, py::arg("keep_in_codebook") = true,
-        py::arg("record_logits") = false, py::arg("forced_tokens") = py::none());
+        py::arg("record_logits") = false, py::arg("forced_tokens") = py::none(), py::arg("decode") = "eager");
 }
 
 }  // namespace glmimage::python

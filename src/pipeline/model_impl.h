@@ -75,7 +75,9 @@ struct CallContext {
 };
 
 // The two stages of a generation (generate.cpp). `req` has passed Model::validate.
-PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const CallContext& call);
+// `decode_path`, if given, receives the AR decode path that ran (ArResult::decode).
+PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const CallContext& call,
+                         std::string* decode_path = nullptr);
 std::vector<Image> run_decoder_stage(const Model::Impl& m, const GenerateRequest& req, const PriorTokens& prior,
                                      const CallContext& call);
 

@@ -8,6 +8,7 @@
 #include "io/json_config.h"
 #include "io/tensor_loader.h"
 #include "io/weight_binder.h"
+#include "kernels/cuda_graph.h"
 #include "pipeline/model_impl.h"
 
 namespace glmimage {
@@ -204,6 +205,10 @@ std::shared_ptr<const Model> Model::load(const std::string& model_dir, const Loa
                                           std::move(parts));
     });
     m->ar_generator = std::make_unique<ArGenerator>(*m->ar);
+    if (options.ar_decode == "graph") {  // said at load, not at the first generation
+        const std::string why = kernels::cuda_graphs_unsupported_reason(m->ar_generator->decoder().device());
+        if (!why.empty()) throw UnsupportedError(str_cat("ar_decode 'graph': ", why));
+    }
     stage("loading vision_language_encoder", [&] { read_sampling_defaults(*m); });
     m->text_encoder = stage("loading text_encoder", [&] {
         auto c = T5Config::from_file(config_path(dir, "text_encoder", "config.json"));

@@ -39,6 +39,8 @@ void LoadOptions::validate() const {
     check_residency(residency, "");
     if (quantize != "none" && quantize != "int8" && quantize != "fp8")
         throw InputError(str_cat("unknown quantize '", quantize, "': expected none, int8 or fp8"));
+    if (ar_decode != "auto" && ar_decode != "eager" && ar_decode != "static" && ar_decode != "graph")
+        throw InputError(str_cat("unknown ar_decode '", ar_decode, "': expected auto, eager, static or graph"));
     for (const auto& [folder, p] : components) {
         bool known = false;
         for (const char* c : kComponents) known = known || folder == c;
@@ -63,7 +65,8 @@ ComponentPlacement LoadOptions::placement(const std::string& folder) const {
 }
 
 std::string LoadOptions::to_string() const {
-    std::string s = str_cat("device=", device, " dtype=", dtype, " residency=", residency, " quantize=", quantize);
+    std::string s = str_cat("device=", device, " dtype=", dtype, " residency=", residency, " quantize=", quantize,
+                           " ar_decode=", ar_decode);
     for (const auto& [folder, p] : components)
         s += str_cat(" ", folder, "={", p.device, ",", p.dtype, ",", p.residency, "}");
     return s;

@@ -57,8 +57,9 @@ GenerateResult Session::generate(const GenerateRequest& request, const ProgressC
     const auto ctx = call.context(progress);
     GenerateResult r;
     auto t0 = std::chrono::steady_clock::now();
-    r.prior_tokens = run_ar_stage(model_->impl(), request, ctx);
-    r.timings.push_back({"ar", seconds_since(t0)});
+    std::string decode_path;
+    r.prior_tokens = run_ar_stage(model_->impl(), request, ctx, &decode_path);
+    r.timings.push_back({"ar", seconds_since(t0), decode_path});
     auto t1 = std::chrono::steady_clock::now();
     r.images = run_decoder_stage(model_->impl(), request, r.prior_tokens, ctx);
     r.timings.push_back({"decoder", seconds_since(t1)});

@@ -74,6 +74,13 @@ def _i2i(two_sources: bool):
 
 
 CASES = {"t2i": _t2i, "batch2": _batch2, "i2i_1src": lambda: _i2i(False), "i2i_2src": lambda: _i2i(True)}
+# The two CPU decode paths (LoadOptions::ar_decode): "static" is the fixed-shape step a CUDA graph
+# replays, run eagerly; both must match the reference. Parity names get a "_static" suffix.
+DECODES = ["eager", "static"]
+
+
+def _suffix(decode: str) -> str:
+    return "" if decode == "eager" else f"_{decode}"
 
 
 def _substituted_ids(ref, inputs) -> torch.Tensor:
@@ -194,8 +201,9 @@ def test_ar_prefill(ref, pipe, case):
 
 
 @pytest.mark.parity
+@pytest.mark.parametrize("decode", DECODES)
 @pytest.mark.parametrize("case", ["t2i", "batch2"])
-def test_ar_decode(ref, pipe, case):
+def test_ar_decode(ref, pipe, case, decode):
     """Logits of the prefill and five decode steps, fed the reference's tokens."""
     inputs = CASES[case]()
     with torch.no_grad():
@@ -203,21 +211,22 @@ def test_ar_decode(ref, pipe, case):
                            return_dict_in_generate=True)
     ref_tokens = out.sequences[:, inputs["input_ids"].shape[1]:]
     ours = _testing.ar_generate(pipe, **_ours_kwargs(ref, inputs), max_new_tokens=6, keep_in_codebook=False,
-                                record_logits=True, forced_tokens=ref_tokens)
+                                record_logits=True, forced_tokens=ref_tokens, decode=decode)
+    assert ours["decode"] == decode
     assert len(ours["step_logits"]) == len(out.logits) == 6
     got, want = torch.stack(ours["step_logits"]), torch.stack(out.logits)
-    assert record(f"ar_decode_{case}", got, want, **FP32_LOGITS)["ok"]
+    assert record(f"ar_decode_{case}{_suffix(decode)}", got, want, **FP32_LOGITS)["ok"]
     assert ours["prior_ids"] is None  # six tokens do not reach the main grid
 
 
-def _greedy(ref, pipe, case):
+def _greedy(ref, pipe, case, decode="eager"):
     inputs = CASES[case]()
     n_new, offset, h, w = _diffusers_params(inputs)
     with torch.no_grad():
         ref_out = ref.generate(**inputs, max_new_tokens=n_new, do_sample=False)
     L = inputs["input_ids"].shape[1]
     ref_prior = _diffusers_prior(ref_out, L, offset, h, w)
-    ours = _testing.ar_generate(pipe, **_ours_kwargs(ref, inputs), keep_in_codebook=False)
+    ours = _testing.ar_generate(pipe, **_ours_kwargs(ref, inputs), keep_in_codebook=False, decode=decode)
     assert ours["generated"].shape[1] == n_new == ref_out.shape[1] - L
     assert (ours["grid_offset"], ours["grid_h"], ours["grid_w"]) == (offset, h, w)
     got = torch.cat([ours["generated"].flatten(), ours["prior_ids"].flatten()])
@@ -226,57 +235,62 @@ def _greedy(ref, pipe, case):
 
 
 @pytest.mark.parity
-def test_ar_greedy_t2i(ref, pipe):
-    got, want = _greedy(ref, pipe, "t2i")
-    assert record_exact("ar_greedy_t2i", got, want)["ok"]
+@pytest.mark.parametrize("decode", DECODES)
+def test_ar_greedy_t2i(ref, pipe, decode):
+    got, want = _greedy(ref, pipe, "t2i", decode)
+    assert record_exact(f"ar_greedy_t2i{_suffix(decode)}", got, want)["ok"]
 
 
 @pytest.mark.parity
+@pytest.mark.parametrize("decode", DECODES)
 @pytest.mark.parametrize("case", ["i2i_1src", "i2i_2src"])
-def test_ar_greedy_i2i(ref, pipe, case):
-    got, want = _greedy(ref, pipe, case)
-    assert record_exact(f"ar_greedy_{case}", got, want)["ok"]
+def test_ar_greedy_i2i(ref, pipe, case, decode):
+    got, want = _greedy(ref, pipe, case, decode)
+    assert record_exact(f"ar_greedy_{case}{_suffix(decode)}", got, want)["ok"]
 
 
 @pytest.mark.parity
-def test_ar_greedy_batch2(ref, pipe):
-    got, want = _greedy(ref, pipe, "batch2")
-    assert record_exact("ar_greedy_batch2", got, want)["ok"]
+@pytest.mark.parametrize("decode", DECODES)
+def test_ar_greedy_batch2(ref, pipe, decode):
+    got, want = _greedy(ref, pipe, "batch2", decode)
+    assert record_exact(f"ar_greedy_batch2{_suffix(decode)}", got, want)["ok"]
 
 
-def _sample_both(ref, pipe, inputs, seed, n_new, **params):
+def _sample_both(ref, pipe, inputs, seed, n_new, decode="eager", **params):
     torch.manual_seed(seed)
     with torch.no_grad():
         ref_out = ref.generate(**inputs, max_new_tokens=n_new, do_sample=True, **params)
     ours = _testing.ar_generate(pipe, **_ours_kwargs(ref, inputs), do_sample=True, seed=seed, max_new_tokens=n_new,
-                                keep_in_codebook=False, **params)
+                                keep_in_codebook=False, decode=decode, **params)
     return ours["generated"], ref_out[:, inputs["input_ids"].shape[1]:]
 
 
 @pytest.mark.parity
+@pytest.mark.parametrize("decode", DECODES)
 @pytest.mark.parametrize("case", ["t2i", "batch2"])
-def test_ar_sampling_seeded(ref, pipe, case):
+def test_ar_sampling_seeded(ref, pipe, case, decode):
     """Seeded sampling (temperature -> top-k -> top-p -> multinomial) is token-identical to
     torch.manual_seed(seed) + generate(do_sample=True): same probabilities, same CPU generator stream.
     The tiny model's logits are very peaked, so high temperatures make the draws actually random."""
     inputs = CASES[case]()
     for temperature in (5.0, 20.0):
         for seed in (0, 1):
-            got, want = _sample_both(ref, pipe, inputs, seed, 12, temperature=temperature, top_k=30, top_p=0.9)
-            assert record_exact(f"ar_sample_{case}_t{temperature:g}_seed{seed}", got, want)["ok"]
+            got, want = _sample_both(ref, pipe, inputs, seed, 12, decode, temperature=temperature, top_k=30, top_p=0.9)
+            assert record_exact(f"ar_sample_{case}_t{temperature:g}_seed{seed}{_suffix(decode)}", got, want)["ok"]
 
 
 @pytest.mark.parity
-def test_ar_sampling_stop_rules(ref, pipe):
+@pytest.mark.parametrize("decode", DECODES)
+def test_ar_sampling_stop_rules(ref, pipe, decode):
     """Flat sampling that emits the end marker: seed 3 ends one row early (the rest padded with
     pad_token_id), seed 4 ends both rows before max_new_tokens (generation stops). The end is read
     from the device only every 16 tokens: with 17 new tokens the stop at 10 is found at the check
     after token 16 and the 6 tokens past it are dropped; with 12 it is found after the loop."""
     inputs = CASES["batch2"]()
     for seed, n_new, length in ((3, 12, 12), (4, 12, 10), (4, 17, 10)):
-        got, want = _sample_both(ref, pipe, inputs, seed, n_new, temperature=30.0, top_k=0)
+        got, want = _sample_both(ref, pipe, inputs, seed, n_new, decode, temperature=30.0, top_k=0)
         assert got.shape[1] == length and (want == 65).any()
-        assert record_exact(f"ar_sample_stop_seed{seed}_n{n_new}", got, want)["ok"]
+        assert record_exact(f"ar_sample_stop_seed{seed}_n{n_new}{_suffix(decode)}", got, want)["ok"]
 
 
 @pytest.mark.parity

@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <limits>
+#include <memory>
 #include <string>
 #include <tuple>
 
 #include "core/check.h"
 #include "glmimage/errors.h"
+#include "kernels/cuda_graph.h"
 #include "models/glm_ar/token_grid.h"
 
 namespace glmimage {
@@ -34,6 +36,31 @@ void check_prompt_ids(const GlmArConfig& config, const at::Tensor& input_ids) {
     if (input_ids.eq(config.image_token_id).any().item<bool>())
         throw InputError("ar: the prompt still holds image placeholders (id " + std::to_string(config.image_token_id) +
                          "): replace them with the source images' VQ ids before generation");
+}
+
+ArDecode parse_ar_decode(const std::string& name) {
+    if (name == "auto") return ArDecode::kAuto;
+    if (name == "eager") return ArDecode::kEager;
+    if (name == "static") return ArDecode::kStatic;
+    if (name == "graph") return ArDecode::kGraph;
+    throw InputError("unknown ar_decode '" + name + "': expected auto, eager, static or graph");
+}
+
+const char* ar_decode_name(ArDecode mode) {
+    switch (mode) {
+        case ArDecode::kAuto: return "auto";
+        case ArDecode::kEager: return "eager";
+        case ArDecode::kStatic: return "static";
+        case ArDecode::kGraph: return "graph";
+    }
+    return "?";
+}
+
+ArDecode ArGenerator::resolve(ArDecode requested) const {
+    const std::string why = kernels::cuda_graphs_unsupported_reason(decoder_.device());
+    if (requested == ArDecode::kAuto) return why.empty() ? ArDecode::kGraph : ArDecode::kEager;
+    if (requested == ArDecode::kGraph && !why.empty()) throw UnsupportedError("ar_decode 'graph': " + why);
+    return requested;
 }
 
 ArGenerator::ArGenerator(const GlmArModel& model)
@@ -115,7 +142,8 @@ ArResult ArGenerator::generate(const ArRequest& req, const ArGenerateOptions& op
     }
 
     // The last chosen token is never fed back, so the cache needs L + N - 1 slots.
-    KVCache cache = decoder_.make_cache(B, L + N - 1);
+    const int64_t capacity = L + N - 1;
+    KVCache cache = decoder_.make_cache(B, capacity);
     if (req.attention_mask.defined()) cache.set_prompt_mask(req.attention_mask);
     auto [pc, ps] = rotary_.cos_sin(pos.prefill.to(device), dtype);
     // Rotary tables for every decode step, computed once.
@@ -127,9 +155,62 @@ ArResult ArGenerator::generate(const ArRequest& req, const ArGenerateOptions& op
     const int64_t V = cfg.text.vision_vocab_size, codebook = cfg.vq.num_embeddings;
     auto gen = at::globalContext().defaultGenerator(device).clone();
     gen.set_current_seed(opt.seed);
-    auto unfinished = at::ones({B}, at::TensorOptions().dtype(at::kLong).device(device));
-    auto generated = at::empty({B, N}, unfinished.options());
-    auto alive = at::empty({N}, unfinished.options());  // rows still unfinished after each step
+
+    // Per-step state in device buffers, updated in place: the step index too, so one token's
+    // work is the same kernels at every step (what a captured graph replays) and the host
+    // never waits for the device between tokens.
+    const auto longs = at::TensorOptions().dtype(at::kLong).device(device);
+    auto step_t = at::zeros({1}, longs);  // the step whose token is chosen next
+    auto unfinished = at::ones({B}, longs);
+    auto generated = at::empty({B, N}, longs);
+    auto alive = at::empty({N}, longs);  // rows still unfinished after each step
+    auto next = at::empty({B}, longs);   // the tokens chosen last
+    at::Tensor logits_record;
+    if (opt.record_logits) logits_record = at::empty({B, V}, longs.dtype(at::kFloat));
+    const bool restrict_to_codebook = s.keep_in_codebook && codebook < V;
+    // From the last position's hidden state to the recorded token of step `step_t`.
+    auto choose_next = [&](const at::Tensor& last_hidden) {
+        // Only the last position goes through lm_head; choices are made on fp32 logits.
+        auto scores = decoder_.logits(last_hidden).to(at::kFloat).clone();
+        if (opt.record_logits) logits_record.copy_(scores);
+        if (restrict_to_codebook)  // while a grid is generated
+            scores.narrow(1, codebook, V - codebook)
+                .masked_fill_(step_t.lt(grid_tokens), -std::numeric_limits<float>::infinity());
+        auto chosen = choose(scores, s, gen);
+        if (forced.defined() && forced.size(1) > 0) {
+            const int64_t n = forced.size(1);
+            chosen = at::where(step_t.lt(n), forced.index_select(1, step_t.clamp_max(n - 1)).view({B}), chosen);
+        }
+        chosen = chosen * unfinished + pad * (1 - unfinished);  // finished rows get padding
+        generated.index_copy_(1, step_t, chosen.view({B, 1}));
+        unfinished.mul_(chosen.ne(eos));
+        alive.index_copy_(0, step_t, unfinished.sum().view({1}));
+        next.copy_(chosen);
+        step_t.add_(1);
+    };
+
+    // The static step: feeds the embedded `next` (x_in) at cache slot L + step - 1, over the
+    // whole capacity under a mask of the keys written so far (and the prompt's padding).
+    const ArDecode mode = resolve(opt.decode);
+    res.decode = ar_decode_name(mode);
+    at::Tensor x_in, key_valid, key_pos;
+    if (mode != ArDecode::kEager) {
+        x_in = at::empty({B, 1, cfg.text.hidden_size}, at::TensorOptions().dtype(dtype).device(device));
+        key_valid = cache.key_valid.view({B, 1, 1, capacity});
+        key_pos = at::arange(capacity, longs).view({1, 1, 1, capacity});
+    }
+    auto static_step = [&] {
+        auto fed = step_t - 1;
+        auto slot = fed + L;
+        auto mask = key_valid.logical_and(key_pos.le(slot));
+        auto h = decoder_.forward_at_slot(x_in, dc.index_select(1, fed), ds.index_select(1, fed), slot, mask, cache);
+        choose_next(h.select(1, 0));
+    };
+    // Declared after every buffer the graph reads, so it is destroyed (the caller's stream made
+    // to wait for its work) before they are freed.
+    std::unique_ptr<kernels::StepGraph> graph;
+    if (mode == ArDecode::kGraph && N > 2) graph = std::make_unique<kernels::StepGraph>(device);
+
     int64_t done = 0, checked = 0;
     // One past the first step in [from, to) after which every row had finished; 0 if none did.
     auto stop_in = [&alive](int64_t from, int64_t to) -> int64_t {
@@ -142,20 +223,30 @@ ArResult ArGenerator::generate(const ArRequest& req, const ArGenerateOptions& op
     for (int64_t step = 0; step < N; ++step) {
         if (opt.cancel && opt.cancel->load())
             throw CancelledError("cancelled at AR token " + std::to_string(step));
-        // Only the last position goes through lm_head; choices are made on fp32 logits.
-        auto scores = decoder_.logits(hidden.select(1, hidden.size(1) - 1)).to(at::kFloat).clone();
-        if (opt.record_logits) res.step_logits.push_back(scores.clone());
-        if (s.keep_in_codebook && step < grid_tokens && codebook < V)
-            scores.narrow(1, codebook, V - codebook).fill_(-std::numeric_limits<float>::infinity());
-        auto next = choose(scores, s, gen);
-        if (forced.defined() && step < forced.size(1)) next = forced.select(1, step);
-        next = next * unfinished + pad * (1 - unfinished);  // finished rows get padding
-        generated.select(1, step).copy_(next);
-        unfinished = unfinished * next.ne(eos).to(at::kLong);
-        alive.select(0, step).copy_(unfinished.sum());
+        if (step == 0) {
+            choose_next(hidden.select(1, hidden.size(1) - 1));
+        } else if (mode == ArDecode::kEager) {
+            choose_next(decoder_.forward(next.view({B, 1}), dc.narrow(1, step - 1, 1), ds.narrow(1, step - 1, 1), cache)
+                            .select(1, 0));
+        } else {
+            x_in.copy_(decoder_.embed(next.view({B, 1})));
+            if (graph && step == 2) {  // step 1 ran eagerly on the graph's stream: the warm-up
+                try {
+                    graph->capture(static_step, gen);
+                } catch (const std::exception& e) {
+                    if (opt.decode == ArDecode::kGraph) throw;
+                    graph.reset();  // auto: the same step, run eagerly
+                    res.decode = std::string("static (CUDA graph capture failed: ") + e.what() + ")";
+                }
+            }
+            if (graph && step >= 2)
+                graph->replay();
+            else
+                static_step();
+        }
+        if (opt.record_logits) res.step_logits.push_back(logits_record.clone());
         done = step + 1;
         if (opt.on_token) opt.on_token(done, N);
-        if (step == N - 1) break;
         if (done - checked == kEosCheckInterval) {
             const int64_t stop = stop_in(checked, done);
             checked = done;
@@ -164,7 +255,6 @@ ArResult ArGenerator::generate(const ArRequest& req, const ArGenerateOptions& op
                 break;
             }
         }
-        hidden = decoder_.forward(next.view({B, 1}), dc.narrow(1, step, 1), ds.narrow(1, step, 1), cache);
     }
     if (checked < done)  // the steps since the last check
         if (const int64_t stop = stop_in(checked, done)) done = stop;

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "glmimage/glmimage.h"
@@ -17,6 +18,19 @@
 #include "models/glm_ar/text_decoder.h"
 
 namespace glmimage {
+
+// How decode steps run after the prefill.
+enum class ArDecode {
+    kAuto,    // kGraph where the device can capture CUDA graphs, else kEager
+    kEager,   // each step over the cache written so far (shapes grow by one key per step)
+    kStatic,  // the fixed-shape step (forward_at_slot: the whole cache under a mask, positions,
+              // rotary rows and the codebook rule read from the device by step index, sampling
+              // on the device), run eagerly: the same tokens as kEager
+    kGraph,   // kStatic captured once per generation as a CUDA graph and replayed per token
+};
+// "auto", "eager", "static", "graph"; InputError otherwise.
+ArDecode parse_ar_decode(const std::string& name);
+const char* ar_decode_name(ArDecode mode);
 
 struct ArGenerateOptions {
     // The request's settings (glmimage.h), every value set (ArSettings::with_defaults). Token
@@ -28,6 +42,7 @@ struct ArGenerateOptions {
     bool record_logits = false;  // keep the fp32 logits of every step (parity tests)
     std::function<void(int64_t done, int64_t total)> on_token;  // after each generated token
     const std::atomic<bool>* cancel = nullptr;  // checked before each token; CancelledError
+    ArDecode decode = ArDecode::kEager;  // kStatic / kGraph do not take forced_tokens
 };
 
 struct ArRequest {
@@ -45,6 +60,9 @@ struct ArResult {
     int64_t grid_h = 0, grid_w = 0;  // main (large) grid in tokens
     int64_t grid_offset = 0;         // where the main grid starts among the generated tokens
     std::vector<at::Tensor> step_logits;  // fp32 [B, vision_vocab] per step, if recorded
+    // The decode path that ran ("eager", "static", "graph"); with auto, a failed capture falls
+    // back to "static" and says why here.
+    std::string decode;
 };
 
 class ArGenerator {
@@ -57,6 +75,7 @@ class ArGenerator {
 
   private:
     at::Tensor choose(at::Tensor scores, const ArSettings& s, at::Generator& gen) const;
+    ArDecode resolve(ArDecode requested) const;
 
     const GlmArModel& model_;
     GlmTextDecoder decoder_;

@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 
+#include "core/check.h"
 #include "glmimage/errors.h"
 #include "kernels/attention.h"
 
@@ -13,9 +14,11 @@ void KVCache::allocate(int64_t layers, int64_t batch, int64_t kv_heads, int64_t 
                        at::TensorOptions options) {
     k.clear();
     v.clear();
+    // Zeroed, not left uninitialised: the static decode step attends over the whole capacity
+    // with the unwritten slots masked, and a masked weight of 0 times a NaN left in memory is NaN.
     for (int64_t l = 0; l < layers; ++l) {
-        k.push_back(at::empty({batch, kv_heads, cap, head_dim}, options));
-        v.push_back(at::empty({batch, kv_heads, cap, head_dim}, options));
+        k.push_back(at::zeros({batch, kv_heads, cap, head_dim}, options));
+        v.push_back(at::zeros({batch, kv_heads, cap, head_dim}, options));
     }
     key_valid = at::ones({batch, cap}, options.dtype(at::kBool));
     has_padding = false;
@@ -64,7 +67,7 @@ at::Tensor rotate(const at::Tensor& x_rot, const at::Tensor& cos, const at::Tens
 
 at::Tensor GlmTextDecoder::layer_forward(const GlmDecoderLayer& layer, size_t index, const at::Tensor& x,
                                          const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
-                                         KVCache& cache) const {
+                                         const at::Tensor& slot, KVCache& cache) const {
     const int64_t B = x.size(0), S = x.size(1), c0 = cache.length, T = c0 + S;
     const int64_t rd = rotary_dim_, D = head_dim_;
 
@@ -80,20 +83,31 @@ at::Tensor GlmTextDecoder::layer_forward(const GlmDecoderLayer& layer, size_t in
     k = k.view({B, S, kv_heads_, D}).transpose(1, 2);
     v = v.view({B, S, kv_heads_, D}).transpose(1, 2);
 
-    // Rotary on the first rd channels; K goes straight into its cache slot.
+    // Rotary on the first rd channels; K goes into its cache slot.
     q = at::cat({rotate(q.narrow(-1, 0, rd), cos, sin), q.narrow(-1, rd, D - rd)}, -1);
-    auto k_slot = cache.k[index].narrow(2, c0, S);
-    k_slot.narrow(-1, 0, rd).copy_(rotate(k.narrow(-1, 0, rd), cos, sin));
-    if (rd < D) k_slot.narrow(-1, rd, D - rd).copy_(k.narrow(-1, rd, D - rd));
-    cache.v[index].narrow(2, c0, S).copy_(v);
-    auto keys = cache.k[index].narrow(2, 0, T);
-    auto values = cache.v[index].narrow(2, 0, T);
+    at::Tensor keys, values;
+    if (slot.defined()) {
+        // The slot is a device tensor: index_copy_ writes there without the host reading it.
+        auto k_rot = rotate(k.narrow(-1, 0, rd), cos, sin);
+        if (rd < D) k_rot = at::cat({k_rot, k.narrow(-1, rd, D - rd)}, -1);
+        cache.k[index].index_copy_(2, slot, k_rot);
+        cache.v[index].index_copy_(2, slot, v);
+        keys = cache.k[index];
+        values = cache.v[index];
+    } else {
+        auto k_slot = cache.k[index].narrow(2, c0, S);
+        k_slot.narrow(-1, 0, rd).copy_(rotate(k.narrow(-1, 0, rd), cos, sin));
+        if (rd < D) k_slot.narrow(-1, rd, D - rd).copy_(k.narrow(-1, rd, D - rd));
+        cache.v[index].narrow(2, c0, S).copy_(v);
+        keys = cache.k[index].narrow(2, 0, T);
+        values = cache.v[index].narrow(2, 0, T);
+    }
     const double scale = 1.0 / std::sqrt(static_cast<double>(D));
 
     kernels::AttentionOptions ao;
     ao.scale = scale;
     ao.causal = S > 1 && !mask.defined();  // a prefill from an empty cache
-    const at::Tensor step_mask = S == 1 && mask.defined() ? mask.view({B, 1, 1, T}) : mask;
+    const at::Tensor step_mask = S == 1 && mask.defined() ? mask.view({B, 1, 1, keys.size(2)}) : mask;
     auto attn = kernels::attention(q, keys, values, step_mask, ao).transpose(1, 2).reshape({B, S, heads_ * D});
     h = layer.post_self_attn_layernorm->forward(layer.o_proj->forward(attn));
     auto x1 = x + h;
@@ -138,11 +152,26 @@ at::Tensor GlmTextDecoder::forward(const at::Tensor& input_ids, const at::Tensor
     auto x = model_.language_model->embed_tokens->forward(input_ids);
     const auto& layers = model_.language_model->layers;
     for (size_t i = 0; i < layers.size(); ++i) {
-        x = layer_forward(*layers[i], i, x, cs, sn, mask, cache);
+        x = layer_forward(*layers[i], i, x, cs, sn, mask, {}, cache);
         if (layer_outputs) layer_outputs->push_back(x);
     }
     cache.length = T;
     return model_.language_model->norm->forward(x);
+}
+
+at::Tensor GlmTextDecoder::forward_at_slot(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                                           const at::Tensor& slot, const at::Tensor& key_mask, KVCache& cache) const {
+    const int64_t B = cache.key_valid.size(0);
+    GLMI_CHECK(x.dim() == 3 && x.size(0) == B && x.size(1) == 1, "ar: forward_at_slot takes one token per row, got ",
+               x.sizes());
+    GLMI_CHECK(slot.numel() == 1 && slot.scalar_type() == at::kLong, "ar: the slot must be one long index");
+    GLMI_CHECK(key_mask.dim() == 4 && key_mask.size(0) == B && key_mask.size(3) == cache.capacity,
+               "ar: key_mask must be [batch, 1, 1, capacity], got ", key_mask.sizes());
+    auto cs = cos.unsqueeze(1), sn = sin.unsqueeze(1);
+    at::Tensor h = x;
+    const auto& layers = model_.language_model->layers;
+    for (size_t i = 0; i < layers.size(); ++i) h = layer_forward(*layers[i], i, h, cs, sn, key_mask, slot, cache);
+    return model_.language_model->norm->forward(h);
 }
 
 }  // namespace glmimage

@@ -40,6 +40,19 @@ class GlmTextDecoder {
     at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& cos, const at::Tensor& sin, KVCache& cache,
                        std::vector<at::Tensor>* layer_outputs = nullptr) const;
 
+    // One decode token with every shape fixed and every position read from the device, so a
+    // CUDA graph can capture it once and replay it at each step: x [B, 1, hidden] is the
+    // embedded token, slot [1] (long, on the device) the cache slot it is written to, key_mask
+    // [B, 1, 1, capacity] (bool) the keys it may see, cos/sin [B, 1, rotary_dim]. Attends over
+    // the whole capacity under the mask; cache.length is left as it is (the host no longer
+    // knows it). Returns the final-normed hidden state [B, 1, hidden].
+    at::Tensor forward_at_slot(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                               const at::Tensor& slot, const at::Tensor& key_mask, KVCache& cache) const;
+
+    at::Tensor embed(const at::Tensor& input_ids) const {
+        return model_.language_model->embed_tokens->forward(input_ids);
+    }
+
     at::Tensor logits(const at::Tensor& hidden) const { return model_.lm_head->forward(hidden); }
     // From the final norm, which is never quantized (the Linear weights may be int8).
     at::ScalarType dtype() const { return model_.language_model->norm->weight.scalar_type(); }
@@ -47,8 +60,11 @@ class GlmTextDecoder {
     const GlmTextConfig& config() const { return model_.config.text; }
 
   private:
+    // slot undefined: the S tokens go to cache slots [cache.length, +S) and attend to the
+    // written prefix; slot defined (S = 1): see forward_at_slot.
     at::Tensor layer_forward(const GlmDecoderLayer& layer, size_t index, const at::Tensor& x, const at::Tensor& cos,
-                             const at::Tensor& sin, const at::Tensor& mask, KVCache& cache) const;
+                             const at::Tensor& sin, const at::Tensor& mask, const at::Tensor& slot,
+                             KVCache& cache) const;
 
     const GlmArModel& model_;
     int64_t heads_, kv_heads_, head_dim_, rotary_dim_, intermediate_;
