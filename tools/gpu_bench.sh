@@ -10,10 +10,12 @@
 # Stages (each skipped when its output is already there, so a second call on a warm machine goes on
 # where the first stopped): build (against that machine's torch), the real-size random checkpoint,
 # the tiny CUDA-vs-CPU check (fp32, the same prior tokens: images within 1 level), ours at SIZE x SIZE
-# and STEPS steps in resident and staged residency, and the reference (diffusers 0.39 +
-# transformers 5.24) on the same checkpoint and request.
+# and STEPS steps in resident and staged residency (the AR decode as a CUDA graph; if the capture
+# fails, the run says so and is made again with the eager decode), the reference (diffusers 0.39 +
+# transformers 5.24) on the same checkpoint and request, then ours resident with the eager AR
+# decode and 2 steps (ar_eager: what the graph gains).
 # Environment: SIZE (1024), STEPS (50), LAYERS (real), CKPT (/tmp/glmi_real), QUANTIZE (none),
-#              SKIP_REFERENCE=1, STAGES ("build checkpoint tiny resident staged reference").
+#              SKIP_REFERENCE=1, STAGES ("build checkpoint tiny resident staged reference ar_eager").
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -21,7 +23,7 @@ SIZE="${SIZE:-1024}"
 STEPS="${STEPS:-50}"
 CKPT="${CKPT:-/tmp/glmi_real}"
 QUANTIZE="${QUANTIZE:-none}"
-STAGES="${STAGES:-build checkpoint tiny resident staged reference}"
+STAGES="${STAGES:-build checkpoint tiny resident staged reference ar_eager}"
 LOG="${OUT:-/tmp}/gpu_bench.jsonl"
 : >"$LOG"
 want() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -59,17 +61,27 @@ if want tiny; then
   python3 tools/gpu_bench_tiny.py | tee -a "$LOG"
 fi
 
+ours() {  # ours() RESIDENCY AR_DECODE STEPS
+  python3 bench/bench_real_size.py --out "$CKPT" --device cuda --size "$SIZE" --steps "$3" --threads 8 \
+    --residency "$1" --ar-decode "$2" --quantize "$QUANTIZE" --image "/tmp/glmi_$1.png"
+}
 for residency in resident staged; do
   want "$residency" || continue
   stamp "ours $residency"
-  python3 bench/bench_real_size.py --out "$CKPT" --device cuda --size "$SIZE" --steps "$STEPS" --threads 8 \
-    --residency "$residency" --quantize "$QUANTIZE" --image "/tmp/glmi_$residency.png" | tee -a "$LOG"
+  ours "$residency" graph "$STEPS" | tee -a "$LOG" ||
+    { echo "{\"bench\": \"graph_failed\", \"residency\": \"$residency\"}" | tee -a "$LOG";
+      ours "$residency" eager "$STEPS" | tee -a "$LOG"; }
 done
 
 if want reference && [ -z "${SKIP_REFERENCE:-}" ]; then
   stamp reference
   python3 bench/bench_real_size.py --out "$CKPT" --device cuda --size "$SIZE" --steps "$STEPS" --threads 8 \
     --side reference | tee -a "$LOG" || echo '{"bench": "reference", "error": "the reference did not run"}' | tee -a "$LOG"
+fi
+
+if want ar_eager; then
+  stamp "ours resident, eager AR decode"
+  ours resident eager 2 | sed 's/"residency": "resident"/"residency": "ar_eager"/' | tee -a "$LOG"
 fi
 
 python3 - "$LOG" <<'PY'
