@@ -250,6 +250,8 @@ def main() -> int:
         "ar_bytes_per_token_gb": round(ar_bytes / 1e9, 2), "bandwidth_gb_s": round(bandwidth / 1e9, 2),
         "dit_tflop_per_step": round(dit_flops / 1e12, 2), "bf16_gemm_tflop_s": round(gemm / 1e12, 3),
         "image": str(image),
+        # The SDPA kernel each attention site gets at this size (math = the unfused fallback).
+        "sdpa": _testing.attention_backends(pipe, args.size, args.size),
     }
     if cuda:
         result["peak_gpu_mb"] = round(peak_gpu_mb, 1)

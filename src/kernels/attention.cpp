@@ -1,29 +1,68 @@
 #include "kernels/attention.h"
 
+#include <ATen/SDPBackend.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "core/check.h"
 
 namespace glmimage::kernels {
 
-at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                     const AttentionOptions& o) {
+namespace {
+
+// The SDPA call attention() makes: the same for running it and for asking which backend runs it.
+struct SdpaCall {
+    at::Tensor q, k, v;
+    std::optional<at::Tensor> mask;
+    bool causal = false, gqa = false;
+    std::vector<int64_t> out_shape;  // non-empty: reshape the output to this (grouped decode)
+};
+
+SdpaCall prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                 const AttentionOptions& o) {
     GLMI_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attention expects [B, H, S, D] tensors, got ",
                q.sizes(), ", ", k.sizes(), ", ", v.sizes());
     const int64_t B = q.size(0), hq = q.size(1), sq = q.size(2), D = q.size(3), hkv = k.size(1);
     GLMI_CHECK(hkv > 0 && hq % hkv == 0, "query heads ", hq, " are not a multiple of key/value heads ", hkv);
     GLMI_CHECK(!(o.causal && mask.defined()), "causal attention takes no mask");
-    std::optional<at::Tensor> m;
-    if (mask.defined()) m = mask;
+    SdpaCall c{q, k, v, std::nullopt, o.causal, hq != hkv, {}};
+    if (mask.defined()) c.mask = mask;
     if (hq != hkv && sq == 1) {
         // One query per head: the heads sharing a kv head become a group of queries, so each
         // kv head is read once instead of being repeated per query head. A mask broadcast over
         // heads ([B, 1, 1, Sk]) broadcasts over the group the same way.
         GLMI_CHECK(!mask.defined() || mask.size(1) == 1, "a per-head mask is not supported for grouped decode");
-        auto qg = q.reshape({B, hkv, hq / hkv, D});
-        return at::scaled_dot_product_attention(qg, k, v, m, /*dropout_p=*/0.0, /*is_causal=*/false, o.scale)
-            .reshape({B, hq, 1, D});
+        c.q = q.reshape({B, hkv, hq / hkv, D});
+        c.gqa = false;
+        c.out_shape = {B, hq, 1, D};
     }
-    return at::scaled_dot_product_attention(q, k, v, m, /*dropout_p=*/0.0, o.causal, o.scale,
-                                            /*enable_gqa=*/hq != hkv);
+    return c;
+}
+
+}  // namespace
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                     const AttentionOptions& o) {
+    const SdpaCall c = prepare(q, k, v, mask, o);
+    auto out = at::scaled_dot_product_attention(c.q, c.k, c.v, c.mask, /*dropout_p=*/0.0, c.causal, o.scale, c.gqa);
+    return c.out_shape.empty() ? out : out.reshape(c.out_shape);
+}
+
+std::string attention_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                              const AttentionOptions& o) {
+    const SdpaCall c = prepare(q, k, v, mask, o);
+    const auto choice = static_cast<at::SDPBackend>(
+        at::_fused_sdp_choice(c.q, c.k, c.v, c.mask, /*dropout_p=*/0.0, c.causal, o.scale, c.gqa));
+    switch (choice) {
+        case at::SDPBackend::math: return "math";
+        case at::SDPBackend::flash_attention: return "flash_attention";
+        case at::SDPBackend::efficient_attention: return "efficient_attention";
+        case at::SDPBackend::cudnn_attention: return "cudnn_attention";
+        case at::SDPBackend::overrideable: return "overrideable";
+        default: return "none (SDPA finds no kernel for these inputs)";
+    }
 }
 
 at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

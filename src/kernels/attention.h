@@ -1,12 +1,12 @@
 // The one attention entry point of every model (AR decoder, vision encoder, T5, DiT, VAE).
 // Model files say what attends to what; this file decides how: the layout SDPA gets, the
-// grouped-query trick for single-token decode, the mask form, and (later) the backend choice
-// and the static key/value views a captured graph needs.
+// grouped-query trick for single-token decode, the mask form; and which SDPA backend that gets.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace glmimage::kernels {
@@ -21,6 +21,12 @@ struct AttentionOptions {
 // to [B, Hq, Sq, Sk]. Returns [B, Hq, Sq, D].
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask = {},
                      const AttentionOptions& options = {});
+
+// The SDPA backend LibTorch chooses for what attention() runs on these inputs: "math",
+// "flash_attention", "efficient_attention", "cudnn_attention" or "overrideable" (for benches and
+// device checks: whether the fused kernels run, or the math fallback).
+std::string attention_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              const at::Tensor& mask = {}, const AttentionOptions& options = {});
 
 // Block-diagonal attention over segments of the sequence axis: tokens attend only within
 // their own segment (the vision encoder's images). q, k, v [1, H, N, D]; lengths sum to N.

@@ -139,3 +139,15 @@ def test_graph_is_refused_at_load_without_cuda():
 def test_bad_ar_decode_is_an_input_error():
     with pytest.raises(ValueError, match="ar_decode"):
         glmimage.Pipeline.from_pretrained(TINY, ar_decode="fast")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_attention_backends_are_reported(dtype):
+    """Which SDPA kernel each attention site gets (kernels::attention_backend, the same call the
+    models make). On this CPU every site, the masked static decode step included, runs LibTorch's
+    fused CPU flash kernel rather than the math fallback; on a GPU gpu_bench.sh prints the same."""
+    p = glmimage.Pipeline.from_pretrained(TINY, dtype=dtype)
+    got = _testing.attention_backends(p, 64, 64)
+    print(f"attention backends {dtype}: {got}")
+    assert set(got) == {"ar_prefill", "ar_decode_eager", "ar_decode_static", "vision", "dit"}
+    assert set(got.values()) == {"flash_attention"}
