@@ -4,6 +4,7 @@
 
 #include "core/check.h"
 #include "io/tensor_loader.h"
+#include "layers/linear.h"
 
 namespace glmimage::io {
 
@@ -37,8 +38,6 @@ std::map<std::string, Target> collect_targets(ParamModule& root) {
 
 std::vector<int64_t> sizes_of(const at::Tensor& t) { return t.sizes().vec(); }
 
-bool is_quantized_storage(at::ScalarType t) { return t == at::kChar || t == at::kFloat8_e4m3fn; }
-
 }  // namespace
 
 std::vector<ParamSpec> parameter_specs(ParamModule& root) {
@@ -55,7 +54,7 @@ void place_weights(ParamModule& root, const WeightIndex& weights, std::optional<
         const TensorRef* ref = weights.find(name);
         GLMI_CHECK(ref != nullptr, "placing '", name, "': not in the checkpoint");
         const auto held = target.current.scalar_type();
-        if (is_quantized_storage(held) && !is_quantized_storage(to_scalar_type(ref->info->dtype))) {
+        if (Linear::is_quantized_dtype(held) && !Linear::is_quantized_dtype(to_scalar_type(ref->info->dtype))) {
             // Derived at load (a quantized weight): the file cannot give it back, so it moves as is.
             target.owner->replace_parameter(target.local_name, target.current.to(device));
             continue;

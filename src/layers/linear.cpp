@@ -113,10 +113,9 @@ at::Tensor fp8_matmul(const at::Tensor& x2d, const at::Tensor& w8, const at::Ten
 
 }  // namespace
 
-bool Linear::quantized() const {
-    const auto t = weight.scalar_type();
-    return t == at::kChar || t == at::kFloat8_e4m3fn;
-}
+bool Linear::is_quantized_dtype(at::ScalarType t) { return t == at::kChar || t == at::kFloat8_e4m3fn; }
+
+bool Linear::quantized() const { return is_quantized_dtype(weight.scalar_type()); }
 
 at::Tensor Linear::forward(const at::Tensor& x) const {
     if (!quantized()) {
@@ -145,12 +144,11 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
 void Linear::quantize_int8(at::ScalarType compute) {
     if (quantized()) return;
     GLMI_CHECK(at::isFloatingType(weight.scalar_type()), "cannot quantize a ", weight.scalar_type(), " weight");
-    const auto dtype = compute;
     const auto w = weight.to(compute).to(at::kFloat);
     const auto amax = w.abs().amax({1}, /*keepdim=*/true).clamp_min(1e-12);
     const auto scale = amax / 127.0;
     const auto q = (w / scale).round().clamp(-127, 127).to(at::kChar).contiguous();
-    weight_scale = scale.view({-1}).to(dtype);
+    weight_scale = scale.view({-1}).to(compute);
     replace_parameter("weight", q);
 }
 

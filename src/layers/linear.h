@@ -12,7 +12,7 @@ class Linear : public ParamModule {
     at::Tensor forward(const at::Tensor& x) const;
 
     // Weight-only int8: the weight becomes int8 [out, in] with one symmetric scale per output
-    // channel (max |w| / 127, in the weight's dtype); the matmul then reads half the bytes of
+    // channel (max |w| / 127, in the compute dtype); the matmul then reads half the bytes of
     // bf16. On the CPU, inputs of a few rows (the AR decode) run LibTorch's _weight_int8pack_mm;
     // larger inputs (prefill, the DiT) and other devices widen the int8 weight per call.
     // `compute` is the dtype the layer computes in; the weight is rounded to it first, so a weight
@@ -31,6 +31,8 @@ class Linear : public ParamModule {
     static std::string fp8_unsupported_reason(const at::Device& device);
 
     bool quantized() const;
+    // The dtypes a quantized weight is stored in (int8, fp8 e4m3).
+    static bool is_quantized_dtype(at::ScalarType t);
 
     // For a layer whose calls are mostly one row (the AR decode step): on the CPU, bf16 inputs of
     // at most 8 rows then take LibTorch's own bf16 gemm instead of oneDNN's (linear.cpp says why).
