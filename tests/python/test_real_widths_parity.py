@@ -292,6 +292,27 @@ def test_ar_greedy(ckpt, ours, case):
     assert record(f"real_widths_ar_decode_logits_{case}", got, want, atol=two_ulps(want), dtype="bfloat16",
                   scale=float(want.abs().max()), steps=n_new)["ok"]
 
+    # The static decode step (the fixed-shape step a CUDA graph replays, run eagerly here): its logits
+    # fed the reference's tokens within the same two ulps, and its greedy tokens the reference's, or
+    # parting only where our two candidates' logits (fed the reference's tokens) are within two ulps.
+    static = _testing.ar_generate(ours, **kw, keep_in_codebook=False, record_logits=True, forced_tokens=ref_tokens,
+                                  decode="static")
+    got = torch.stack(static["step_logits"]).float()
+    assert record(f"real_widths_ar_decode_logits_{case}_static", got, want, atol=two_ulps(want), dtype="bfloat16",
+                  scale=float(want.abs().max()), steps=n_new)["ok"]
+    tokens = _testing.ar_generate(ours, **kw, keep_in_codebook=False, decode="static")["generated"]
+    parted = (tokens != ref_tokens).any(0).nonzero().flatten()
+    if not len(parted):
+        assert record_exact(f"real_widths_ar_greedy_{case}_static", tokens, ref_tokens, tokens=n_new)["ok"]
+    else:
+        step = int(parted[0])
+        row = int((tokens[:, step] != ref_tokens[:, step]).nonzero()[0])
+        logits = got[step, row]
+        gap = float((logits[int(tokens[row, step])] - logits[int(ref_tokens[row, step])]).abs())
+        print(f"real_widths_ar_greedy_{case}_static: parts at step {step} of {n_new}, logit gap {gap}")
+        assert record(f"real_widths_ar_greedy_{case}_static_first_difference_logit_gap", torch.tensor([gap]),
+                      torch.zeros(1), atol=two_ulps(logits), step=step, steps=n_new)["ok"]
+
 
 # --------------------------------------------------------------------------------------------------------
 # vision encoder + VQ
