@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "core/paths.h"
 #include "glmimage/errors.h"
 
 namespace glmimage::cli {
@@ -21,7 +22,7 @@ std::vector<std::string> read_prompt_file(const std::string& path) {
     std::ifstream file;
     std::istream* in = &std::cin;
     if (path != "-") {
-        if (fs::is_directory(path)) throw InputError("prompt file '" + path + "' is a directory");
+        if (detail::is_directory(path)) throw InputError("prompt file '" + path + "' is a directory");
         file.open(path, std::ios::binary);
         if (!file) throw InputError("cannot read prompt file '" + path + "': " + std::strerror(errno));
         in = &file;

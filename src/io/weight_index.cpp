@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/check.h"
+#include "core/paths.h"
 
 namespace glmimage::io {
 
@@ -52,13 +53,16 @@ WeightIndex WeightIndex::open_file(const std::string& path) {
 }
 
 WeightIndex WeightIndex::open_dir(const std::string& dir) {
-    if (!fs::is_directory(dir)) throw FormatError(str_cat(dir, ": not a directory"));
+    std::string why;
+    if (!detail::is_directory(dir, &why)) throw FormatError(str_cat(dir, ": not a directory", detail::reason_suffix(why)));
     std::vector<std::string> indexes, singles;
-    for (const auto& e : fs::directory_iterator(dir)) {
-        const std::string name = e.path().filename().string();
-        if (ends_with(name, ".safetensors.index.json")) indexes.push_back(e.path().string());
-        else if (ends_with(name, ".safetensors")) singles.push_back(e.path().string());
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (ends_with(name, ".safetensors.index.json")) indexes.push_back(it->path().string());
+        else if (ends_with(name, ".safetensors")) singles.push_back(it->path().string());
     }
+    if (ec) throw FormatError(str_cat(dir, ": cannot list the folder (", ec.message(), ")"));
     std::sort(indexes.begin(), indexes.end());
     std::sort(singles.begin(), singles.end());
     if (indexes.size() > 1)
@@ -95,8 +99,10 @@ WeightIndex WeightIndex::open_dir(const std::string& dir) {
     }
     for (const auto& shard : shards) {
         fs::path p = fs::path(dir) / shard;
-        if (!fs::exists(p))
-            throw FormatError(str_cat(index_path, ": shard '", shard, "' listed in the index is missing"));
+        std::string why;
+        if (!detail::path_exists(p, &why))
+            throw FormatError(str_cat(index_path, ": shard '", shard, "' listed in the index is missing",
+                                      detail::reason_suffix(why)));
         w.add_file(SafetensorsFile::open(p.string()));
     }
     for (const auto& [key, shard] : key_to_shard) {

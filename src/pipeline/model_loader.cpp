@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "core/check.h"
+#include "core/paths.h"
 #include "io/json_config.h"
 #include "io/tensor_loader.h"
 #include "io/weight_binder.h"
@@ -144,7 +145,7 @@ std::string config_path(const std::string& dir, const char* folder, const char* 
 void read_sampling_defaults(Model::Impl& m) {
     const std::string path = config_path(m.model_dir, "vision_language_encoder", "generation_config.json");
     std::optional<io::JsonConfig> j;
-    if (fs::exists(path)) j = io::JsonConfig::load(path);
+    if (detail::path_exists(path)) j = io::JsonConfig::load(path);
     std::string source;
     auto from = [&](const char* key, auto fallback, auto read) {
         const bool stated = j && j->has(key);

@@ -205,6 +205,11 @@ TEST(WeightIndex, IndexAndShardsDisagree) {
     expect_format_error([&] { WeightIndex::open_dir(make_sharded("escape", escape)); }, "is not a file name");
     expect_format_error([&] { WeightIndex::open_dir(make_sharded("nomap", "{}")); }, "weight_map");
     expect_format_error([&] { WeightIndex::open_dir(make_sharded("badjson", "{")); }, "not valid JSON");
+    // A shard name the file system cannot even look up (found by fuzz_json_config: std::filesystem
+    // threw its own filesystem_error, which escaped as a non-glmimage exception).
+    const std::string too_long = R"({"weight_map":{"a":")" + std::string(300, 'x') + R"(.safetensors"}})";
+    expect_format_error([&] { WeightIndex::open_dir(make_sharded("toolong", too_long.c_str())); },
+                        "listed in the index is missing (File name too long)");
 }
 
 TEST(WeightIndex, DirectoryProblems) {
