@@ -209,7 +209,10 @@ ArResult ArGenerator::generate(const ArRequest& req, const ArGenerateOptions& op
     // Declared after every buffer the graph reads, so it is destroyed (the caller's stream made
     // to wait for its work) before they are freed.
     std::unique_ptr<kernels::StepGraph> graph;
-    if (mode == ArDecode::kGraph && N > 2) graph = std::make_unique<kernels::StepGraph>(device);
+    if (mode == ArDecode::kGraph && N > 2)
+        graph = std::make_unique<kernels::StepGraph>(device);
+    else if (mode == ArDecode::kGraph)
+        res.decode = "static";  // two tokens or fewer: nothing is left to replay after the warm-up
 
     int64_t done = 0, checked = 0;
     // One past the first step in [from, to) after which every row had finished; 0 if none did.
