@@ -58,6 +58,9 @@ fi
 
 if want tiny; then
   stamp tiny
+  # The Python module once crashed there while the CLI ran: each import order in a fresh
+  # interpreter, with the loader's bindings of the C++ stream symbols where one dies.
+  python3 tools/import_probe.py | tee -a "$LOG" || true
   python3 tools/gpu_bench_tiny.py | tee -a "$LOG"
 fi
 
