@@ -11,6 +11,7 @@
 
 #include "core/check.h"
 #include "glmimage/errors.h"
+#include "kernels/gemv.h"
 
 namespace glmimage {
 
@@ -119,8 +120,16 @@ bool Linear::quantized() const { return is_quantized_dtype(weight.scalar_type())
 
 at::Tensor Linear::forward(const at::Tensor& x) const {
     if (!quantized()) {
+        if (few_rows_gemv && x.is_cpu() && x.size(-1) > 0 && x.numel() <= kernels::kGemvMaxRows * x.size(-1)) {
+            const auto x2d = x.reshape({-1, x.size(-1)});
+            if (kernels::gemv_takes(x2d, weight, bias)) {
+                auto sizes = x.sizes().vec();
+                sizes.back() = weight.size(0);
+                return kernels::gemv(x2d, weight, bias).view(sizes);
+            }
+        }
         std::optional<NativeBf16Gemm> native;
-        if (few_rows_native_bf16 && wants_native_bf16(x, weight)) native.emplace();
+        if (few_rows_gemv && wants_native_bf16(x, weight)) native.emplace();
         return at::linear(x, weight, bias);
     }
     const int64_t in = weight.size(1), out = weight.size(0);
@@ -209,7 +218,7 @@ std::shared_ptr<const FusedLinear> FusedLinear::fuse(const std::vector<Linear*>&
     const int64_t out = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
     auto fused = std::make_shared<Linear>(w0.size(1), out, first.bias.defined(),
                                           at::TensorOptions().device(at::kMeta).dtype(w0.scalar_type()));
-    fused->few_rows_native_bf16 = first.few_rows_native_bf16;
+    fused->few_rows_gemv = first.few_rows_gemv;
     fused->replace_parameter("weight", at::cat(ws, 0));
     if (!bs.empty()) fused->replace_parameter("bias", at::cat(bs, 0));
     if (!ss.empty()) fused->weight_scale = at::cat(ss, -1);  // [out] (int8) or [1, out] (fp8)

@@ -63,11 +63,11 @@ GlmArModel::GlmArModel(const GlmArConfig& c, at::TensorOptions o) : ParamModule(
     vqmodel = model->add("vqmodel", std::make_shared<GlmVQModel>(c.vq, o));
     lm_head = child("lm_head", std::make_shared<Linear>(c.text.hidden_size, c.text.vision_vocab_size, false, o));
     // The text decoder's matmuls are one row per decode step: memory-bound weight reads.
-    lm_head->few_rows_native_bf16 = true;
+    lm_head->few_rows_gemv = true;
     for (auto& l : language_model->layers)
         for (Linear* lin : {l->q_proj.get(), l->k_proj.get(), l->v_proj.get(), l->o_proj.get(), l->gate_up_proj.get(),
                             l->down_proj.get()})
-            lin->few_rows_native_bf16 = true;
+            lin->few_rows_gemv = true;
 }
 
 size_t GlmArModel::fuse_projections() {

@@ -1,0 +1,157 @@
+#include "kernels/gemv.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "core/check.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define GLMI_GEMV_X86 1
+#include <immintrin.h>
+#endif
+
+namespace glmimage::kernels {
+
+namespace {
+
+#ifdef GLMI_GEMV_X86
+
+#define GLMI_AVX2 __attribute__((target("avx2,fma")))
+
+// Eight weights as floats: bf16 is the high half of an fp32, so widening is a shift.
+GLMI_AVX2 inline __m256 load8(const uint16_t* w) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+GLMI_AVX2 inline __m256 load8(const float* w) { return _mm256_loadu_ps(w); }
+
+inline float to_float(uint16_t w) {
+    c10::BFloat16 b;
+    b.x = w;
+    return static_cast<float>(b);
+}
+inline float to_float(float w) { return w; }
+
+GLMI_AVX2 inline float horizontal_sum(__m256 v) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+// Output rows [n0, n1) of y = x W^T for M input rows: each weight row is read once, V vectors of
+// eight at a time, into M x V independent float32 accumulators (V shrinks as M grows so that
+// accumulators and weights stay in the sixteen AVX registers). x is float32 [M, K]; sums [M, N].
+template <int M, typename W>
+GLMI_AVX2 void gemv_rows(const W* w, const float* x, int64_t K, int64_t N, int64_t n0, int64_t n1, float* sums) {
+    constexpr int V = M <= 2 ? 4 : 2;
+    constexpr int64_t step = 8 * V;
+    for (int64_t n = n0; n < n1; ++n) {
+        const W* wn = w + n * K;
+        __m256 acc[M][V];
+        for (int m = 0; m < M; ++m)
+            for (int v = 0; v < V; ++v) acc[m][v] = _mm256_setzero_ps();
+        int64_t k = 0;
+        for (; k + step <= K; k += step) {
+            __m256 wv[V];
+            for (int v = 0; v < V; ++v) wv[v] = load8(wn + k + 8 * v);
+            for (int m = 0; m < M; ++m)
+                for (int v = 0; v < V; ++v)
+                    acc[m][v] = _mm256_fmadd_ps(wv[v], _mm256_loadu_ps(x + m * K + k + 8 * v), acc[m][v]);
+        }
+        for (int m = 0; m < M; ++m) {
+            for (int v = 1; v < V; ++v) acc[m][0] = _mm256_add_ps(acc[m][0], acc[m][v]);
+            float s = horizontal_sum(acc[m][0]);
+            for (int64_t j = k; j < K; ++j) s += to_float(wn[j]) * x[m * K + j];
+            sums[m * N + n] = s;
+        }
+    }
+}
+
+template <typename W>
+void gemv_rows_dispatch(int64_t M, const W* w, const float* x, int64_t K, int64_t N, int64_t n0, int64_t n1,
+                        float* sums) {
+    switch (M) {
+        case 1: return gemv_rows<1>(w, x, K, N, n0, n1, sums);
+        case 2: return gemv_rows<2>(w, x, K, N, n0, n1, sums);
+        case 3: return gemv_rows<3>(w, x, K, N, n0, n1, sums);
+        case 4: return gemv_rows<4>(w, x, K, N, n0, n1, sums);
+        default: GLMI_CHECK(false, "gemv takes at most ", kGemvMaxRows, " rows, got ", M);
+    }
+}
+
+static_assert(kGemvMaxRows == 4, "gemv_rows_dispatch instantiates 1..4 rows");
+
+bool cpu_has_avx2_fma() {
+    static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return has;
+}
+
+template <typename W>
+void run(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y) {
+    const int64_t M = x2d.size(0), K = x2d.size(1), N = w.size(0);
+    // x once in float32: the kernel's loads of it hit the cache, the weight's stream from memory.
+    std::vector<float> xf(static_cast<size_t>(M * K));
+    const auto x = x2d.contiguous();
+    if (x.scalar_type() == at::kFloat) {
+        std::copy_n(x.data_ptr<float>(), M * K, xf.data());
+    } else {
+        const auto* xb = x.data_ptr<at::BFloat16>();
+        for (int64_t i = 0; i < M * K; ++i) xf[i] = static_cast<float>(xb[i]);
+    }
+    std::vector<float> sums(static_cast<size_t>(M * N));
+    const auto* wp = reinterpret_cast<const W*>(w.data_ptr());
+    // Chunks of at least 256 KB of weight: smaller ones cost more to hand out than they take.
+    const int64_t grain = std::max<int64_t>(1, (256 << 10) / (K * static_cast<int64_t>(sizeof(W))));
+    at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
+        gemv_rows_dispatch<W>(M, wp, xf.data(), K, N, n0, n1, sums.data());
+    });
+    // One rounding, after the bias: as LibTorch's gemm with beta = 1 does.
+    const W* bp = bias.defined() ? reinterpret_cast<const W*>(bias.data_ptr()) : nullptr;
+    using Out = std::conditional_t<std::is_same_v<W, float>, float, at::BFloat16>;
+    Out* yp = y.data_ptr<Out>();
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) yp[m * N + n] = Out(sums[m * N + n] + (bp ? to_float(bp[n]) : 0.0f));
+}
+
+#endif  // GLMI_GEMV_X86
+
+}  // namespace
+
+bool gemv_takes(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias) {
+#ifdef GLMI_GEMV_X86
+    const auto t = w.scalar_type();
+    if (!(t == at::kBFloat16 || t == at::kFloat)) return false;
+    if (!x2d.is_cpu() || !w.is_cpu() || x2d.dim() != 2 || w.dim() != 2 || x2d.scalar_type() != t) return false;
+    if (x2d.size(0) < 1 || x2d.size(0) > kGemvMaxRows || x2d.size(1) != w.size(1) || !w.is_contiguous()) return false;
+    if (bias.defined() && (!bias.is_cpu() || bias.scalar_type() != t || bias.dim() != 1 ||
+                           bias.size(0) != w.size(0) || !bias.is_contiguous()))
+        return false;
+    return cpu_has_avx2_fma();
+#else
+    (void)x2d, (void)w, (void)bias;
+    return false;
+#endif
+}
+
+at::Tensor gemv(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias) {
+    GLMI_CHECK(gemv_takes(x2d, w, bias), "gemv does not take x ", x2d.sizes(), " ", x2d.scalar_type(), " with W ",
+               w.sizes(), " ", w.scalar_type());
+#ifdef GLMI_GEMV_X86
+    auto y = at::empty({x2d.size(0), w.size(0)}, x2d.options());
+    if (w.scalar_type() == at::kFloat)
+        run<float>(x2d, w, bias, y);
+    else
+        run<uint16_t>(x2d, w, bias, y);
+    return y;
+#else
+    return {};
+#endif
+}
+
+}  // namespace glmimage::kernels

@@ -1,0 +1,108 @@
+// kernels::gemv against a float64 product of the same (already rounded) inputs, and against
+// LibTorch's own linear: every row count it takes, inner sizes with and without a vector tail,
+// output counts that split across threads, with and without bias; and what it must refuse.
+#include <gtest/gtest.h>
+
+#include <ATen/Parallel.h>
+
+#include "kernels/gemv.h"
+#include "layers/linear.h"
+
+namespace glmimage {
+namespace {
+
+bool gemv_available() {
+    const auto w = at::zeros({8, 32});
+    return kernels::gemv_takes(at::zeros({1, 32}), w, {});
+}
+
+struct Case {
+    int64_t m, n, k;
+    bool bias;
+};
+
+// Max |gemv - float64 product| over the bound the dtype allows: float32 accumulation over K terms
+// (K * 2^-24 of sum |w x|), plus for bf16 output half a bf16 step of the result (2^-9 relative).
+void check(at::ScalarType dt, const Case& c) {
+    at::manual_seed(c.m * 1000003 + c.n * 101 + c.k);
+    const auto x = at::randn({c.m, c.k}).to(dt);
+    const auto w = (at::randn({c.n, c.k}) / std::sqrt(static_cast<double>(c.k))).to(dt);
+    const at::Tensor b = c.bias ? at::randn({c.n}).to(dt) : at::Tensor();
+    ASSERT_TRUE(kernels::gemv_takes(x, w, b));
+    const auto got = kernels::gemv(x, w, b);
+    ASSERT_EQ(got.scalar_type(), dt);
+    ASSERT_EQ(got.sizes(), (std::vector<int64_t>{c.m, c.n}));
+
+    const auto xd = x.to(at::kDouble), wd = w.to(at::kDouble);
+    auto want = at::matmul(xd, wd.t());
+    if (c.bias) want = want + b.to(at::kDouble);
+    const auto magnitude = at::matmul(xd.abs(), wd.abs().t()) + (c.bias ? b.to(at::kDouble).abs() : at::zeros({1}, at::kDouble));
+    auto bound = magnitude * (static_cast<double>(c.k + 1) * std::ldexp(1.0, -24)) + 1e-30;
+    if (dt == at::kBFloat16) bound = bound + want.abs() * std::ldexp(1.0, -8);
+    const auto err = (got.to(at::kDouble) - want).abs();
+    const double max_abs = err.max().item<double>();
+    const double worst = (err / bound).max().item<double>();
+    // And beside LibTorch's own product, as the reference computes it.
+    const double vs_torch = (got.to(at::kDouble) - at::linear(x, w, b).to(at::kDouble)).abs().max().item<double>();
+    std::cout << "  " << (dt == at::kFloat ? "fp32" : "bf16") << " M=" << c.m << " N=" << c.n << " K=" << c.k
+              << (c.bias ? " bias" : "") << ": max abs diff " << max_abs << " (vs float64), " << vs_torch
+              << " (vs at::linear); worst error / bound " << worst << "\n";
+    EXPECT_LE(worst, 1.0);
+}
+
+TEST(Gemv, EqualsFloat64ProductWithinRounding) {
+    if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA on this CPU (or not x86-64): gemv is not used here";
+    const std::vector<Case> cases = {
+        {1, 1, 1, false},     {1, 7, 31, true},     {2, 33, 32, false},   {3, 17, 100, true},
+        {4, 64, 4096, false}, {1, 1000, 4096, true}, {2, 257, 1040, true}, {4, 300, 13, false},
+        {1, 4096, 1024, false},
+    };
+    for (auto dt : {at::kFloat, at::kBFloat16})
+        for (const auto& c : cases) check(dt, c);
+}
+
+TEST(Gemv, SameResultOnOneThreadAndTwo) {
+    if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA on this CPU";
+    const auto x = at::randn({2, 1024}).to(at::kBFloat16);
+    const auto w = at::randn({2048, 1024}).to(at::kBFloat16);
+    const int saved = at::get_num_threads();
+    at::set_num_threads(1);
+    const auto one = kernels::gemv(x, w, {});
+    at::set_num_threads(2);
+    const auto two = kernels::gemv(x, w, {});
+    at::set_num_threads(saved);
+    // Each output is one thread's sum in a fixed order: the split changes nothing.
+    EXPECT_TRUE(at::equal(one, two));
+}
+
+TEST(Gemv, RefusesWhatItDoesNotTake) {
+    const auto w = at::randn({16, 64});
+    EXPECT_FALSE(kernels::gemv_takes(at::randn({kernels::kGemvMaxRows + 1, 64}), w, {}));  // too many rows
+    EXPECT_FALSE(kernels::gemv_takes(at::randn({1, 64}).to(at::kBFloat16), w, {}));         // mixed dtypes
+    EXPECT_FALSE(kernels::gemv_takes(at::randn({1, 64}).to(at::kHalf), w.to(at::kHalf), {}));
+    EXPECT_FALSE(kernels::gemv_takes(at::randn({1, 16}), at::randn({64, 16}).t(), {}));      // not contiguous
+    EXPECT_FALSE(kernels::gemv_takes(at::randn({1, 63}), w, {}));                             // wrong inner size
+    EXPECT_FALSE(kernels::gemv_takes(at::randn({1, 64}), w, at::randn({15})));                // wrong bias
+    EXPECT_FALSE(kernels::gemv_takes(at::randn({1, 64}), w, at::randn({16}).to(at::kBFloat16)));
+    EXPECT_FALSE(kernels::gemv_takes(at::randn({0, 64}), w, {}));
+    EXPECT_THROW(kernels::gemv(at::randn({1, 63}), w, {}), std::exception);
+}
+
+// Linear takes the kernel only when asked (the AR decode's layers), for any leading shape.
+TEST(Gemv, LinearUsesItForFewRows) {
+    if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA on this CPU";
+    Linear lin(96, 40, /*bias=*/true, at::TensorOptions().device(at::kMeta).dtype(at::kBFloat16));
+    lin.replace_parameter("weight", at::randn({40, 96}).to(at::kBFloat16));
+    lin.replace_parameter("bias", at::randn({40}).to(at::kBFloat16));
+    const auto x = at::randn({1, 1, 96}).to(at::kBFloat16);
+    lin.few_rows_gemv = true;
+    const auto got = lin.forward(x);
+    EXPECT_EQ(got.sizes(), (std::vector<int64_t>{1, 1, 40}));
+    EXPECT_TRUE(at::equal(got.view({1, 40}), kernels::gemv(x.view({1, 96}), lin.weight, lin.bias)));
+    // Many rows keep LibTorch's matmul.
+    const auto xs = at::randn({2, 5, 96}).to(at::kBFloat16);
+    EXPECT_TRUE(at::equal(lin.forward(xs), at::linear(xs, lin.weight, lin.bias)));
+}
+
+}  // namespace
+}  // namespace glmimage
