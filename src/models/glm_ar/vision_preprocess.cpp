@@ -1,11 +1,10 @@
 #include "models/glm_ar/vision_preprocess.h"
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <cmath>
 
 #include "core/check.h"
+#include "core/parallel.h"
 #include "glmimage/errors.h"
 
 namespace glmimage {
@@ -86,7 +85,7 @@ inline uint8_t clip8(int64_t acc) {
 // One separable pass along the width: in [rows, in_w, C] -> out [rows, out_w, C].
 void resample_rows(const uint8_t* in, int64_t in_w, uint8_t* out, int64_t out_w, int64_t rows, int64_t ch,
                    const Coeffs& c) {
-    at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+    parallel_for_cpu(rows, 16, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
             const uint8_t* src = in + r * in_w * ch;
             uint8_t* dst = out + r * out_w * ch;
@@ -105,7 +104,7 @@ void resample_rows(const uint8_t* in, int64_t in_w, uint8_t* out, int64_t out_w,
 
 // One separable pass along the height: in [in_h, width*C] -> out [out_h, width*C].
 void resample_cols(const uint8_t* in, uint8_t* out, int64_t out_h, int64_t row_len, const Coeffs& c) {
-    at::parallel_for(0, out_h, 4, [&](int64_t r0, int64_t r1) {
+    parallel_for_cpu(out_h, 4, [&](int64_t r0, int64_t r1) {
         std::vector<int64_t> acc(row_len);
         for (int64_t o = r0; o < r1; ++o) {
             std::fill(acc.begin(), acc.end(), int64_t{1} << (kPrecisionBits - 1));
@@ -143,7 +142,7 @@ at::Tensor to_rgb(const at::Tensor& img, size_t index) {
     const uint8_t* s = src.data_ptr<uint8_t>();
     uint8_t* d = out.data_ptr<uint8_t>();
     const int64_t n = src.size(0) * src.size(1);
-    at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
+    parallel_for_cpu(n, 4096, [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
             const int32_t a = s[4 * i + 3];
             for (int c = 0; c < 3; ++c) {
@@ -251,7 +250,7 @@ ProcessedImages preprocess_images(const std::vector<at::Tensor>& images, const P
         const uint8_t* img = resized[i].data_ptr<uint8_t>();
         const int64_t gh = grids[3 * i + 1], gw = grids[3 * i + 2], width = gw * p;
         // Row (py*gw + px) holds the patch as [channel][y][x].
-        at::parallel_for(0, gh * gw, 64, [&](int64_t b, int64_t e) {
+        parallel_for_cpu(gh * gw, 64, [&](int64_t b, int64_t e) {
             for (int64_t patch = b; patch < e; ++patch) {
                 const int64_t py = patch / gw, px = patch % gw;
                 float* row = out + (row0 + patch) * 3 * p * p;
