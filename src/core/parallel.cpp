@@ -4,6 +4,10 @@
 #include <c10/core/thread_pool.h>
 #include <unistd.h>
 
+#ifdef GLMI_PARALLEL_OPENMP
+#include <omp.h>
+#endif
+
 #include <algorithm>
 #include <condition_variable>
 #include <exception>
@@ -12,6 +16,42 @@
 
 namespace glmimage {
 namespace {
+
+std::exception_ptr run_piece(const std::function<void(int64_t, int64_t)>& f, int64_t begin, int64_t end) {
+    try {
+        f(begin, end);
+    } catch (...) {
+        return std::current_exception();
+    }
+    return nullptr;
+}
+
+#ifdef GLMI_PARALLEL_OPENMP
+
+// LibTorch's own OpenMP team (this file is compiled with OpenMP and linked to LibTorch's runtime:
+// CMakeLists.txt): its threads are the ones LibTorch's ops use, already awake between ops, and no
+// third thread competes with them for the cores.
+void run_split(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& f) {
+    std::exception_ptr first;
+    std::mutex mutex;
+    // No num_threads clause: a team of another size would be built anew (LibTorch avoids it too).
+#pragma omp parallel
+    {
+        const int64_t team = omp_get_num_threads();
+        const int64_t pieces = std::min<int64_t>(team, (n + grain - 1) / grain);
+        const int64_t chunk = (n + pieces - 1) / pieces;
+        const int64_t begin = omp_get_thread_num() * chunk;
+        if (begin < n) {
+            if (auto e = run_piece(f, begin, std::min(n, begin + chunk))) {
+                std::lock_guard<std::mutex> lock(mutex);
+                if (!first) first = e;
+            }
+        }
+    }
+    if (first) std::rethrow_exception(first);
+}
+
+#else
 
 // The pool, grown when a call asks for more workers than it has. A caller holds the pool it handed
 // its pieces to (shared_ptr) until they are done, so replacing it never strands a running call.
@@ -46,25 +86,8 @@ struct Pending {
     }
 };
 
-std::exception_ptr run_piece(const std::function<void(int64_t, int64_t)>& f, int64_t begin, int64_t end) {
-    try {
-        f(begin, end);
-    } catch (...) {
-        return std::current_exception();
-    }
-    return nullptr;
-}
-
-}  // namespace
-
-void parallel_for_cpu(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& f) {
-    if (n <= 0) return;
-    grain = std::max<int64_t>(grain, 1);
+void run_split(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& f) {
     const int64_t threads = std::min<int64_t>(at::get_num_threads(), (n + grain - 1) / grain);
-    if (threads <= 1 || at::in_parallel_region()) {
-        f(0, n);
-        return;
-    }
     const int64_t chunk = (n + threads - 1) / threads;
     const int64_t pieces = (n + chunk - 1) / chunk;
     auto pool = worker_pool(static_cast<size_t>(pieces - 1));
@@ -79,6 +102,28 @@ void parallel_for_cpu(int64_t n, int64_t grain, const std::function<void(int64_t
     pending.done.wait(lock, [&] { return pending.left == 0; });
     if (mine) std::rethrow_exception(mine);
     if (pending.error) std::rethrow_exception(pending.error);
+}
+
+#endif  // GLMI_PARALLEL_OPENMP
+
+}  // namespace
+
+int64_t parallel_min_piece_bytes() {
+#ifdef GLMI_PARALLEL_OPENMP
+    return int64_t{256} << 10;
+#else
+    return int64_t{4} << 20;
+#endif
+}
+
+void parallel_for_cpu(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& f) {
+    if (n <= 0) return;
+    grain = std::max<int64_t>(grain, 1);
+    if (std::min<int64_t>(at::get_num_threads(), (n + grain - 1) / grain) <= 1 || at::in_parallel_region()) {
+        f(0, n);
+        return;
+    }
+    run_split(n, grain, f);
 }
 
 }  // namespace glmimage

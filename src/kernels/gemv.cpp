@@ -106,10 +106,9 @@ void run(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias, at:
     }
     std::vector<float> sums(static_cast<size_t>(M * N));
     const auto* wp = reinterpret_cast<const W*>(w.data_ptr());
-    // Pieces of at least 4 MB of weight: waking a pool thread took about 70 us on the machines
-    // measured (a 512 KB product split in two took 78 us against 14 us on one thread; 4 MB was
-    // even, 16 MB 1.5x faster on two), and the real size's weights are 32-224 MB each.
-    const int64_t grain = std::max<int64_t>(1, (4 << 20) / (K * static_cast<int64_t>(sizeof(W))));
+    // Pieces worth a thread (parallel_min_piece_bytes: 256 KB on LibTorch's OpenMP team, 4 MB on
+    // the fallback pool); the real size's weights are 32-224 MB each, the small preset's 0.5-16 MB.
+    const int64_t grain = std::max<int64_t>(1, parallel_min_piece_bytes() / (K * static_cast<int64_t>(sizeof(W))));
     parallel_for_cpu(N, grain, [&](int64_t n0, int64_t n1) {
         gemv_rows_dispatch<W>(M, wp, xf.data(), K, N, n0, n1, sums.data());
     });
