@@ -2,7 +2,6 @@
 
 #include <ATen/Parallel.h>
 #include <c10/core/thread_pool.h>
-#include <unistd.h>
 
 #ifdef GLMI_PARALLEL_OPENMP
 #include <omp.h>
@@ -31,14 +30,13 @@ std::exception_ptr run_piece(const std::function<void(int64_t, int64_t)>& f, int
 // LibTorch's own OpenMP team (this file is compiled with OpenMP and linked to LibTorch's runtime:
 // CMakeLists.txt): its threads are the ones LibTorch's ops use, already awake between ops, and no
 // third thread competes with them for the cores.
-void run_split(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& f) {
+void run_split(int64_t n, int64_t threads, const std::function<void(int64_t, int64_t)>& f) {
     std::exception_ptr first;
     std::mutex mutex;
     // No num_threads clause: a team of another size would be built anew (LibTorch avoids it too).
 #pragma omp parallel
     {
-        const int64_t team = omp_get_num_threads();
-        const int64_t pieces = std::min<int64_t>(team, (n + grain - 1) / grain);
+        const int64_t pieces = std::min<int64_t>(threads, omp_get_num_threads());
         const int64_t chunk = (n + pieces - 1) / pieces;
         const int64_t begin = omp_get_thread_num() * chunk;
         if (begin < n) {
@@ -55,18 +53,11 @@ void run_split(int64_t n, int64_t grain, const std::function<void(int64_t, int64
 
 // The pool, grown when a call asks for more workers than it has. A caller holds the pool it handed
 // its pieces to (shared_ptr) until they are done, so replacing it never strands a running call.
-// A child process after fork() has the parent's pool object but none of its threads: it gets a
-// pool of its own, and the parent's is left alone (destroying it would join threads that are not
-// there).
+// Never destroyed: joining its threads at exit would race the process's teardown.
 std::shared_ptr<c10::ThreadPool> worker_pool(size_t workers) {
     static std::mutex mutex;
-    static std::shared_ptr<c10::ThreadPool>* pool = new std::shared_ptr<c10::ThreadPool>();
-    static pid_t owner = 0;
+    static auto* pool = new std::shared_ptr<c10::ThreadPool>();
     std::lock_guard<std::mutex> lock(mutex);
-    if (owner != getpid()) {
-        if (owner != 0) pool = new std::shared_ptr<c10::ThreadPool>();  // the parent's: never destroyed here
-        owner = getpid();
-    }
     if (!*pool || (*pool)->size() < workers) *pool = std::make_shared<c10::ThreadPool>(static_cast<int>(workers));
     return *pool;
 }
@@ -86,8 +77,7 @@ struct Pending {
     }
 };
 
-void run_split(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& f) {
-    const int64_t threads = std::min<int64_t>(at::get_num_threads(), (n + grain - 1) / grain);
+void run_split(int64_t n, int64_t threads, const std::function<void(int64_t, int64_t)>& f) {
     const int64_t chunk = (n + threads - 1) / threads;
     const int64_t pieces = (n + chunk - 1) / chunk;
     auto pool = worker_pool(static_cast<size_t>(pieces - 1));
@@ -119,11 +109,12 @@ int64_t parallel_min_piece_bytes() {
 void parallel_for_cpu(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& f) {
     if (n <= 0) return;
     grain = std::max<int64_t>(grain, 1);
-    if (std::min<int64_t>(at::get_num_threads(), (n + grain - 1) / grain) <= 1 || at::in_parallel_region()) {
+    const int64_t threads = std::min<int64_t>(at::get_num_threads(), (n + grain - 1) / grain);
+    if (threads <= 1 || at::in_parallel_region()) {
         f(0, n);
         return;
     }
-    run_split(n, grain, f);
+    run_split(n, threads, f);
 }
 
 }  // namespace glmimage

@@ -64,7 +64,7 @@ TEST(Gemv, EqualsFloat64ProductWithinRounding) {
 TEST(Gemv, SameResultOnOneThreadAndTwo) {
     if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA on this CPU";
     const auto x = at::randn({2, 1024}).to(at::kBFloat16);
-    const auto w = at::randn({8192, 1024}).to(at::kBFloat16);  // 16 MB: split in two (4 MB pieces at least)
+    const auto w = at::randn({8192, 1024}).to(at::kBFloat16);  // 16 MB: split in two on the OpenMP team and on the pool
     const int saved = at::get_num_threads();
     at::set_num_threads(1);
     const auto one = kernels::gemv(x, w, {});
