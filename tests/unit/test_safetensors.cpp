@@ -2,8 +2,10 @@
 // gives a FormatError naming the problem. Also built with ASan + UBSan.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "glmimage/errors.h"
@@ -131,6 +133,30 @@ TEST(Safetensors, MissingFileAndDirectory) {
     expect_format_error([&] { SafetensorsFile::open("/nonexistent/x.safetensors"); }, "cannot open");
     auto dir = make_temp_dir("st_dir");
     expect_format_error([&] { SafetensorsFile::open(dir); }, "not a regular file");
+}
+
+// The weights' mapping asks for huge pages (MADV_HUGEPAGE: "hg" among its VmFlags), so that a
+// kernel with large page-cache folios maps them with 2 MB entries (src/io/safetensors.cpp says
+// what that measured). Checked where the kernel has transparent huge pages at all.
+TEST(Safetensors, MappingAsksForHugePages) {
+    if (!std::filesystem::exists("/sys/kernel/mm/transparent_hugepage/enabled"))
+        GTEST_SKIP() << "no transparent huge pages in this kernel";
+    auto path = write_tmp(safetensors_file({{"w", "F32", {1024}, std::string(4096, '\0')}}));
+    io::MappedFile mapped(path);
+    const auto addr = reinterpret_cast<uintptr_t>(mapped.data());
+    std::ifstream smaps("/proc/self/smaps");
+    std::string line;
+    bool inside = false, found = false;
+    while (std::getline(smaps, line)) {
+        unsigned long lo = 0, hi = 0;
+        if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > line.find(' ')) {
+            inside = lo <= addr && addr < hi;  // a mapping's header line
+        } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+            found = true;
+            EXPECT_NE((line + " ").find(" hg "), std::string::npos) << line;
+        }
+    }
+    EXPECT_TRUE(found) << "no VmFlags line for the mapping at " << std::hex << addr;
 }
 
 // Random corruption of a valid file must never crash: every outcome is a clean parse or
