@@ -13,6 +13,8 @@ Prints one JSON line:
                            4 x S^2 x inner x layers, both CFG passes) / a bf16 GEMM rate measured in
                            the same run (the best of 5 4096^3 matmuls)
   vae_s                    from the last denoising step to the image (the VAE decode)
+  ar_mapped_gb, ar_pmd_mapped_gb  after the AR stage, the mapped files' resident size and the part of
+                           it mapped with 2 MB page-table entries (smaps_rollup FilePmdMapped)
   peak_rss_mb, peak_anon_mb  VmHWM at the end, and the largest RssAnon seen (sampled at every
                            progress step), from /proc/self/status
   image                    the PNG written (noise: the weights are random)
@@ -50,6 +52,18 @@ def proc_status_kib(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)
+
+
+def file_mapped_gb() -> tuple[float, float]:
+    """(RSS of mapped files, the part of it mapped with 2 MB page-table entries), in GB, from
+    /proc/self/smaps_rollup: the weights are the mapped files, and their TLB cost depends on it."""
+    kib = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB":
+            kib[parts[0].rstrip(":")] = int(parts[1])
+    rss_file = kib.get("Rss", 0) - kib.get("Anonymous", 0)
+    return rss_file * 1024 / 1e9, kib.get("FilePmdMapped", 0) * 1024 / 1e9
 
 
 def best_of(fn, n: int = 5) -> float:
@@ -216,6 +230,7 @@ def main() -> int:
     t0 = time.perf_counter()
     prior = pipe.generate_prior_tokens(PROMPT, height=args.size, width=args.size, seed=1, callback=progress,
                                        progress=False)
+    ar_mapped_gb, ar_pmd_mapped_gb = file_mapped_gb()
     ar = stamps["ar"]
     ar_s_per_token = (time.perf_counter() - ar[0]) / (len(ar) - 1)
     t_dec = time.perf_counter()
@@ -247,7 +262,8 @@ def main() -> int:
         "dit_s_per_step": round(dit_s_per_step, 2), "dit_roofline_s_per_step": round(dit_flops / gemm, 2),
         "vae_s": round(vae_s, 2),
         "peak_rss_mb": round(proc_status_kib("VmHWM") / 1024, 1), "peak_anon_mb": round(max(peak_anon) / 1024, 1),
-        "ar_bytes_per_token_gb": round(ar_bytes / 1e9, 2), "bandwidth_gb_s": round(bandwidth / 1e9, 2),
+        "ar_bytes_per_token_gb": round(ar_bytes / 1e9, 2),
+        "ar_mapped_gb": round(ar_mapped_gb, 2), "ar_pmd_mapped_gb": round(ar_pmd_mapped_gb, 2), "bandwidth_gb_s": round(bandwidth / 1e9, 2),
         "dit_tflop_per_step": round(dit_flops / 1e12, 2), "bf16_gemm_tflop_s": round(gemm / 1e12, 3),
         "image": str(image),
         # The SDPA kernel each attention site gets at this size (math = the unfused fallback).
