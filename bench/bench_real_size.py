@@ -262,8 +262,8 @@ def main() -> int:
         "dit_s_per_step": round(dit_s_per_step, 2), "dit_roofline_s_per_step": round(dit_flops / gemm, 2),
         "vae_s": round(vae_s, 2),
         "peak_rss_mb": round(proc_status_kib("VmHWM") / 1024, 1), "peak_anon_mb": round(max(peak_anon) / 1024, 1),
-        "ar_bytes_per_token_gb": round(ar_bytes / 1e9, 2),
-        "ar_mapped_gb": round(ar_mapped_gb, 2), "ar_pmd_mapped_gb": round(ar_pmd_mapped_gb, 2), "bandwidth_gb_s": round(bandwidth / 1e9, 2),
+        "ar_bytes_per_token_gb": round(ar_bytes / 1e9, 2), "bandwidth_gb_s": round(bandwidth / 1e9, 2),
+        "ar_mapped_gb": round(ar_mapped_gb, 2), "ar_pmd_mapped_gb": round(ar_pmd_mapped_gb, 2),
         "dit_tflop_per_step": round(dit_flops / 1e12, 2), "bf16_gemm_tflop_s": round(gemm / 1e12, 3),
         "image": str(image),
         # The SDPA kernel each attention site gets at this size (math = the unfused fallback).
