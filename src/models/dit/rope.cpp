@@ -1,6 +1,7 @@
 #include "models/dit/rope.h"
 
 #include "core/check.h"
+#include "kernels/rotary.h"
 
 namespace glmimage {
 
@@ -30,6 +31,11 @@ at::Tensor apply_dit_rope(const at::Tensor& x, const DiTRope& rope) {
     auto sin = rope.sin.unsqueeze(0).unsqueeze(2);
     auto rotated = at::cat({-x.slice(3, half), x.slice(3, 0, half)}, -1);
     return (x.to(at::kFloat) * cos + rotated.to(at::kFloat) * sin).to(x.scalar_type());
+}
+
+at::Tensor apply_dit_rope_to_image_tokens(const at::Tensor& x, const DiTRope& rope, int64_t n_text) {
+    if (kernels::rotary_half_takes(x, rope.cos, rope.sin, n_text)) return kernels::rotary_half(x, rope.cos, rope.sin, n_text);
+    return at::cat({x.slice(1, 0, n_text), apply_dit_rope(x.slice(1, n_text), rope)}, 1);
 }
 
 }  // namespace glmimage

@@ -28,4 +28,9 @@ DiTRope make_dit_rope(int64_t head_dim, int64_t grid_h, int64_t grid_w, at::Devi
 // in float32 and the result is cast back to x's dtype.
 at::Tensor apply_dit_rope(const at::Tensor& x, const DiTRope& rope);
 
+// x: [B, n_text + S, heads, head_dim], text tokens first: the text tokens as they are (they take no
+// rotation), the S image tokens as apply_dit_rope gives them; contiguous. On the CPU one fused pass
+// (kernels::rotary_half), the same bits.
+at::Tensor apply_dit_rope_to_image_tokens(const at::Tensor& x, const DiTRope& rope, int64_t n_text);
+
 }  // namespace glmimage

@@ -111,9 +111,8 @@ std::pair<at::Tensor, at::Tensor> DiTBlock::attention(const at::Tensor& x, const
     q = layer_norm(heads(q)).to(dtype);
     k = layer_norm(heads(k)).to(dtype);
     v = heads(v);
-    // RoPE on the image tokens only.
-    q = at::cat({q.slice(1, 0, n_text), apply_dit_rope(q.slice(1, n_text), rope)}, 1);
-    k = at::cat({k.slice(1, 0, n_text), apply_dit_rope(k.slice(1, n_text), rope)}, 1);
+    q = apply_dit_rope_to_image_tokens(q, rope, n_text);
+    k = apply_dit_rope_to_image_tokens(k, rope, n_text);
     q = q.transpose(1, 2);  // [B, heads, seq, head_dim]
     k = k.transpose(1, 2);
     v = v.transpose(1, 2);

@@ -1,0 +1,57 @@
+// kernels::rotary_half against the LibTorch op sequence the DiT used before it (and the reference
+// uses): bit for bit, for float32, bfloat16 and float16, with and without text tokens before the
+// image ones, on strided inputs (a slice of the fused q/k/v output); and what it must refuse.
+#include <gtest/gtest.h>
+
+#include "kernels/rotary.h"
+
+namespace glmimage {
+namespace {
+
+at::Tensor reference(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t skip) {
+    const auto img = x.slice(1, skip);
+    const int64_t half = x.size(3) / 2;
+    const auto c = cos.unsqueeze(0).unsqueeze(2), s = sin.unsqueeze(0).unsqueeze(2);
+    const auto rotated = at::cat({-img.slice(3, half), img.slice(3, 0, half)}, -1);
+    const auto roped = (img.to(at::kFloat) * c + rotated.to(at::kFloat) * s).to(x.scalar_type());
+    return at::cat({x.slice(1, 0, skip), roped}, 1);
+}
+
+TEST(Rotary, EqualsLibTorchOps) {
+    for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf}) {
+        for (int64_t skip : {0, 3, 17}) {
+            SCOPED_TRACE(::testing::Message() << dt << " skip " << skip);
+            const int64_t B = 2, S = 17 + 40, H = 3, D = 64;
+            at::manual_seed(skip + 7);
+            // A slice of a wider last-but-one layout, as q is of the fused q/k/v projection.
+            const auto wide = (at::randn({B, S, 3 * H * D}) * 4).to(dt);
+            const auto x = wide.narrow(2, H * D, H * D).view({B, S, H, D});
+            const auto angles = at::randn({S - skip, D}) * 3;
+            const auto cos = angles.cos(), sin = angles.sin();
+            ASSERT_TRUE(kernels::rotary_half_takes(x, cos, sin, skip));
+            const auto got = kernels::rotary_half(x, cos, sin, skip);
+            const auto want = reference(x, cos, sin, skip);
+            EXPECT_TRUE(got.is_contiguous());
+            EXPECT_EQ(got.scalar_type(), dt);
+            const double diff = (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>();
+            std::printf("rotary_half %s skip %lld: max abs diff %g\n", c10::toString(dt), static_cast<long long>(skip), diff);
+            EXPECT_TRUE(at::equal(got, want));
+        }
+    }
+}
+
+TEST(Rotary, RefusesWhatItDoesNotRun) {
+    const auto x = at::randn({1, 5, 2, 8});
+    const auto t = at::randn({5, 8});
+    EXPECT_TRUE(kernels::rotary_half_takes(x, t, t, 0));
+    EXPECT_FALSE(kernels::rotary_half_takes(x, t, t, 1));                        // table rows != S - skip
+    EXPECT_FALSE(kernels::rotary_half_takes(x.to(at::kDouble), t, t, 0));        // dtype
+    EXPECT_FALSE(kernels::rotary_half_takes(x.transpose(2, 3), t.t(), t.t(), 0));  // last dim strided
+    EXPECT_FALSE(kernels::rotary_half_takes(x, t.to(at::kBFloat16), t, 0));      // tables not float32
+    EXPECT_FALSE(kernels::rotary_half_takes(x.narrow(3, 0, 7), t.narrow(1, 0, 7).contiguous(),
+                                            t.narrow(1, 0, 7).contiguous(), 0));  // odd D
+    EXPECT_THROW(kernels::rotary_half(x, t, t, 2), std::exception);
+}
+
+}  // namespace
+}  // namespace glmimage
