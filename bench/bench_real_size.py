@@ -22,6 +22,10 @@ Prints one JSON line:
     python3 bench/bench_real_size.py --out DIR [--size 256] [--steps 2] [--threads 2]
                                      [--quantize none|int8|fp8] [--residency resident|staged]
                                      [--device cpu|cuda] [--layers N] [--reference]
+                                     [--decoder-only]
+
+--decoder-only skips the AR stage (its keys are then null) and denoises from random prior tokens:
+the decoder at a size whose AR stage would take this CPU too long (1024²: about 1,300 tokens).
 
 On a GPU (--device cuda) the stage timings synchronize the device at each progress step, the
 rooflines are the device's (a read pass over 4 GiB; a bf16 8192^3 matmul), and peak_gpu_mb is the
@@ -175,9 +179,13 @@ def main() -> int:
                     help="the AR decode path (LoadOptions::ar_decode)")
     ap.add_argument("--layers", type=int, default=None, help="layers per stack when making the checkpoint")
     ap.add_argument("--reference", action="store_true", help="also run diffusers on the same request")
+    ap.add_argument("--decoder-only", action="store_true",
+                    help="skip the AR stage: denoise from random prior tokens (AR keys null)")
     ap.add_argument("--side", choices=["reference"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     out = Path(args.out)
+    if args.decoder_only and args.reference:
+        ap.error("--decoder-only runs our decoder alone; the reference runs its AR stage too (drop --reference)")
     if args.side == "reference":
         print(json.dumps(run_reference(args, out)))
         return 0
@@ -228,11 +236,16 @@ def main() -> int:
             print(f"{stage} {step}/{total} at {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    prior = pipe.generate_prior_tokens(PROMPT, height=args.size, width=args.size, seed=1, callback=progress,
-                                       progress=False)
-    ar_mapped_gb, ar_pmd_mapped_gb = file_mapped_gb()
-    ar = stamps["ar"]
-    ar_s_per_token = (time.perf_counter() - ar[0]) / (len(ar) - 1)
+    if args.decoder_only:
+        gen = torch.Generator().manual_seed(1)
+        prior = torch.randint(0, cfg["prior_vq_quantizer_codebook_size"], (1, (args.size // 16) ** 2), generator=gen)
+        ar_mapped_gb = ar_pmd_mapped_gb = ar_s_per_token = None
+    else:
+        prior = pipe.generate_prior_tokens(PROMPT, height=args.size, width=args.size, seed=1, callback=progress,
+                                           progress=False)
+        ar_mapped_gb, ar_pmd_mapped_gb = file_mapped_gb()
+        ar = stamps["ar"]
+        ar_s_per_token = (time.perf_counter() - ar[0]) / (len(ar) - 1)
     t_dec = time.perf_counter()
     output = pipe(PROMPT, prior_token_ids=prior, height=args.size, width=args.size,
                   num_inference_steps=args.steps, seed=1, callback=progress, progress=False)
@@ -256,14 +269,17 @@ def main() -> int:
     result = {
         "bench": "real_size", "size": args.size, "steps": args.steps, "threads": args.threads, "dtype": "bfloat16",
         "device": args.device, "residency": args.residency, "layers": args.layers or "real",
-        "quantize": args.quantize, "ar_decode": args.ar_decode, "ar_tokens": len(ar), "load_s": round(load_s, 2),
-        "ar_tok_s": round(1 / ar_s_per_token, 1), "total_s": round(t_end - t0, 2),
-        "ar_s_per_token": round(ar_s_per_token, 3), "ar_roofline_s_per_token": round(ar_bytes / bandwidth, 3),
+        "quantize": args.quantize, "ar_decode": args.ar_decode, "load_s": round(load_s, 2),
+        "ar_tokens": None if args.decoder_only else len(stamps["ar"]),
+        "ar_tok_s": round(1 / ar_s_per_token, 1) if ar_s_per_token else None, "total_s": round(t_end - t0, 2),
+        "ar_s_per_token": round(ar_s_per_token, 3) if ar_s_per_token else None,
+        "ar_roofline_s_per_token": round(ar_bytes / bandwidth, 3),
         "dit_s_per_step": round(dit_s_per_step, 2), "dit_roofline_s_per_step": round(dit_flops / gemm, 2),
         "vae_s": round(vae_s, 2),
         "peak_rss_mb": round(proc_status_kib("VmHWM") / 1024, 1), "peak_anon_mb": round(max(peak_anon) / 1024, 1),
         "ar_bytes_per_token_gb": round(ar_bytes / 1e9, 2), "bandwidth_gb_s": round(bandwidth / 1e9, 2),
-        "ar_mapped_gb": round(ar_mapped_gb, 2), "ar_pmd_mapped_gb": round(ar_pmd_mapped_gb, 2),
+        "ar_mapped_gb": round(ar_mapped_gb, 2) if ar_mapped_gb is not None else None,
+        "ar_pmd_mapped_gb": round(ar_pmd_mapped_gb, 2) if ar_pmd_mapped_gb is not None else None,
         "dit_tflop_per_step": round(dit_flops / 1e12, 2), "bf16_gemm_tflop_s": round(gemm / 1e12, 3),
         "image": str(image),
         # The SDPA kernel each attention site gets at this size (math = the unfused fallback).
