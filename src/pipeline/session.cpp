@@ -62,7 +62,7 @@ GenerateResult Session::generate(const GenerateRequest& request, const ProgressC
     r.timings.push_back({"ar", seconds_since(t0), decode_path});
     auto t1 = std::chrono::steady_clock::now();
     r.images = run_decoder_stage(model_->impl(), request, r.prior_tokens, ctx);
-    r.timings.push_back({"decoder", seconds_since(t1)});
+    r.timings.push_back({"decoder", seconds_since(t1), {}});
     return r;
 }
 
@@ -79,7 +79,7 @@ GenerateResult Session::decode_prior_tokens(const GenerateRequest& request, cons
     GenerateResult r;
     auto t0 = std::chrono::steady_clock::now();
     r.images = run_decoder_stage(model_->impl(), request, prior, call.context(progress));
-    r.timings.push_back({"decoder", seconds_since(t0)});
+    r.timings.push_back({"decoder", seconds_since(t0), {}});
     r.prior_tokens = prior;
     return r;
 }
