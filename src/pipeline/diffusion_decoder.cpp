@@ -227,14 +227,15 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
                 auto vc = out.narrow(0, 0, batch), vu = out.narrow(0, batch, batch);
                 v = vu + o.guidance * (vc - vu);
             } else {
-                auto temb = dit.embed_time(label, target_size, crop, batch);
+                // The timestep's conditioning once for both passes.
+                const auto step = dit.condition_step(dit.embed_time(label, target_size, crop, batch));
                 if (i2i) cache.set_mode(DiTKVCache::Mode::kRead);
                 auto vc =
-                    dit.forward_projected(x, text_c, prior_c, temb, rope, i2i ? &cache : nullptr).to(at::kFloat);
+                    dit.forward_projected(x, text_c, prior_c, step, rope, i2i ? &cache : nullptr).to(at::kFloat);
                 if (cfg) {
                     if (i2i) cache.set_mode(DiTKVCache::Mode::kSkip);
                     auto vu =
-                        dit.forward_projected(x, text_u, prior_u, temb, rope, i2i ? &cache : nullptr).to(at::kFloat);
+                        dit.forward_projected(x, text_u, prior_u, step, rope, i2i ? &cache : nullptr).to(at::kFloat);
                     v = vu + o.guidance * (vc - vu);
                 } else {
                     v = vc;

@@ -6,6 +6,7 @@
 
 #include "core/check.h"
 #include "kernels/attention.h"
+#include "kernels/mul_add.h"
 
 namespace glmimage {
 
@@ -15,9 +16,17 @@ constexpr double kNormEps = 1e-5;  // every DiT LayerNorm (AdaLN, qk, norm_out):
 
 at::Tensor layer_norm(const at::Tensor& x) { return at::layer_norm(x, {x.size(-1)}, {}, {}, kNormEps); }
 
+// a * g + c with g one vector per sample ([B, D]) and c either a's shape or such a vector: one pass
+// on the CPU (kernels::mul_add), with the bits of LibTorch's mul then add.
+at::Tensor mul_add(const at::Tensor& a, const at::Tensor& g_rows, const at::Tensor& c) {
+    const auto g = g_rows.unsqueeze(1).contiguous();  // [B, 1, D]: a copy only for a batch of several
+    if (kernels::mul_add_takes(a, g, c)) return kernels::mul_add(a, g, c);
+    return a * g + c;
+}
+
 // norm * (1 + scale) + shift, the vectors broadcast over the sequence.
 at::Tensor modulate(const at::Tensor& norm, const at::Tensor& scale, const at::Tensor& shift) {
-    return norm * (scale.unsqueeze(1) + 1) + shift.unsqueeze(1);
+    return mul_add(norm, scale + 1, shift.unsqueeze(1).contiguous());
 }
 
 // diffusers get_timestep_embedding(flip_sin_to_cos=True, downscale_freq_shift=0): [cos | sin],
@@ -134,17 +143,19 @@ std::pair<at::Tensor, at::Tensor> DiTBlock::attention(const at::Tensor& x, const
     return {o.slice(1, n_text), o.slice(1, 0, n_text)};
 }
 
-std::pair<at::Tensor, at::Tensor> DiTBlock::forward(const at::Tensor& x, const at::Tensor& c, const at::Tensor& temb,
-                                                    const DiTRope& rope, DiTKVCache* kv, int64_t layer) const {
+std::pair<at::Tensor, at::Tensor> DiTBlock::forward(const at::Tensor& x, const at::Tensor& c,
+                                                    const at::Tensor& modulation, const DiTRope& rope, DiTKVCache* kv,
+                                                    int64_t layer) const {
     // Chunk order: shift, c_shift, scale, c_scale, gate, c_gate for attention, then the same for the MLP.
-    auto m = adaln->forward(temb).chunk(12, 1);
+    auto m = modulation.chunk(12, 1);
     auto [ax, ac] = attention(modulate(layer_norm(x).to(x.scalar_type()), m[2], m[0]),
                               modulate(layer_norm(c).to(x.scalar_type()), m[3], m[1]), rope, kv, layer);
-    auto x1 = x + ax * m[4].unsqueeze(1);
-    auto c1 = c + ac * m[5].unsqueeze(1);
+    // Gated residuals: x + out * gate.
+    auto x1 = mul_add(ax.contiguous(), m[4], x);
+    auto c1 = mul_add(ac.contiguous(), m[5], c);
     // One feed-forward shared by both streams.
-    auto x2 = x1 + ff->forward(modulate(layer_norm(x1), m[8], m[6])) * m[10].unsqueeze(1);
-    auto c2 = c1 + ff->forward(modulate(layer_norm(c1), m[9], m[7])) * m[11].unsqueeze(1);
+    auto x2 = mul_add(ff->forward(modulate(layer_norm(x1), m[8], m[6])), m[10], x1);
+    auto c2 = mul_add(ff->forward(modulate(layer_norm(c1), m[9], m[7])), m[11], c1);
     return {x2, c2};
 }
 
@@ -245,9 +256,19 @@ at::Tensor GlmImageTransformer::embed_time(const at::Tensor& timestep, const at:
     return temb.expand({batch, -1});
 }
 
+DiTStepConditioning GlmImageTransformer::condition_step(const at::Tensor& temb) const {
+    DiTStepConditioning step;
+    step.temb = temb;
+    step.blocks.reserve(blocks.size());
+    for (const auto& b : blocks) step.blocks.push_back(b->adaln->forward(temb));
+    step.norm_out = norm_out->forward(temb.to(dtype()));
+    return step;
+}
+
 at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_states, const at::Tensor& text_tokens,
-                                                  const at::Tensor& prior_tokens, const at::Tensor& temb,
+                                                  const at::Tensor& prior_tokens, const DiTStepConditioning& step,
                                                   const DiTRope& rope, DiTKVCache* kv_cache) const {
+    const at::Tensor& temb = step.temb;
     check_latent(hidden_states);
     const int64_t batch = hidden_states.size(0), channels = hidden_states.size(1), p = config.patch_size;
     const int64_t gh = hidden_states.size(2) / p, gw = hidden_states.size(3) / p, d = config.inner_dim();
@@ -257,7 +278,8 @@ at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_state
     GLMI_CHECK(text_tokens.dim() == 3 && text_tokens.size(0) == batch && text_tokens.size(2) == d,
                "text tokens ", text_tokens.sizes());
     GLMI_CHECK(prior_tokens.sizes() == at::IntArrayRef({batch, gh * gw, d}), "prior tokens ", prior_tokens.sizes());
-    GLMI_CHECK(temb.dim() == 2 && temb.size(0) == batch, "temb ", temb.sizes());
+    GLMI_CHECK(temb.dim() == 2 && temb.size(0) == batch && step.blocks.size() == blocks.size(), "temb ",
+               temb.sizes(), ", ", step.blocks.size(), " block modulations for ", blocks.size(), " blocks");
     if (kv_cache && kv_cache->num_layers() != config.num_layers)
         throw InputError(detail::str_cat("dit: kv cache has ", kv_cache->num_layers(), " layers, the model ",
                                          config.num_layers));
@@ -270,10 +292,10 @@ at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_state
     x = image_projector->forward(x) + prior_tokens;
     auto c = text_tokens;
     for (size_t i = 0; i < blocks.size(); ++i)
-        std::tie(x, c) = blocks[i]->forward(x, c, temb, rope, kv_cache, static_cast<int64_t>(i));
+        std::tie(x, c) = blocks[i]->forward(x, c, step.blocks[i], rope, kv_cache, static_cast<int64_t>(i));
 
     // norm_out splits (scale, shift), the reverse of the blocks' order.
-    auto so = norm_out->forward(temb.to(x.scalar_type())).chunk(2, 1);
+    auto so = step.norm_out.chunk(2, 1);
     x = modulate(layer_norm(x), so[0], so[1]);
     x = proj_out->forward(x);
     // Unpatchify.

@@ -1,0 +1,80 @@
+// kernels::mul_add against LibTorch's a * g + c: bit for bit, for float32, bfloat16 and float16,
+// with g per sample or shared, c a full tensor or a vector; and what it must refuse.
+#include <gtest/gtest.h>
+
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "kernels/mul_add.h"
+#include "kernels/rotary.h"
+
+namespace glmimage {
+namespace {
+
+TEST(MulAdd, EqualsLibTorchOps) {
+    for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf}) {
+        for (int64_t B : {1, 2}) {
+            for (bool c_full : {true, false}) {
+                for (bool g_shared : {false, true}) {
+                    SCOPED_TRACE(::testing::Message() << dt << " B " << B << " c_full " << c_full << " g_shared " << g_shared);
+                    const int64_t S = 37, D = 96;
+                    at::manual_seed(B * 10 + c_full * 2 + g_shared);
+                    const auto a = (at::randn({B, S, D}) * 3).to(dt);
+                    const auto g = (at::randn({g_shared ? 1 : B, 1, D}) + 1).to(dt);
+                    const auto c = (c_full ? at::randn({B, S, D}) * 5 : at::randn({B, 1, D})).to(dt);
+                    ASSERT_TRUE(kernels::mul_add_takes(a, g, c));
+                    const auto got = kernels::mul_add(a, g, c);
+                    const auto want = a * g + c;
+                    const double diff = (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>();
+                    if (B == 2 && c_full && !g_shared)
+                        std::printf("mul_add %s: max abs diff %g\n", c10::toString(dt), diff);
+                    EXPECT_EQ(got.sizes(), want.sizes());
+                    EXPECT_TRUE(at::equal(got, want));
+                }
+            }
+        }
+    }
+}
+
+TEST(MulAdd, RefusesWhatItDoesNotRun) {
+    const auto a = at::randn({2, 5, 8}), g = at::randn({2, 1, 8}), c = at::randn({2, 5, 8});
+    EXPECT_TRUE(kernels::mul_add_takes(a, g, c));
+    EXPECT_FALSE(kernels::mul_add_takes(a.transpose(0, 1).contiguous().transpose(0, 1), g, c));  // strided a
+    EXPECT_FALSE(kernels::mul_add_takes(a, g.to(at::kBFloat16), c));                            // mixed dtypes
+    EXPECT_FALSE(kernels::mul_add_takes(a, at::randn({2, 5, 8}), c));                           // g not a vector
+    EXPECT_FALSE(kernels::mul_add_takes(a, g, at::randn({2, 5, 1})));                           // c neither
+    EXPECT_FALSE(kernels::mul_add_takes(a.to(at::kDouble), g.to(at::kDouble), c.to(at::kDouble)));
+    EXPECT_THROW(kernels::mul_add(a, at::randn({3, 1, 8}), c), std::exception);
+}
+
+// Not a pass/fail check (timings on a shared machine): the figures for the record, at the DiT's
+// real width and 1024x1024 (4096 image tokens).
+TEST(MulAdd, TimingAgainstLibTorch) {
+    const auto a = at::randn({1, 4096, 4096}).to(at::kBFloat16), c = at::randn({1, 4096, 4096}).to(at::kBFloat16);
+    const auto g = at::randn({1, 1, 4096}).to(at::kBFloat16);
+    auto ms = [](auto&& f) {
+        f();
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < 5; ++i) f();
+        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / 5;
+    };
+    std::printf("bf16 [1, 4096, 4096], %d threads: mul_add %.1f ms (LibTorch a * g + c %.1f)\n", at::get_num_threads(),
+                ms([&] { return kernels::mul_add(a, g, c); }), ms([&] { return a * g + c; }));
+    const auto q = at::randn({1, 4106, 32, 128}).to(at::kBFloat16);
+    const auto angles = at::randn({4096, 128});
+    const auto cos = angles.cos(), sin = angles.sin();
+    std::printf("bf16 [1, 4106, 32, 128]: rotary_half %.1f ms (LibTorch ops %.1f)\n",
+                ms([&] { return kernels::rotary_half(q, cos, sin, 10); }), ms([&] {
+                    const auto img = q.slice(1, 10);
+                    const auto rot = at::cat({-img.slice(3, 64), img.slice(3, 0, 64)}, -1);
+                    const auto r = (img.to(at::kFloat) * cos.unsqueeze(0).unsqueeze(2) +
+                                    rot.to(at::kFloat) * sin.unsqueeze(0).unsqueeze(2))
+                                       .to(at::kBFloat16);
+                    return at::cat({q.slice(1, 0, 10), r}, 1);
+                }));
+}
+
+}  // namespace
+}  // namespace glmimage
