@@ -6,11 +6,11 @@
 
 #include <ATen/Parallel.h>
 
-#include <chrono>
 #include <cstdio>
 
 #include "kernels/layout.h"
 #include "layers/conv2d.h"
+#include "mean_ms.h"
 
 namespace glmimage {
 namespace {
@@ -69,7 +69,12 @@ TEST(Layout, Conv2dEqualsLibTorchNchw) {
             const auto x = at::randn({2, c.in, c.hw, c.hw}).to(dt);
             const auto got = conv.forward(x);
             EXPECT_TRUE(got.is_contiguous());
-            EXPECT_TRUE(at::equal(got, at::conv2d(x, conv.weight, conv.bias, {c.stride, c.stride}, {c.pad, c.pad})));
+            const auto want = at::conv2d(x, conv.weight, conv.bias, {c.stride, c.stride}, {c.pad, c.pad});
+            std::printf("Conv2d %s %lld->%lld k%lld s%lld: max abs diff %g\n", c10::toString(dt),
+                        static_cast<long long>(c.in), static_cast<long long>(c.out), static_cast<long long>(c.k),
+                        static_cast<long long>(c.stride),
+                        (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>());
+            EXPECT_TRUE(at::equal(got, want));
         }
     }
 }
@@ -77,19 +82,14 @@ TEST(Layout, Conv2dEqualsLibTorchNchw) {
 // Not a pass/fail check (timings on a shared machine): the figures for the record.
 TEST(Layout, TimingAgainstLibTorch) {
     const auto x = sample({1, 512, 256, 256}, at::kBFloat16);
-    auto ms = [](auto&& f) {
-        f();
-        const auto t0 = std::chrono::steady_clock::now();
-        for (int i = 0; i < 3; ++i) f();
-        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / 3;
-    };
+    auto ms = [](auto&& f) { return testing::mean_ms(f, 3); };
     const auto cl = x.contiguous(at::MemoryFormat::ChannelsLast);
     std::printf("bf16 [1, 512, 256, 256], %d threads: to channels-last %.1f ms (LibTorch %.1f), back %.1f ms "
                 "(LibTorch %.1f)\n",
                 at::get_num_threads(), ms([&] { return kernels::to_channels_last(x); }),
                 ms([&] { return x.contiguous(at::MemoryFormat::ChannelsLast); }),
                 ms([&] { return kernels::to_channels_first(cl); }), ms([&] { return cl.contiguous(); }));
-    std::printf("empty+fill %.1f ms, clone %.1f ms\n", ms([&] { return at::empty_like(x).fill_(1); }), ms([&] { return x.clone(); }));
+    std::printf("for scale, a new tensor of that size filled %.1f ms, cloned %.1f ms\n", ms([&] { return at::empty_like(x).fill_(1); }), ms([&] { return x.clone(); }));
 }
 
 }  // namespace

@@ -4,11 +4,10 @@
 
 #include <ATen/Parallel.h>
 
-#include <chrono>
 #include <cstdio>
 
 #include "kernels/mul_add.h"
-#include "kernels/rotary.h"
+#include "mean_ms.h"
 
 namespace glmimage {
 namespace {
@@ -54,26 +53,8 @@ TEST(MulAdd, RefusesWhatItDoesNotRun) {
 TEST(MulAdd, TimingAgainstLibTorch) {
     const auto a = at::randn({1, 4096, 4096}).to(at::kBFloat16), c = at::randn({1, 4096, 4096}).to(at::kBFloat16);
     const auto g = at::randn({1, 1, 4096}).to(at::kBFloat16);
-    auto ms = [](auto&& f) {
-        f();
-        const auto t0 = std::chrono::steady_clock::now();
-        for (int i = 0; i < 5; ++i) f();
-        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / 5;
-    };
     std::printf("bf16 [1, 4096, 4096], %d threads: mul_add %.1f ms (LibTorch a * g + c %.1f)\n", at::get_num_threads(),
-                ms([&] { return kernels::mul_add(a, g, c); }), ms([&] { return a * g + c; }));
-    const auto q = at::randn({1, 4106, 32, 128}).to(at::kBFloat16);
-    const auto angles = at::randn({4096, 128});
-    const auto cos = angles.cos(), sin = angles.sin();
-    std::printf("bf16 [1, 4106, 32, 128]: rotary_half %.1f ms (LibTorch ops %.1f)\n",
-                ms([&] { return kernels::rotary_half(q, cos, sin, 10); }), ms([&] {
-                    const auto img = q.slice(1, 10);
-                    const auto rot = at::cat({-img.slice(3, 64), img.slice(3, 0, 64)}, -1);
-                    const auto r = (img.to(at::kFloat) * cos.unsqueeze(0).unsqueeze(2) +
-                                    rot.to(at::kFloat) * sin.unsqueeze(0).unsqueeze(2))
-                                       .to(at::kBFloat16);
-                    return at::cat({q.slice(1, 0, 10), r}, 1);
-                }));
+                testing::mean_ms([&] { return kernels::mul_add(a, g, c); }), testing::mean_ms([&] { return a * g + c; }));
 }
 
 }  // namespace

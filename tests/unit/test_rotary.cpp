@@ -3,7 +3,12 @@
 // image ones, on strided inputs (a slice of the fused q/k/v output); and what it must refuse.
 #include <gtest/gtest.h>
 
+#include <ATen/Parallel.h>
+
+#include <cstdio>
+
 #include "kernels/rotary.h"
+#include "mean_ms.h"
 
 namespace glmimage {
 namespace {
@@ -51,6 +56,17 @@ TEST(Rotary, RefusesWhatItDoesNotRun) {
     EXPECT_FALSE(kernels::rotary_half_takes(x.narrow(3, 0, 7), t.narrow(1, 0, 7).contiguous(),
                                             t.narrow(1, 0, 7).contiguous(), 0));  // odd D
     EXPECT_THROW(kernels::rotary_half(x, t, t, 2), std::exception);
+}
+
+// Not a pass/fail check: the figures for the record, at the DiT's real heads and 1024x1024
+// (10 text tokens, then 4096 image tokens).
+TEST(Rotary, TimingAgainstLibTorch) {
+    const auto q = at::randn({1, 4106, 32, 128}).to(at::kBFloat16);
+    const auto angles = at::randn({4096, 128});
+    const auto cos = angles.cos(), sin = angles.sin();
+    std::printf("bf16 [1, 4106, 32, 128], %d threads: rotary_half %.1f ms (LibTorch ops %.1f)\n",
+                at::get_num_threads(), testing::mean_ms([&] { return kernels::rotary_half(q, cos, sin, 10); }),
+                testing::mean_ms([&] { return reference(q, cos, sin, 10); }));
 }
 
 }  // namespace
