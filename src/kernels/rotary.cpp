@@ -17,17 +17,20 @@ namespace glmimage::kernels {
 namespace {
 
 template <typename T>
-void rotate_rows(const at::Tensor& x, const float* cos, const float* sin, int64_t skip, T* out) {
+void rotate_rows(const at::Tensor& x, const float* cos, const float* sin, int64_t skip, RotaryLayout layout, T* out) {
     const int64_t B = x.size(0), S = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
     const int64_t sb = x.stride(0), ss = x.stride(1), sh = x.stride(2);
     const T* base = x.data_ptr<T>();
+    // Output row (b, s, h) starts at b * S*H*D + s * out_s + h * out_h.
+    const bool head_major = layout == RotaryLayout::kHeadMajor;
+    const int64_t out_s = head_major ? D : H * D, out_h = head_major ? S * D : D;
     const int64_t grain = std::max<int64_t>(1, parallel_min_piece_bytes() / (2 * H * D * static_cast<int64_t>(sizeof(T))));
     parallel_for_cpu(B * S, grain, [&](int64_t begin, int64_t end) {
         for (int64_t bs = begin; bs < end; ++bs) {
             const int64_t b = bs / S, s = bs % S;
             for (int64_t h = 0; h < H; ++h) {
                 const T* xr = base + b * sb + s * ss + h * sh;
-                T* yr = out + (bs * H + h) * D;
+                T* yr = out + b * S * H * D + s * out_s + h * out_h;
                 if (s < skip) {
                     std::copy(xr, xr + D, yr);
                     continue;
@@ -62,19 +65,26 @@ bool rotary_half_takes(const at::Tensor& x, const at::Tensor& cos, const at::Ten
     return true;
 }
 
-at::Tensor rotary_half(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t skip) {
+at::Tensor rotary_half(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t skip,
+                       RotaryLayout layout) {
     GLMI_CHECK(rotary_half_takes(x, cos, sin, skip), "rotary_half: unsupported inputs ", x.sizes(), " ",
                x.scalar_type(), ", tables ", cos.sizes(), ", skip ", skip);
-    auto out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+    const auto opts = x.options().memory_format(at::MemoryFormat::Contiguous);
+    auto out = layout == RotaryLayout::kHeadMajor
+                   ? at::empty({x.size(0), x.size(2), x.size(1), x.size(3)}, opts).transpose(1, 2)
+                   : at::empty(x.sizes(), opts);
     if (out.numel() == 0) return out;
     switch (x.scalar_type()) {
-        case at::kFloat: rotate_rows<float>(x, cos.data_ptr<float>(), sin.data_ptr<float>(), skip, out.data_ptr<float>()); break;
+        case at::kFloat:
+            rotate_rows<float>(x, cos.data_ptr<float>(), sin.data_ptr<float>(), skip, layout, out.data_ptr<float>());
+            break;
         case at::kBFloat16:
-            rotate_rows<c10::BFloat16>(x, cos.data_ptr<float>(), sin.data_ptr<float>(), skip,
+            rotate_rows<c10::BFloat16>(x, cos.data_ptr<float>(), sin.data_ptr<float>(), skip, layout,
                                        out.data_ptr<c10::BFloat16>());
             break;
         default:
-            rotate_rows<c10::Half>(x, cos.data_ptr<float>(), sin.data_ptr<float>(), skip, out.data_ptr<c10::Half>());
+            rotate_rows<c10::Half>(x, cos.data_ptr<float>(), sin.data_ptr<float>(), skip, layout,
+                                   out.data_ptr<c10::Half>());
             break;
     }
     return out;

@@ -16,9 +16,18 @@ namespace glmimage::kernels {
 // on the CPU; 0 <= skip <= S.
 bool rotary_half_takes(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t skip);
 
-// A contiguous tensor of x's shape and dtype: tokens [0, skip) copied as they are, token s >= skip
-// rotated with row s - skip of the tables:
+// Where rotary_half() puts the [B, S, heads, D] result in memory.
+enum class RotaryLayout {
+    kTokenMajor,  // contiguous [B, S, heads, D], x's own order
+    kHeadMajor,   // each head's tokens together: y.transpose(1, 2) is a contiguous [B, heads, S, D],
+                  // which LibTorch's CPU flash attention reads about 9 % faster than the
+                  // token-major view (bf16, 4106 tokens x 32 heads x 128; the same bits)
+};
+
+// A tensor of x's shape and dtype, laid out as `layout` says: tokens [0, skip) copied as they are,
+// token s >= skip rotated with row s - skip of the tables:
 //   y = dtype(float(x) * cos + float(rotate_half(x)) * sin),  rotate_half(x) = [-x[D/2:], x[:D/2]].
-at::Tensor rotary_half(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t skip);
+at::Tensor rotary_half(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t skip,
+                       RotaryLayout layout = RotaryLayout::kTokenMajor);
 
 }  // namespace glmimage::kernels

@@ -34,7 +34,8 @@ at::Tensor apply_dit_rope(const at::Tensor& x, const DiTRope& rope) {
 }
 
 at::Tensor apply_dit_rope_to_image_tokens(const at::Tensor& x, const DiTRope& rope, int64_t n_text) {
-    if (kernels::rotary_half_takes(x, rope.cos, rope.sin, n_text)) return kernels::rotary_half(x, rope.cos, rope.sin, n_text);
+    if (kernels::rotary_half_takes(x, rope.cos, rope.sin, n_text))
+        return kernels::rotary_half(x, rope.cos, rope.sin, n_text, kernels::RotaryLayout::kHeadMajor);
     return at::cat({x.slice(1, 0, n_text), apply_dit_rope(x.slice(1, n_text), rope)}, 1);
 }
 

@@ -29,8 +29,10 @@ DiTRope make_dit_rope(int64_t head_dim, int64_t grid_h, int64_t grid_w, at::Devi
 at::Tensor apply_dit_rope(const at::Tensor& x, const DiTRope& rope);
 
 // x: [B, n_text + S, heads, head_dim], text tokens first: the text tokens as they are (they take no
-// rotation), the S image tokens as apply_dit_rope gives them; contiguous. On the CPU one fused pass
-// (kernels::rotary_half), the same bits.
+// rotation), the S image tokens as apply_dit_rope gives them. On the CPU one fused pass
+// (kernels::rotary_half, the same bits) that lays the result out head-major, so that its
+// transpose(1, 2), the [B, heads, tokens, head_dim] attention takes, is contiguous; elsewhere
+// contiguous as x is ordered.
 at::Tensor apply_dit_rope_to_image_tokens(const at::Tensor& x, const DiTRope& rope, int64_t n_text);
 
 }  // namespace glmimage
