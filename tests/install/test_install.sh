@@ -78,6 +78,10 @@ cmake -S "$SRC/examples/cpp" -B "$WORK/example" -DCMAKE_PREFIX_PATH="$PREFIX;$TO
 cmake --build "$WORK/example" -j2 >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; fail "building the example"; }
 loads_installed_lib "$WORK/example/glmimage_generate" ||
   fail "the example does not load the installed libglmimage"
+# The exported link options put the C++ runtime first among a consumer's libraries, so its
+# std:: symbols bind to libstdc++ rather than to LibTorch's copies (CMakeLists.txt says why).
+first_needed="$(readelf -d "$WORK/example/glmimage_generate" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | head -n 1)"
+[ "$first_needed" = "libstdc++.so.6" ] || fail "the example's first needed library is '$first_needed', not libstdc++.so.6"
 
 echo "== run the example on models/tiny"
 OUT="$WORK/out.ppm"
