@@ -1,6 +1,7 @@
-"""Diffusion decoder speed and memory: glmimage's C++ decoder (glmimage._C._testing.decode) against
-diffusers GlmImagePipeline(prior_token_ids=...), same prompt, prior tokens, size, steps, guidance,
-seed and thread count, on the `small` preset checkpoint built in a temp dir (or --model DIR).
+"""Diffusion decoder speed and memory: glmimage's decoder (Pipeline(prior_token_ids=...), the AR
+stage skipped) against diffusers GlmImagePipeline(prior_token_ids=...), same prompt, prior tokens,
+size, steps, guidance, seed and thread count, on the `small` preset checkpoint built in a temp dir
+(or --model DIR).
 
 Each side runs in its own subprocess (so peak RSS is its own), best of --repeats after a warm-up;
 the images are checked equal (within 1 level) before the timings are trusted. Prints one JSON line.
@@ -16,6 +17,12 @@ and thread count. FLOPs per step = passes (2 with CFG, batched) x [2 x S x (the 
 and feed-forward weights) + 4 x S^2 x inner_dim x layers], S = glyph tokens + (H/16)(W/16) image
 tokens. The VAE, T5 and the per-step conditioning are left out, so roofline_s is a lower bound of
 the whole decode; `ours_of_roofline` = roofline_s / ours_s.
+
+The denoising step alone, which is what that roofline describes: `ours_dit_s_per_step` and
+`ref_dit_s_per_step` are the median time between consecutive step callbacks (each side's own:
+glmimage's `callback`, diffusers' `callback_on_step_end`; the first step, which follows the set-up,
+is left out), over the timed repeats; `dit_step_of_roofline` = roofline_s / steps /
+ours_dit_s_per_step.
 """
 
 from __future__ import annotations
@@ -85,7 +92,10 @@ def run_side(args) -> None:
         roofline = dit_flops_per_step(_testing, pipe, args.model, h, w) * args.steps / gemm_rate(dtype)
 
         def once():
-            return _testing.decode(pipe, prior, [PROMPT], h, w, steps=args.steps, guidance=1.5, seed=7).numpy()
+            out = pipe(PROMPT, prior_token_ids=prior, height=h, width=w, num_inference_steps=args.steps,
+                       guidance_scale=1.5, seed=7, output_type="np", progress=False,
+                       callback=lambda stage, step, total: stamps.append(time.perf_counter()))
+            return out.images
     else:
         from diffusers import GlmImagePipeline
 
@@ -93,24 +103,35 @@ def run_side(args) -> None:
         pipe.set_progress_bar_config(disable=True)
 
         def once():
+            def on_step_end(_pipe, _i, _t, kwargs):
+                stamps.append(time.perf_counter())
+                return kwargs
+
             with torch.inference_mode():
                 out = pipe(prompt=PROMPT, prior_token_ids=prior, height=h, width=w, num_inference_steps=args.steps,
-                           guidance_scale=1.5, generator=torch.Generator().manual_seed(7), output_type="pil")
+                           guidance_scale=1.5, generator=torch.Generator().manual_seed(7), output_type="pil",
+                           callback_on_step_end=on_step_end)
             return np.stack([np.array(im) for im in out.images])
 
+    stamps: list = []  # each step's end, appended by the side's step callback
     img = once()  # warm-up
     if args.profile and args.side == "ours":
         from bench_ar_decode import print_profile
 
         print_profile(once, f"ours, {args.steps} steps at {h}x{w}")
-    best = float("inf")
+    best, intervals = float("inf"), []
     for _ in range(args.repeats):
+        stamps.clear()
         t0 = time.perf_counter()
         img = once()
         best = min(best, time.perf_counter() - t0)
+        intervals += [b - a for a, b in zip(stamps, stamps[1:])]
+    if len(intervals) == 0:
+        raise SystemExit(f"--steps {args.steps}: the per-step time needs at least 2 steps")
     np.save(args.out, img)
     # VmHWM, not ru_maxrss: a forked child's ru_maxrss starts from its parent's peak.
-    out = {"seconds": best, "peak_rss_mb": proc_status_kib("VmHWM") / 1024,
+    out = {"seconds": best, "dit_s_per_step": sorted(intervals)[len(intervals) // 2],
+           "peak_rss_mb": proc_status_kib("VmHWM") / 1024,
            "rss_anon_mb": proc_status_kib("RssAnon") / 1024}
     if args.side == "ours":
         out["roofline_s"] = roofline
@@ -163,6 +184,11 @@ def main() -> int:
         "ours_of_roofline": round(res["ours"]["roofline_s"] / res["ours"]["seconds"], 3),
         "ours_s": round(res["ours"]["seconds"], 4), "ref_s": round(res["ref"]["seconds"], 4),
         "speedup": round(res["ref"]["seconds"] / res["ours"]["seconds"], 3),
+        "dit_roofline_s_per_step": round(res["ours"]["roofline_s"] / args.steps, 5),
+        "ours_dit_s_per_step": round(res["ours"]["dit_s_per_step"], 5),
+        "ref_dit_s_per_step": round(res["ref"]["dit_s_per_step"], 5),
+        "dit_step_of_roofline": round(res["ours"]["roofline_s"] / args.steps / res["ours"]["dit_s_per_step"], 3),
+        "speedup_dit_step": round(res["ref"]["dit_s_per_step"] / res["ours"]["dit_s_per_step"], 3),
         "ours_peak_rss_mb": round(res["ours"]["peak_rss_mb"], 1), "ref_peak_rss_mb": round(res["ref"]["peak_rss_mb"], 1),
         "ours_rss_anon_mb": round(res["ours"]["rss_anon_mb"], 1), "ref_rss_anon_mb": round(res["ref"]["rss_anon_mb"], 1),
         "max_pixel_diff": diff,
