@@ -15,7 +15,11 @@
 # transformers 5.24) on the same checkpoint and request, then ours resident with the eager AR
 # decode and 2 steps (ar_eager: what the graph gains).
 # Environment: SIZE (1024), STEPS (50), LAYERS (real), CKPT (/tmp/glmi_real), QUANTIZE (none),
-#              SKIP_REFERENCE=1, STAGES ("build checkpoint tiny resident staged reference ar_eager").
+#              SKIP_REFERENCE=1, STAGES ("build checkpoint tiny resident staged reference ar_eager"),
+#              DEVICE (cuda), THREADS (8).
+# A rehearsal of the whole flow on a CPU machine (the graph decode then fails and the eager one
+# runs, as the fallback would on a GPU; the tiny check says there is no GPU):
+#   DEVICE=cpu THREADS=2 LAYERS=1 SIZE=256 STEPS=2 bash tools/gpu_bench.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -23,6 +27,8 @@ SIZE="${SIZE:-1024}"
 STEPS="${STEPS:-50}"
 CKPT="${CKPT:-/tmp/glmi_real}"
 QUANTIZE="${QUANTIZE:-none}"
+DEVICE="${DEVICE:-cuda}"
+THREADS="${THREADS:-8}"
 STAGES="${STAGES:-build checkpoint tiny resident staged reference ar_eager}"
 LOG="${OUT:-/tmp}/gpu_bench.jsonl"
 : >"$LOG"
@@ -65,7 +71,7 @@ if want tiny; then
 fi
 
 ours() {  # ours() RESIDENCY AR_DECODE STEPS
-  python3 bench/bench_real_size.py --out "$CKPT" --device cuda --size "$SIZE" --steps "$3" --threads 8 \
+  python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps "$3" --threads "$THREADS" \
     --residency "$1" --ar-decode "$2" --quantize "$QUANTIZE" --image "/tmp/glmi_$1.png"
 }
 for residency in resident staged; do
@@ -78,7 +84,7 @@ done
 
 if want reference && [ -z "${SKIP_REFERENCE:-}" ]; then
   stamp reference
-  python3 bench/bench_real_size.py --out "$CKPT" --device cuda --size "$SIZE" --steps "$STEPS" --threads 8 \
+  python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps "$STEPS" --threads "$THREADS" \
     --side reference | tee -a "$LOG" || echo '{"bench": "reference", "error": "the reference did not run"}' | tee -a "$LOG"
 fi
 
