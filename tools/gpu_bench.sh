@@ -51,8 +51,15 @@ if want build; then
   fi
   PYBIND="$(python3 -c 'import pybind11; print(pybind11.get_cmake_dir())' 2>/dev/null || true)"
   [ -n "$PYBIND" ] && PREFIX="$PREFIX;$PYBIND"
+  # LibTorch's CMake config wants libnvrtc from the CUDA toolkit; a toolkit assembled from NVIDIA's
+  # pip wheels may lack it there (seen in a rehearsal: "CUDA_nvrtc_LIBRARY ... NOTFOUND"). The
+  # copy torch itself loads, in the nvidia wheels beside it, is the one to link.
+  NVRTC="$(python3 -c 'import glob, os, nvidia
+print(next(iter(sorted(p for d in nvidia.__path__ for p in glob.glob(os.path.join(d, "*", "lib", "libnvrtc.so*"))
+                       if "builtins" not in p and ".alt." not in p)), ""))' 2>/dev/null || true)"
   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" -DGLMI_BUILD_TESTS=OFF \
-    -DGLMI_BUILD_CLI=OFF -DGLMI_BUILD_PYTHON=ON -DGLMI_BUILD_TESTING_EXT=ON -DPython_EXECUTABLE="$(command -v python3)" >/dev/null
+    -DGLMI_BUILD_CLI=OFF -DGLMI_BUILD_PYTHON=ON -DGLMI_BUILD_TESTING_EXT=ON -DPython_EXECUTABLE="$(command -v python3)" \
+    ${NVRTC:+-DCUDA_nvrtc_LIBRARY="$NVRTC"} >/dev/null
   cmake --build build -j"$(nproc)" --target glmimage_python glmimage_testing >/dev/null
 fi
 [ -d .gpu_deps/usr ] && export LD_LIBRARY_PATH="$ROOT/.gpu_deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
