@@ -86,6 +86,14 @@ def best_of(fn, n: int = 5) -> float:
     return best
 
 
+def checkpoint_layers(ckpt: Path):
+    """The checkpoint's layers per stack: "real" where its DiT has the real config's count, else
+    the count (a --layers N checkpoint), whichever --layers this call was given."""
+    real = json.loads((REPO / "tests/data/real-configs/transformer/config.json").read_text())["num_layers"]
+    n = json.loads((Path(ckpt) / "transformer/config.json").read_text())["num_layers"]
+    return "real" if n == real else n
+
+
 def sync(device: str) -> None:
     import torch
 
@@ -317,7 +325,7 @@ def main() -> int:
 
     result = {
         "bench": "real_size", "size": args.size, "steps": args.steps, "threads": args.threads, "dtype": "bfloat16",
-        "device": args.device, "residency": args.residency, "layers": args.layers or "real",
+        "device": args.device, "residency": args.residency, "layers": checkpoint_layers(out),
         "quantize": args.quantize, "ar_decode": args.ar_decode, "load_s": round(load_s, 2),
         "ar_tokens": None if args.decoder_only else len(stamps["ar"]),
         "ar_tok_s": round(1 / ar_s_per_token, 1) if ar_s_per_token else None, "total_s": round(t_end - t0, 2),
