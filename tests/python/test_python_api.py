@@ -250,6 +250,9 @@ def test_ctrl_c_cancels(pipe):
         if started.wait(30):
             os.kill(os.getpid(), signal.SIGINT)
 
+    # Python's own Ctrl-C handler, as an interactive session has it: a shell's background job
+    # (`cmd &`) starts with SIGINT ignored, and Python then installs none.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     t = threading.Thread(target=interrupt)
     t.start()
     try:
@@ -259,6 +262,7 @@ def test_ctrl_c_cancels(pipe):
             time.sleep(5)  # never reached unless the run ignored the signal; lets the interrupt land
     finally:
         t.join()
+        signal.signal(signal.SIGINT, previous)
     last = [step for s, step, _ in seen if s == "denoise"][-1]
     assert last < 400, "the run finished: Ctrl-C did not cancel it"
     assert len(pipe(PROMPT, seed=1, **FAST).images) == 1
