@@ -322,13 +322,22 @@ class Pipeline(_C.Pipeline):
                  device: Union[str, torch.device, None] = "cpu", residency: str = "resident",
                  components: Optional[Dict[str, Dict[str, Any]]] = None, quantize: Optional[str] = None,
                  ar_decode: str = "auto"):
-        if isinstance(path, _C.Pipeline):
-            super().__init__(path)  # shares the loaded weights
-            return
-        path = _check_model_dir(path)
-        super().__init__(path, _normalize_dtype(dtype), _normalize_device(device), _check_str("residency", residency),
-                         _normalize_components(components), "none" if quantize is None else _check_str("quantize", quantize),
-                         _check_str("ar_decode", ar_decode))
+        try:
+            if isinstance(path, _C.Pipeline):
+                super().__init__(path)  # shares the loaded weights
+                return
+            path = _check_model_dir(path)
+            super().__init__(path, _normalize_dtype(dtype), _normalize_device(device),
+                             _check_str("residency", residency), _normalize_components(components),
+                             "none" if quantize is None else _check_str("quantize", quantize),
+                             _check_str("ar_decode", ar_decode))
+        except BaseException:
+            # A failed load leaves this instance without its C++ pipeline, and pybind11 would hand
+            # any method raw memory in its place: the repr that pytest, debuggers and rich
+            # tracebacks make of the traceback's locals crashed the process. Only this frame holds
+            # the instance, so drop it from the frame before the error travels up.
+            del self
+            raise
 
     @classmethod
     def from_pretrained(cls, path: Union[str, os.PathLike], dtype: Union[str, torch.dtype, None] = "auto",

@@ -11,6 +11,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -234,6 +236,31 @@ def test_callback_exception_propagates(pipe):
     with pytest.raises(Boom, match="from the callback"):
         pipe(PROMPT, seed=1, callback=cb, **FAST)
     assert len(pipe(PROMPT, seed=1, **FAST).images) == 1
+
+
+def test_failed_load_leaves_no_crashing_instance():
+    """A load that raises must not leave its half-made instance in the traceback's locals, where
+    pytest, debuggers and rich tracebacks repr it: it has no C++ pipeline, and any method on it
+    crashed the process (pybind11 hands raw memory in its place). A subprocess, so a crash fails
+    this test only; it looks at every frame's locals as such tools do."""
+    code = "\n".join([
+        f"import sys; sys.path.insert(0, {str(REPO / 'python')!r})",
+        "import glmimage",
+        "for kwargs in (dict(ar_decode='bogus'), dict(quantize='int3'), dict(device='tpu')):",
+        "    try:",
+        f"        glmimage.Pipeline({str(TINY)!r}, **kwargs)",
+        "    except (glmimage.InputError, ValueError, RuntimeError) as e:",
+        "        tb, shown = e.__traceback__, []",
+        "        while tb is not None:",
+        "            shown += [repr(v) for v in tb.tb_frame.f_locals.values()]",
+        "            tb = tb.tb_next",
+        "        print(type(e).__name__, sum('glmimage.Pipeline' in r for r in shown))",
+    ])
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 3, lines
+    assert all(line.endswith(" 0") for line in lines), lines  # no Pipeline instance in any frame
 
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
