@@ -101,11 +101,11 @@ def test_staged_ar_places_only_what_the_stage_reads(staged, case):
 
 
 @pytest.mark.parametrize("fmt", ["int8", "fp8"])
-def test_staged_quantized_equals_resident_quantized(fmt):
+def test_staged_quantized_equals_resident_quantized(fmt, load_quantized):
     """Quantized weights are made once at load and travel with their stage; everything else still
     rests in the file. The images equal the resident quantized pipeline's."""
-    res = glmimage.Pipeline.from_pretrained(TINY, dtype="bfloat16", quantize=fmt)
-    stg = glmimage.Pipeline.from_pretrained(TINY, dtype="bfloat16", quantize=fmt, residency="staged")
+    res = load_quantized(TINY, fmt, dtype="bfloat16")
+    stg = load_quantized(TINY, fmt, dtype="bfloat16", residency="staged")
     assert [c.quantized for c in stg.components] == [c.quantized for c in res.components]
     args = dict(FAST, seed=5)
     want, got = res('A sign that says "OPEN"', **args), stg('A sign that says "OPEN"', **args)

@@ -38,9 +38,9 @@ def bf16():
 
 
 @pytest.fixture(scope="module", params=["int8", "fp8"])
-def quant(request):
+def quant(request, load_quantized):
     """(format, a pipeline whose AR decoder and DiT linears are in that format)."""
-    return request.param, glmimage.Pipeline.from_pretrained(TINY, dtype="bfloat16", quantize=request.param)
+    return request.param, load_quantized(TINY, request.param, dtype="bfloat16")
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
