@@ -30,6 +30,7 @@ void run(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c, at::Tens
     const bool g_per_sample = g.size(0) == B && B > 1;
     const bool c_full = c.sizes() == a.sizes();
     const bool c_per_sample = !c_full && c.size(0) == B && B > 1;
+    const int64_t sa0 = a.stride(0), sa1 = a.stride(1);  // a's rows may sit in a longer sequence
     const T* pa = a.data_ptr<T>();
     const T* pg = g.data_ptr<T>();
     const T* pc = c.data_ptr<T>();
@@ -37,10 +38,10 @@ void run(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c, at::Tens
     const int64_t grain = std::max<int64_t>(1, parallel_min_piece_bytes() / (3 * D * static_cast<int64_t>(sizeof(T))));
     parallel_for_cpu(B * S, grain, [&](int64_t begin, int64_t end) {
         for (int64_t bs = begin; bs < end; ++bs) {
-            const int64_t b = bs / S;
+            const int64_t b = bs / S, s = bs % S;
             const T* gv = pg + (g_per_sample ? b * D : 0);
             const T* cv = c_full ? pc + bs * D : pc + (c_per_sample ? b * D : 0);
-            row(pa + bs * D, gv, cv, py + bs * D, D);
+            row(pa + b * sa0 + s * sa1, gv, cv, py + bs * D, D);
         }
     });
 }
@@ -55,8 +56,9 @@ bool mul_add_takes(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c
     const auto t = a.scalar_type();
     if (t != at::kFloat && t != at::kBFloat16 && t != at::kHalf) return false;
     for (const auto* x : {&a, &g, &c})
-        if (!x->is_cpu() || x->scalar_type() != t || !x->is_contiguous()) return false;
-    return a.dim() == 3 && vector_of(g, a) && (c.sizes() == a.sizes() || vector_of(c, a));
+        if (!x->is_cpu() || x->scalar_type() != t) return false;
+    if (a.dim() != 3 || a.stride(2) != 1 || !g.is_contiguous() || !c.is_contiguous()) return false;
+    return vector_of(g, a) && (c.sizes() == a.sizes() || vector_of(c, a));
 }
 
 at::Tensor mul_add(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c) {

@@ -14,8 +14,9 @@
 namespace glmimage::kernels {
 
 // Whether mul_add() runs these: CPU tensors of one dtype (float32, bfloat16 or float16); a
-// contiguous [B, S, D]; g contiguous [B, 1, D] or [1, 1, D]; c contiguous, either a's shape or
-// g's kind of vector.
+// [B, S, D] whose rows are contiguous (any sample and token strides: the image tokens' slice of
+// the attention output is taken without a copy); g contiguous [B, 1, D] or [1, 1, D]; c
+// contiguous, either a's shape or g's kind of vector.
 bool mul_add_takes(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c);
 
 // a * g + c as LibTorch computes (a * g) + c, contiguous [B, S, D].

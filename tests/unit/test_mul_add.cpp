@@ -1,5 +1,6 @@
 // kernels::mul_add against LibTorch's a * g + c: bit for bit, for float32, bfloat16 and float16,
-// with g per sample or shared, c a full tensor or a vector; and what it must refuse.
+// with g per sample or shared, c a full tensor or a vector, a a slice of a longer sequence; and
+// what it must refuse.
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
@@ -20,7 +21,8 @@ TEST(MulAdd, EqualsLibTorchOps) {
                     SCOPED_TRACE(::testing::Message() << dt << " B " << B << " c_full " << c_full << " g_shared " << g_shared);
                     const int64_t S = 37, D = 96;
                     at::manual_seed(B * 10 + c_full * 2 + g_shared);
-                    const auto a = (at::randn({B, S, D}) * 3).to(dt);
+                    // a as the DiT passes it: its rows a slice of a longer sequence (text first).
+                    const auto a = (at::randn({B, S + 5, D}) * 3).to(dt).slice(1, 5);
                     const auto g = (at::randn({g_shared ? 1 : B, 1, D}) + 1).to(dt);
                     const auto c = (c_full ? at::randn({B, S, D}) * 5 : at::randn({B, 1, D})).to(dt);
                     ASSERT_TRUE(kernels::mul_add_takes(a, g, c));
@@ -40,7 +42,9 @@ TEST(MulAdd, EqualsLibTorchOps) {
 TEST(MulAdd, RefusesWhatItDoesNotRun) {
     const auto a = at::randn({2, 5, 8}), g = at::randn({2, 1, 8}), c = at::randn({2, 5, 8});
     EXPECT_TRUE(kernels::mul_add_takes(a, g, c));
-    EXPECT_FALSE(kernels::mul_add_takes(a.transpose(0, 1).contiguous().transpose(0, 1), g, c));  // strided a
+    EXPECT_TRUE(kernels::mul_add_takes(at::randn({2, 7, 8}).slice(1, 2), g, c));               // rows of a longer a
+    EXPECT_FALSE(kernels::mul_add_takes(at::randn({2, 8, 5}).transpose(1, 2), g, c));         // a's rows strided
+    EXPECT_FALSE(kernels::mul_add_takes(a, g, c.transpose(0, 1).contiguous().transpose(0, 1)));  // strided c
     EXPECT_FALSE(kernels::mul_add_takes(a, g.to(at::kBFloat16), c));                            // mixed dtypes
     EXPECT_FALSE(kernels::mul_add_takes(a, at::randn({2, 5, 8}), c));                           // g not a vector
     EXPECT_FALSE(kernels::mul_add_takes(a, g, at::randn({2, 5, 1})));                           // c neither

@@ -151,8 +151,8 @@ std::pair<at::Tensor, at::Tensor> DiTBlock::forward(const at::Tensor& x, const a
     auto [ax, ac] = attention(modulate(layer_norm(x).to(x.scalar_type()), m[2], m[0]),
                               modulate(layer_norm(c).to(x.scalar_type()), m[3], m[1]), rope, kv, layer);
     // Gated residuals: x + out * gate.
-    auto x1 = mul_add(ax.contiguous(), m[4], x);
-    auto c1 = mul_add(ac.contiguous(), m[5], c);
+    auto x1 = mul_add(ax, m[4], x);
+    auto c1 = mul_add(ac, m[5], c);
     // One feed-forward shared by both streams.
     auto x2 = mul_add(ff->forward(modulate(layer_norm(x1), m[8], m[6])), m[10], x1);
     auto c2 = mul_add(ff->forward(modulate(layer_norm(c1), m[9], m[7])), m[11], c1);
