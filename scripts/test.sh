@@ -19,7 +19,10 @@ echo "== Python tests (pytest)"
 case "$BUILD_DIR" in /*) GLMI_PARITY_LOG="$BUILD_DIR/parity.jsonl" ;; *) GLMI_PARITY_LOG="$ROOT/$BUILD_DIR/parity.jsonl" ;; esac
 export GLMI_PARITY_LOG
 rm -f "$GLMI_PARITY_LOG"
-python3 -m pytest -q
+# -rs: each skip's reason in the log (the real-widths parity skips only where neither the disk nor memory
+# has room for its checkpoint, and says what it found).
+df -h "$ROOT" /dev/shm 2>/dev/null || true
+python3 -m pytest -q -rs
 
 echo "== parity report"
 python3 tools/parity_report.py --log "$GLMI_PARITY_LOG"

@@ -124,4 +124,5 @@ def install_i2i_shim(pipe):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "real_widths: parity at the real GLM-Image widths "
-                            "(tests/python/test_real_widths_parity.py; writes a 3.7 GB checkpoint under build/)")
+                            "(tests/python/test_real_widths_parity.py; writes a 3.7 GB checkpoint under build/, or "
+                            "in /dev/shm for the run when the disk lacks the room)")
