@@ -14,6 +14,17 @@
 
 namespace {
 
+// The folder the shard index is copied into, removed when the fuzzer exits.
+struct ScratchFolder {
+    std::string path =
+        (std::filesystem::temp_directory_path() / ("glmi_fuzz_idx_" + std::to_string(getpid()))).string();
+    ScratchFolder() { std::filesystem::create_directories(path); }
+    ~ScratchFolder() {
+        std::error_code ignored;
+        std::filesystem::remove_all(path, ignored);
+    }
+};
+
 template <typename F>
 void expect_clean(F&& f) {
     try {
@@ -34,8 +45,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     expect_clean([&] { SchedulerConfig::from_file(path); });
     expect_clean([&] { PreprocessorConfig::from_file(path); });
     // The same bytes as a shard index beside no shards.
-    static const std::string dir = std::filesystem::temp_directory_path() / ("glmi_fuzz_idx_" + std::to_string(getpid()));
-    std::filesystem::create_directories(dir);
+    static const ScratchFolder scratch;
+    const std::string& dir = scratch.path;
     std::filesystem::copy_file(path, dir + "/model.safetensors.index.json",
                                std::filesystem::copy_options::overwrite_existing);
     expect_clean([&] { io::WeightIndex::open_dir(dir); });

@@ -10,9 +10,18 @@
 
 namespace glmimage::fuzz {
 
+// A path in /dev/shm (or /tmp) owned by this process, removed when the fuzzer exits (libFuzzer ends a
+// -max_total_time run through exit(), which runs this destructor), so runs leave nothing behind.
+struct ScratchPath {
+    std::string path;
+    explicit ScratchPath(const std::string& name)
+        : path((access("/dev/shm", W_OK) == 0 ? "/dev/shm/" : "/tmp/") + name) {}
+    ~ScratchPath() { std::remove(path.c_str()); }
+};
+
 inline std::string input_file(const uint8_t* data, size_t size, const char* suffix) {
-    static const std::string dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    const std::string path = dir + "/glmi_fuzz_" + std::to_string(getpid()) + suffix;
+    static const ScratchPath scratch("glmi_fuzz_" + std::to_string(getpid()) + suffix);
+    const std::string& path = scratch.path;
     FILE* f = std::fopen(path.c_str(), "wb");
     if (!f) __builtin_trap();
     if (size && std::fwrite(data, 1, size, f) != size) __builtin_trap();

@@ -9,10 +9,26 @@
 
 namespace glmimage::testing {
 
+namespace {
+
+// Every folder a test process makes sits in one per-process folder, removed when the process exits
+// normally, so that runs leave nothing behind in the temp dir (a failed test's files go too: its
+// assertion message is what to read).
+struct ProcessTempRoot {
+    std::filesystem::path path =
+        std::filesystem::temp_directory_path() / ("glmi_test_" + std::to_string(::getpid()));
+    ~ProcessTempRoot() {
+        std::error_code ignored;
+        std::filesystem::remove_all(path, ignored);
+    }
+};
+
+}  // namespace
+
 std::string make_temp_dir(const std::string& tag) {
+    static ProcessTempRoot root;
     static std::atomic<int> counter{0};
-    auto dir = std::filesystem::temp_directory_path() /
-               ("glmi_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    auto dir = root.path / (tag + "_" + std::to_string(counter++));
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
     return dir.string();

@@ -7,7 +7,7 @@
 
 namespace glmimage::testing {
 
-// A fresh empty directory under the system temp dir.
+// A fresh empty directory under the system temp dir, removed (with the others) when the process exits.
 std::string make_temp_dir(const std::string& tag);
 void write_file(const std::string& path, const std::string& bytes);
 // 8-byte little-endian header length + header + data.

@@ -12,6 +12,7 @@
 #include "models/t5/config.h"
 #include "models/vae/config.h"
 #include "pipeline/model_index.h"
+#include "st_writer.h"
 #include "schedulers/scheduler_config.h"
 
 namespace glmimage {
@@ -27,8 +28,7 @@ std::string edited(const std::string& rel, const std::function<void(nlohmann::js
     std::ifstream in(real(rel));
     auto j = nlohmann::json::parse(in);
     edit(j);
-    auto dir = fs::temp_directory_path() / ("glmi_cfg_" + std::to_string(::getpid()));
-    fs::create_directories(dir);
+    static const fs::path dir = testing::make_temp_dir("cfg");
     auto path = (dir / fs::path(rel).filename()).string();
     std::ofstream(path) << j.dump();
     return path;
@@ -137,8 +137,7 @@ TEST(Config, InconsistentValues) {
 }
 
 TEST(Config, MalformedJson) {
-    auto dir = fs::temp_directory_path() / ("glmi_cfgbad_" + std::to_string(::getpid()));
-    fs::create_directories(dir);
+    const fs::path dir = testing::make_temp_dir("cfgbad");
     std::ofstream(dir / "config.json") << "{\"num_layers\": 3,";
     expect_error<FormatError>([&] { DiTConfig::from_file((dir / "config.json").string()); }, "not valid JSON");
     std::ofstream(dir / "list.json") << "[1, 2]";
@@ -147,9 +146,7 @@ TEST(Config, MalformedJson) {
 }
 
 TEST(ModelIndex, ChecksComponents) {
-    auto dir = fs::temp_directory_path() / ("glmi_idx_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
+    const fs::path dir = testing::make_temp_dir("idx");
     fs::copy_file(real("model_index.json"), dir / "model_index.json");
     // Folders missing: a clear "incomplete checkpoint" error.
     expect_error<InputError>([&] { ModelIndex::load(dir.string()); }, "missing component folder(s) vision_language_encoder/, processor/");

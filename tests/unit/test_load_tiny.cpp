@@ -9,6 +9,7 @@
 
 #include "glmimage/glmimage.h"
 #include "io/weight_index.h"
+#include "st_writer.h"
 
 namespace glmimage {
 namespace {
@@ -52,8 +53,7 @@ TEST(LoadTiny, BadInputsGiveClearErrors) {
     bad_device.device = "tpu";
     EXPECT_THROW(Pipeline::load(kTiny, bad_device), InputError);
     // A checkpoint with one folder removed.
-    auto dir = fs::temp_directory_path() / ("glmi_incomplete_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
+    const fs::path dir = testing::make_temp_dir("incomplete");
     fs::copy(kTiny, dir, fs::copy_options::recursive);
     fs::remove_all(dir / "vae");
     try {
