@@ -101,6 +101,9 @@ generate options [default]:
   --ar-decode M           auto, eager, static or graph: how AR decode steps run (same tokens).
                           graph: one fixed-shape step captured as a CUDA graph, replayed per
                           token [auto: graph on a CUDA device when this build has CUDA, else eager]
+  --no-cpu-block-cache    take fresh pages for every large CPU block instead of reusing the
+                          generation's freed ones (same images; slower, less memory held while
+                          it runs) [reuse, up to 4 GiB, given back when the generation ends]
   --threads N             CPU threads for the process; 0 keeps LibTorch's default [0]
   --progress              draw progress bars even when stderr is not a terminal [only on a terminal]
   -q, --quiet             print nothing but errors (no file names, no seed, no progress)
@@ -236,6 +239,7 @@ bool parse_load_option(Args& a, const std::string& t, glmimage::LoadOptions& loa
     else if (t == "--residency") load.residency = a.value(t);
     else if (t == "--quantize") load.quantize = a.value(t);
     else if (t == "--ar-decode") load.ar_decode = a.value(t);
+    else if (t == "--no-cpu-block-cache") load.cpu_block_cache = false;
     else if (t == "--threads") threads = static_cast<int>(parse_int(t, a.value(t), 0, 4096));
     else return false;
     return true;

@@ -2,6 +2,9 @@
 // against the reference. Not a stable API.
 #include <torch/extension.h>
 
+#include <optional>
+
+#include "core/cpu_block_cache.h"
 #include "io/tensor_loader.h"
 #include "io/weight_binder.h"
 #include "kernels/attention.h"
@@ -79,6 +82,21 @@ void register_testing(pybind11::module_& m) {
     });
     m.def("attention_backends", &attention_backends, py::arg("pipe"), py::arg("height") = 1024,
           py::arg("width") = 1024);
+
+    // The CPU block cache a generation runs under (LoadOptions::cpu_block_cache), for the hooks
+    // above: `with cpu_block_cache(): ...`, and its counters.
+    struct BlockCacheContext {
+        std::optional<CpuBlockCacheScope> scope;
+    };
+    py::class_<BlockCacheContext>(m, "cpu_block_cache")
+        .def(py::init<>())
+        .def("__enter__", [](BlockCacheContext& c) { c.scope.emplace(); })
+        .def("__exit__", [](BlockCacheContext& c, py::args) { c.scope.reset(); });
+    m.def("cpu_block_cache_stats", [] {
+        const auto s = cpu_block_cache_stats();
+        return py::dict(py::arg("reused") = s.reused, py::arg("fresh") = s.fresh, py::arg("evicted") = s.evicted,
+                        py::arg("cached_bytes") = s.cached_bytes, py::arg("peak_cached_bytes") = s.peak_cached_bytes);
+    });
 }
 
 }  // namespace glmimage::python

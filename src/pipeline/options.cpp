@@ -66,7 +66,7 @@ ComponentPlacement LoadOptions::placement(const std::string& folder) const {
 
 std::string LoadOptions::to_string() const {
     std::string s = str_cat("device=", device, " dtype=", dtype, " residency=", residency, " quantize=", quantize,
-                           " ar_decode=", ar_decode);
+                           " ar_decode=", ar_decode, " cpu_block_cache=", cpu_block_cache ? "on" : "off");
     for (const auto& [folder, p] : components)
         s += str_cat(" ", folder, "={", p.device, ",", p.dtype, ",", p.residency, "}");
     return s;

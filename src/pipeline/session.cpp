@@ -1,7 +1,9 @@
 // Session: per-call state over a shared Model (the call queue and the cancel request), and
 // Pipeline, one Model with one Session.
 #include <chrono>
+#include <optional>
 
+#include "core/cpu_block_cache.h"
 #include "pipeline/model_impl.h"
 
 namespace glmimage {
@@ -22,6 +24,7 @@ class Session::Call {
         std::lock_guard<std::mutex> state(s.state_mutex_);
         flag_ = std::make_shared<std::atomic<bool>>(std::exchange(s.pending_cancel_, false));
         s.running_cancel_ = flag_;
+        if (s.model_->impl().options.cpu_block_cache) blocks_.emplace();
     }
     ~Call() {
         std::lock_guard<std::mutex> state(session_.state_mutex_);
@@ -36,6 +39,7 @@ class Session::Call {
     Session& session_;
     std::lock_guard<std::mutex> lock_;
     std::shared_ptr<std::atomic<bool>> flag_;
+    std::optional<CpuBlockCacheScope> blocks_;  // the call's large CPU blocks reused (LoadOptions::cpu_block_cache)
 };
 
 Session::Session(std::shared_ptr<const Model> model) : model_(std::move(model)) {

@@ -149,6 +149,16 @@ def test_same_seed_same_bytes_and_unicode_prompt(tmp_path):
         assert img.text["prompt"] == prompt
 
 
+def test_no_cpu_block_cache_same_bytes(tmp_path):
+    """128x128, where the tiny model has blocks the cache takes: the same PNG either way."""
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    size = ["--height", "128", "--width", "128"]
+    for out, extra in ((a, []), (b, ["--no-cpu-block-cache"])):
+        res = run("A sign that says \"Open\"", *FAST, *size, "--seed", "9", "-o", out, *extra)
+        assert res.returncode == 0, res.stderr
+    assert a.read_bytes() == b.read_bytes()
+
+
 def test_random_seed_is_printed_and_stored(tmp_path):
     out = tmp_path / "r.png"
     res = run("noise", *FAST, "--seed", "-1", "--greedy", "-o", out)
@@ -324,7 +334,7 @@ def test_help_mentions_every_option():
     for opt in ["generate", "info", "--prompt-file", "--image", "--model", "--height", "--width", "--steps",
                 "--guidance", "--seed", "--temperature", "--top-p", "--top-k", "--greedy", "--images-per-prompt",
                 "--dtype", "--device", "--threads", "-o, --output", "--quiet", "--progress", "--help", "--version",
-                "--residency", "GLM-Image", "[1024]", "[50]", "[1.5]", "generation_config.json", "[out.png]", "examples"]:
+                "--residency", "--no-cpu-block-cache", "GLM-Image", "[1024]", "[50]", "[1.5]", "generation_config.json", "[out.png]", "examples"]:
         assert opt in res.stdout, opt
 
 

@@ -1,0 +1,174 @@
+#include "core/cpu_block_cache.h"
+
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/impl/alloc_cpu.h>
+
+#include <list>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <utility>
+
+namespace glmimage {
+namespace {
+
+thread_local int t_scope_depth = 0;
+
+// Blocks this cache made, live or cached. Never destroyed: tensors freed during the process's exit
+// may still reach it.
+class BlockCache {
+  public:
+    void* take(size_t n) {
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            auto it = by_size_.find(n);
+            if (it != by_size_.end()) {
+                void* p = it->second->second;
+                by_age_.erase(it->second);
+                by_size_.erase(it);
+                cached_bytes_ -= n;
+                ++stats_.reused;
+                return p;
+            }
+            ++stats_.fresh;
+        }
+        void* p = c10::alloc_cpu(n);  // LibTorch's aligned allocation; throws when out of memory
+        std::lock_guard<std::mutex> g(mu_);
+        born_.emplace(p, n);
+        return p;
+    }
+
+    // False when p is not one of this cache's blocks.
+    bool give_back(void* p) {
+        std::lock_guard<std::mutex> g(mu_);
+        auto it = born_.find(p);
+        if (it == born_.end()) return false;
+        const size_t n = it->second;
+        if (active_scopes_ == 0) {
+            born_.erase(it);
+            c10::free_cpu(p);
+            return true;
+        }
+        by_age_.emplace_front(n, p);
+        by_size_.emplace(n, by_age_.begin());
+        cached_bytes_ += n;
+        while (cached_bytes_ > cap_) evict_oldest();
+        stats_.peak_cached_bytes = std::max(stats_.peak_cached_bytes, cached_bytes_);
+        return true;
+    }
+
+    void set_cap(size_t bytes) {
+        std::lock_guard<std::mutex> g(mu_);
+        cap_ = bytes;
+        while (cached_bytes_ > cap_) evict_oldest();
+    }
+
+    void enter() {
+        std::lock_guard<std::mutex> g(mu_);
+        ++active_scopes_;
+    }
+
+    void leave() {
+        std::lock_guard<std::mutex> g(mu_);
+        if (--active_scopes_ > 0) return;
+        while (!by_age_.empty()) evict_oldest();
+    }
+
+    CpuBlockCacheStats stats() {
+        std::lock_guard<std::mutex> g(mu_);
+        CpuBlockCacheStats s = stats_;
+        s.cached_bytes = cached_bytes_;
+        s.evicted = evicted_by_cap_;
+        return s;
+    }
+
+  private:
+    // mu_ held.
+    void evict_oldest() {
+        auto [n, p] = by_age_.back();
+        for (auto [it, end] = by_size_.equal_range(n); it != end; ++it)
+            if (it->second->second == p) {
+                by_size_.erase(it);
+                break;
+            }
+        by_age_.pop_back();
+        cached_bytes_ -= n;
+        born_.erase(p);
+        c10::free_cpu(p);
+        if (active_scopes_ > 0) ++evicted_by_cap_;
+    }
+
+    std::mutex mu_;
+    std::unordered_map<void*, size_t> born_;
+    std::list<std::pair<size_t, void*>> by_age_;  // cached blocks, newest first
+    std::multimap<size_t, std::list<std::pair<size_t, void*>>::iterator> by_size_;
+    size_t cached_bytes_ = 0;
+    size_t cap_ = size_t{4} << 30;
+    int active_scopes_ = 0;
+    uint64_t evicted_by_cap_ = 0;
+    CpuBlockCacheStats stats_;
+};
+
+BlockCache& cache() {
+    static auto* c = new BlockCache;
+    return *c;
+}
+
+c10::Allocator*& previous_allocator() {
+    static c10::Allocator* p = nullptr;
+    return p;
+}
+
+// Frees either kind of block: one of the cache's, or one the previous allocator made (what
+// raw_deallocate hands over).
+void release(void* p) {
+    if (!p || cache().give_back(p)) return;
+    previous_allocator()->raw_deleter()(p);
+}
+
+class CachingCpuAllocator final : public c10::Allocator {
+  public:
+    c10::DataPtr allocate(size_t n) override {
+        if (t_scope_depth == 0 || n < kCpuBlockCacheMinBytes) return previous_allocator()->allocate(n);
+        void* p = cache().take(n);
+        return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
+    }
+    c10::DeleterFnPtr raw_deleter() const override {
+        return previous_allocator()->raw_deleter() ? &release : nullptr;
+    }
+    void copy_data(void* dest, const void* src, std::size_t count) const override {
+        default_copy_data(dest, src, count);
+    }
+};
+
+void install_once() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        previous_allocator() = c10::GetCPUAllocator();
+        static auto* ours = new CachingCpuAllocator;
+        // The highest priority, so that it is installed over any allocator set before (which it then
+        // wraps). Were it displaced later, its blocks would still come back to it: each carries
+        // `release` as its deleter.
+        c10::SetCPUAllocator(ours, /*priority=*/UINT8_MAX);
+    });
+}
+
+}  // namespace
+
+CpuBlockCacheScope::CpuBlockCacheScope() {
+    install_once();
+    cache().enter();
+    ++t_scope_depth;
+}
+
+CpuBlockCacheScope::~CpuBlockCacheScope() {
+    --t_scope_depth;
+    cache().leave();
+}
+
+CpuBlockCacheStats cpu_block_cache_stats() { return cache().stats(); }
+
+void set_cpu_block_cache_cap(size_t bytes) { cache().set_cap(bytes); }
+
+}  // namespace glmimage
