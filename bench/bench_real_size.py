@@ -25,7 +25,7 @@ taken, so that a slow moment of a shared machine cannot flatter the share of the
     python3 bench/bench_real_size.py --out DIR [--size 256] [--steps 2] [--threads 2]
                                      [--quantize none|int8|fp8] [--residency resident|staged]
                                      [--device cpu|cuda] [--layers N] [--reference]
-                                     [--decoder-only]
+                                     [--decoder-only] [--no-cpu-block-cache]
 
 --decoder-only skips the AR stage (its keys are then null) and denoises from random prior tokens:
 the decoder at a size whose AR stage would take this CPU too long (1024²: about 1,300 tokens).
@@ -226,6 +226,8 @@ def main() -> int:
                     help="the AR decode path (LoadOptions::ar_decode)")
     ap.add_argument("--layers", type=int, default=None, help="layers per stack when making the checkpoint")
     ap.add_argument("--reference", action="store_true", help="also run diffusers on the same request")
+    ap.add_argument("--no-cpu-block-cache", action="store_true",
+                    help="every large CPU block new (LoadOptions::cpu_block_cache off), to measure what reuse gives")
     ap.add_argument("--decoder-only", action="store_true",
                     help="skip the AR stage: denoise from random prior tokens (AR keys null)")
     ap.add_argument("--side", choices=["reference"], help=argparse.SUPPRESS)
@@ -256,7 +258,8 @@ def main() -> int:
     limits_before = device_limits(args.device, args.threads)
     t0 = time.perf_counter()
     pipe = glmimage.Pipeline.from_pretrained(out, dtype="bfloat16", quantize=args.quantize, device=args.device,
-                                             residency=args.residency, ar_decode=args.ar_decode)
+                                             residency=args.residency, ar_decode=args.ar_decode,
+                                             cpu_block_cache=not args.no_cpu_block_cache)
     sync(args.device)
     load_s = time.perf_counter() - t0
     if cuda:
@@ -326,7 +329,8 @@ def main() -> int:
     result = {
         "bench": "real_size", "size": args.size, "steps": args.steps, "threads": args.threads, "dtype": "bfloat16",
         "device": args.device, "residency": args.residency, "layers": checkpoint_layers(out),
-        "quantize": args.quantize, "ar_decode": args.ar_decode, "load_s": round(load_s, 2),
+        "quantize": args.quantize, "ar_decode": args.ar_decode, "cpu_block_cache": not args.no_cpu_block_cache,
+        "load_s": round(load_s, 2),
         "ar_tokens": None if args.decoder_only else len(stamps["ar"]),
         "ar_tok_s": round(1 / ar_s_per_token, 1) if ar_s_per_token else None, "total_s": round(t_end - t0, 2),
         "ar_s_per_token": round(ar_s_per_token, 3) if ar_s_per_token else None,
