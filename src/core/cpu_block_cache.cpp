@@ -27,7 +27,7 @@ class BlockCache {
                 void* p = it->second->second;
                 by_age_.erase(it->second);
                 by_size_.erase(it);
-                cached_bytes_ -= n;
+                stats_.cached_bytes -= n;
                 ++stats_.reused;
                 return p;
             }
@@ -52,16 +52,16 @@ class BlockCache {
         }
         by_age_.emplace_front(n, p);
         by_size_.emplace(n, by_age_.begin());
-        cached_bytes_ += n;
-        while (cached_bytes_ > cap_) evict_oldest();
-        stats_.peak_cached_bytes = std::max(stats_.peak_cached_bytes, cached_bytes_);
+        stats_.cached_bytes += n;
+        while (stats_.cached_bytes > cap_) evict_oldest();
+        stats_.peak_cached_bytes = std::max(stats_.peak_cached_bytes, stats_.cached_bytes);
         return true;
     }
 
     void set_cap(size_t bytes) {
         std::lock_guard<std::mutex> g(mu_);
         cap_ = bytes;
-        while (cached_bytes_ > cap_) evict_oldest();
+        while (stats_.cached_bytes > cap_) evict_oldest();
     }
 
     void enter() {
@@ -77,10 +77,7 @@ class BlockCache {
 
     CpuBlockCacheStats stats() {
         std::lock_guard<std::mutex> g(mu_);
-        CpuBlockCacheStats s = stats_;
-        s.cached_bytes = cached_bytes_;
-        s.evicted = evicted_by_cap_;
-        return s;
+        return stats_;
     }
 
   private:
@@ -93,20 +90,18 @@ class BlockCache {
                 break;
             }
         by_age_.pop_back();
-        cached_bytes_ -= n;
+        stats_.cached_bytes -= n;
         born_.erase(p);
         c10::free_cpu(p);
-        if (active_scopes_ > 0) ++evicted_by_cap_;
+        if (active_scopes_ > 0) ++stats_.evicted;  // at the cap, not the emptying when the last scope ends
     }
 
     std::mutex mu_;
     std::unordered_map<void*, size_t> born_;
     std::list<std::pair<size_t, void*>> by_age_;  // cached blocks, newest first
     std::multimap<size_t, std::list<std::pair<size_t, void*>>::iterator> by_size_;
-    size_t cached_bytes_ = 0;
     size_t cap_ = size_t{4} << 30;
     int active_scopes_ = 0;
-    uint64_t evicted_by_cap_ = 0;
     CpuBlockCacheStats stats_;
 };
 
@@ -115,27 +110,25 @@ BlockCache& cache() {
     return *c;
 }
 
-c10::Allocator*& previous_allocator() {
-    static c10::Allocator* p = nullptr;
-    return p;
-}
+// The allocator that was installed before ours; set once, before ours is installed.
+c10::Allocator* g_previous = nullptr;
 
 // Frees either kind of block: one of the cache's, or one the previous allocator made (what
 // raw_deallocate hands over).
 void release(void* p) {
     if (!p || cache().give_back(p)) return;
-    previous_allocator()->raw_deleter()(p);
+    g_previous->raw_deleter()(p);
 }
 
 class CachingCpuAllocator final : public c10::Allocator {
   public:
     c10::DataPtr allocate(size_t n) override {
-        if (t_scope_depth == 0 || n < kCpuBlockCacheMinBytes) return previous_allocator()->allocate(n);
+        if (t_scope_depth == 0 || n < kCpuBlockCacheMinBytes) return g_previous->allocate(n);
         void* p = cache().take(n);
         return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
     }
     c10::DeleterFnPtr raw_deleter() const override {
-        return previous_allocator()->raw_deleter() ? &release : nullptr;
+        return g_previous->raw_deleter() ? &release : nullptr;
     }
     void copy_data(void* dest, const void* src, std::size_t count) const override {
         default_copy_data(dest, src, count);
@@ -145,7 +138,7 @@ class CachingCpuAllocator final : public c10::Allocator {
 void install_once() {
     static std::once_flag once;
     std::call_once(once, [] {
-        previous_allocator() = c10::GetCPUAllocator();
+        g_previous = c10::GetCPUAllocator();
         static auto* ours = new CachingCpuAllocator;
         // The highest priority, so that it is installed over any allocator set before (which it then
         // wraps). Were it displaced later, its blocks would still come back to it: each carries
