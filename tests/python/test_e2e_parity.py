@@ -143,6 +143,31 @@ def test_e2e_through_public_python_api(ref_pipe, name):
     assert record(f"{name}_python_api", got.long(), want.long(), atol=1.0)["ok"]
 
 
+@pytest.mark.parity
+def test_e2e_with_and_without_cpu_block_cache(ref_pipe):
+    """128x128, the tiny model's first size with CPU blocks of 1 MiB and more: with the block cache
+    (LoadOptions::cpu_block_cache, the default) the cache serves blocks again, the image is the
+    reference's as in every case above, and it is the image without the cache bit for bit."""
+    prompt, kw = 'A poster that says "Hello"', dict(height=128, width=128, num_inference_steps=2, guidance_scale=1.5)
+    set_greedy(ref_pipe, False)
+    ref = ref_pipe(prompt=prompt, generator=torch.Generator().manual_seed(5), output_type="pil", **kw).images
+    sampling = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=50, keep_in_codebook=False, progress=False)
+    images, used = {}, {}
+    for on in (True, False):
+        pipe = glmimage.Pipeline.from_pretrained(str(TINY), cpu_block_cache=on)
+        before = _testing.cpu_block_cache_stats()
+        out = pipe(prompt, generator=torch.Generator().manual_seed(5), **kw, **sampling)
+        after = _testing.cpu_block_cache_stats()
+        images[on] = torch.from_numpy(np.stack([np.array(im) for im in out.images])).long()
+        used[on] = (after["reused"] - before["reused"], after["fresh"] - before["fresh"])
+        assert after["cached_bytes"] == 0, "blocks left cached after the call"
+    print("blocks (reused, fresh) with the cache:", used[True], "without:", used[False])
+    assert used[True][0] > 0 and used[False] == (0, 0)
+    want = torch.from_numpy(np.stack([np.array(im) for im in ref])).long()
+    assert record("e2e_t2i_128_cpu_block_cache", images[True], want, atol=1.0)["ok"]
+    assert record_exact("e2e_t2i_128_cpu_block_cache_vs_none", images[True], images[False])["ok"]
+
+
 @pytest.fixture(scope="module")
 def far_generation_config(tmp_path_factory):
     """The tiny checkpoint with a generation_config.json that sets sampling values far from the
