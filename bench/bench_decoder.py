@@ -16,7 +16,8 @@ FLOPs over all steps divided by the GEMM rate of an n x n x n matmul (n = 2048) 
 and thread count (measured before and after the timed runs, the higher taken). FLOPs per step =
 passes (2 with CFG, batched) x [2 x S x (the blocks' attention and feed-forward weights) +
 4 x S^2 x inner_dim x layers], S = glyph tokens + (H/16)(W/16) image tokens. The VAE, T5 and
-the per-step conditioning are left out, so roofline_s is a lower bound of the whole decode; `ours_of_roofline` = roofline_s / ours_s.
+the per-step conditioning are left out, so roofline_s is a lower bound of the whole decode;
+`ours_of_roofline` = roofline_s / ours_s.
 
 The denoising step alone, which is what that roofline describes: `ours_dit_s_per_step` and
 `ref_dit_s_per_step` are the median time between consecutive step callbacks (each side's own:

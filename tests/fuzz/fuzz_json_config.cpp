@@ -14,17 +14,6 @@
 
 namespace {
 
-// The folder the shard index is copied into, removed when the fuzzer exits.
-struct ScratchFolder {
-    std::string path =
-        (std::filesystem::temp_directory_path() / ("glmi_fuzz_idx_" + std::to_string(getpid()))).string();
-    ScratchFolder() { std::filesystem::create_directories(path); }
-    ~ScratchFolder() {
-        std::error_code ignored;
-        std::filesystem::remove_all(path, ignored);
-    }
-};
-
 template <typename F>
 void expect_clean(F&& f) {
     try {
@@ -45,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     expect_clean([&] { SchedulerConfig::from_file(path); });
     expect_clean([&] { PreprocessorConfig::from_file(path); });
     // The same bytes as a shard index beside no shards.
-    static const ScratchFolder scratch;
+    static const fuzz::ScratchPath scratch("glmi_fuzz_idx_" + std::to_string(getpid()), fuzz::ScratchPath::kFolder);
     const std::string& dir = scratch.path;
     std::filesystem::copy_file(path, dir + "/model.safetensors.index.json",
                                std::filesystem::copy_options::overwrite_existing);

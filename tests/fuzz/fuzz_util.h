@@ -6,17 +6,27 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 namespace glmimage::fuzz {
 
-// A path in /dev/shm (or /tmp) owned by this process, removed when the fuzzer exits (libFuzzer ends a
-// -max_total_time run through exit(), which runs this destructor), so runs leave nothing behind.
+// A file or folder in /dev/shm (or /tmp) owned by this process, removed when the fuzzer exits
+// (libFuzzer ends a -max_total_time run through exit(), which runs this destructor), so runs leave
+// nothing behind.
 struct ScratchPath {
     std::string path;
-    explicit ScratchPath(const std::string& name)
-        : path((access("/dev/shm", W_OK) == 0 ? "/dev/shm/" : "/tmp/") + name) {}
-    ~ScratchPath() { std::remove(path.c_str()); }
+    enum Kind { kFile, kFolder };
+    explicit ScratchPath(const std::string& name, Kind kind = kFile)
+        : path((access("/dev/shm", W_OK) == 0 ? "/dev/shm/" : "/tmp/") + name) {
+        if (kind == kFolder) std::filesystem::create_directories(path);
+    }
+    ScratchPath(const ScratchPath&) = delete;
+    ScratchPath& operator=(const ScratchPath&) = delete;
+    ~ScratchPath() {
+        std::error_code ignored;
+        std::filesystem::remove_all(path, ignored);
+    }
 };
 
 inline std::string input_file(const uint8_t* data, size_t size, const char* suffix) {
