@@ -13,7 +13,7 @@ void register_testing_decoder(pybind11::module_& m) {
         [](Pipeline& pipe, const at::Tensor& prior_token_ids, const std::vector<std::string>& prompts, int64_t height,
            int64_t width, int64_t steps, double guidance, uint64_t seed,
            const std::vector<std::vector<std::pair<at::Tensor, at::Tensor>>>& conditions, int64_t images_per_prompt,
-           bool batch_cfg, const std::string& label, int64_t max_sequence_length) {
+           std::optional<bool> batch_cfg, const std::string& label, int64_t max_sequence_length) {
             GenerateRequest o;
             o.prompts = prompts;
             o.height = height;
@@ -38,7 +38,7 @@ void register_testing_decoder(pybind11::module_& m) {
         py::arg("pipe"), py::arg("prior_token_ids"), py::arg("prompts"), py::arg("height"), py::arg("width"),
         py::arg("steps") = 50, py::arg("guidance") = 1.5, py::arg("seed") = 0,
         py::arg("conditions") = std::vector<std::vector<std::pair<at::Tensor, at::Tensor>>>{},
-        py::arg("images_per_prompt") = 1, py::arg("batch_cfg") = true, py::arg("label") = "0.39",
+        py::arg("images_per_prompt") = 1, py::arg("batch_cfg") = std::optional<bool>(), py::arg("label") = "0.39",
         py::arg("max_sequence_length") = 2048);
     // The whole public Pipeline::generate, tensors in and out (e2e parity tests).
     m.def(

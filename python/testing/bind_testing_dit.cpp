@@ -40,7 +40,6 @@ void register_testing_dit(pybind11::module_& m) {
                                        case DiTKVCache::Mode::kWrite: return "write";
                                        case DiTKVCache::Mode::kRead: return "read";
                                        case DiTKVCache::Mode::kSkip: return "skip";
-                                       case DiTKVCache::Mode::kReadFirstHalf: return "read_first_half";
                                        case DiTKVCache::Mode::kOff: break;
                                    }
                                    return "off";

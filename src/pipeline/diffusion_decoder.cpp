@@ -123,6 +123,18 @@ void write_condition_cache(const DiffusionDecoderModels& m, const std::vector<st
     }
 }
 
+// A step's conditioning for a batch and its copy in one forward (both CFG passes): every row
+// twice, the conditional copy first. The rows are the batch's own: the adaLN products run at the
+// row count the separate passes give them.
+DiTStepConditioning for_both_passes(const DiTStepConditioning& step) {
+    auto twice = [](const at::Tensor& t) { return at::cat({t, t}); };
+    DiTStepConditioning both;
+    both.temb = twice(step.temb);
+    for (const auto& b : step.blocks) both.blocks.push_back(twice(b));
+    both.norm_out = twice(step.norm_out);
+    return both;
+}
+
 }  // namespace
 
 at::Tensor glyph_embeddings(const DiffusionDecoderModels& m, const std::vector<std::string>& prompts,
@@ -203,33 +215,25 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
         so.label = parse_timestep_label(o.timestep_label);
         const FlowMatchSchedule schedule = m.scheduler->schedule(o.steps, o.height, o.width, so);
 
-        // One batched forward for both CFG branches when the text shapes agree; with condition
-        // images the conditional (first) half alone attends to their cached keys.
-        const bool batched = cfg && rt.batch_cfg && text_c.size(1) == text_u.size(1);
-        at::Tensor text_cu, prior_cu, size_cu, crop_cu;
-        if (batched) {
-            text_cu = at::cat({text_c, text_u});
-            prior_cu = at::cat({prior_c, prior_u});
-            size_cu = target_size.repeat({2, 1});
-            crop_cu = crop.repeat({2, 1});
-        }
+        // Both CFG passes as one forward (two text groups) where that is the runtime's choice.
+        const bool batched = cfg && rt.batch_cfg.value_or(device.is_cuda());
+        const at::Tensor prior_cu = batched ? at::cat({prior_c, prior_u}) : at::Tensor();
         for (int64_t i = 0; i < schedule.n_steps(); ++i) {
             if (rt.cancel && rt.cancel->load()) throw CancelledError(str_cat("cancelled at denoising step ", i));
             auto x = latents.to(dtype);
             auto label = at::full({batch}, schedule.labels[static_cast<size_t>(i)],
                                   at::TensorOptions().dtype(at::kFloat).device(device));
+            // The timestep's conditioning once for both passes.
+            const auto step = dit.condition_step(dit.embed_time(label, target_size, crop, batch));
+            if (i2i) cache.set_mode(DiTKVCache::Mode::kRead);
             at::Tensor v;
             if (batched) {
-                auto temb = dit.embed_time(label.repeat({2}), size_cu, crop_cu, 2 * batch);
-                if (i2i) cache.set_mode(DiTKVCache::Mode::kReadFirstHalf);
-                auto out = dit.forward_projected(at::cat({x, x}), text_cu, prior_cu, temb, rope, i2i ? &cache : nullptr)
+                auto out = dit.forward_projected(at::cat({x, x}), {text_c, text_u}, prior_cu, for_both_passes(step),
+                                                 rope, i2i ? &cache : nullptr)
                                .to(at::kFloat);
                 auto vc = out.narrow(0, 0, batch), vu = out.narrow(0, batch, batch);
                 v = vu + o.guidance * (vc - vu);
             } else {
-                // The timestep's conditioning once for both passes.
-                const auto step = dit.condition_step(dit.embed_time(label, target_size, crop, batch));
-                if (i2i) cache.set_mode(DiTKVCache::Mode::kRead);
                 auto vc =
                     dit.forward_projected(x, text_c, prior_c, step, rope, i2i ? &cache : nullptr).to(at::kFloat);
                 if (cfg) {

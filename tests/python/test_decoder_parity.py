@@ -169,23 +169,55 @@ def test_reference_images_are_not_degenerate(ref_pipe):
     assert (img.long() - other.long()).abs().max() > 1  # the seed matters
 
 
-@pytest.mark.parity
-def test_decoder_bf16_small_preset_equal(tmp_path_factory):
-    """bf16 at the small preset's DiT widths (inner 512, FF 2048), where oneDNN picks its products'
-    kernels by shape as at the real size: the images must equal diffusers' within 1 level (the
-    rounding to uint8). The tiny widths do not tell such choices apart: one FF call over both
-    streams' tokens (instead of the reference's one call per stream) passed the tiny test with 0
-    levels and moved these images by 10 (checked)."""
+@pytest.fixture(scope="module")
+def small_bf16(tmp_path_factory):
+    """The small preset in bf16 (DiT inner 512, FF 2048), diffusers' pipeline and ours on it."""
     import make_tiny_checkpoint as mk
     from diffusers import GlmImagePipeline
 
     ckpt = mk.build(tmp_path_factory.mktemp("small_bf16") / "ckpt", "small", "bfloat16", 0)
     ref_pipe = GlmImagePipeline.from_pretrained(str(ckpt), torch_dtype=torch.bfloat16)
     ref_pipe.set_progress_bar_config(disable=True)
-    ours_bf16 = glmimage.Pipeline.from_pretrained(str(ckpt), dtype="bfloat16")
+    return ref_pipe, glmimage.Pipeline.from_pretrained(str(ckpt), dtype="bfloat16")
+
+
+SMALL_PROMPTS = {"quoted": 'A poster that says "GLM-Image" and “你好世界” in bold letters',
+                 "no_quote": "a quiet lake at dawn"}
+
+
+def small_prior_and_reference(ref_pipe, size, prompt):
     codebook = ref_pipe.transformer.config.prior_vq_quantizer_codebook_size
-    prompts, h, w = ['A poster that says "GLM-Image" and “你好世界” in bold letters'], 256, 256
-    prior = torch.randint(0, codebook, (1, (h // 16) * (w // 16)), generator=torch.Generator().manual_seed(3))
-    ref = reference_images(ref_pipe, prompts, prior, h, w, 2, 1.5, 7)
-    got = _testing.decode(ours_bf16, prior, prompts, h, w, steps=2, guidance=1.5, seed=7)
-    assert record("decoder_t2i_bf16_small", got.long(), ref.long(), atol=1.0)["ok"]
+    prior = torch.randint(0, codebook, (1, (size // 16) ** 2), generator=torch.Generator().manual_seed(3))
+    ref = reference_images(ref_pipe, [prompt], prior, size, size, 2, 1.5, 7)
+    return prior, ref
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("prompt", list(SMALL_PROMPTS))
+def test_decoder_bf16_small_preset_equal(small_bf16, prompt):
+    """bf16 at the small preset's DiT widths, where oneDNN picks its products' kernels by shape as at
+    the real size: the images must equal diffusers' within 1 level (the rounding to uint8). The tiny
+    widths do not tell such choices apart: one FF call over both streams' tokens (instead of the
+    reference's one call per stream) passed the tiny test with 0 levels and moved these images by
+    10 (checked); both CFG passes in one batch, once the CPU default, moved the unquoted prompt's
+    by 8 (the doubled row count takes other kernels at 256x256), so the CPU now runs them apart."""
+    ref_pipe, ours = small_bf16
+    prior, ref = small_prior_and_reference(ref_pipe, 256, SMALL_PROMPTS[prompt])
+    got = _testing.decode(ours, prior, [SMALL_PROMPTS[prompt]], 256, 256, steps=2, guidance=1.5, seed=7)
+    assert record(f"decoder_t2i_bf16_small_{prompt}", got.long(), ref.long(), atol=1.0)["ok"]
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("prompt", list(SMALL_PROMPTS))
+def test_decoder_bf16_small_preset_batched_cfg(small_bf16, prompt):
+    """Both CFG passes in one forward (the default on a GPU; the quoted prompt's texts differ in
+    length, so the DiT runs two text groups) at 512x512, where oneDNN computes the doubled row count
+    with the same kernels as the separate passes: equal to diffusers within 1 level, so the grouping
+    itself (row order, modulation rows, per-group attention) adds nothing. At 256x256 the kernels
+    differ and the images part by 8-9 levels after 2 steps (measured), which is why the CPU keeps
+    the passes apart."""
+    ref_pipe, ours = small_bf16
+    prior, ref = small_prior_and_reference(ref_pipe, 512, SMALL_PROMPTS[prompt])
+    got = _testing.decode(ours, prior, [SMALL_PROMPTS[prompt]], 512, 512, steps=2, guidance=1.5, seed=7,
+                          batch_cfg=True)
+    assert record(f"decoder_t2i_bf16_small_512_batched_cfg_{prompt}", got.long(), ref.long(), atol=1.0)["ok"]

@@ -14,14 +14,12 @@ void DiTKVCache::set_mode(const std::string& mode) {
         mode_ = Mode::kWrite;
     } else if (mode == "read") {
         mode_ = Mode::kRead;
-    } else if (mode == "read_first_half") {
-        mode_ = Mode::kReadFirstHalf;
     } else if (mode == "skip") {
         mode_ = Mode::kSkip;
     } else if (mode == "off" || mode.empty()) {
         mode_ = Mode::kOff;
     } else {
-        throw InputError("kv cache: invalid mode '" + mode + "': expected one of write, read, read_first_half, skip, off");
+        throw InputError("kv cache: invalid mode '" + mode + "': expected one of write, read, skip, off");
     }
 }
 
@@ -48,7 +46,7 @@ std::pair<at::Tensor, at::Tensor> DiTKVCache::apply(int64_t i, const at::Tensor&
         store(l, k, v);
         return {k, v};
     }
-    if (mode_ == Mode::kRead || mode_ == Mode::kReadFirstHalf) return prepend(l, k, v);
+    if (mode_ == Mode::kRead) return prepend(l, k, v);
     return {k, v};
 }
 

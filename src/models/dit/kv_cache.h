@@ -6,8 +6,8 @@
 //        image); queries stay the current tokens. 1 cached sample serves the whole batch; n == B
 //        maps sample i to batch row i; B % n == 0 repeats each sample B/n times consecutively.
 // skip:  the cache is ignored (the unconditional CFG pass). off: same, the text-to-image default.
-// read_first_half: both CFG passes in one batch, the conditional rows first: the first half of
-//        the batch reads the cache, the second half ignores it (the block attends per half).
+// With both CFG passes in one forward, the DiT hands the cache the conditional group's keys alone
+// (GlmImageTransformer::forward_projected with text groups).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -21,14 +21,14 @@ namespace glmimage {
 
 class DiTKVCache {
   public:
-    enum class Mode { kOff, kWrite, kRead, kSkip, kReadFirstHalf };
+    enum class Mode { kOff, kWrite, kRead, kSkip };
 
     explicit DiTKVCache(int64_t num_layers);
 
     int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
     Mode mode() const { return mode_; }
     void set_mode(Mode mode) { mode_ = mode; }
-    // "write", "read", "read_first_half", "skip" or "off"; anything else is an InputError.
+    // "write", "read", "skip" or "off"; anything else is an InputError.
     void set_mode(const std::string& mode);
     // Moves writing on to the next sample; call after all condition images of one sample.
     void next_sample() { ++sample_; }
@@ -38,8 +38,8 @@ class DiTKVCache {
     int64_t num_samples() const;
 
     // Per-layer hooks used by the attention of block `layer`. k, v: [B, heads, seq, head_dim].
-    // Write stores (batch must be 1); read (and read_first_half, given the first half's rows)
-    // returns the cache prepended along seq; other modes return k, v as they are.
+    // Write stores (batch must be 1); read returns the cache prepended along seq; other modes
+    // return k, v as they are.
     std::pair<at::Tensor, at::Tensor> apply(int64_t layer, const at::Tensor& k, const at::Tensor& v);
 
     // Cached tensors of one layer, one [1, heads, seq, head_dim] entry per sample.

@@ -47,6 +47,13 @@ void check_rows(const char* name, const at::Tensor& t, int64_t batch, int64_t co
                                          t.sizes(), " ", t.scalar_type()));
 }
 
+// Row offsets of each group's samples in the batch: group g holds rows [offsets[g], offsets[g + 1]).
+std::vector<int64_t> group_offsets(const std::vector<at::Tensor>& texts) {
+    std::vector<int64_t> offsets{0};
+    for (const auto& c : texts) offsets.push_back(offsets.back() + c.size(0));
+    return offsets;
+}
+
 }  // namespace
 
 DiTFeedForward::DiTFeedForward(int64_t in, int64_t hidden, int64_t out, Activation act_, at::TensorOptions o)
@@ -104,12 +111,22 @@ DiTBlock::DiTBlock(const DiTConfig& c, at::TensorOptions o)
     ff = child("ff", std::make_shared<DiTFeedForward>(d, 4 * d, d, DiTFeedForward::Activation::kGeluTanh, o));
 }
 
-std::pair<at::Tensor, at::Tensor> DiTBlock::attention(const at::Tensor& x, const at::Tensor& c, const DiTRope& rope,
-                                                      DiTKVCache* kv, int64_t layer) const {
-    const int64_t batch = x.size(0), n_text = c.size(1), n_image = x.size(1);
-    const auto dtype = c.scalar_type();
-    auto seq = at::cat({c, x}, 1);  // text first
-    auto heads = [&](const at::Tensor& t) { return t.view({batch, n_text + n_image, n_heads, head_dim}); };
+std::pair<at::Tensor, std::vector<at::Tensor>> DiTBlock::attention(const at::Tensor& x,
+                                                                   const std::vector<at::Tensor>& texts,
+                                                                   const DiTRope& rope, DiTKVCache* kv,
+                                                                   int64_t layer) const {
+    const int64_t n_image = x.size(1), d = x.size(2);
+    const auto dtype = texts.front().scalar_type();
+    const auto offsets = group_offsets(texts);
+    // Each sample's [text; image] rows, sample after sample and group after group: one projection
+    // over every row of the batch, whatever the groups' text lengths.
+    std::vector<at::Tensor> rows;
+    for (size_t g = 0; g < texts.size(); ++g)
+        for (int64_t b = 0; b < texts[g].size(0); ++b) {
+            rows.push_back(texts[g][b]);
+            rows.push_back(x[offsets[g] + b]);
+        }
+    const auto seq = at::cat(rows);  // [sum over groups of B_g (L_g + S), D]
     at::Tensor q, k, v;
     if (qkv) {
         auto parts = qkv->forward(seq);
@@ -117,46 +134,59 @@ std::pair<at::Tensor, at::Tensor> DiTBlock::attention(const at::Tensor& x, const
     } else {
         q = to_q->forward(seq), k = to_k->forward(seq), v = to_v->forward(seq);
     }
-    q = layer_norm(heads(q)).to(dtype);
-    k = layer_norm(heads(k)).to(dtype);
-    v = heads(v);
-    q = apply_dit_rope_to_image_tokens(q, rope, n_text);
-    k = apply_dit_rope_to_image_tokens(k, rope, n_text);
-    q = q.transpose(1, 2);  // [B, heads, seq, head_dim]
-    k = k.transpose(1, 2);
-    v = v.transpose(1, 2);
-    at::Tensor o;
-    if (kv && kv->mode() == DiTKVCache::Mode::kReadFirstHalf) {
-        // Batched CFG with a condition image: the conditional half attends to the cached
-        // condition keys too, the unconditional half only to its own; every projection above
-        // and below still runs once over the whole batch.
-        GLMI_CHECK(batch % 2 == 0, "read_first_half needs an even batch, got ", batch);
-        const int64_t half = batch / 2;
-        auto [kc, vc] = kv->apply(layer, k.narrow(0, 0, half), v.narrow(0, 0, half));
-        o = at::cat({kernels::attention(q.narrow(0, 0, half), kc, vc),
-                     kernels::attention(q.narrow(0, half, half), k.narrow(0, half, half), v.narrow(0, half, half))});
-    } else {
-        if (kv) std::tie(k, v) = kv->apply(layer, k, v);
-        o = kernels::attention(q, k, v);
+    // Attention within each group: its own text length, and the condition cache for the first.
+    std::vector<at::Tensor> outs;
+    int64_t row = 0;
+    for (size_t g = 0; g < texts.size(); ++g) {
+        const int64_t nb = texts[g].size(0), n_text = texts[g].size(1), n = n_text + n_image;
+        auto heads = [&](const at::Tensor& t) { return t.narrow(0, row, nb * n).view({nb, n, n_heads, head_dim}); };
+        auto qg = apply_dit_rope_to_image_tokens(layer_norm(heads(q)).to(dtype), rope, n_text).transpose(1, 2);
+        auto kg = apply_dit_rope_to_image_tokens(layer_norm(heads(k)).to(dtype), rope, n_text).transpose(1, 2);
+        auto vg = heads(v).transpose(1, 2);  // [B_g, heads, seq, head_dim]
+        if (kv && g == 0) std::tie(kg, vg) = kv->apply(layer, kg, vg);
+        outs.push_back(kernels::attention(qg, kg, vg).transpose(1, 2).reshape({nb * n, n_heads * head_dim}));
+        row += nb * n;
     }
-    o = to_out->forward(o.transpose(1, 2).reshape({batch, n_text + n_image, n_heads * head_dim}));
-    return {o.slice(1, n_text), o.slice(1, 0, n_text)};
+    auto o = to_out->forward(outs.size() == 1 ? outs.front() : at::cat(outs));
+    std::vector<at::Tensor> text_out, image_out;
+    row = 0;
+    for (const auto& c : texts) {
+        const int64_t nb = c.size(0), n_text = c.size(1), n = n_text + n_image;
+        auto og = o.narrow(0, row, nb * n).view({nb, n, d});
+        text_out.push_back(og.slice(1, 0, n_text));
+        image_out.push_back(og.slice(1, n_text));
+        row += nb * n;
+    }
+    return {image_out.size() == 1 ? image_out.front() : at::cat(image_out), std::move(text_out)};
 }
 
-std::pair<at::Tensor, at::Tensor> DiTBlock::forward(const at::Tensor& x, const at::Tensor& c,
-                                                    const at::Tensor& modulation, const DiTRope& rope, DiTKVCache* kv,
-                                                    int64_t layer) const {
+std::pair<at::Tensor, std::vector<at::Tensor>> DiTBlock::forward(const at::Tensor& x,
+                                                                 const std::vector<at::Tensor>& texts,
+                                                                 const at::Tensor& modulation, const DiTRope& rope,
+                                                                 DiTKVCache* kv, int64_t layer) const {
     // Chunk order: shift, c_shift, scale, c_scale, gate, c_gate for attention, then the same for the MLP.
     auto m = modulation.chunk(12, 1);
-    auto [ax, ac] = attention(modulate(layer_norm(x).to(x.scalar_type()), m[2], m[0]),
-                              modulate(layer_norm(c).to(x.scalar_type()), m[3], m[1]), rope, kv, layer);
-    // Gated residuals: x + out * gate.
+    const auto offsets = group_offsets(texts);
+    // Group g's rows of a text-stream chunk.
+    auto of_group = [&](const at::Tensor& chunk, size_t g) {
+        return chunk.narrow(0, offsets[g], offsets[g + 1] - offsets[g]);
+    };
+    const auto dtype = x.scalar_type();
+    std::vector<at::Tensor> c_in;
+    for (size_t g = 0; g < texts.size(); ++g)
+        c_in.push_back(modulate(layer_norm(texts[g]).to(dtype), of_group(m[3], g), of_group(m[1], g)));
+    auto [ax, ac] = attention(modulate(layer_norm(x).to(dtype), m[2], m[0]), c_in, rope, kv, layer);
+    // Gated residuals (x + out * gate), then one feed-forward shared by both streams, run per
+    // stream and, for the text, per group: the reference's row counts, whose kernels oneDNN picks.
     auto x1 = mul_add(ax, m[4], x);
-    auto c1 = mul_add(ac, m[5], c);
-    // One feed-forward shared by both streams.
     auto x2 = mul_add(ff->forward(modulate(layer_norm(x1), m[8], m[6])), m[10], x1);
-    auto c2 = mul_add(ff->forward(modulate(layer_norm(c1), m[9], m[7])), m[11], c1);
-    return {x2, c2};
+    std::vector<at::Tensor> c_out;
+    for (size_t g = 0; g < texts.size(); ++g) {
+        auto c1 = mul_add(ac[g], of_group(m[5], g), texts[g]);
+        c_out.push_back(
+            mul_add(ff->forward(modulate(layer_norm(c1), of_group(m[9], g), of_group(m[7], g))), of_group(m[11], g), c1));
+    }
+    return {x2, std::move(c_out)};
 }
 
 GlmImageTransformer::GlmImageTransformer(const DiTConfig& c, at::TensorOptions o) : ParamModule(o), config(c) {
@@ -265,7 +295,8 @@ DiTStepConditioning GlmImageTransformer::condition_step(const at::Tensor& temb) 
     return step;
 }
 
-at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_states, const at::Tensor& text_tokens,
+at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_states,
+                                                  const std::vector<at::Tensor>& text_groups,
                                                   const at::Tensor& prior_tokens, const DiTStepConditioning& step,
                                                   const DiTRope& rope, DiTKVCache* kv_cache) const {
     const at::Tensor& temb = step.temb;
@@ -275,8 +306,16 @@ at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_state
     if (rope.grid_h != gh || rope.grid_w != gw || rope.cos.size(1) != config.attention_head_dim)
         throw InputError(detail::str_cat("dit: rope tables are for a ", rope.grid_h, "x", rope.grid_w,
                                          " patch grid, the latent has ", gh, "x", gw));
-    GLMI_CHECK(text_tokens.dim() == 3 && text_tokens.size(0) == batch && text_tokens.size(2) == d,
-               "text tokens ", text_tokens.sizes());
+    GLMI_CHECK(!text_groups.empty(), "no text group");
+    int64_t grouped = 0;
+    for (const auto& t : text_groups) {
+        GLMI_CHECK(t.dim() == 3 && t.size(0) > 0 && t.size(2) == d, "text tokens ", t.sizes());
+        grouped += t.size(0);
+    }
+    GLMI_CHECK(grouped == batch, "text groups of ", grouped, " samples for a batch of ", batch);
+    GLMI_CHECK(!kv_cache || text_groups.size() == 1 || kv_cache->mode() == DiTKVCache::Mode::kRead ||
+                   kv_cache->mode() == DiTKVCache::Mode::kOff,
+               "several text groups read the condition cache or leave it; they cannot write it");
     GLMI_CHECK(prior_tokens.sizes() == at::IntArrayRef({batch, gh * gw, d}), "prior tokens ", prior_tokens.sizes());
     GLMI_CHECK(temb.dim() == 2 && temb.size(0) == batch && step.blocks.size() == blocks.size(), "temb ",
                temb.sizes(), ", ", step.blocks.size(), " block modulations for ", blocks.size(), " blocks");
@@ -290,7 +329,7 @@ at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_state
                  .permute({0, 2, 4, 1, 3, 5})
                  .reshape({batch, gh * gw, channels * p * p});
     x = image_projector->forward(x) + prior_tokens;
-    auto c = text_tokens;
+    auto c = text_groups;
     for (size_t i = 0; i < blocks.size(); ++i)
         std::tie(x, c) = blocks[i]->forward(x, c, step.blocks[i], rope, kv_cache, static_cast<int64_t>(i));
 

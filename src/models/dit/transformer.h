@@ -44,11 +44,14 @@ class DiTTimeConditionEmbed : public ParamModule {
 class DiTBlock : public ParamModule {
   public:
     DiTBlock(const DiTConfig& c, at::TensorOptions options);
-    // x: image tokens [B, S, D]; c: text tokens [B, L, D]; modulation = this block's
-    // adaln(temb), [B, 12 D]. Returns the new (x, c). `kv` is this block's slot `layer` of a
-    // condition-image cache, or null.
-    std::pair<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor& c, const at::Tensor& modulation,
-                                              const DiTRope& rope, DiTKVCache* kv, int64_t layer) const;
+    // x: image tokens [B, S, D]; texts: the text tokens of each group of samples, [B_g, L_g, D]
+    // (the B_g sum to B; the groups are x's rows in order; see forward_projected);
+    // modulation = this block's adaln(temb), [B, 12 D]. Returns the new (x, texts). `kv` is this
+    // block's slot `layer` of a condition-image cache, or null: the first group's attention
+    // passes through it in its mode, the others' never.
+    std::pair<at::Tensor, std::vector<at::Tensor>> forward(const at::Tensor& x, const std::vector<at::Tensor>& texts,
+                                                           const at::Tensor& modulation, const DiTRope& rope,
+                                                           DiTKVCache* kv, int64_t layer) const;
 
     std::shared_ptr<Linear> adaln;  // norm1.linear: temb -> 12 modulation chunks
     std::shared_ptr<Linear> to_q, to_k, to_v, to_out;  // attn1.*
@@ -57,9 +60,11 @@ class DiTBlock : public ParamModule {
     int64_t n_heads, head_dim;
 
   private:
-    // Joint attention over [text, image]; returns (image, text) outputs.
-    std::pair<at::Tensor, at::Tensor> attention(const at::Tensor& x, const at::Tensor& c, const DiTRope& rope,
-                                                DiTKVCache* kv, int64_t layer) const;
+    // Joint attention over [text, image] within each group; returns the image outputs [B, S, D]
+    // and each group's text outputs.
+    std::pair<at::Tensor, std::vector<at::Tensor>> attention(const at::Tensor& x, const std::vector<at::Tensor>& texts,
+                                                             const DiTRope& rope, DiTKVCache* kv,
+                                                             int64_t layer) const;
 };
 
 // What one denoising step's timestep gives every block: the embedding and each adaLN's output.
@@ -104,6 +109,18 @@ class GlmImageTransformer : public ParamModule {
     DiTStepConditioning condition_step(const at::Tensor& temb) const;
     // hidden_states as in forward(); the other tensors from the functions above.
     at::Tensor forward_projected(const at::Tensor& hidden_states, const at::Tensor& text_tokens,
+                                 const at::Tensor& prior_tokens, const DiTStepConditioning& step,
+                                 const DiTRope& rope, DiTKVCache* kv_cache = nullptr) const {
+        return forward_projected(hidden_states, std::vector<at::Tensor>{text_tokens}, prior_tokens, step, rope,
+                                 kv_cache);
+    }
+    // The batch in groups of samples whose texts differ in length (CFG's conditional and
+    // unconditional passes in one forward): text_groups[g] is [B_g, L_g, D], the B_g summing to
+    // the batch, the groups in the batch's row order. Each linear runs once over the rows of all
+    // groups, except the text's feed-forward; attention and the text's feed-forward run per group,
+    // as separate forwards run them. A kv_cache is read by the first group alone (it must be in
+    // read or off mode when there are several).
+    at::Tensor forward_projected(const at::Tensor& hidden_states, const std::vector<at::Tensor>& text_groups,
                                  const at::Tensor& prior_tokens, const DiTStepConditioning& step,
                                  const DiTRope& rope, DiTKVCache* kv_cache = nullptr) const;
     at::Tensor forward_projected(const at::Tensor& hidden_states, const at::Tensor& text_tokens,
