@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -238,7 +239,8 @@ def main() -> int:
         print(json.dumps(run_reference_decoder(args, out) if args.decoder_only else run_reference(args, out)))
         return 0
     if not (out / "model_index.json").exists():
-        make = [sys.executable, str(REPO / "tools" / "make_real_size_checkpoint.py"), "--out", str(out)]
+        make = [sys.executable, str(REPO / "tools" / "make_real_size_checkpoint.py"), "--out", str(out),
+                "--jobs", str(os.cpu_count() or 1)]
         if args.layers:
             make += ["--layers", str(args.layers)]
         subprocess.run(make, check=True)

@@ -233,6 +233,33 @@ def test_streaming_writer(tmp_path, monkeypatch):
         assert torch.equal(f.get_tensor("b.weight"), t["b.weight"])
 
 
+def _shrunk(plan: dict) -> dict:
+    """The plan with every tensor cut to at most 3 along each axis: the same files and names, bytes instead of GB."""
+    for p in plan.values():
+        for t in p["tensors"]:
+            t["shape"] = [min(d, 3) for d in t["shape"]]
+            t["nbytes"] = 2 * math.prod(t["shape"])
+            if t["init"]["kind"] == "lm_head":
+                t["init"]["rows"] = min(t["init"]["rows"], t["shape"][0])
+    return plan
+
+
+def test_parallel_jobs_write_the_same_bytes(tmp_path, monkeypatch):
+    """--jobs N: the shards written by N processes are the files one process writes."""
+    real_plan = rs.make_plan
+    monkeypatch.setattr(rs, "make_plan", lambda layers=None, shard_bytes=rs.SHARD_BYTES: _shrunk(
+        real_plan(layers, shard_bytes)))
+    files = {}
+    for jobs in (1, 3):
+        out = tmp_path / f"jobs{jobs}"
+        rs.build(out, layers=1, jobs=jobs, log=lambda *a, **k: None)
+        files[jobs] = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    weights = [f for f in files[1] if f.endswith(".safetensors")]
+    assert len(weights) == sum(len(p["shards"]) for p in rs.make_plan(1).values()) > 3
+    assert files[3] == files[1]
+
+
+
 def test_help_and_print_plan(capsys):
     with pytest.raises(SystemExit) as e:
         rs.main(["--help"])
