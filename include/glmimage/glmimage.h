@@ -83,7 +83,9 @@ struct PriorTokens {
 struct StageTiming {
     std::string stage;  // "ar", "decoder", ...
     double seconds = 0;
-    std::string detail;  // "ar": the decode path that ran ("graph", "static", "eager"; see LoadOptions::ar_decode)
+    std::string detail;  // "ar": the decode path that ran ("graph", "static", "eager"; see LoadOptions::ar_decode);
+                         // "decoder": how the CFG passes ran: "joint" (one forward, on a GPU), "apart"
+                         // (two, as diffusers; on the CPU) or "none" (guidance <= 1)
 };
 
 struct GenerateResult {

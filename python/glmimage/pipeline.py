@@ -251,7 +251,8 @@ class PipelineOutput:
     images: Union[List[Any], np.ndarray]  # list of PIL.Image, or uint8 [N, H, W, 3] for output_type="np"
     prior_token_ids: torch.Tensor        # [num_prompts, S]; shared by a prompt's images
     prior_token_image_ids: Optional[List[List[torch.Tensor]]]
-    timings: Dict[str, Any]              # seconds per stage; "ar_decode": the AR decode path that ran
+    timings: Dict[str, Any]              # seconds per stage; "ar_decode": the AR decode path that ran;
+                                         # "cfg": how the CFG passes ran ("joint", "apart" or "none")
 
 
 def _prior_output(native: _C.PriorTokens, height: int, width: int) -> PriorTokenOutput:
@@ -368,7 +369,8 @@ class Pipeline(_C.Pipeline):
         ("graph" on a CUDA device when the build has CUDA, else "eager"), "eager", "static" (one
         fixed-shape step over the whole KV cache, run eagerly) or "graph" (that step captured once
         per generation as a CUDA graph and replayed per token). The path that ran is in the
-        timings, key "ar_decode".
+        timings, key "ar_decode"; how the CFG passes ran (one forward on a GPU, two on the CPU), key
+        "cfg".
         cpu_block_cache: each generation reuses its large CPU blocks (1 MiB and more) instead of
         taking fresh pages from the kernel for every activation (a DiT step at 1024² on a CPU: 66.9 s
         against 80.5 s, same bits); up to 4 GiB of freed blocks are held while a generation runs and

@@ -104,6 +104,7 @@ py::dict timings_dict(const std::vector<StageTiming>& timings) {
     for (const auto& t : timings) {
         d[py::str(t.stage)] = t.seconds;
         if (t.stage == "ar" && !t.detail.empty()) d["ar_decode"] = t.detail;  // the path that ran
+        if (t.stage == "decoder" && !t.detail.empty()) d["cfg"] = t.detail;   // how the CFG passes ran
     }
     return d;
 }

@@ -137,6 +137,11 @@ DiTStepConditioning for_both_passes(const DiTStepConditioning& step) {
 
 }  // namespace
 
+const char* cfg_passes(const DecoderRuntime& rt, const at::Device& device, double guidance) {
+    if (guidance <= 1.0) return "none";
+    return rt.batch_cfg.value_or(device.is_cuda()) ? "joint" : "apart";
+}
+
 at::Tensor glyph_embeddings(const DiffusionDecoderModels& m, const std::vector<std::string>& prompts,
                             int64_t max_sequence_length) {
     auto in_use = use_component(m.text_encoder_home);
@@ -216,7 +221,7 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
         const FlowMatchSchedule schedule = m.scheduler->schedule(o.steps, o.height, o.width, so);
 
         // Both CFG passes as one forward (two text groups) where that is the runtime's choice.
-        const bool batched = cfg && rt.batch_cfg.value_or(device.is_cuda());
+        const bool batched = std::string(cfg_passes(rt, device, o.guidance)) == "joint";
         const at::Tensor prior_cu = batched ? at::cat({prior_c, prior_u}) : at::Tensor();
         for (int64_t i = 0; i < schedule.n_steps(); ++i) {
             if (rt.cancel && rt.cancel->load()) throw CancelledError(str_cat("cancelled at denoising step ", i));

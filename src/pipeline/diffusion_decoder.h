@@ -46,6 +46,10 @@ struct DecoderRuntime {
     const std::atomic<bool>* cancel = nullptr;                 // checked before each step
 };
 
+// How a call's CFG passes run, by the rule of DecoderRuntime::batch_cfg: "joint" (one forward),
+// "apart" (two, as the reference) or "none" (guidance <= 1: one conditional pass).
+const char* cfg_passes(const DecoderRuntime& runtime, const at::Device& device, double guidance);
+
 // The components the decoder runs on (owned elsewhere, e.g. by Model::Impl).
 struct DiffusionDecoderModels {
     const GlmImageTransformer* transformer = nullptr;

@@ -118,7 +118,7 @@ PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const
 }
 
 std::vector<Image> run_decoder_stage(const Model::Impl& m, const GenerateRequest& req, const PriorTokens& prior,
-                                     const CallContext& call) {
+                                     const CallContext& call, std::string* cfg) {
     const int64_t batch = static_cast<int64_t>(req.prompts.size());
     const int64_t cell = m.patch_cell();
     const size_t per_prompt = static_cast<size_t>((req.height / cell) * (req.width / cell));
@@ -145,6 +145,7 @@ std::vector<Image> run_decoder_stage(const Model::Impl& m, const GenerateRequest
     DecoderRuntime rt;
     rt.cancel = call.cancel;
     if (call.progress) rt.on_step = [&](int64_t step, int64_t total) { call.progress({"denoise", step, total}); };
+    if (cfg) *cfg = cfg_passes(rt, m.decoder_models().device(), req.guidance);
     at::Tensor pixels = run_diffusion_decoder(m.decoder_models(), rows_tensor(prior.ids), conds, req, rt).contiguous();
     std::vector<Image> images;
     for (int64_t i = 0; i < pixels.size(0); ++i) images.push_back(tensor_to_image(pixels[i]));

@@ -65,8 +65,9 @@ GenerateResult Session::generate(const GenerateRequest& request, const ProgressC
     r.prior_tokens = run_ar_stage(model_->impl(), request, ctx, &decode_path);
     r.timings.push_back({"ar", seconds_since(t0), decode_path});
     auto t1 = std::chrono::steady_clock::now();
-    r.images = run_decoder_stage(model_->impl(), request, r.prior_tokens, ctx);
-    r.timings.push_back({"decoder", seconds_since(t1), {}});
+    std::string cfg;
+    r.images = run_decoder_stage(model_->impl(), request, r.prior_tokens, ctx, &cfg);
+    r.timings.push_back({"decoder", seconds_since(t1), cfg});
     return r;
 }
 
@@ -82,8 +83,9 @@ GenerateResult Session::decode_prior_tokens(const GenerateRequest& request, cons
     Call call(*this);
     GenerateResult r;
     auto t0 = std::chrono::steady_clock::now();
-    r.images = run_decoder_stage(model_->impl(), request, prior, call.context(progress));
-    r.timings.push_back({"decoder", seconds_since(t0), {}});
+    std::string cfg;
+    r.images = run_decoder_stage(model_->impl(), request, prior, call.context(progress), &cfg);
+    r.timings.push_back({"decoder", seconds_since(t0), cfg});
     r.prior_tokens = prior;
     return r;
 }
