@@ -25,7 +25,7 @@ taken, so that a slow moment of a shared machine cannot flatter the share of the
     python3 bench/bench_real_size.py --out DIR [--size 256] [--steps 2] [--threads 2]
                                      [--quantize none|int8|fp8] [--residency resident|staged]
                                      [--device cpu|cuda] [--layers N] [--reference]
-                                     [--decoder-only] [--no-cpu-block-cache]
+                                     [--decoder-only] [--no-cpu-block-cache] [--cfg-passes auto|joint|apart]
 
 --decoder-only skips the AR stage (its keys are then null) and denoises from random prior tokens:
 the decoder at a size whose AR stage would take this CPU too long (1024²: about 1,300 tokens).
@@ -225,6 +225,9 @@ def main() -> int:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--ar-decode", choices=["auto", "eager", "static", "graph"], default="auto",
                     help="the AR decode path (LoadOptions::ar_decode)")
+    ap.add_argument("--cfg-passes", choices=["auto", "joint", "apart"], default="auto",
+                    help="guidance's two DiT passes as one forward or two (LoadOptions::cfg_passes); "
+                         "the key cfg says which ran")
     ap.add_argument("--layers", type=int, default=None, help="layers per stack when making the checkpoint")
     ap.add_argument("--reference", action="store_true", help="also run diffusers on the same request")
     ap.add_argument("--no-cpu-block-cache", action="store_true",
@@ -261,6 +264,7 @@ def main() -> int:
     t0 = time.perf_counter()
     pipe = glmimage.Pipeline.from_pretrained(out, dtype="bfloat16", quantize=args.quantize, device=args.device,
                                              residency=args.residency, ar_decode=args.ar_decode,
+                                             cfg_passes=args.cfg_passes,
                                              cpu_block_cache=not args.no_cpu_block_cache)
     sync(args.device)
     load_s = time.perf_counter() - t0

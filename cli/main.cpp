@@ -101,6 +101,9 @@ generate options [default]:
   --ar-decode M           auto, eager, static or graph: how AR decode steps run (same tokens).
                           graph: one fixed-shape step captured as a CUDA graph, replayed per
                           token [auto: graph on a CUDA device when this build has CUDA, else eager]
+  --cfg-passes M          auto, joint or apart: guidance's two DiT passes as one forward or two
+                          (apart is diffusers' way; joint fills a GPU better) [auto: joint on a
+                          CUDA device, else apart]
   --no-cpu-block-cache    take fresh pages for every large CPU block instead of reusing the
                           generation's freed ones (same images; slower, less memory held while
                           it runs) [reuse, up to 4 GiB, given back when the generation ends]
@@ -239,6 +242,7 @@ bool parse_load_option(Args& a, const std::string& t, glmimage::LoadOptions& loa
     else if (t == "--residency") load.residency = a.value(t);
     else if (t == "--quantize") load.quantize = a.value(t);
     else if (t == "--ar-decode") load.ar_decode = a.value(t);
+    else if (t == "--cfg-passes") load.cfg_passes = a.value(t);
     else if (t == "--no-cpu-block-cache") load.cpu_block_cache = false;
     else if (t == "--threads") threads = static_cast<int>(parse_int(t, a.value(t), 0, 4096));
     else return false;
@@ -356,6 +360,7 @@ std::string settings_json(const GenerateArgs& g, const glmimage::ArSettings& sam
     j["device"] = g.load.device;
     j["quantize"] = g.load.quantize;
     j["ar_decode"] = g.load.ar_decode;
+    j["cfg_passes"] = g.load.cfg_passes;
     j["version"] = glmimage::version();
     // Invalid UTF-8 in a path must not make writing a finished image fail.
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

@@ -13,9 +13,10 @@
 # and STEPS steps in resident and staged residency (the AR decode as a CUDA graph; if the capture
 # fails, the run says so and is made again with the eager decode), the reference (diffusers 0.39 +
 # transformers 5.24) on the same checkpoint and request, then ours resident with the eager AR
-# decode and 2 steps (ar_eager: what the graph gains).
+# decode and 2 steps (ar_eager: what the graph gains), then ours resident, decoder only, 4 steps,
+# with the CFG passes apart (cfg_apart: what one joint forward gains; dit_s_per_step to compare).
 # Environment: SIZE (1024), STEPS (50), LAYERS (real), CKPT (/tmp/glmi_real), QUANTIZE (none),
-#              SKIP_REFERENCE=1, STAGES ("build checkpoint tiny resident staged reference ar_eager"),
+#              SKIP_REFERENCE=1, STAGES ("build checkpoint tiny resident staged reference ar_eager cfg_apart"),
 #              DEVICE (cuda), THREADS (8).
 # A rehearsal of the whole flow on a CPU machine (the graph decode then fails and the eager one
 # runs, as the fallback would on a GPU; the tiny check says there is no GPU):
@@ -29,7 +30,7 @@ CKPT="${CKPT:-/tmp/glmi_real}"
 QUANTIZE="${QUANTIZE:-none}"
 DEVICE="${DEVICE:-cuda}"
 THREADS="${THREADS:-8}"
-STAGES="${STAGES:-build checkpoint tiny resident staged reference ar_eager}"
+STAGES="${STAGES:-build checkpoint tiny resident staged reference ar_eager cfg_apart}"
 LOG="${OUT:-/tmp}/gpu_bench.jsonl"
 : >"$LOG"
 want() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -101,6 +102,13 @@ if want ar_eager; then
   ours resident eager 2 | sed 's/"residency": "resident"/"residency": "ar_eager"/' | tee -a "$LOG"
 fi
 
+if want cfg_apart; then
+  stamp "ours resident, decoder only, CFG passes apart"
+  python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps 4 --threads "$THREADS" \
+    --residency resident --quantize "$QUANTIZE" --decoder-only --cfg-passes apart --image /tmp/glmi_cfg_apart.png |
+    sed 's/"residency": "resident"/"residency": "cfg_apart"/' | tee -a "$LOG"
+fi
+
 python3 - "$LOG" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
@@ -113,5 +121,8 @@ for r in rows:
 ours, ref = summary.get("resident.total_s"), summary.get("ref_total_s")
 if ours and ref:
     summary["speedup_total"] = round(ref / ours, 2)
+joint, apart = summary.get("resident.dit_s_per_step"), summary.get("cfg_apart.dit_s_per_step")
+if joint and apart and summary.get("resident.cfg") == "joint":  # joint by default on a GPU, apart on a CPU
+    summary["cfg_joint_speedup_dit_step"] = round(apart / joint, 2)
 print(json.dumps(summary))
 PY

@@ -44,6 +44,15 @@ struct LoadOptions {
     //             per token, no host synchronisation between tokens; UnsupportedError at load
     //             where the AR model's device cannot capture graphs
     std::string ar_decode = "auto";
+    // How the denoising loop runs classifier-free guidance's conditional and unconditional passes
+    // (GenerateResult's decoder timing says which ran):
+    //   "auto":  "joint" where the DiT is on a CUDA device, else "apart"
+    //   "joint": one DiT forward over both passes (every linear over both passes' rows, attention
+    //            and the text's feed-forward per pass): fewer weight reads and kernel launches
+    //   "apart": two forwards, as diffusers runs them. On the CPU the joint forward gained little
+    //            and oneDNN may compute the doubled row count with other kernels: bf16 images
+    //            moved 8-9 levels from diffusers' at 256x256, so the CPU keeps the two passes.
+    std::string cfg_passes = "auto";
     // Each generation reuses its large CPU blocks (1 MiB and more) instead of taking fresh pages
     // from the kernel for every activation (src/core/cpu_block_cache.h): at 1024² on a CPU a DiT
     // step took 66.9 s against 80.5 s without it, with the same bits. The cache holds up to 4 GiB

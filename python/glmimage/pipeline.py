@@ -328,7 +328,7 @@ class Pipeline(_C.Pipeline):
     def __init__(self, path: Union[str, os.PathLike, "Pipeline"], dtype: Union[str, torch.dtype, None] = "auto",
                  device: Union[str, torch.device, None] = "cpu", residency: str = "resident",
                  components: Optional[Dict[str, Dict[str, Any]]] = None, quantize: Optional[str] = None,
-                 ar_decode: str = "auto", cpu_block_cache: bool = True):
+                 ar_decode: str = "auto", cfg_passes: str = "auto", cpu_block_cache: bool = True):
         try:
             if isinstance(path, _C.Pipeline):
                 super().__init__(path)  # shares the loaded weights
@@ -337,7 +337,8 @@ class Pipeline(_C.Pipeline):
             super().__init__(path, _normalize_dtype(dtype), _normalize_device(device),
                              _check_str("residency", residency), _normalize_components(components),
                              "none" if quantize is None else _check_str("quantize", quantize),
-                             _check_str("ar_decode", ar_decode), _check_bool("cpu_block_cache", cpu_block_cache))
+                             _check_str("ar_decode", ar_decode), _check_str("cfg_passes", cfg_passes),
+                             _check_bool("cpu_block_cache", cpu_block_cache))
         except BaseException:
             # A failed load leaves this instance without its C++ pipeline, and pybind11 would hand
             # any method raw memory in its place: the repr that pytest, debuggers and rich
@@ -350,7 +351,7 @@ class Pipeline(_C.Pipeline):
     def from_pretrained(cls, path: Union[str, os.PathLike], dtype: Union[str, torch.dtype, None] = "auto",
                         device: Union[str, torch.device, None] = "cpu", residency: str = "resident",
                         components: Optional[Dict[str, Dict[str, Any]]] = None,
-                        quantize: Optional[str] = None, ar_decode: str = "auto",
+                        quantize: Optional[str] = None, ar_decode: str = "auto", cfg_passes: str = "auto",
                         cpu_block_cache: bool = True) -> "Pipeline":
         """Loads a local GLM-Image checkpoint directory (diffusers layout, e.g. ``zai-org/GLM-Image``).
 
@@ -369,8 +370,12 @@ class Pipeline(_C.Pipeline):
         ("graph" on a CUDA device when the build has CUDA, else "eager"), "eager", "static" (one
         fixed-shape step over the whole KV cache, run eagerly) or "graph" (that step captured once
         per generation as a CUDA graph and replayed per token). The path that ran is in the
-        timings, key "ar_decode"; how the CFG passes ran (one forward on a GPU, two on the CPU), key
-        "cfg".
+        timings, key "ar_decode".
+        cfg_passes: how guidance's conditional and unconditional DiT passes run: "joint" (one
+        forward over both: fewer weight reads and kernel launches), "apart" (two, as diffusers) or
+        "auto" (joint on a CUDA device, else apart: on the CPU the joint forward gained little and
+        oneDNN may compute its doubled row count with other kernels, moving bf16 images from
+        diffusers'). The way that ran is in the timings, key "cfg" ("joint", "apart" or "none").
         cpu_block_cache: each generation reuses its large CPU blocks (1 MiB and more) instead of
         taking fresh pages from the kernel for every activation (a DiT step at 1024² on a CPU: 66.9 s
         against 80.5 s, same bits); up to 4 GiB of freed blocks are held while a generation runs and
@@ -378,7 +383,7 @@ class Pipeline(_C.Pipeline):
         CPU threads are a process setting: ``glmimage.set_num_threads(n)``.
         """
         return cls(path, dtype=dtype, device=device, residency=residency, components=components, quantize=quantize,
-                   ar_decode=ar_decode, cpu_block_cache=cpu_block_cache)
+                   ar_decode=ar_decode, cfg_passes=cfg_passes, cpu_block_cache=cpu_block_cache)
 
     @property
     def sampling_defaults(self) -> Dict[str, Any]:

@@ -119,10 +119,12 @@ py::tuple result_tuple(GenerateResult&& r) {
 std::unique_ptr<Pipeline> load(const std::string& path, const std::string& dtype, const std::string& device,
                                const std::string& residency,
                                const std::map<std::string, std::map<std::string, std::string>>& components,
-                               const std::string& quantize, const std::string& ar_decode, bool cpu_block_cache) {
+                               const std::string& quantize, const std::string& ar_decode,
+                               const std::string& cfg_passes, bool cpu_block_cache) {
     LoadOptions o;
     o.quantize = quantize;
     o.ar_decode = ar_decode;
+    o.cfg_passes = cfg_passes;
     o.cpu_block_cache = cpu_block_cache;
     o.dtype = dtype;
     o.device = device;
@@ -211,7 +213,8 @@ void register_pipeline(py::module_& m) {
         .def(py::init(&load), py::arg("path"), py::arg("dtype") = "auto", py::arg("device") = "cpu",
              py::arg("residency") = "resident",
              py::arg("components") = std::map<std::string, std::map<std::string, std::string>>{},
-             py::arg("quantize") = "none", py::arg("ar_decode") = "auto", py::arg("cpu_block_cache") = true)
+             py::arg("quantize") = "none", py::arg("ar_decode") = "auto", py::arg("cfg_passes") = "auto",
+             py::arg("cpu_block_cache") = true)
         // Another pipeline over the same loaded weights (no copy), with its own session.
         .def(py::init([](const Pipeline& other) { return std::make_unique<Pipeline>(other.shared_model()); }),
              py::arg("other"))

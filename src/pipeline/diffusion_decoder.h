@@ -34,13 +34,13 @@ struct ConditionImage {
 
 // What one call needs besides the request's settings.
 struct DecoderRuntime {
-    // Run the conditional and unconditional passes as one forward (the DiT's text groups: every
-    // linear over both passes' rows, attention per pass). Unset: yes on a CUDA device, where it
-    // halves the weight reads and kernel launches of a step; no on the CPU, which keeps the
-    // reference's two passes: there oneDNN may compute the doubled row count with other kernels
-    // (bf16 images 8-9 levels from diffusers' at 256x256, small preset), and the joint forward
-    // gained little (one real-width DiT block, bf16, 2 threads: 0.209 against 0.230 s at 256x256,
-    // the same time at 512x512 and 1024x1024).
+    // Run the conditional and unconditional passes as one forward (LoadOptions::cfg_passes
+    // "joint"; the DiT's text groups). Unset ("auto"): yes on a CUDA device, where it halves the
+    // weight reads and kernel launches of a step; no on the CPU, which keeps the reference's two
+    // passes: there oneDNN may compute the doubled row count with other kernels (bf16 images 8-9
+    // levels from diffusers' at 256x256, small preset), and the joint forward gained little (one
+    // real-width DiT block, bf16, 2 threads: 0.209 against 0.230 s at 256x256, the same time at
+    // 512x512 and 1024x1024).
     std::optional<bool> batch_cfg;
     std::function<void(int64_t step, int64_t total)> on_step;  // after each denoising step
     const std::atomic<bool>* cancel = nullptr;                 // checked before each step

@@ -143,6 +143,7 @@ std::vector<Image> run_decoder_stage(const Model::Impl& m, const GenerateRequest
         }
     }
     DecoderRuntime rt;
+    if (m.options.cfg_passes != "auto") rt.batch_cfg = m.options.cfg_passes == "joint";
     rt.cancel = call.cancel;
     if (call.progress) rt.on_step = [&](int64_t step, int64_t total) { call.progress({"denoise", step, total}); };
     if (cfg) *cfg = cfg_passes(rt, m.decoder_models().device(), req.guidance);

@@ -41,6 +41,8 @@ void LoadOptions::validate() const {
         throw InputError(str_cat("unknown quantize '", quantize, "': expected none, int8 or fp8"));
     if (ar_decode != "auto" && ar_decode != "eager" && ar_decode != "static" && ar_decode != "graph")
         throw InputError(str_cat("unknown ar_decode '", ar_decode, "': expected auto, eager, static or graph"));
+    if (cfg_passes != "auto" && cfg_passes != "joint" && cfg_passes != "apart")
+        throw InputError(str_cat("unknown cfg_passes '", cfg_passes, "': expected auto, joint or apart"));
     for (const auto& [folder, p] : components) {
         bool known = false;
         for (const char* c : kComponents) known = known || folder == c;
@@ -66,7 +68,8 @@ ComponentPlacement LoadOptions::placement(const std::string& folder) const {
 
 std::string LoadOptions::to_string() const {
     std::string s = str_cat("device=", device, " dtype=", dtype, " residency=", residency, " quantize=", quantize,
-                           " ar_decode=", ar_decode, " cpu_block_cache=", cpu_block_cache ? "on" : "off");
+                           " ar_decode=", ar_decode, " cfg_passes=", cfg_passes,
+                           " cpu_block_cache=", cpu_block_cache ? "on" : "off");
     for (const auto& [folder, p] : components)
         s += str_cat(" ", folder, "={", p.device, ",", p.dtype, ",", p.residency, "}");
     return s;

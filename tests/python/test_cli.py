@@ -159,6 +159,14 @@ def test_no_cpu_block_cache_same_bytes(tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
+def test_cfg_passes_is_stored(tmp_path):
+    out = tmp_path / "j.png"
+    res = run("A sign that says \"Open\"", *FAST, "--cfg-passes", "joint", "-o", out)
+    assert res.returncode == 0, res.stderr
+    with Image.open(out) as img:
+        assert json.loads(img.text["glmimage"])["cfg_passes"] == "joint"
+
+
 def test_random_seed_is_printed_and_stored(tmp_path):
     out = tmp_path / "r.png"
     res = run("noise", *FAST, "--seed", "-1", "--greedy", "-o", out)
@@ -224,6 +232,7 @@ def test_ctrl_c_stops_cleanly(tmp_path):
         (["x", "--width"], 2, "needs a value"),
         (["x", "y"], 2, "quote the prompt"),
         (["x", "--quiet=yes"], 2, "takes no value"),
+        (["x", "--cfg-passes", "both"], 2, "expected auto, joint or apart"),
     ],
 )
 def test_usage_errors(tmp_path, args, code, says):

@@ -303,6 +303,22 @@ def test_cpu_block_cache_takes_a_bool():
         glmimage.Pipeline.from_pretrained(TINY, cpu_block_cache="yes")
 
 
+def test_cfg_passes(pipe):
+    """cfg_passes="joint" on the CPU: the GPU's default path, one DiT forward over both CFG passes
+    (the quoted prompt makes their texts differ in length, so two text groups), text-to-image and
+    image-to-image; the tiny widths' kernels agree at both row counts, so the images equal the
+    default's (apart), as test_decoder_parity.py shows against diffusers."""
+    joint = glmimage.Pipeline.from_pretrained(TINY, cfg_passes="joint")
+    cond = noise_image(512, 512)  # a condition image's short side is >= 512
+    for kwargs in (dict(), dict(image=cond)):
+        a, b = pipe(PROMPT, seed=1, **FAST, **kwargs), joint(PROMPT, seed=1, **FAST, **kwargs)
+        assert (a.timings["cfg"], b.timings["cfg"]) == ("apart", "joint")
+        diff = np.abs(np.asarray(a.images[0], np.int16) - np.asarray(b.images[0], np.int16)).max()
+        assert diff <= 1, diff
+    with pytest.raises(ValueError, match="unknown cfg_passes 'both': expected auto, joint or apart"):
+        glmimage.Pipeline.from_pretrained(TINY, cfg_passes="both")
+
+
 def test_gil_released_while_generating(pipe):
     """A Python thread keeps running while generate works in C++."""
     stop = threading.Event()
