@@ -14,8 +14,9 @@ the images are checked equal (within 1 level) before the timings are trusted. Pr
 The roofline of the same work on this machine, measured in the same run (`roofline_s`): the DiT's
 FLOPs over all steps divided by the GEMM rate of an n x n x n matmul (n = 2048) in the same dtype
 and thread count (measured before and after the timed runs, the higher taken). FLOPs per step =
-passes (2 with CFG, batched) x [2 x S x (the blocks' attention and feed-forward weights) +
-4 x S^2 x inner_dim x layers], S = glyph tokens + (H/16)(W/16) image tokens. The VAE, T5 and
+the sum over the two CFG passes of [2 x S x (the blocks' attention and feed-forward weights) +
+4 x S^2 x inner_dim x layers], S = that pass's glyph tokens (the prompt's, or the empty text's one)
++ (H/16)(W/16) image tokens. The VAE, T5 and
 the per-step conditioning are left out, so roofline_s is a lower bound of the whole decode;
 `ours_of_roofline` = roofline_s / ours_s.
 
@@ -70,9 +71,9 @@ def dit_flops_per_step(_testing, pipe, model_dir: str, h: int, w: int) -> float:
     per_token = sum(t.numel() for k, t in state.items()
                     if k.startswith("transformer_blocks.") and (".attn1." in k or ".ff." in k) and k.endswith(".weight"))
     text = _testing.glyph_embeddings(pipe, [PROMPT]).shape[1]
-    seq = text + (h // 16) * (w // 16)
     inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-    return 2 * (2 * seq * per_token + 4 * seq * seq * inner * cfg["num_layers"])
+    return sum(2 * seq * per_token + 4 * seq * seq * inner * cfg["num_layers"]  # the two CFG passes
+               for seq in (text + (h // 16) * (w // 16), 1 + (h // 16) * (w // 16)))
 
 
 def run_side(args) -> None:

@@ -9,8 +9,9 @@ Prints one JSON line:
                            lm_head; the KV cache is negligible here) / a read bandwidth measured in
                            the same run (the best of 5 passes of sum() over 512 MiB)
   dit_s_per_step           the last denoising step's seconds (the first also pages the DiT in)
-  dit_roofline_s_per_step  DiT FLOPs per step (2 x tokens x the blocks' weights + attention
-                           4 x S^2 x inner x layers, both CFG passes) / a bf16 GEMM rate measured in
+  dit_roofline_s_per_step  DiT FLOPs per step (2 x S x the blocks' weights + attention 4 x S^2 x
+                           inner x layers, for each CFG pass with its own S: the prompt's glyph rows
+                           or the empty text's one, + the image tokens) / a bf16 GEMM rate measured in
                            the same run (the best of 5 4096^3 matmuls)
   vae_s                    from the last denoising step to the image (the VAE decode; its weights
                            are read into the page cache beforehand)
@@ -243,7 +244,7 @@ def main() -> int:
         return 0
     if not (out / "model_index.json").exists():
         make = [sys.executable, str(REPO / "tools" / "make_real_size_checkpoint.py"), "--out", str(out),
-                "--jobs", str(os.cpu_count() or 1)]
+                "--jobs", str(len(os.sched_getaffinity(0)))]  # the cores this process may use
         if args.layers:
             make += ["--layers", str(args.layers)]
         subprocess.run(make, check=True)
@@ -328,9 +329,10 @@ def main() -> int:
     # The machine's limits, measured now, in the same process and thread count (and before the run).
     bandwidth, gemm = (max(pair) for pair in zip(limits_before, device_limits(args.device, args.threads)))
     glyph_rows = _testing.glyph_embeddings(pipe, [PROMPT]).shape[1]
-    seq = glyph_rows + (args.size // 16) ** 2
     inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-    dit_flops = 2 * (2 * seq * dit_block_weights + 4 * seq * seq * inner * cfg["num_layers"])
+    # Per CFG pass with its own text: the prompt's glyph rows, then the empty text's one row.
+    dit_flops = sum(2 * seq * dit_block_weights + 4 * seq * seq * inner * cfg["num_layers"]
+                    for seq in (glyph_rows + (args.size // 16) ** 2, 1 + (args.size // 16) ** 2))
 
     result = {
         "bench": "real_size", "size": args.size, "steps": args.steps, "threads": args.threads, "dtype": "bfloat16",

@@ -99,13 +99,15 @@ fi
 
 if want ar_eager; then
   stamp "ours resident, eager AR decode"
-  ours resident eager 2 | sed 's/"residency": "resident"/"residency": "ar_eager"/' | tee -a "$LOG"
+  { ours resident eager 2 || echo '{"bench": "real_size", "residency": "resident", "error": "the run failed"}'; } |
+    sed 's/"residency": "resident"/"residency": "ar_eager"/' | tee -a "$LOG"
 fi
 
 if want cfg_apart; then
   stamp "ours resident, decoder only, CFG passes apart"
-  python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps 4 --threads "$THREADS" \
-    --residency resident --quantize "$QUANTIZE" --decoder-only --cfg-passes apart --image /tmp/glmi_cfg_apart.png |
+  { python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps 4 --threads "$THREADS" \
+      --residency resident --quantize "$QUANTIZE" --decoder-only --cfg-passes apart --image /tmp/glmi_cfg_apart.png ||
+      echo '{"bench": "real_size", "residency": "resident", "error": "the run failed"}'; } |
     sed 's/"residency": "resident"/"residency": "cfg_apart"/' | tee -a "$LOG"
 fi
 

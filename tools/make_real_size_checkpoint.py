@@ -632,14 +632,21 @@ def build(out: str | os.PathLike, layers: int | None = None, seed: int = 0, shar
                 written += logged(comp, file, tensors, size, time.perf_counter() - ts)
         else:
             import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
+            from concurrent.futures import ProcessPoolExecutor, as_completed
 
             # spawn, not fork: the parent's torch may hold threads a fork would copy half-made
-            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+            try:
                 futures = {pool.submit(_write_shard_job, str(tmp / comp / file), comp, tensors, seed):
                            (comp, file, tensors) for comp, file, tensors in shards}
-                for fut in futures:
+                for fut in as_completed(futures):
                     written += logged(*futures[fut], *fut.result())
+            except BaseException:
+                # A failed shard (or Ctrl-C) ends the build: the queued shards are not started,
+                # the running ones finish, then the temporary folder goes.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
         seconds = time.perf_counter() - t0
         for f in tmp.rglob("*"):
             f.chmod(0o755 if f.is_dir() else 0o644)
@@ -680,8 +687,9 @@ def main(argv=None) -> int:
                     help="maximum shard size in GB (1e9 bytes), as save_pretrained's max_shard_size [5]")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads [1]")
     ap.add_argument("--jobs", type=int, default=1, metavar="N",
-                    help="write N shards at once, each in its own process (the same bytes; the writer is "
-                         "CPU-bound, about 200 MB/s a process, so N up to the cores or the disk's speed) [1]")
+                    help="write N shards at once, each in its own process of one thread (the same bytes; "
+                         "the writer is CPU-bound, about 200 MB/s a process, so N up to the cores or the "
+                         "disk's speed; --threads then does not apply) [1]")
     ap.add_argument("--print-plan", action="store_true",
                     help="print what would be written (files, tensors, parameters, sizes) and exit")
     args = ap.parse_args(argv)

@@ -310,11 +310,13 @@ def test_cfg_passes(pipe):
     default's (apart), as test_decoder_parity.py shows against diffusers."""
     joint = glmimage.Pipeline.from_pretrained(TINY, cfg_passes="joint")
     cond = noise_image(512, 512)  # a condition image's short side is >= 512
-    for kwargs in (dict(), dict(image=cond)):
+    for kwargs in (dict(), dict(image=cond), dict(image=cond, num_images_per_prompt=2)):
         a, b = pipe(PROMPT, seed=1, **FAST, **kwargs), joint(PROMPT, seed=1, **FAST, **kwargs)
         assert (a.timings["cfg"], b.timings["cfg"]) == ("apart", "joint")
-        diff = np.abs(np.asarray(a.images[0], np.int16) - np.asarray(b.images[0], np.int16)).max()
-        assert diff <= 1, diff
+        assert len(a.images) == len(b.images) == kwargs.get("num_images_per_prompt", 1)
+        for x, y in zip(a.images, b.images):
+            diff = np.abs(np.asarray(x, np.int16) - np.asarray(y, np.int16)).max()
+            assert diff <= 1, diff
     with pytest.raises(ValueError, match="unknown cfg_passes 'both': expected auto, joint or apart"):
         glmimage.Pipeline.from_pretrained(TINY, cfg_passes="both")
 

@@ -259,6 +259,22 @@ def test_parallel_jobs_write_the_same_bytes(tmp_path, monkeypatch):
     assert files[3] == files[1]
 
 
+def test_a_failed_job_fails_the_build(tmp_path, monkeypatch):
+    """A shard whose worker raises ends the build with that error and leaves nothing behind."""
+    real_plan = rs.make_plan
+
+    def broken(layers=None, shard_bytes=rs.SHARD_BYTES):
+        plan = _shrunk(real_plan(layers, shard_bytes))
+        normal = next(t for t in plan["transformer"]["tensors"] if t["init"]["kind"] == "normal")
+        del normal["init"]["std"]  # the worker writing its shard raises KeyError
+        return plan
+
+    monkeypatch.setattr(rs, "make_plan", broken)
+    with pytest.raises(KeyError, match="std"):
+        rs.build(tmp_path / "out", layers=1, jobs=2, log=lambda *a, **k: None)
+    assert list(tmp_path.iterdir()) == []
+
+
 
 def test_help_and_print_plan(capsys):
     with pytest.raises(SystemExit) as e:
