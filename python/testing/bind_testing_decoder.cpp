@@ -39,7 +39,12 @@ void register_testing_decoder(pybind11::module_& m) {
         py::arg("steps") = 50, py::arg("guidance") = 1.5, py::arg("seed") = 0,
         py::arg("conditions") = std::vector<std::vector<std::pair<at::Tensor, at::Tensor>>>{},
         py::arg("images_per_prompt") = 1, py::arg("batch_cfg") = std::optional<bool>(), py::arg("label") = "0.39",
-        py::arg("max_sequence_length") = 2048);
+        py::arg("max_sequence_length") = 2048,
+        "The diffusion decoder from given prior tokens ([B, (H/16)(W/16)] int64): glyph embeddings, the "
+        "condition-image cache (conditions: per prompt, a list of (pixels [H, W, 3] uint8, prior ids)), the "
+        "Euler loop with CFG and the VAE; returns [B * images_per_prompt, H, W, 3] uint8. batch_cfg: None "
+        "takes the 'auto' rule (joint on CUDA, apart on the CPU) whatever the pipeline's cfg_passes; True "
+        "runs both CFG passes as one DiT forward, False as two.");
     // The whole public Pipeline::generate, tensors in and out (e2e parity tests).
     m.def(
         "generate",
