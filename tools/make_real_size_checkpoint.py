@@ -582,12 +582,18 @@ def write_configs(root: Path, plan: dict) -> None:
     shutil.copyfile(real / "scheduler" / "scheduler_config.json", root / "scheduler" / "scheduler_config.json")
 
 
-def _write_shard_job(path: str, component: str, tensors: list[dict], seed: int) -> tuple[int, float]:
-    """One shard in a worker process (--jobs): (bytes, seconds)."""
-    torch.set_num_threads(1)
+def _write_shard(path: str, component: str, tensors: list[dict], seed: int,
+                 bufs: _Buffers | None = None) -> tuple[int, float]:
+    """One shard: (bytes, seconds)."""
     ts = time.perf_counter()
-    size = write_safetensors(Path(path), component, tensors, seed, _Buffers())
+    size = write_safetensors(Path(path), component, tensors, seed, bufs or _Buffers())
     return size, time.perf_counter() - ts
+
+
+def _write_shard_job(path: str, component: str, tensors: list[dict], seed: int) -> tuple[int, float]:
+    """One shard in a worker process (--jobs), on one thread."""
+    torch.set_num_threads(1)
+    return _write_shard(path, component, tensors, seed)
 
 
 def build(out: str | os.PathLike, layers: int | None = None, seed: int = 0, shard_bytes: int = SHARD_BYTES,
@@ -627,9 +633,7 @@ def build(out: str | os.PathLike, layers: int | None = None, seed: int = 0, shar
         if jobs <= 1:
             bufs = _Buffers()
             for comp, file, tensors in shards:
-                ts = time.perf_counter()
-                size = write_safetensors(tmp / comp / file, comp, tensors, seed, bufs)
-                written += logged(comp, file, tensors, size, time.perf_counter() - ts)
+                written += logged(comp, file, tensors, *_write_shard(str(tmp / comp / file), comp, tensors, seed, bufs))
         else:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed

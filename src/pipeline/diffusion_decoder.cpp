@@ -171,7 +171,9 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
     const auto fopts = at::TensorOptions().dtype(dtype).device(device);
     const int64_t n = o.images_per_prompt;
     const int64_t batch = static_cast<int64_t>(o.prompts.size()) * n;
-    const bool cfg = o.guidance > 1.0;
+    // The guidance rule (cfg_passes) decides both whether there is an unconditional pass and how it runs.
+    const std::string passes = cfg_passes(rt, device, o.guidance);
+    const bool cfg = passes != "none";
 
     // Conditioning that does not change between steps, computed once. The text encoder is in
     // use for the glyph embeddings only, the VAE for the condition images, then the DiT.
@@ -221,7 +223,7 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
         const FlowMatchSchedule schedule = m.scheduler->schedule(o.steps, o.height, o.width, so);
 
         // Both CFG passes as one forward (two text groups) where that is the runtime's choice.
-        const bool batched = std::string(cfg_passes(rt, device, o.guidance)) == "joint";
+        const bool batched = passes == "joint";
         const at::Tensor prior_cu = batched ? at::cat({prior_c, prior_u}) : at::Tensor();
         for (int64_t i = 0; i < schedule.n_steps(); ++i) {
             if (rt.cancel && rt.cancel->load()) throw CancelledError(str_cat("cancelled at denoising step ", i));

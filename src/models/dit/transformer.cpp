@@ -113,11 +113,11 @@ DiTBlock::DiTBlock(const DiTConfig& c, at::TensorOptions o)
 
 std::pair<at::Tensor, std::vector<at::Tensor>> DiTBlock::attention(const at::Tensor& x,
                                                                    const std::vector<at::Tensor>& texts,
+                                                                   const std::vector<int64_t>& offsets,
                                                                    const DiTRope& rope, DiTKVCache* kv,
                                                                    int64_t layer) const {
     const int64_t n_image = x.size(1), d = x.size(2);
     const auto dtype = texts.front().scalar_type();
-    const auto offsets = group_offsets(texts);
     // Each sample's [text; image] rows, sample after sample and group after group: one projection
     // over every row of the batch, whatever the groups' text lengths.
     std::vector<at::Tensor> rows;
@@ -175,7 +175,7 @@ std::pair<at::Tensor, std::vector<at::Tensor>> DiTBlock::forward(const at::Tenso
     std::vector<at::Tensor> c_in;
     for (size_t g = 0; g < texts.size(); ++g)
         c_in.push_back(modulate(layer_norm(texts[g]).to(dtype), of_group(m[3], g), of_group(m[1], g)));
-    auto [ax, ac] = attention(modulate(layer_norm(x).to(dtype), m[2], m[0]), c_in, rope, kv, layer);
+    auto [ax, ac] = attention(modulate(layer_norm(x).to(dtype), m[2], m[0]), c_in, offsets, rope, kv, layer);
     // Gated residuals (x + out * gate), then one feed-forward shared by both streams, run per
     // stream and, for the text, per group: the reference's row counts, whose kernels oneDNN picks.
     auto x1 = mul_add(ax, m[4], x);

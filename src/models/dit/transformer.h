@@ -60,11 +60,11 @@ class DiTBlock : public ParamModule {
     int64_t n_heads, head_dim;
 
   private:
-    // Joint attention over [text, image] within each group; returns the image outputs [B, S, D]
-    // and each group's text outputs.
+    // Joint attention over [text, image] within each group (group g: x's rows [offsets[g],
+    // offsets[g + 1])); returns the image outputs [B, S, D] and each group's text outputs.
     std::pair<at::Tensor, std::vector<at::Tensor>> attention(const at::Tensor& x, const std::vector<at::Tensor>& texts,
-                                                             const DiTRope& rope, DiTKVCache* kv,
-                                                             int64_t layer) const;
+                                                             const std::vector<int64_t>& offsets, const DiTRope& rope,
+                                                             DiTKVCache* kv, int64_t layer) const;
 };
 
 // What one denoising step's timestep gives every block: the embedding and each adaLN's output.
