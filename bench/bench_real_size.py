@@ -27,6 +27,7 @@ taken, so that a slow moment of a shared machine cannot flatter the share of the
                                      [--quantize none|int8|fp8] [--residency resident|staged]
                                      [--device cpu|cuda] [--layers N] [--reference]
                                      [--decoder-only] [--no-cpu-block-cache] [--cfg-passes auto|joint|apart]
+                                     [--profile FILE]
 
 --decoder-only skips the AR stage (its keys are then null) and denoises from random prior tokens:
 the decoder at a size whose AR stage would take this CPU too long (1024²: about 1,300 tokens).
@@ -138,6 +139,20 @@ def device_limits(device: str, threads: int) -> tuple[float, float]:
     return bandwidth, gemm
 
 
+def profiled(fn, table: Path, cuda: bool):
+    """fn() under torch.profiler; the ops (on a GPU with their kernels' device time) written to
+    `table`, sorted by self device time on a GPU and self CPU time on a CPU. LibTorch's profiler sees
+    the ATen ops and kernels of our C++, as it shares this process's LibTorch."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        result = fn()
+        sync("cuda" if cuda else "cpu")
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+    table.write_text(prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=90) + "\n")
+    return result
+
+
 def run_reference_decoder(args, out: Path) -> dict:
     """diffusers' DiT (one step: both CFG passes) and VAE decode on the request's shapes."""
     import torch
@@ -235,6 +250,9 @@ def main() -> int:
                     help="every large CPU block new (LoadOptions::cpu_block_cache off), to measure what reuse gives")
     ap.add_argument("--decoder-only", action="store_true",
                     help="skip the AR stage: denoise from random prior tokens (AR keys null)")
+    ap.add_argument("--profile", metavar="FILE",
+                    help="the denoising call under torch.profiler, its ops by self device (GPU) or CPU time "
+                         "written to FILE; the stage timings then carry the profiler's cost")
     ap.add_argument("--side", choices=["reference"], help=argparse.SUPPRESS)
     ap.add_argument("--glyph-rows", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -314,8 +332,14 @@ def main() -> int:
         ar = stamps["ar"]
         ar_s_per_token = (time.perf_counter() - ar[0]) / (len(ar) - 1)
     t_dec = time.perf_counter()
-    output = pipe(PROMPT, prior_token_ids=prior, height=args.size, width=args.size,
-                  num_inference_steps=args.steps, seed=1, callback=progress, progress=False)
+    def denoise():
+        return pipe(PROMPT, prior_token_ids=prior, height=args.size, width=args.size,
+                    num_inference_steps=args.steps, seed=1, callback=progress, progress=False)
+
+    if args.profile:
+        output = profiled(denoise, Path(args.profile), cuda)
+    else:
+        output = denoise()
     sync(args.device)
     t_end = time.perf_counter()
     peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if cuda else None

@@ -8,16 +8,20 @@
 #   there:  bash tools/gpu_bench.sh            # carry .whl and .gpu_deps
 #
 # Stages (each skipped when its output is already there, so a second call on a warm machine goes on
-# where the first stopped): build (against that machine's torch), the real-size random checkpoint,
-# the tiny CUDA-vs-CPU check (fp32, the same prior tokens: images within 1 level), ours at SIZE x SIZE
-# and STEPS steps in resident and staged residency (the AR decode as a CUDA graph; if the capture
-# fails, the run says so and is made again with the eager decode), the reference (diffusers 0.39 +
-# transformers 5.24) on the same checkpoint and request, then ours resident with the eager AR
-# decode and 2 steps (ar_eager: what the graph gains), then ours resident, decoder only, 4 steps,
-# with the CFG passes apart (cfg_apart: what one joint forward gains; dit_s_per_step to compare).
+# where the first stopped): build (against that machine's torch; the real-size random checkpoint is
+# written meanwhile, in the background), the tiny CUDA-vs-CPU check (fp32, the same prior tokens:
+# images within 1 level), ours at SIZE x SIZE and STEPS steps in resident and staged residency (the
+# AR decode as a CUDA graph; if the capture fails, the run says so and is made again with the eager
+# decode), the reference (diffusers 0.39 + transformers 5.24) on the same checkpoint and request,
+# then ours resident with the eager AR decode and 2 steps (ar_eager: what the graph gains), then
+# ours resident, decoder only, 4 steps, with the CFG passes apart (cfg_apart: what one joint forward
+# gains; dit_s_per_step to compare), then 3 decoder steps under torch.profiler (profile: the ops by
+# device time, in $OUT/dit_profile.txt). Each stage's seconds go in a "stage_s" row; the build's
+# log in $OUT/build.log. The stages can be split over calls on one warm machine, e.g.
+#   STAGES="build checkpoint tiny" ... then STAGES="resident staged reference ar_eager cfg_apart profile"
 # Environment: SIZE (1024), STEPS (50), LAYERS (real), CKPT (/tmp/glmi_real), QUANTIZE (none),
-#              SKIP_REFERENCE=1, STAGES ("build checkpoint tiny resident staged reference ar_eager cfg_apart"),
-#              DEVICE (cuda), THREADS (8).
+#              SKIP_REFERENCE=1, STAGES ("build checkpoint tiny resident staged reference ar_eager
+#              cfg_apart profile"), DEVICE (cuda), THREADS (8), STAGE_TIMEOUT (300 s per run).
 # A rehearsal of the whole flow on a CPU machine (the graph decode then fails and the eager one
 # runs, as the fallback would on a GPU; the tiny check says there is no GPU):
 #   DEVICE=cpu THREADS=2 LAYERS=1 SIZE=256 STEPS=2 bash tools/gpu_bench.sh
@@ -30,11 +34,22 @@ CKPT="${CKPT:-/tmp/glmi_real}"
 QUANTIZE="${QUANTIZE:-none}"
 DEVICE="${DEVICE:-cuda}"
 THREADS="${THREADS:-8}"
-STAGES="${STAGES:-build checkpoint tiny resident staged reference ar_eager cfg_apart}"
-LOG="${OUT:-/tmp}/gpu_bench.jsonl"
+STAGES="${STAGES:-build checkpoint tiny resident staged reference ar_eager cfg_apart profile}"
+STAGE_TIMEOUT="${STAGE_TIMEOUT:-300}"
+RESULTS="${OUT:-/tmp}"
+mkdir -p "$RESULTS"
+LOG="$RESULTS/gpu_bench.jsonl"
 : >"$LOG"
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 stamp() { echo "== $(date +%T) $*" >&2; }
+STAGE_START=0
+begin() { stamp "$@"; STAGE_START=$SECONDS; }
+took() { echo "{\"bench\": \"stage_s\", \"$1\": $((SECONDS - ${2:-$STAGE_START}))}" | tee -a "$LOG"; }
+# What the run ran on, first: a figure is only worth its machine.
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader 2>/dev/null ||
+    echo "no nvidia-smi"; } | python3 -c 'import json, os, sys
+print(json.dumps({"bench": "machine", "gpu": sys.stdin.read().strip(), "cores": os.cpu_count(), "stages": sys.argv[1]}))' \
+  "$STAGES" | tee -a "$LOG"
 
 # The pinned reference, carried as wheels (the machine's own transformers is another version).
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -42,8 +57,28 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   export PYTHONPATH="/tmp/glmi_site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
+# The checkpoint is written while the build compiles (one writer process per core: each makes
+# about 200 MB/s, and its shards are independent); the stages that read it wait for it.
+CKPT_PID=""
+if want checkpoint && [ ! -f "$CKPT/model_index.json" ]; then
+  stamp "checkpoint (in the background, log in $RESULTS/checkpoint.log)"
+  rm -rf "$CKPT".tmp-*  # a writer killed with an earlier call leaves its temporary folder (35 GB)
+  ( start=$SECONDS
+    python3 tools/make_real_size_checkpoint.py --out "$CKPT" --jobs "$(nproc)" ${LAYERS:+--layers "$LAYERS"} \
+      >"$RESULTS/checkpoint.log" 2>&1 && took checkpoint "$start" ) &
+  CKPT_PID=$!
+fi
+checkpoint_ready() {
+  [ -z "$CKPT_PID" ] && return 0
+  if ! wait "$CKPT_PID"; then
+    echo '{"bench": "checkpoint", "error": "the writer failed"}' | tee -a "$LOG"; tail -20 "$RESULTS/checkpoint.log" >&2
+    exit 1
+  fi
+  CKPT_PID=""
+}
+
 if want build; then
-  stamp build
+  begin build
   TORCH_CMAKE="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
   PREFIX="$TORCH_CMAKE"
   if [ -d .gpu_deps/usr ]; then
@@ -52,64 +87,78 @@ if want build; then
   fi
   PYBIND="$(python3 -c 'import pybind11; print(pybind11.get_cmake_dir())' 2>/dev/null || true)"
   [ -n "$PYBIND" ] && PREFIX="$PREFIX;$PYBIND"
-  # LibTorch's CMake config wants libnvrtc from the CUDA toolkit; a toolkit assembled from NVIDIA's
-  # pip wheels may lack it there (seen in a rehearsal: "CUDA_nvrtc_LIBRARY ... NOTFOUND"). The
-  # copy torch itself loads, in the nvidia wheels beside it, is the one to link.
-  NVRTC="$(python3 -c 'import glob, os, nvidia
-print(next(iter(sorted(p for d in nvidia.__path__ for p in glob.glob(os.path.join(d, "*", "lib", "libnvrtc.so*"))
-                       if "builtins" not in p and ".alt." not in p)), ""))' 2>/dev/null || true)"
+  # A CUDA LibTorch's config must find the toolkit by its plain library names, which a toolkit
+  # assembled from NVIDIA's pip wheels lacks (tools/cuda_cmake_args.py says why; empty for CPU torch).
+  mapfile -t CUDA_ARGS < <(python3 tools/cuda_cmake_args.py build/cuda-plain-names)
   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" -DGLMI_BUILD_TESTS=OFF \
     -DGLMI_BUILD_CLI=OFF -DGLMI_BUILD_PYTHON=ON -DGLMI_BUILD_TESTING_EXT=ON -DPython_EXECUTABLE="$(command -v python3)" \
-    ${NVRTC:+-DCUDA_nvrtc_LIBRARY="$NVRTC"} >/dev/null
-  cmake --build build -j"$(nproc)" --target glmimage_python glmimage_testing >/dev/null
+    "${CUDA_ARGS[@]}" >"$RESULTS/build.log" 2>&1 &&
+    cmake --build build -j"$(nproc)" --target glmimage_python glmimage_testing >>"$RESULTS/build.log" 2>&1 ||
+    { echo '{"bench": "build", "error": "the build failed; its log is build.log"}' | tee -a "$LOG"
+      grep -E -m 20 "error|Error|ERROR" "$RESULTS/build.log" >&2; tail -15 "$RESULTS/build.log" >&2; exit 1; }
+  took build
 fi
 [ -d .gpu_deps/usr ] && export LD_LIBRARY_PATH="$ROOT/.gpu_deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 
-if want checkpoint && [ ! -f "$CKPT/model_index.json" ]; then
-  stamp checkpoint
-  # One writer process makes about 200 MB/s; its shards are independent, so one process per core.
-  python3 tools/make_real_size_checkpoint.py --out "$CKPT" --jobs "$(nproc)" ${LAYERS:+--layers "$LAYERS"} >&2
-fi
-
 if want tiny; then
-  stamp tiny
+  begin tiny
   # The Python module once crashed there while the CLI ran: each import order in a fresh
   # interpreter, with the loader's bindings of the C++ stream symbols where one dies.
   python3 tools/import_probe.py | tee -a "$LOG" || true
-  python3 tools/gpu_bench_tiny.py | tee -a "$LOG"
+  timeout "$STAGE_TIMEOUT" python3 tools/gpu_bench_tiny.py | tee -a "$LOG" ||
+    echo '{"bench": "tiny_cuda_vs_cpu", "error": "the check failed or did not finish"}' | tee -a "$LOG"
+  took tiny
 fi
+checkpoint_ready
 
 ours() {  # ours() RESIDENCY AR_DECODE STEPS
-  python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps "$3" --threads "$THREADS" \
+  timeout "$STAGE_TIMEOUT" python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps "$3" --threads "$THREADS" \
     --residency "$1" --ar-decode "$2" --quantize "$QUANTIZE" --image "/tmp/glmi_$1.png"
 }
 for residency in resident staged; do
   want "$residency" || continue
-  stamp "ours $residency"
+  begin "ours $residency"
   ours "$residency" graph "$STEPS" | tee -a "$LOG" ||
     { echo "{\"bench\": \"graph_failed\", \"residency\": \"$residency\"}" | tee -a "$LOG";
-      ours "$residency" eager "$STEPS" | tee -a "$LOG"; }
+      ours "$residency" eager "$STEPS" | tee -a "$LOG" ||
+        echo "{\"bench\": \"real_size\", \"residency\": \"$residency\", \"error\": \"the run failed\"}" | tee -a "$LOG"; }
+  took "$residency"
 done
 
 if want reference && [ -z "${SKIP_REFERENCE:-}" ]; then
-  stamp reference
-  python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps "$STEPS" --threads "$THREADS" \
+  begin reference
+  timeout "$STAGE_TIMEOUT" python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps "$STEPS" --threads "$THREADS" \
     --side reference | tee -a "$LOG" || echo '{"bench": "reference", "error": "the reference did not run"}' | tee -a "$LOG"
+  took reference
 fi
 
 if want ar_eager; then
-  stamp "ours resident, eager AR decode"
+  begin "ours resident, eager AR decode"
   { ours resident eager 2 || echo '{"bench": "real_size", "residency": "resident", "error": "the run failed"}'; } |
     sed 's/"residency": "resident"/"residency": "ar_eager"/' | tee -a "$LOG"
+  took ar_eager
 fi
 
 if want cfg_apart; then
-  stamp "ours resident, decoder only, CFG passes apart"
-  { python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps 4 --threads "$THREADS" \
+  begin "ours resident, decoder only, CFG passes apart"
+  { timeout "$STAGE_TIMEOUT" python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps 4 --threads "$THREADS" \
       --residency resident --quantize "$QUANTIZE" --decoder-only --cfg-passes apart --image /tmp/glmi_cfg_apart.png ||
       echo '{"bench": "real_size", "residency": "resident", "error": "the run failed"}'; } |
     sed 's/"residency": "resident"/"residency": "cfg_apart"/' | tee -a "$LOG"
+  took cfg_apart
 fi
+
+if want profile; then
+  begin "ours resident, decoder only, 3 steps under torch.profiler"
+  { timeout "$STAGE_TIMEOUT" python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps 3 \
+      --threads "$THREADS" --residency resident --quantize "$QUANTIZE" --decoder-only --image /tmp/glmi_profile.png \
+      --profile "$RESULTS/dit_profile.txt" ||
+      echo '{"bench": "real_size", "residency": "resident", "error": "the run failed"}'; } |
+    sed 's/"residency": "resident"/"residency": "profiled"/' | tee -a "$LOG"
+  head -25 "$RESULTS/dit_profile.txt" >&2 || true
+  took profile
+fi
+checkpoint_ready
 
 python3 - "$LOG" <<'PY'
 import json, sys

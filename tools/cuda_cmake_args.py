@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""The CMake arguments that let a CUDA LibTorch's config find its CUDA toolkit, printed one per line
+(empty where this Python's torch has no CUDA). Used by tools/gpu_bench.sh's build.
+
+LibTorch's config (share/cmake/Caffe2/public/cuda.cmake) looks for the toolkit by the usual names:
+nvcc, and the plain library names (libcudart.so, libnvrtc.so). A toolkit assembled from NVIDIA's
+pip wheels, as torch's own CUDA wheels pull it in (site-packages/nvidia/cu13/{bin,include,lib}),
+has the compiler and headers but only versioned libraries (libcudart.so.13): the configure then
+stops at "Could NOT find CUDA (missing: CUDA_CUDART_LIBRARY)". This makes a folder of plain-named
+links to those libraries and names it in CMAKE_LIBRARY_PATH; where the toolkit has lib/ but no
+lib64/ (nvcc's profile links from lib64), it also hands nvcc the lib/ folder. Both layouts were
+configured here: a /usr/local/cuda-13.0 whose lib/ lacks libnvrtc.so, and torch 2.11's wheels alone.
+
+    python3 tools/cuda_cmake_args.py SHIM_DIR
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+
+def find_nvcc() -> Path | None:
+    """The nvcc binary of CUDA_HOME / CUDA_PATH, /usr/local/cuda, PATH, or NVIDIA's wheels beside torch.
+    A wrapper script (e.g. /usr/local/bin/nvcc that execs the toolkit's) is passed over: the toolkit's
+    root is the folder above the binary's bin/."""
+    candidates = [os.path.join(os.environ[v], "bin", "nvcc") for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
+    candidates += ["/usr/local/cuda/bin/nvcc", shutil.which("nvcc")]
+    try:
+        import nvidia
+
+        candidates += sorted(p for d in nvidia.__path__ for p in glob.glob(os.path.join(d, "*", "bin", "nvcc")))
+    except ImportError:
+        pass
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            with open(c, "rb") as f:
+                if f.read(4) == b"\x7fELF":
+                    return Path(c).resolve()
+    return None
+
+
+def library_dirs(root: Path) -> list[Path]:
+    """The toolkit's library folders, and those of NVIDIA's wheels beside torch (torch loads those)."""
+    dirs = [root / "lib64", root / "lib"]
+    try:
+        import nvidia
+
+        dirs += [Path(p) for d in nvidia.__path__ for p in sorted(glob.glob(os.path.join(d, "*", "lib")))]
+    except ImportError:
+        pass
+    seen, out = set(), []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in seen:
+            seen.add(d.resolve())
+            out.append(d)
+    return out
+
+
+def link_plain_names(dirs: list[Path], shim: Path) -> list[str]:
+    """shim/libX.so -> the first libX.so.N found, for each library that no folder has by its plain name."""
+    shim.mkdir(parents=True, exist_ok=True)
+    present = {f.name for d in dirs for f in d.glob("lib*.so")} | {f.name for f in shim.glob("lib*.so")}
+    made = []
+    for d in dirs:
+        for lib in sorted(d.glob("lib*.so.*")):
+            m = re.fullmatch(r"(lib[^.]+)\.so\.[0-9.]+", lib.name)
+            if not m or "builtins" in lib.name:  # libnvrtc-builtins is loaded by nvrtc itself
+                continue
+            plain = m.group(1) + ".so"
+            if plain not in present:
+                (shim / plain).symlink_to(lib)
+                present.add(plain)
+                made.append(plain)
+    return made
+
+
+def main() -> int:
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    import torch
+
+    if torch.version.cuda is None:
+        return 0  # a CPU LibTorch: its config looks for no toolkit
+    nvcc = find_nvcc()
+    if nvcc is None:
+        print(f"cuda_cmake_args: torch {torch.__version__} has CUDA {torch.version.cuda}, but no nvcc was found "
+              "(PATH, CUDA_HOME, /usr/local/cuda, NVIDIA's wheels)", file=sys.stderr)
+        return 1
+    root = nvcc.parent.parent
+    shim = Path(sys.argv[1]).resolve()
+    made = link_plain_names(library_dirs(root), shim)
+    print(f"cuda_cmake_args: nvcc {nvcc}; plain-named links made for {', '.join(made) or 'none'}", file=sys.stderr)
+    print(f"-DCUDA_TOOLKIT_ROOT_DIR={root}")
+    print(f"-DCMAKE_CUDA_COMPILER={nvcc}")
+    print(f"-DCMAKE_LIBRARY_PATH={shim}")
+    if not (root / "lib64").is_dir() and (root / "lib").is_dir():
+        # nvcc's own profile links from TOP/lib64; the wheels' layout has lib/ only, and CMake's
+        # first test of the CUDA compiler (enable_language) would fail to find -lcudart_static.
+        print(f"-DCMAKE_CUDA_FLAGS=-L{root / 'lib'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
