@@ -3,9 +3,9 @@
 #include <pybind11/stl.h>
 #include <torch/extension.h>
 
-#include <filesystem>
 #include <optional>
 
+#include "core/paths.h"
 #include "testing_access.h"
 #include "schedulers/flow_match_euler.h"
 #include "schedulers/flow_match_euler_step.h"
@@ -28,11 +28,10 @@ at::Tensor int64_tensor(const std::vector<int64_t>& v, int64_t rows, int64_t col
 
 // A scheduler_config.json, a scheduler folder, or a model folder holding scheduler/.
 SchedulerConfig scheduler_config_at(const std::string& path) {
-    namespace fs = std::filesystem;
-    if (fs::is_directory(path)) {
-        if (fs::exists(fs::path(path) / "scheduler_config.json"))
-            return SchedulerConfig::from_file((fs::path(path) / "scheduler_config.json").string());
-        return SchedulerConfig::from_file((fs::path(path) / "scheduler" / "scheduler_config.json").string());
+    if (detail::is_directory(path)) {
+        const std::string here = detail::join_path(path, "scheduler_config.json");
+        if (detail::path_exists(here)) return SchedulerConfig::from_file(here);
+        return SchedulerConfig::from_file(detail::join_path(detail::join_path(path, "scheduler"), "scheduler_config.json"));
     }
     return SchedulerConfig::from_file(path);
 }

@@ -3,8 +3,7 @@
 // save_pretrained() directory), for parity tests. Not a stable API.
 #include <torch/extension.h>
 
-#include <filesystem>
-
+#include "core/paths.h"
 #include "io/tensor_loader.h"
 #include "io/weight_binder.h"
 #include "models/vae/postprocess.h"
@@ -13,8 +12,6 @@
 namespace glmimage::python {
 
 namespace {
-
-namespace fs = std::filesystem;
 
 // A component folder on its own, loaded as Pipeline::load loads it (meta-device tree, strict
 // binding), in `dtype` ("auto" keeps the checkpoint's) on `device`.
@@ -85,7 +82,7 @@ void register_testing_t5_vae(pybind11::module_& m) {
         "load_t5",
         [](const std::string& folder, const std::string& dtype, const std::string& device) {
             py::gil_scoped_release release;
-            auto c = T5Config::from_file((fs::path(folder) / "config.json").string());
+            auto c = T5Config::from_file(detail::join_path(folder, "config.json"));
             return load_lone<T5Encoder>(folder, "text_encoder", c, dtype, device,
                                         {{"encoder.embed_tokens.weight", "tied to shared.weight"}});
         },
@@ -95,7 +92,7 @@ void register_testing_t5_vae(pybind11::module_& m) {
         "load_vae",
         [](const std::string& folder, const std::string& dtype, const std::string& device) {
             py::gil_scoped_release release;
-            auto c = VAEConfig::from_file((fs::path(folder) / "config.json").string());
+            auto c = VAEConfig::from_file(detail::join_path(folder, "config.json"));
             return load_lone<AutoencoderKL>(folder, "vae", c, dtype, device, {});
         },
         py::arg("folder"), py::arg("dtype") = "auto", py::arg("device") = "cpu",

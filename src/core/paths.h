@@ -1,34 +1,44 @@
-// Filesystem questions that never throw. std::filesystem's plain overloads throw
-// filesystem_error for a path they cannot examine (a name too long, a loop of links, no
-// permission on a folder), which is not a glmimage::Error; here such a path counts as absent
-// and `why` (if given) receives the system's reason, for the caller's own error message.
+// Path questions and path arithmetic for the library, on POSIX calls and plain strings, never
+// throwing: a path that cannot be examined (a name too long, a loop of links, no permission on a
+// folder) counts as absent, and `why` (if given) receives the system's reason for the caller's
+// own error message.
+//
+// Why not std::filesystem: LibTorch's libraries export their own copies of libstdc++'s
+// std::filesystem functions, built with their toolchain. Where LibTorch sits earlier in the
+// dynamic linker's search order than libstdc++ (torch imported with RTLD_GLOBAL, as on the GPU
+// machine's Python), this library's calls bound to those copies while its inline parts of
+// std::filesystem::path came from this compiler's headers, and the Python module died at import
+// there. Nothing here binds to a symbol LibTorch also exports (tests/python/test_import_order.py).
 #pragma once
 
-#include <filesystem>
 #include <string>
-#include <system_error>
+#include <string_view>
+#include <vector>
 
 namespace glmimage::detail {
 
 enum class PathKind { kAbsent, kFile, kDirectory, kOther };
 
-inline PathKind path_kind(const std::filesystem::path& p, std::string* why = nullptr) {
-    std::error_code ec;
-    const auto st = std::filesystem::status(p, ec);
-    if (ec && ec != std::errc::no_such_file_or_directory && why) *why = ec.message();
-    if (ec || !std::filesystem::exists(st)) return PathKind::kAbsent;
-    if (std::filesystem::is_directory(st)) return PathKind::kDirectory;
-    if (std::filesystem::is_regular_file(st)) return PathKind::kFile;
-    return PathKind::kOther;
-}
+// What `p` names, following symbolic links (as stat(2)).
+PathKind path_kind(const std::string& p, std::string* why = nullptr);
 
-inline bool path_exists(const std::filesystem::path& p, std::string* why = nullptr) {
+inline bool path_exists(const std::string& p, std::string* why = nullptr) {
     return path_kind(p, why) != PathKind::kAbsent;
 }
 
-inline bool is_directory(const std::filesystem::path& p, std::string* why = nullptr) {
+inline bool is_directory(const std::string& p, std::string* why = nullptr) {
     return path_kind(p, why) == PathKind::kDirectory;
 }
+
+// `dir` and `name` joined by one '/' ("a" + "b" -> "a/b", "a/" + "b" -> "a/b", "" + "b" -> "b").
+std::string join_path(std::string_view dir, std::string_view name);
+
+// The last component of `p` ("a/b.json" -> "b.json"; "a/b/" -> "").
+std::string file_name(std::string_view p);
+
+// The names in folder `dir` (no "." or ".."), in the order the system gives them. On failure
+// returns false and sets `why`.
+bool list_folder(const std::string& dir, std::vector<std::string>& names, std::string& why);
 
 // " (reason)" when there is one, for appending to a message.
 inline std::string reason_suffix(const std::string& why) { return why.empty() ? std::string() : " (" + why + ")"; }

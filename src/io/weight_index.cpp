@@ -1,6 +1,5 @@
 #include "io/weight_index.h"
 
-#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -10,7 +9,6 @@
 
 namespace glmimage::io {
 
-namespace fs = std::filesystem;
 using detail::str_cat;
 
 namespace {
@@ -55,14 +53,12 @@ WeightIndex WeightIndex::open_file(const std::string& path) {
 WeightIndex WeightIndex::open_dir(const std::string& dir) {
     std::string why;
     if (!detail::is_directory(dir, &why)) throw FormatError(str_cat(dir, ": not a directory", detail::reason_suffix(why)));
-    std::vector<std::string> indexes, singles;
-    std::error_code ec;
-    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-        const std::string name = it->path().filename().string();
-        if (ends_with(name, ".safetensors.index.json")) indexes.push_back(it->path().string());
-        else if (ends_with(name, ".safetensors")) singles.push_back(it->path().string());
+    std::vector<std::string> names, indexes, singles;
+    if (!detail::list_folder(dir, names, why)) throw FormatError(str_cat(dir, ": cannot list the folder (", why, ")"));
+    for (const auto& name : names) {
+        if (ends_with(name, ".safetensors.index.json")) indexes.push_back(detail::join_path(dir, name));
+        else if (ends_with(name, ".safetensors")) singles.push_back(detail::join_path(dir, name));
     }
-    if (ec) throw FormatError(str_cat(dir, ": cannot list the folder (", ec.message(), ")"));
     std::sort(indexes.begin(), indexes.end());
     std::sort(singles.begin(), singles.end());
     if (indexes.size() > 1)
@@ -98,16 +94,15 @@ WeightIndex WeightIndex::open_dir(const std::string& dir) {
         shards.insert(shard);
     }
     for (const auto& shard : shards) {
-        fs::path p = fs::path(dir) / shard;
-        std::string why;
+        const std::string p = detail::join_path(dir, shard);
         if (!detail::path_exists(p, &why))
             throw FormatError(str_cat(index_path, ": shard '", shard, "' listed in the index is missing",
                                       detail::reason_suffix(why)));
-        w.add_file(SafetensorsFile::open(p.string()));
+        w.add_file(SafetensorsFile::open(p));
     }
     for (const auto& [key, shard] : key_to_shard) {
         const TensorRef* ref = w.find(key);
-        if (!ref || fs::path(ref->file->path()).filename().string() != shard)
+        if (!ref || detail::file_name(ref->file->path()) != shard)
             throw FormatError(str_cat(index_path, ": tensor '", key, "' is not in shard '", shard, "'"));
     }
     if (w.tensors_.size() != key_to_shard.size()) {

@@ -1,7 +1,5 @@
 #include "pipeline/model_index.h"
 
-#include <filesystem>
-
 #include "core/check.h"
 #include "core/paths.h"
 #include "io/json_config.h"
@@ -31,13 +29,12 @@ constexpr Expected kComponents[] = {
 }  // namespace
 
 ModelIndex ModelIndex::load(const std::string& model_dir) {
-    namespace fs = std::filesystem;
     std::string why;
     const auto kind = detail::path_kind(model_dir, &why);
     if (kind == detail::PathKind::kAbsent)
         throw InputError(str_cat("model directory '", model_dir, "' does not exist", detail::reason_suffix(why)));
     if (kind != detail::PathKind::kDirectory) throw InputError(str_cat("model '", model_dir, "' is not a directory"));
-    const std::string path = (fs::path(model_dir) / "model_index.json").string();
+    const std::string path = detail::join_path(model_dir, "model_index.json");
     if (!detail::path_exists(path, &why))
         throw InputError(str_cat("'", model_dir, "' is not a GLM-Image checkpoint: model_index.json is missing",
                                  detail::reason_suffix(why)));
@@ -55,7 +52,7 @@ ModelIndex ModelIndex::load(const std::string& model_dir) {
         if (entry[1] != e.cls)
             throw UnsupportedError(str_cat(path, ": component '", e.folder, "': expected class '", e.cls,
                                            "', got '", entry[1], "'"));
-        if (!detail::is_directory(fs::path(model_dir) / e.folder)) missing += str_cat(missing.empty() ? "" : ", ", e.folder, "/");
+        if (!detail::is_directory(detail::join_path(model_dir, e.folder))) missing += str_cat(missing.empty() ? "" : ", ", e.folder, "/");
         idx.components[e.folder] = {entry[0], entry[1]};
     }
     // Every missing folder at once: a partial download is the common case, and the message

@@ -1,6 +1,5 @@
 // Model::load: each component's config, module tree, weights and placement, with the stage
 // named in every error.
-#include <filesystem>
 #include <type_traits>
 #include <utility>
 
@@ -14,7 +13,6 @@
 
 namespace glmimage {
 
-namespace fs = std::filesystem;
 using detail::str_cat;
 
 std::optional<at::ScalarType> parse_dtype_option(const std::string& dtype) {
@@ -72,7 +70,7 @@ std::shared_ptr<Module> load_component(Model::Impl& m, const std::string& folder
                                        const std::map<std::string, std::string>& ignored,
                                        const std::vector<std::string>& quantize_prefixes = {},
                                        std::vector<ResidencyPart> parts = {}) {
-    const std::string dir = (fs::path(m.model_dir) / folder).string();
+    const std::string dir = detail::join_path(m.model_dir, folder);
     const ComponentPlacement place = m.options.placement(folder);
     const at::Device device = parse_device_option(place.device);
     const bool staged = place.residency == "staged";
@@ -136,7 +134,7 @@ auto stage(const std::string& what, F&& f) -> decltype(f()) {
 }
 
 std::string config_path(const std::string& dir, const char* folder, const char* file) {
-    return (fs::path(dir) / folder / file).string();
+    return detail::join_path(detail::join_path(dir, folder), file);
 }
 
 // What transformers' generate() samples with when the request leaves a value unset: the
@@ -182,14 +180,14 @@ std::shared_ptr<const Model> Model::load(const std::string& model_dir, const Loa
     });
     m->scheduler = std::make_unique<FlowMatchEulerScheduler>(m->scheduler_config);
     m->glyph_tokenizer = stage("loading tokenizer", [&] {
-        return std::make_unique<ByT5Tokenizer>(ByT5Tokenizer::from_dir((fs::path(dir) / "tokenizer").string()));
+        return std::make_unique<ByT5Tokenizer>(ByT5Tokenizer::from_dir(detail::join_path(dir, "tokenizer")));
     });
     m->preprocessor = stage("loading processor", [&] {
         return PreprocessorConfig::from_file(config_path(dir, "processor", "preprocessor_config.json"));
     });
     m->processor = stage("loading processor", [&] {
         return std::make_unique<PromptProcessor>(
-            PromptProcessor::from_dir((fs::path(dir) / "processor").string(), m->preprocessor));
+            PromptProcessor::from_dir(detail::join_path(dir, "processor"), m->preprocessor));
     });
     m->ar = stage("loading vision_language_encoder", [&] {
         auto c = GlmArConfig::from_file(config_path(dir, "vision_language_encoder", "config.json"));

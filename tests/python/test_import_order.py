@@ -56,3 +56,24 @@ def test_cli_binds_the_cxx_runtime_to_libstdcxx():
     assert rc == 0
     foreign = foreign_std_bindings(log)
     assert foreign == [], "\n".join(foreign)
+
+
+def our_shared_objects() -> list[Path]:
+    objs = sorted(BUILD.glob("libglmimage.so*")) + sorted((REPO / "python" / "glmimage").glob("_C*.so"))
+    objs += sorted((REPO / "tests" / "python").glob("glmimage_testing*.so"))
+    return [p for p in objs if not p.is_symlink()]
+
+
+def test_libraries_import_no_std_filesystem():
+    """LibTorch's libraries export their own std::filesystem functions, built with their toolchain.
+    On the GPU machine (Python 3.12, torch 2.11+cu130, the module built there with GCC 13) our calls
+    bound to those copies and the module died at import; the library now does its path work on
+    POSIX calls (src/core/paths.h), so no std::filesystem symbol is left to bind anywhere."""
+    objs = our_shared_objects()
+    if not objs:
+        pytest.skip(f"no built libraries under {BUILD}")
+    for obj in objs:
+        undefined = subprocess.run(["nm", "-D", "--undefined-only", str(obj)], capture_output=True, text=True,
+                                   check=True).stdout
+        fs = [line.split()[-1] for line in undefined.splitlines() if "St10filesystem" in line]
+        assert fs == [], f"{obj.name} imports std::filesystem: {fs[:5]}"

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <random>
 
+#include "core/paths.h"
 #include "glmimage/errors.h"
 #include "io/safetensors.h"
 #include "io/weight_index.h"
@@ -252,6 +253,33 @@ TEST(WeightIndex, DirectoryProblems) {
     write_file(dup + "/model.safetensors.index.json",
                R"({"weight_map":{"a":"s1.safetensors","b":"s2.safetensors"}})");
     expect_format_error([&] { WeightIndex::open_dir(dup); }, "also stored in");
+}
+
+// The library's path helpers (POSIX, not std::filesystem: core/paths.h says why).
+TEST(Paths, KindsJoinsNamesAndListings) {
+    using namespace detail;
+    auto dir = make_temp_dir("paths");
+    write_file(dir + "/f.json", "{}");
+    EXPECT_EQ(path_kind(dir), PathKind::kDirectory);
+    EXPECT_EQ(path_kind(dir + "/f.json"), PathKind::kFile);
+    EXPECT_EQ(path_kind("/dev/null"), PathKind::kOther);
+    std::string why;
+    EXPECT_EQ(path_kind(dir + "/missing", &why), PathKind::kAbsent);
+    EXPECT_EQ(why, "");  // plain absence has no reason to report
+    EXPECT_EQ(path_kind(dir + "/f.json/below", &why), PathKind::kAbsent);
+    EXPECT_NE(why, "");  // a file used as a folder: the system's reason
+    EXPECT_EQ(join_path("a", "b"), "a/b");
+    EXPECT_EQ(join_path("a/", "b"), "a/b");
+    EXPECT_EQ(join_path("", "b"), "b");
+    EXPECT_EQ(file_name("a/b.json"), "b.json");
+    EXPECT_EQ(file_name("b.json"), "b.json");
+    EXPECT_EQ(file_name("a/b/"), "");
+    std::vector<std::string> names;
+    ASSERT_TRUE(list_folder(dir, names, why)) << why;
+    EXPECT_EQ(names, std::vector<std::string>{"f.json"});
+    names.clear();
+    EXPECT_FALSE(list_folder(dir + "/missing", names, why));
+    EXPECT_NE(why, "");
 }
 
 }  // namespace
