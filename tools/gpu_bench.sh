@@ -123,7 +123,7 @@ glmimage.Pipeline.from_pretrained('models/tiny')"; then
       echo "{\"bench\": \"stopgap\", \"LD_PRELOAD\": \"$STDCXX\"}" | tee -a "$LOG"
     fi
   fi
-  timeout "$STAGE_TIMEOUT" python3 tools/gpu_bench_tiny.py | tee -a "$LOG" ||
+  timeout "$STAGE_TIMEOUT" python3 tools/gpu_bench_tiny.py --device "$DEVICE" | tee -a "$LOG" ||
     echo '{"bench": "tiny_cuda_vs_cpu", "error": "the check failed or did not finish"}' | tee -a "$LOG"
   took tiny
 fi
@@ -190,6 +190,9 @@ for r in rows:
 ours, ref = summary.get("resident.total_s"), summary.get("ref_total_s")
 if ours and ref:
     summary["speedup_total"] = round(ref / ours, 2)
+ours_step, ref_step = summary.get("resident.dit_s_per_step"), summary.get("ref_dit_s_per_step")
+if ours_step and ref_step:
+    summary["speedup_dit_step"] = round(ref_step / ours_step, 2)
 joint, apart = summary.get("resident.dit_s_per_step"), summary.get("cfg_apart.dit_s_per_step")
 if joint and apart and summary.get("resident.cfg") == "joint":  # joint by default on a GPU, apart on a CPU
     summary["cfg_joint_speedup_dit_step"] = round(apart / joint, 2)

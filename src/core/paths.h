@@ -4,11 +4,11 @@
 // own error message.
 //
 // Why not std::filesystem: LibTorch's libraries export their own copies of libstdc++'s
-// std::filesystem functions, built with their toolchain. Where LibTorch sits earlier in the
-// dynamic linker's search order than libstdc++ (torch imported with RTLD_GLOBAL, as on the GPU
-// machine's Python), this library's calls bound to those copies while its inline parts of
-// std::filesystem::path came from this compiler's headers, and the Python module died at import
-// there. Nothing here binds to a symbol LibTorch also exports (tests/python/test_import_order.py).
+// std::filesystem functions, built with their toolchain, while the inline parts of
+// std::filesystem::path come from this compiler's headers. On the GPU machine's Python (torch
+// 2.11+cu130, this library built with GCC 13.3) LD_DEBUG showed this library's std::filesystem
+// calls bound to libtorch_cpu.so's copies. Path work needs none of it; nothing here binds to a
+// symbol LibTorch also exports (tests/python/test_import_order.py checks the libraries).
 #pragma once
 
 #include <string>

@@ -205,7 +205,10 @@ std::shared_ptr<const Model> Model::load(const std::string& model_dir, const Loa
     });
     m->ar_generator = std::make_unique<ArGenerator>(*m->ar);
     if (options.ar_decode == "graph") {  // said at load, not at the first generation
-        const std::string why = kernels::cuda_graphs_unsupported_reason(m->ar_generator->decoder().device());
+        // The device the decode runs on: staged, the weights rest on the host until the AR stage
+        // places them there (each generation captures its own graph after that).
+        const at::Device runs_on = parse_device_option(m->options.placement("vision_language_encoder").device);
+        const std::string why = kernels::cuda_graphs_unsupported_reason(runs_on);
         if (!why.empty()) throw UnsupportedError(str_cat("ar_decode 'graph': ", why));
     }
     stage("loading vision_language_encoder", [&] { read_sampling_defaults(*m); });

@@ -2,11 +2,13 @@
 each in a fresh interpreter, then a tokenizer-loading call (where the Python module once crashed on
 the GPU machine's Python while the CLI ran). A crash there is a failed test here, not a dead run.
 
-And where the C++ runtime symbols of our libraries bind: LibTorch's libraries export copies of
-standard-library code (libc10 / libtorch_cpu: std::filesystem, exception_ptr, the ostringstream
-constructor; torch 2.11's libtorch.so and CUDA's libcufile.so more), compiled against other
-headers than ours. Before libstdc++ was put first among glmimage's libraries (CMakeLists.txt),
-glmimage's own std::ostringstream constructor ran LibTorch's copy."""
+And how our libraries hold the C++ runtime. The GPU machine's crash (native backtrace, 2026-12-04:
+ostream::_M_insert<unsigned long> -> codecvt, inside libglmimage.so, under BpeTokenizer loading)
+was a static copy of libstdc++ linked into libglmimage.so by a toolchain that ships only
+libstdc++.a, running beside the system's shared libstdc++.so.6 that LibTorch uses. Also where the
+C++ runtime symbols of our libraries bind: LibTorch's libraries export copies of standard-library
+code (libc10 / libtorch_cpu: std::filesystem, exception_ptr, the ostringstream constructor; torch
+2.11's libtorch.so and CUDA's libcufile.so more), compiled against other headers than ours."""
 
 from __future__ import annotations
 
@@ -66,9 +68,9 @@ def our_shared_objects() -> list[Path]:
 
 def test_libraries_import_no_std_filesystem():
     """LibTorch's libraries export their own std::filesystem functions, built with their toolchain.
-    On the GPU machine (Python 3.12, torch 2.11+cu130, the module built there with GCC 13) our calls
-    bound to those copies and the module died at import; the library now does its path work on
-    POSIX calls (src/core/paths.h), so no std::filesystem symbol is left to bind anywhere."""
+    On the GPU machine (Python 3.12, torch 2.11+cu130, the module built there with GCC 13.3) our
+    calls bound to those copies (LD_DEBUG); the library now does its path work on POSIX calls
+    (src/core/paths.h), so no std::filesystem symbol is left to bind anywhere."""
     objs = our_shared_objects()
     if not objs:
         pytest.skip(f"no built libraries under {BUILD}")
@@ -77,3 +79,26 @@ def test_libraries_import_no_std_filesystem():
                                    check=True).stdout
         fs = [line.split()[-1] for line in undefined.splitlines() if "St10filesystem" in line]
         assert fs == [], f"{obj.name} imports std::filesystem: {fs[:5]}"
+
+
+def test_libraries_carry_no_copy_of_the_cxx_runtime():
+    """The C++ runtime is linked shared, and first. The GPU machine's GCC (13.3 in /opt/gcc) holds
+    only libstdc++.a, and -lstdc++ copied the runtime's stream and locale code into libglmimage.so:
+    a second C++ runtime beside the system's libstdc++.so.6 that LibTorch uses, and the module died
+    in its first `ostringstream << size_t` (native backtrace: ostream::_M_insert<unsigned long> ->
+    codecvt inside libglmimage.so). CMakeLists.txt now links the shared runtime by its path; the
+    same toolchain was rebuilt here with -L to a folder holding only libstdc++.a (copy before, none
+    after)."""
+    objs = our_shared_objects()
+    if not objs:
+        pytest.skip(f"no built libraries under {BUILD}")
+    runtime_only = ("_ZNSt6locale7classicEv", "read_utf8_code_point", "_ZNSt8ios_base4InitC1Ev")
+    for obj in objs:
+        symbols = subprocess.run(["nm", str(obj)], capture_output=True, text=True).stdout or \
+            subprocess.run(["nm", "-D", str(obj)], capture_output=True, text=True, check=True).stdout
+        copied = [line.split()[-1] for line in symbols.splitlines()
+                  if len(line.split()) == 3 and line.split()[1] in "TtWw" and any(n in line for n in runtime_only)]
+        assert copied == [], f"{obj.name} carries a copy of the C++ runtime: {copied[:3]}"
+        dynamic = subprocess.run(["readelf", "-d", str(obj)], capture_output=True, text=True, check=True).stdout
+        needed = [line.split("[")[1].rstrip("]") for line in dynamic.splitlines() if "(NEEDED)" in line]
+        assert needed and needed[0] == "libstdc++.so.6", f"{obj.name} needs {needed[:3]} first"
