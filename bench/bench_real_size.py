@@ -362,6 +362,7 @@ def main() -> int:
         "bench": "real_size", "size": args.size, "steps": args.steps, "threads": args.threads, "dtype": "bfloat16",
         "device": args.device, "residency": args.residency, "layers": checkpoint_layers(out),
         "quantize": args.quantize, "ar_decode": args.ar_decode, "cpu_block_cache": not args.no_cpu_block_cache,
+        "ar_decode_ran": None if args.decoder_only else prior.ar_decode,  # the path that produced the tokens
         "cfg": output.timings.get("cfg"),
         "load_s": round(load_s, 2),
         "ar_tokens": None if args.decoder_only else len(stamps["ar"]),

@@ -78,6 +78,9 @@ struct PriorTokens {
     std::vector<std::vector<int64_t>> ids;    // per prompt: the main grid upsampled 2x, (2*grid_h)*(2*grid_w) ids
     // Per prompt, per condition image: its VQ ids upsampled 2x (image-to-image only).
     std::vector<std::vector<std::vector<int64_t>>> condition_ids;
+    // The AR decode path that produced them ("graph", "static", "eager"; see LoadOptions::ar_decode);
+    // empty for tokens the caller made. Read by nothing: it tells what ran.
+    std::string ar_decode;
 };
 
 struct StageTiming {

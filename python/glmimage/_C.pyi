@@ -68,6 +68,8 @@ class PriorTokens:
     grid_w: int
     ids: List[List[int]]
     condition_ids: List[List[List[int]]]
+    @property
+    def ar_decode(self) -> str: ...
     def __init__(self) -> None: ...
 
 _Progress = Optional[Callable[[str, int, int], Any]]

@@ -243,6 +243,12 @@ class PriorTokenOutput:
     def __iter__(self):
         return iter((self.prior_token_ids, self.prior_token_image_ids))
 
+    @property
+    def ar_decode(self) -> str:
+        """The AR decode path that produced them: "graph", "static" or "eager" (``ar_decode`` of
+        ``from_pretrained``; "static (CUDA graph capture failed: ...)" where "auto" fell back)."""
+        return self.native.ar_decode
+
 
 @dataclass
 class PipelineOutput:

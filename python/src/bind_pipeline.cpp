@@ -205,7 +205,8 @@ void register_pipeline(py::module_& m) {
         .def_readwrite("grid_h", &PriorTokens::grid_h)
         .def_readwrite("grid_w", &PriorTokens::grid_w)
         .def_readwrite("ids", &PriorTokens::ids)
-        .def_readwrite("condition_ids", &PriorTokens::condition_ids);
+        .def_readwrite("condition_ids", &PriorTokens::condition_ids)
+        .def_readonly("ar_decode", &PriorTokens::ar_decode);
 
     py::class_<Pipeline>(m, "Pipeline")
         // A constructor (not only the factory) so that Python can subclass the pipeline and the

@@ -9,7 +9,7 @@ mkdir -p "$OUT/obj"
 CXX="${FUZZ_CXX:-clang++}"
 FLAGS=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
        -I"$ROOT/include" -I"$ROOT/src" -I/usr/include/stb -DGLMI_TINY_DIR="\"$ROOT/models/tiny\"")
-SOURCES=(src/core/errors.cpp src/io/safetensors.cpp src/io/weight_index.cpp src/io/json_config.cpp
+SOURCES=(src/core/errors.cpp src/core/paths.cpp src/io/safetensors.cpp src/io/weight_index.cpp src/io/json_config.cpp
          src/models/dit/config.cpp src/models/vae/config.cpp src/models/t5/config.cpp src/models/glm_ar/config.cpp
          src/models/glm_ar/preprocessor_config.cpp src/schedulers/scheduler_config.cpp
          src/tokenizers/byt5_tokenizer.cpp src/tokenizers/glyph_text.cpp src/tokenizers/bpe_tokenizer.cpp

@@ -136,6 +136,26 @@ def test_graph_is_refused_at_load_without_cuda():
         glmimage.Pipeline.from_pretrained(TINY, ar_decode="graph")
 
 
+@pytest.mark.parametrize("residency", ["resident", "staged"])
+def test_graph_is_refused_by_where_the_ar_stage_runs(residency):
+    # Staged, the weights rest on the host between stages; the check asks where the AR stage runs
+    # (the placement). Here that is the CPU for both residencies, so both are refused, naming it;
+    # that a staged CUDA placement is now accepted shows only on a GPU (tools/gpu_bench.sh's staged
+    # run asks for the graph and logs "graph_failed" where it is refused).
+    # (A CPU LibTorch build says it has no CUDA at all, and names the device too.)
+    with pytest.raises(glmimage.UnsupportedError, match=r"ar_decode 'graph': .*\bcpu\b"):
+        glmimage.Pipeline.from_pretrained(TINY, ar_decode="graph", residency=residency)
+
+
+@pytest.mark.parametrize("path", ["eager", "static"])
+def test_prior_tokens_say_which_decode_made_them(path):
+    pipe = glmimage.Pipeline.from_pretrained(TINY, dtype="float32", ar_decode=path)
+    prior = pipe.generate_prior_tokens("x", height=FAST["height"], width=FAST["width"], seed=1, progress=False)
+    assert prior.ar_decode == path
+    out = pipe("x", **FAST)
+    assert out.timings["ar_decode"] == path
+
+
 def test_bad_ar_decode_is_an_input_error():
     with pytest.raises(ValueError, match="ar_decode"):
         glmimage.Pipeline.from_pretrained(TINY, ar_decode="fast")
