@@ -27,7 +27,7 @@ taken, so that a slow moment of a shared machine cannot flatter the share of the
                                      [--quantize none|int8|fp8] [--residency resident|staged]
                                      [--device cpu|cuda] [--layers N] [--reference]
                                      [--decoder-only] [--no-cpu-block-cache] [--cfg-passes auto|joint|apart]
-                                     [--profile FILE]
+                                     [--profile FILE] [--profile-ar FILE]
 
 --decoder-only skips the AR stage (its keys are then null) and denoises from random prior tokens:
 the decoder at a size whose AR stage would take this CPU too long (1024²: about 1,300 tokens).
@@ -253,6 +253,9 @@ def main() -> int:
     ap.add_argument("--profile", metavar="FILE",
                     help="the denoising call under torch.profiler, its ops by self device (GPU) or CPU time "
                          "written to FILE; the stage timings then carry the profiler's cost")
+    ap.add_argument("--profile-ar", metavar="FILE",
+                    help="the same for the AR stage (with --ar-decode static its steps' kernels show one by one; "
+                         "a CUDA graph's replay shows as the graph)")
     ap.add_argument("--side", choices=["reference"], help=argparse.SUPPRESS)
     ap.add_argument("--glyph-rows", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -326,8 +329,11 @@ def main() -> int:
         prior = torch.randint(0, cfg["prior_vq_quantizer_codebook_size"], (1, (args.size // 16) ** 2), generator=gen)
         ar_mapped_gb = ar_pmd_mapped_gb = ar_s_per_token = None
     else:
-        prior = pipe.generate_prior_tokens(PROMPT, height=args.size, width=args.size, seed=1, callback=progress,
-                                           progress=False)
+        def ar_stage():
+            return pipe.generate_prior_tokens(PROMPT, height=args.size, width=args.size, seed=1, callback=progress,
+                                              progress=False)
+
+        prior = profiled(ar_stage, Path(args.profile_ar), cuda) if args.profile_ar else ar_stage()
         ar_mapped_gb, ar_pmd_mapped_gb = file_mapped_gb()
         ar = stamps["ar"]
         ar_s_per_token = (time.perf_counter() - ar[0]) / (len(ar) - 1)

@@ -14,8 +14,9 @@
 # AR decode as a CUDA graph; if the capture fails, the run says so and is made again with the eager
 # decode), the reference (diffusers 0.39 + transformers 5.24) on the same checkpoint and request,
 # then ours resident, decoder only, 4 steps, with the CFG passes apart (cfg_apart: what one joint
-# forward gains; dit_s_per_step to compare), then 3 decoder steps and the VAE under torch.profiler
-# (profile: the ops by device time, in $OUT/dit_profile.txt), then ours resident with the eager AR
+# forward gains; dit_s_per_step to compare), then 3 decoder steps and the VAE, and the AR stage at
+# 256² with the static decode, under torch.profiler (profile: the ops by device time, in
+# $OUT/dit_profile.txt and $OUT/ar_profile.txt), then ours resident with the eager AR
 # decode and 2 steps (ar_eager: what the graph gains). Each stage's seconds go in a "stage_s" row; the build's
 # log in $OUT/build.log. The stages can be split over calls on one warm machine, e.g.
 #   STAGES="build checkpoint tiny" ... then STAGES="resident staged reference ar_eager cfg_apart profile"
@@ -167,6 +168,13 @@ if want profile; then
       echo '{"bench": "real_size", "residency": "resident", "error": "the run failed"}'; } |
     sed 's/"residency": "resident"/"residency": "profiled"/' | tee -a "$LOG"
   head -25 "$RESULTS/dit_profile.txt" >&2 || true
+  # The AR decode's kernels one by one: the static step (what the graph replays) at 256² (80 tokens).
+  { timeout "$STAGE_TIMEOUT" python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size 256 --steps 1 \
+      --threads "$THREADS" --residency resident --quantize "$QUANTIZE" --ar-decode static --image /tmp/glmi_profile_ar.png \
+      --profile-ar "$RESULTS/ar_profile.txt" ||
+      echo '{"bench": "real_size", "residency": "resident", "error": "the run failed"}'; } |
+    sed 's/"residency": "resident"/"residency": "profiled_ar"/' | tee -a "$LOG"
+  head -25 "$RESULTS/ar_profile.txt" >&2 || true
   took profile
 fi
 if want ar_eager; then
