@@ -24,20 +24,24 @@ import sys
 from pathlib import Path
 
 
-def find_nvcc() -> Path | None:
-    """The nvcc binary of CUDA_HOME / CUDA_PATH, /usr/local/cuda, PATH, or NVIDIA's wheels beside torch.
-    A wrapper script (e.g. /usr/local/bin/nvcc that execs the toolkit's) is passed over: the toolkit's
-    root is the folder above the binary's bin/."""
-    candidates = [os.path.join(os.environ[v], "bin", "nvcc") for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
-    candidates += ["/usr/local/cuda/bin/nvcc", shutil.which("nvcc")]
+def nvcc_candidates() -> list[str]:
+    """Where nvcc is looked for, in order: CUDA_HOME / CUDA_PATH, /usr/local/cuda, PATH, NVIDIA's wheels."""
+    found = [os.path.join(os.environ[v], "bin", "nvcc") for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
+    found += ["/usr/local/cuda/bin/nvcc", shutil.which("nvcc") or ""]
     try:
         import nvidia
 
-        candidates += sorted(p for d in nvidia.__path__ for p in glob.glob(os.path.join(d, "*", "bin", "nvcc")))
+        found += sorted(p for d in nvidia.__path__ for p in glob.glob(os.path.join(d, "*", "bin", "nvcc")))
     except ImportError:
         pass
-    for c in candidates:
-        if c and os.access(c, os.X_OK):
+    return [c for c in found if c]
+
+
+def find_nvcc(candidates: list[str] | None = None) -> Path | None:
+    """The first candidate that is an nvcc binary. A wrapper script (e.g. /usr/local/bin/nvcc that
+    execs the toolkit's) is passed over: the toolkit's root is the folder above the binary's bin/."""
+    for c in nvcc_candidates() if candidates is None else candidates:
+        if os.access(c, os.X_OK):
             with open(c, "rb") as f:
                 if f.read(4) == b"\x7fELF":
                     return Path(c).resolve()
