@@ -4,8 +4,8 @@ the GPU machine's Python while the CLI ran). A crash there is a failed test here
 
 And how our libraries hold the C++ runtime. The GPU machine's crash (native backtrace, 2026-12-04:
 ostream::_M_insert<unsigned long> -> codecvt, inside libglmimage.so, under BpeTokenizer loading)
-was a static copy of libstdc++ linked into libglmimage.so by a toolchain that ships only
-libstdc++.a, running beside the system's shared libstdc++.so.6 that LibTorch uses. Also where the
+was a static copy of libstdc++ linked into libglmimage.so by that machine's toolchain (by all
+signs one whose own folder holds libstdc++.a and no libstdc++.so), running beside the system's shared libstdc++.so.6 that LibTorch uses. Also where the
 C++ runtime symbols of our libraries bind: LibTorch's libraries export copies of standard-library
 code (libc10 / libtorch_cpu: std::filesystem, exception_ptr, the ostringstream constructor; torch
 2.11's libtorch.so and CUDA's libcufile.so more), compiled against other headers than ours."""
@@ -82,13 +82,13 @@ def test_libraries_import_no_std_filesystem():
 
 
 def test_libraries_carry_no_copy_of_the_cxx_runtime():
-    """The C++ runtime is linked shared, and first. The GPU machine's GCC (13.3 in /opt/gcc) holds
-    only libstdc++.a, and -lstdc++ copied the runtime's stream and locale code into libglmimage.so:
-    a second C++ runtime beside the system's libstdc++.so.6 that LibTorch uses, and the module died
-    in its first `ostringstream << size_t` (native backtrace: ostream::_M_insert<unsigned long> ->
-    codecvt inside libglmimage.so). CMakeLists.txt now links the shared runtime by its path; the
-    same toolchain was rebuilt here with -L to a folder holding only libstdc++.a (copy before, none
-    after)."""
+    """The C++ runtime is linked shared, and first. With the GPU machine's GCC (13.3 in /opt/gcc;
+    by all signs its folder holds libstdc++.a and no libstdc++.so) -lstdc++ copied the runtime's
+    stream and locale code into libglmimage.so: a second C++ runtime beside the system's
+    libstdc++.so.6 that LibTorch uses, and the module died in its first `ostringstream << size_t`
+    (native backtrace: ostream::_M_insert<unsigned long> -> codecvt inside libglmimage.so).
+    CMakeLists.txt now links the shared runtime by its path; the local toolchain was rebuilt here
+    with -L to a folder holding only libstdc++.a (copy before, none after)."""
     objs = our_shared_objects()
     if not objs:
         pytest.skip(f"no built libraries under {BUILD}")
