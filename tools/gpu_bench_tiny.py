@@ -12,6 +12,7 @@ only says so); --device cpu rehearses the comparison there (the CPU against itse
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -56,7 +57,10 @@ def graph_against_eager(gpu, out: dict) -> bool:
 
 
 def main() -> int:
-    device = sys.argv[sys.argv.index("--device") + 1] if "--device" in sys.argv else "cuda"
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                    help="the side compared with the CPU (cpu: a rehearsal without a GPU)")
+    device = ap.parse_args().device
     if device == "cuda" and not torch.cuda.is_available():
         print(json.dumps({"bench": "tiny_cuda_vs_cpu", "skipped": "no CUDA device"}))
         return 0

@@ -7,8 +7,8 @@
 // std::filesystem functions, built with their toolchain, while the inline parts of
 // std::filesystem::path come from this compiler's headers. On the GPU machine's Python (torch
 // 2.11+cu130, this library built with GCC 13.3) LD_DEBUG showed this library's std::filesystem
-// calls bound to libtorch_cpu.so's copies. Path work needs none of it; nothing here binds to a
-// symbol LibTorch also exports (tests/python/test_import_order.py checks the libraries).
+// calls bound to libtorch_cpu.so's copies. Path work needs none of it, and no library of ours
+// imports a std::filesystem symbol any more (tests/python/test_import_order.py checks).
 #pragma once
 
 #include <string>

@@ -55,8 +55,7 @@ Image tensor_to_image(const at::Tensor& t) {
     return img;
 }
 
-PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const CallContext& call,
-                         std::string* decode_path) {
+PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const CallContext& call) {
     c10::InferenceMode guard;
     const int64_t batch = static_cast<int64_t>(req.prompts.size());
     const bool i2i = !req.images.empty();
@@ -109,7 +108,7 @@ PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const
     opt.decode = parse_ar_decode(m.options.ar_decode);
     if (call.progress) opt.on_token = [&](int64_t done, int64_t total) { call.progress({"ar", done, total}); };
     ArResult res = m.ar_generator->generate(ar_req, opt);
-    if (decode_path) *decode_path = res.decode;
+    out.ar_decode = res.decode;
     GLMI_CHECK(res.prior_ids.defined(), "AR stage produced no prior ids");
     out.grid_h = res.grid_h;
     out.grid_w = res.grid_w;

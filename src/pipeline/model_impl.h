@@ -75,10 +75,9 @@ struct CallContext {
 };
 
 // The two stages of a generation (generate.cpp). `req` has passed Model::validate.
-// `decode_path`, if given, receives the AR decode path that ran (ArResult::decode); `cfg`, how
-// the CFG passes ran (cfg_passes).
-PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const CallContext& call,
-                         std::string* decode_path = nullptr);
+// The prior tokens carry the AR decode path that ran (PriorTokens::ar_decode); `cfg`, if given,
+// receives how the CFG passes ran (cfg_passes).
+PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const CallContext& call);
 std::vector<Image> run_decoder_stage(const Model::Impl& m, const GenerateRequest& req, const PriorTokens& prior,
                                      const CallContext& call, std::string* cfg = nullptr);
 

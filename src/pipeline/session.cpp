@@ -61,10 +61,8 @@ GenerateResult Session::generate(const GenerateRequest& request, const ProgressC
     const auto ctx = call.context(progress);
     GenerateResult r;
     auto t0 = std::chrono::steady_clock::now();
-    std::string decode_path;
-    r.prior_tokens = run_ar_stage(model_->impl(), request, ctx, &decode_path);
-    r.prior_tokens.ar_decode = decode_path;
-    r.timings.push_back({"ar", seconds_since(t0), decode_path});
+    r.prior_tokens = run_ar_stage(model_->impl(), request, ctx);
+    r.timings.push_back({"ar", seconds_since(t0), r.prior_tokens.ar_decode});
     auto t1 = std::chrono::steady_clock::now();
     std::string cfg;
     r.images = run_decoder_stage(model_->impl(), request, r.prior_tokens, ctx, &cfg);
@@ -75,10 +73,7 @@ GenerateResult Session::generate(const GenerateRequest& request, const ProgressC
 PriorTokens Session::generate_prior_tokens(const GenerateRequest& request, const ProgressCallback& progress) {
     model_->validate(request);
     Call call(*this);
-    std::string decode_path;
-    PriorTokens prior = run_ar_stage(model_->impl(), request, call.context(progress), &decode_path);
-    prior.ar_decode = decode_path;
-    return prior;
+    return run_ar_stage(model_->impl(), request, call.context(progress));
 }
 
 GenerateResult Session::decode_prior_tokens(const GenerateRequest& request, const PriorTokens& prior,
