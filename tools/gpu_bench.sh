@@ -130,17 +130,24 @@ glmimage.Pipeline.from_pretrained('models/tiny')"; then
 fi
 checkpoint_ready
 
-ours() {  # ours() RESIDENCY AR_DECODE STEPS
-  timeout "$STAGE_TIMEOUT" python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps "$3" --threads "$THREADS" \
-    --residency "$1" --ar-decode "$2" --quantize "$QUANTIZE" --image "/tmp/glmi_$1.png"
+# One run of ours (bench_real_size with the common arguments, then the given ones); its row goes in
+# the log tagged TAG (its "residency" key, which names it in the summary). failed TAG logs the row
+# of a run that did not finish.
+real_size() {  # real_size TAG ARGS...
+  local tag="$1"
+  shift
+  timeout "$STAGE_TIMEOUT" python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --threads "$THREADS" \
+    --quantize "$QUANTIZE" "$@" | sed "s/\"residency\": \"[a-z]*\"/\"residency\": \"$tag\"/" | tee -a "$LOG"
 }
+failed() { echo "{\"bench\": \"real_size\", \"residency\": \"$1\", \"error\": \"the run failed\"}" | tee -a "$LOG"; }
+
 for residency in resident staged; do
   want "$residency" || continue
   begin "ours $residency"
-  ours "$residency" graph "$STEPS" | tee -a "$LOG" ||
-    { echo "{\"bench\": \"graph_failed\", \"residency\": \"$residency\"}" | tee -a "$LOG";
-      ours "$residency" eager "$STEPS" | tee -a "$LOG" ||
-        echo "{\"bench\": \"real_size\", \"residency\": \"$residency\", \"error\": \"the run failed\"}" | tee -a "$LOG"; }
+  ours=(--size "$SIZE" --steps "$STEPS" --residency "$residency" --image "/tmp/glmi_$residency.png")
+  real_size "$residency" "${ours[@]}" --ar-decode graph ||
+    { echo "{\"bench\": \"graph_failed\", \"residency\": \"$residency\"}" | tee -a "$LOG"
+      real_size "$residency" "${ours[@]}" --ar-decode eager || failed "$residency"; }
   took "$residency"
 done
 
@@ -153,34 +160,27 @@ fi
 
 if want cfg_apart; then
   begin "ours resident, decoder only, CFG passes apart"
-  { timeout "$STAGE_TIMEOUT" python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps 4 --threads "$THREADS" \
-      --residency resident --quantize "$QUANTIZE" --decoder-only --cfg-passes apart --image /tmp/glmi_cfg_apart.png ||
-      echo '{"bench": "real_size", "residency": "resident", "error": "the run failed"}'; } |
-    sed 's/"residency": "resident"/"residency": "cfg_apart"/' | tee -a "$LOG"
+  real_size cfg_apart --size "$SIZE" --steps 4 --residency resident --decoder-only --cfg-passes apart \
+    --image /tmp/glmi_cfg_apart.png || failed cfg_apart
   took cfg_apart
 fi
 
 if want profile; then
-  begin "ours resident, decoder only, 3 steps under torch.profiler"
-  { timeout "$STAGE_TIMEOUT" python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps 3 \
-      --threads "$THREADS" --residency resident --quantize "$QUANTIZE" --decoder-only --image /tmp/glmi_profile.png \
-      --profile "$RESULTS/dit_profile.txt" ||
-      echo '{"bench": "real_size", "residency": "resident", "error": "the run failed"}'; } |
-    sed 's/"residency": "resident"/"residency": "profiled"/' | tee -a "$LOG"
+  begin "ours resident, decoder only, 3 steps under torch.profiler; then the AR stage"
+  real_size profiled --size "$SIZE" --steps 3 --residency resident --decoder-only --image /tmp/glmi_profile.png \
+    --profile "$RESULTS/dit_profile.txt" || failed profiled
   head -25 "$RESULTS/dit_profile.txt" >&2 || true
-  # The AR decode's kernels one by one: the static step (what the graph replays) at 256² (80 tokens).
-  { timeout "$STAGE_TIMEOUT" python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size 256 --steps 1 \
-      --threads "$THREADS" --residency resident --quantize "$QUANTIZE" --ar-decode static --image /tmp/glmi_profile_ar.png \
-      --profile-ar "$RESULTS/ar_profile.txt" ||
-      echo '{"bench": "real_size", "residency": "resident", "error": "the run failed"}'; } |
-    sed 's/"residency": "resident"/"residency": "profiled_ar"/' | tee -a "$LOG"
+  # The AR decode's kernels one by one: the static step (what the graph replays), at 256².
+  real_size profiled_ar --size 256 --steps 1 --residency resident --ar-decode static --image /tmp/glmi_profile_ar.png \
+    --profile-ar "$RESULTS/ar_profile.txt" || failed profiled_ar
   head -25 "$RESULTS/ar_profile.txt" >&2 || true
   took profile
 fi
+
 if want ar_eager; then
   begin "ours resident, eager AR decode"
-  { ours resident eager 2 || echo '{"bench": "real_size", "residency": "resident", "error": "the run failed"}'; } |
-    sed 's/"residency": "resident"/"residency": "ar_eager"/' | tee -a "$LOG"
+  real_size ar_eager --size "$SIZE" --steps 2 --residency resident --ar-decode eager --image /tmp/glmi_ar_eager.png ||
+    failed ar_eager
   took ar_eager
 fi
 
