@@ -15,9 +15,12 @@ the memory roofline of the same work measured in the same run:
 --decode static runs ours through the fixed-shape decode step (the one a CUDA graph replays on a
 GPU; here run eagerly, attending over the whole KV cache under a mask) instead of the eager one.
 --profile prints where our decode's time goes (LibTorch's profiler, ops by self CPU time) to stderr.
+--unfused-too also times ours with the fused decoder kernels off (kernels/decoder_fused.h: the
+LibTorch op sequences instead), interleaved with the other runs: ours_unfused_decode_tok_s and
+fused_speedup, and whether the two paths' tokens are equal (they must be).
 
     python3 bench/bench_ar_decode.py [--threads 1] [--dtype float32|bfloat16] [--quantize none|int8|fp8] [--decode eager|static]
-                                     [--profile]
+                                     [--profile] [--unfused-too]
 """
 
 from __future__ import annotations
@@ -100,6 +103,8 @@ def main() -> None:
     ap.add_argument("--quantize", choices=["none", "int8", "fp8"], default="none")
     ap.add_argument("--decode", choices=["eager", "static"], default="eager")
     ap.add_argument("--profile", action="store_true", help="print our decode's op profile to stderr")
+    ap.add_argument("--unfused-too", action="store_true",
+                    help="also time ours with the fused decoder kernels off (the op sequences)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -133,7 +138,15 @@ def main() -> None:
             return _testing.ar_generate(pipe, ids, grids, max_new_tokens=n, keep_in_codebook=False,
                                         decode=args.decode)
 
+        def unfused(n):
+            _testing.set_decoder_fused(False)
+            try:
+                return ours(n)
+            finally:
+                _testing.set_decoder_fused(True)
+
         ours_tokens = ours(n_new)["generated"]  # also the warm-up
+        unfused_tokens = unfused(n_new)["generated"] if args.unfused_too else None
         if args.profile:
             print_profile(lambda: ours(n_new), f"ours, {n_new} tokens")
         rss_ours = rss_mb()  # before the reference is loaded
@@ -149,12 +162,15 @@ def main() -> None:
 
         ref_tokens = theirs(n_new)[:, ids.shape[1]:]
         # Interleaved repeats, best of each: the machine is shared, so load changes hit both sides.
-        t = {k: float("inf") for k in ("ours_n", "ours_1", "ref_n", "ref_1")}
+        t = {k: float("inf") for k in ("ours_n", "ours_1", "ref_n", "ref_1", "unfused_n", "unfused_1")}
         for _ in range(args.repeats):
             t["ours_n"] = min(t["ours_n"], best_time(lambda: ours(n_new), 1))
             t["ref_n"] = min(t["ref_n"], best_time(lambda: theirs(n_new), 1))
             t["ours_1"] = min(t["ours_1"], best_time(lambda: ours(1), 1))
             t["ref_1"] = min(t["ref_1"], best_time(lambda: theirs(1), 1))
+            if args.unfused_too:
+                t["unfused_n"] = min(t["unfused_n"], best_time(lambda: unfused(n_new), 1))
+                t["unfused_1"] = min(t["unfused_1"], best_time(lambda: unfused(1), 1))
         t_ours_n, t_ours_1, t_ref_n, t_ref_1 = t["ours_n"], t["ours_1"], t["ref_n"], t["ref_1"]
         # Measured again after the timed runs, the higher taken: a slow moment of a shared machine
         # must not make our rate look closer to the roofline.
@@ -162,6 +178,12 @@ def main() -> None:
 
     ours_tps = (n_new - 1) / (t_ours_n - t_ours_1)
     ref_tps = (n_new - 1) / (t_ref_n - t_ref_1)
+    extra = {}
+    if args.unfused_too:
+        unfused_tps = (n_new - 1) / (t["unfused_n"] - t["unfused_1"])
+        extra = {"ours_unfused_decode_tok_s": round(unfused_tps, 1), "fused_speedup": round(ours_tps / unfused_tps, 3),
+                 "ours_unfused_prefill_s": round(t["unfused_1"], 4),
+                 "fused_tokens_equal_unfused": bool(torch.equal(ours_tokens, unfused_tokens))}
     print(json.dumps({
         "bench": "ar_decode", "preset": "small", "dtype": args.dtype, "quantize": args.quantize, "decode": args.decode,
         "threads": args.threads,
@@ -178,6 +200,7 @@ def main() -> None:
         # and at the end (the transformers model loaded and run too).
         "peak_rss_mb_before_load": round(rss0, 1), "peak_rss_mb_ours": round(rss_ours, 1),
         "peak_rss_mb_end": round(rss_mb(), 1),
+        **extra,
     }))
 
 

@@ -10,19 +10,23 @@
 # Stages (each skipped when its output is already there, so a second call on a warm machine goes on
 # where the first stopped): build (against that machine's torch; the real-size random checkpoint is
 # written meanwhile, in the background), the tiny CUDA-vs-CPU check (fp32, the same prior tokens:
-# images within 1 level), ours at SIZE x SIZE and STEPS steps in resident and staged residency (the
+# images within 1 level), the fused decoder kernels against the op sequences they replace on the
+# GPU (fused: tests/python/test_decoder_fused.py, bit for bit, each kernel and the whole decoder),
+# ours at SIZE x SIZE and STEPS steps in resident and staged residency (the
 # AR decode as a CUDA graph; if the capture fails, the run says so and is made again with the eager
 # decode), the reference (diffusers 0.39 + transformers 5.24) on the same checkpoint and request,
-# then ours resident, decoder only, 4 steps, with the CFG passes apart (cfg_apart: what one joint
+# then ours resident with the fused decoder kernels off (ar_unfused: what they gain in the AR
+# decode; 2 steps), then ours resident, decoder only, 4 steps, with the CFG passes apart (cfg_apart: what one joint
 # forward gains; dit_s_per_step to compare), then 3 decoder steps and the VAE, and the AR stage at
 # 256² with the static decode, under torch.profiler (profile: the ops by device time, in
 # $OUT/dit_profile.txt and $OUT/ar_profile.txt), then ours resident with the eager AR
 # decode and 2 steps (ar_eager: what the graph gains). Each stage's seconds go in a "stage_s" row; the build's
 # log in $OUT/build.log. The stages can be split over calls on one warm machine, e.g.
-#   STAGES="build checkpoint tiny" ... then STAGES="resident staged reference ar_eager cfg_apart profile"
+#   STAGES="build checkpoint tiny fused" ... then STAGES="resident staged reference ar_unfused cfg_apart profile ar_eager"
 # Environment: SIZE (1024), STEPS (50), LAYERS (real), CKPT (/tmp/glmi_real), QUANTIZE (none),
-#              SKIP_REFERENCE=1, STAGES ("build checkpoint tiny resident staged reference ar_eager
-#              cfg_apart profile"), DEVICE (cuda), THREADS (8), STAGE_TIMEOUT (300 s per run).
+#              SKIP_REFERENCE=1, STAGES ("build checkpoint tiny fused resident staged reference
+#              ar_unfused cfg_apart profile ar_eager"), DEVICE (cuda), THREADS (8), STAGE_TIMEOUT
+#              (300 s per run).
 # A rehearsal of the whole flow on a CPU machine (the graph decode then fails and the eager one
 # runs, as the fallback would on a GPU; the tiny check says there is no GPU):
 #   DEVICE=cpu THREADS=2 LAYERS=1 SIZE=256 STEPS=2 bash tools/gpu_bench.sh
@@ -35,7 +39,7 @@ CKPT="${CKPT:-/tmp/glmi_real}"
 QUANTIZE="${QUANTIZE:-none}"
 DEVICE="${DEVICE:-cuda}"
 THREADS="${THREADS:-8}"
-STAGES="${STAGES:-build checkpoint tiny resident staged reference ar_eager cfg_apart profile}"
+STAGES="${STAGES:-build checkpoint tiny fused resident staged reference ar_unfused cfg_apart profile ar_eager}"
 STAGE_TIMEOUT="${STAGE_TIMEOUT:-300}"
 RESULTS="${OUT:-/tmp}"
 mkdir -p "$RESULTS"
@@ -128,6 +132,21 @@ glmimage.Pipeline.from_pretrained('models/tiny')"; then
     echo '{"bench": "tiny_cuda_vs_cpu", "error": "the check failed or did not finish"}' | tee -a "$LOG"
   took tiny
 fi
+if want fused; then
+  begin "fused decoder kernels against the op sequences"
+  # Each comparison prints a JSON row (max abs diff, tolerance 0); they go in the log as they are.
+  timeout "$STAGE_TIMEOUT" python3 -m pytest -q -s -p no:cacheprovider tests/python/test_decoder_fused.py \
+    >"$RESULTS/fused_check.txt" 2>&1 && fused_ok=true || fused_ok=false
+  grep -E '^\{"name": "(fused|decoder_fused)' "$RESULTS/fused_check.txt" |
+    python3 -c 'import json, sys
+rows = [json.loads(l) for l in sys.stdin]
+bad = [r["name"] for r in rows if not r["ok"]]
+print(json.dumps({"bench": "fused_check", "comparisons": len(rows), "failed": bad,
+                  "max_abs_diff": max([r["max_abs_diff"] for r in rows] or [None])}))' | tee -a "$LOG"
+  echo "{\"bench\": \"fused_check\", \"pytest_passed\": $fused_ok}" | tee -a "$LOG"
+  tail -5 "$RESULTS/fused_check.txt" >&2
+  took fused
+fi
 checkpoint_ready
 
 # One run of ours (bench_real_size with the common arguments, then the given ones); its row goes in
@@ -156,6 +175,13 @@ if want reference && [ -z "${SKIP_REFERENCE:-}" ]; then
   timeout "$STAGE_TIMEOUT" python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps "$STEPS" --threads "$THREADS" \
     --side reference | tee -a "$LOG" || echo '{"bench": "reference", "error": "the reference did not run"}' | tee -a "$LOG"
   took reference
+fi
+
+if want ar_unfused; then
+  begin "ours resident, the fused decoder kernels off"
+  real_size ar_unfused --size "$SIZE" --steps 2 --residency resident --ar-decode graph --unfused-decoder \
+    --image /tmp/glmi_ar_unfused.png || failed ar_unfused
+  took ar_unfused
 fi
 
 if want cfg_apart; then
@@ -201,6 +227,9 @@ if ours and ref:
 ours_step, ref_step = summary.get("resident.dit_s_per_step"), summary.get("ref_dit_s_per_step")
 if ours_step and ref_step:
     summary["speedup_dit_step"] = round(ref_step / ours_step, 2)
+fused, unfused = summary.get("resident.ar_s_per_token"), summary.get("ar_unfused.ar_s_per_token")
+if fused and unfused:
+    summary["fused_speedup_ar_token"] = round(unfused / fused, 3)
 joint, apart = summary.get("resident.dit_s_per_step"), summary.get("cfg_apart.dit_s_per_step")
 if joint and apart and summary.get("resident.cfg") == "joint":  # joint by default on a GPU, apart on a CPU
     summary["cfg_joint_speedup_dit_step"] = round(apart / joint, 2)

@@ -13,6 +13,7 @@ void register_testing_tokenizer(pybind11::module_& m);
 void register_testing_ar(pybind11::module_& m);
 void register_testing_vision(pybind11::module_& m);
 void register_testing_decoder(pybind11::module_& m);
+void register_testing_kernels(pybind11::module_& m);
 }  // namespace glmimage::python
 
 PYBIND11_MODULE(glmimage_testing, m) {
@@ -26,4 +27,5 @@ PYBIND11_MODULE(glmimage_testing, m) {
     glmimage::python::register_testing_ar(m);
     glmimage::python::register_testing_vision(m);
     glmimage::python::register_testing_decoder(m);
+    glmimage::python::register_testing_kernels(m);
 }

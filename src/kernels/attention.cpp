@@ -2,6 +2,7 @@
 
 #include <ATen/SDPBackend.h>
 
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -50,12 +51,29 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     return c.out_shape.empty() ? out : out.reshape(c.out_shape);
 }
 
+namespace {
+
+at::SDPBackend sdpa_choice(const SdpaCall& c, const AttentionOptions& o) {
+    return static_cast<at::SDPBackend>(
+        at::_fused_sdp_choice(c.q, c.k, c.v, c.mask, /*dropout_p=*/0.0, c.causal, o.scale, c.gqa));
+}
+
+}  // namespace
+
+at::Tensor sdpa_additive_mask(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                              const AttentionOptions& o) {
+    if (!mask.defined() || mask.scalar_type() != at::kBool) return mask;
+    const SdpaCall c = prepare(q, k, v, mask, o);
+    const auto zero = at::TensorOptions().dtype(q.scalar_type());
+    if (sdpa_choice(c, o) == at::SDPBackend::cudnn_attention)
+        return at::where(mask.logical_not(), -65504.0, at::scalar_tensor(0.0, zero));
+    return at::where(mask.logical_not(), -std::numeric_limits<double>::infinity(),
+                     at::scalar_tensor(0.0, zero.device(mask.device())));
+}
+
 std::string attention_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                               const AttentionOptions& o) {
-    const SdpaCall c = prepare(q, k, v, mask, o);
-    const auto choice = static_cast<at::SDPBackend>(
-        at::_fused_sdp_choice(c.q, c.k, c.v, c.mask, /*dropout_p=*/0.0, c.causal, o.scale, c.gqa));
-    switch (choice) {
+    switch (sdpa_choice(prepare(q, k, v, mask, o), o)) {
         case at::SDPBackend::math: return "math";
         case at::SDPBackend::flash_attention: return "flash_attention";
         case at::SDPBackend::efficient_attention: return "efficient_attention";

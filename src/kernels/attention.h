@@ -28,6 +28,13 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 std::string attention_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                               const at::Tensor& mask = {}, const AttentionOptions& options = {});
 
+// The additive mask SDPA itself makes of a bool `mask` for these inputs, at every call (on a GPU a
+// kernel or two a call): 0 where true, and where false -inf, or -65504 where SDPA picks cuDNN (its
+// own workaround). A step that attends with one mask in every layer converts it once with this and
+// passes the result: SDPA then computes the same bits. Any other mask is returned as it is.
+at::Tensor sdpa_additive_mask(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                              const AttentionOptions& options = {});
+
 // Block-diagonal attention over segments of the sequence axis: tokens attend only within
 // their own segment (the vision encoder's images). q, k, v [1, H, N, D]; lengths sum to N.
 at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

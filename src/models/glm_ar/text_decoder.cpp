@@ -7,6 +7,7 @@
 #include "core/check.h"
 #include "glmimage/errors.h"
 #include "kernels/attention.h"
+#include "kernels/decoder_fused.h"
 
 namespace glmimage {
 
@@ -65,13 +66,26 @@ at::Tensor rotate(const at::Tensor& x_rot, const at::Tensor& cos, const at::Tens
 
 }  // namespace
 
-at::Tensor GlmTextDecoder::layer_forward(const GlmDecoderLayer& layer, size_t index, const at::Tensor& x,
-                                         const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
-                                         const at::Tensor& slot, KVCache& cache) const {
+GlmTextDecoder::Hidden GlmTextDecoder::start(const at::Tensor& x) const {
+    if (!kernels::decoder_fused_available(x.device(), x.scalar_type()) || !x.is_contiguous()) return {x, {}};
+    return {x, kernels::squares(x)};
+}
+
+at::Tensor GlmTextDecoder::final_norm(const Hidden& h) const {
+    const auto& norm = *model_.language_model->norm;
+    return h.squares.defined() ? kernels::rms_norm(h.x, h.squares, norm.weight, norm.eps) : norm.forward(h.x);
+}
+
+GlmTextDecoder::Hidden GlmTextDecoder::layer_forward(const GlmDecoderLayer& layer, size_t index, const Hidden& in,
+                                                     const at::Tensor& cos, const at::Tensor& sin, at::Tensor& mask,
+                                                     const at::Tensor& slot, KVCache& cache) const {
+    const at::Tensor& x = in.x;
+    const bool fused = in.squares.defined();
     const int64_t B = x.size(0), S = x.size(1), c0 = cache.length, T = c0 + S;
     const int64_t rd = rotary_dim_, D = head_dim_;
 
-    auto h = layer.input_layernorm->forward(x);
+    const auto& in_norm = *layer.input_layernorm;
+    auto h = fused ? kernels::rms_norm(x, in.squares, in_norm.weight, in_norm.eps) : in_norm.forward(x);
     at::Tensor q, k, v;
     if (layer.qkv) {
         auto parts = layer.qkv->forward(h);
@@ -79,43 +93,61 @@ at::Tensor GlmTextDecoder::layer_forward(const GlmDecoderLayer& layer, size_t in
     } else {
         q = layer.q_proj->forward(h), k = layer.k_proj->forward(h), v = layer.v_proj->forward(h);
     }
-    q = q.view({B, S, heads_, D}).transpose(1, 2);
-    k = k.view({B, S, kv_heads_, D}).transpose(1, 2);
-    v = v.view({B, S, kv_heads_, D}).transpose(1, 2);
 
-    // Rotary on the first rd channels; K goes into its cache slot.
-    q = at::cat({rotate(q.narrow(-1, 0, rd), cos, sin), q.narrow(-1, rd, D - rd)}, -1);
-    at::Tensor keys, values;
-    if (slot.defined()) {
-        // The slot is a device tensor: index_copy_ writes there without the host reading it.
-        auto k_rot = rotate(k.narrow(-1, 0, rd), cos, sin);
-        if (rd < D) k_rot = at::cat({k_rot, k.narrow(-1, rd, D - rd)}, -1);
-        cache.k[index].index_copy_(2, slot, k_rot);
-        cache.v[index].index_copy_(2, slot, v);
-        keys = cache.k[index];
-        values = cache.v[index];
+    // Rotary on the first rd channels; K and V go into their cache slots.
+    at::Tensor keys = cache.k[index], values = cache.v[index];
+    if (fused) {
+        q = kernels::rotary_qkv_to_cache(q, k, v, cos, sin, D, slot, c0, cache.k[index], cache.v[index]);
     } else {
-        auto k_slot = cache.k[index].narrow(2, c0, S);
-        k_slot.narrow(-1, 0, rd).copy_(rotate(k.narrow(-1, 0, rd), cos, sin));
-        if (rd < D) k_slot.narrow(-1, rd, D - rd).copy_(k.narrow(-1, rd, D - rd));
-        cache.v[index].narrow(2, c0, S).copy_(v);
-        keys = cache.k[index].narrow(2, 0, T);
-        values = cache.v[index].narrow(2, 0, T);
+        const auto cs = cos.unsqueeze(1), sn = sin.unsqueeze(1);  // broadcast over heads
+        q = q.view({B, S, heads_, D}).transpose(1, 2);
+        k = k.view({B, S, kv_heads_, D}).transpose(1, 2);
+        v = v.view({B, S, kv_heads_, D}).transpose(1, 2);
+        q = at::cat({rotate(q.narrow(-1, 0, rd), cs, sn), q.narrow(-1, rd, D - rd)}, -1);
+        if (slot.defined()) {
+            // The slot is a device tensor: index_copy_ writes there without the host reading it.
+            auto k_rot = rotate(k.narrow(-1, 0, rd), cs, sn);
+            if (rd < D) k_rot = at::cat({k_rot, k.narrow(-1, rd, D - rd)}, -1);
+            cache.k[index].index_copy_(2, slot, k_rot);
+            cache.v[index].index_copy_(2, slot, v);
+        } else {
+            auto k_slot = cache.k[index].narrow(2, c0, S);
+            k_slot.narrow(-1, 0, rd).copy_(rotate(k.narrow(-1, 0, rd), cs, sn));
+            if (rd < D) k_slot.narrow(-1, rd, D - rd).copy_(k.narrow(-1, rd, D - rd));
+            cache.v[index].narrow(2, c0, S).copy_(v);
+        }
+    }
+    if (!slot.defined()) {  // the written prefix; the static step reads the whole capacity under its mask
+        keys = keys.narrow(2, 0, T);
+        values = values.narrow(2, 0, T);
     }
     const double scale = 1.0 / std::sqrt(static_cast<double>(D));
 
     kernels::AttentionOptions ao;
     ao.scale = scale;
     ao.causal = S > 1 && !mask.defined();  // a prefill from an empty cache
-    const at::Tensor step_mask = S == 1 && mask.defined() ? mask.view({B, 1, 1, keys.size(2)}) : mask;
-    auto attn = kernels::attention(q, keys, values, step_mask, ao).transpose(1, 2).reshape({B, S, heads_ * D});
-    h = layer.post_self_attn_layernorm->forward(layer.o_proj->forward(attn));
-    auto x1 = x + h;
+    if (S == 1 && mask.defined()) mask = mask.view({B, 1, 1, keys.size(2)});
+    mask = kernels::sdpa_additive_mask(q, keys, values, mask, ao);
+    auto attn = kernels::attention(q, keys, values, mask, ao).transpose(1, 2).reshape({B, S, heads_ * D});
+    auto o = layer.o_proj->forward(attn);
 
+    if (fused) {
+        // Each post-norm, its residual sum and the next norm's squares in one pass.
+        const auto& attn_norm = *layer.post_self_attn_layernorm;
+        const auto& mlp_in_norm = *layer.post_attention_layernorm;
+        const auto& mlp_norm = *layer.post_mlp_layernorm;
+        auto x1 = kernels::residual_rms_norm(x, o, attn_norm.weight, attn_norm.eps);
+        auto gu = layer.gate_up_proj->forward(kernels::rms_norm(x1.out, x1.out_squares, mlp_in_norm.weight,
+                                                                mlp_in_norm.eps));
+        auto x2 = kernels::residual_rms_norm(x1.out, layer.down_proj->forward(kernels::silu_mul(gu)), mlp_norm.weight,
+                                             mlp_norm.eps);
+        return {x2.out, x2.out_squares};
+    }
+    auto x1 = x + layer.post_self_attn_layernorm->forward(o);
     auto gu = layer.gate_up_proj->forward(layer.post_attention_layernorm->forward(x1));
     auto act = gu.narrow(-1, intermediate_, intermediate_) * at::silu(gu.narrow(-1, 0, intermediate_));
     h = layer.post_mlp_layernorm->forward(layer.down_proj->forward(act));
-    return x1 + h;
+    return {x1 + h, {}};
 }
 
 at::Tensor GlmTextDecoder::forward(const at::Tensor& input_ids, const at::Tensor& cos, const at::Tensor& sin,
@@ -148,15 +180,14 @@ at::Tensor GlmTextDecoder::forward(const at::Tensor& input_ids, const at::Tensor
         mask = at::arange(0, T, opts).view({1, T}).le(at::arange(c0, T, opts).view({S, 1}));
     }
 
-    auto cs = cos.unsqueeze(1), sn = sin.unsqueeze(1);  // broadcast over heads
-    auto x = model_.language_model->embed_tokens->forward(input_ids);
+    auto h = start(model_.language_model->embed_tokens->forward(input_ids));
     const auto& layers = model_.language_model->layers;
     for (size_t i = 0; i < layers.size(); ++i) {
-        x = layer_forward(*layers[i], i, x, cs, sn, mask, {}, cache);
-        if (layer_outputs) layer_outputs->push_back(x);
+        h = layer_forward(*layers[i], i, h, cos, sin, mask, {}, cache);
+        if (layer_outputs) layer_outputs->push_back(h.x);
     }
     cache.length = T;
-    return model_.language_model->norm->forward(x);
+    return final_norm(h);
 }
 
 at::Tensor GlmTextDecoder::forward_at_slot(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
@@ -167,11 +198,11 @@ at::Tensor GlmTextDecoder::forward_at_slot(const at::Tensor& x, const at::Tensor
     GLMI_CHECK(slot.numel() == 1 && slot.scalar_type() == at::kLong, "ar: the slot must be one long index");
     GLMI_CHECK(key_mask.dim() == 4 && key_mask.size(0) == B && key_mask.size(3) == cache.capacity,
                "ar: key_mask must be [batch, 1, 1, capacity], got ", key_mask.sizes());
-    auto cs = cos.unsqueeze(1), sn = sin.unsqueeze(1);
-    at::Tensor h = x;
+    auto h = start(x);
     const auto& layers = model_.language_model->layers;
-    for (size_t i = 0; i < layers.size(); ++i) h = layer_forward(*layers[i], i, h, cs, sn, key_mask, slot, cache);
-    return model_.language_model->norm->forward(h);
+    at::Tensor mask = key_mask;
+    for (size_t i = 0; i < layers.size(); ++i) h = layer_forward(*layers[i], i, h, cos, sin, mask, slot, cache);
+    return final_norm(h);
 }
 
 }  // namespace glmimage

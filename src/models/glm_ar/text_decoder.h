@@ -60,11 +60,20 @@ class GlmTextDecoder {
     const GlmTextConfig& config() const { return model_.config.text; }
 
   private:
+    // A layer's input or output: the hidden states and, where the fused kernels run
+    // (kernels/decoder_fused.h), their float32 squares for the next RMSNorm (else undefined).
+    struct Hidden {
+        at::Tensor x, squares;
+    };
+    Hidden start(const at::Tensor& x) const;
+    at::Tensor final_norm(const Hidden& h) const;
+
     // slot undefined: the S tokens go to cache slots [cache.length, +S) and attend to the
-    // written prefix; slot defined (S = 1): see forward_at_slot.
-    at::Tensor layer_forward(const GlmDecoderLayer& layer, size_t index, const at::Tensor& x, const at::Tensor& cos,
-                             const at::Tensor& sin, const at::Tensor& mask, const at::Tensor& slot,
-                             KVCache& cache) const;
+    // written prefix; slot defined (S = 1): see forward_at_slot. cos/sin [B, S, rotary_dim].
+    // A bool mask is replaced by the additive one SDPA makes of it (kernels::sdpa_additive_mask),
+    // so that the layers after the first do not convert it again.
+    Hidden layer_forward(const GlmDecoderLayer& layer, size_t index, const Hidden& in, const at::Tensor& cos,
+                         const at::Tensor& sin, at::Tensor& mask, const at::Tensor& slot, KVCache& cache) const;
 
     const GlmArModel& model_;
     int64_t heads_, kv_heads_, head_dim_, rotary_dim_, intermediate_;

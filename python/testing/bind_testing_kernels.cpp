@@ -1,0 +1,54 @@
+// glmimage_testing entry points of the AR decoder's fused kernels (kernels/decoder_fused.h), each
+// on tensors of any device the build supports, and the process-wide switch between them and the
+// LibTorch op sequences they replace. tests/python/test_decoder_fused.py compares the two.
+#include <c10/core/InferenceMode.h>
+#include <pybind11/pybind11.h>
+#include <torch/extension.h>
+
+#include <optional>
+
+#include "kernels/decoder_fused.h"
+
+namespace glmimage::python {
+
+void register_testing_kernels(pybind11::module_& m) {
+    namespace py = pybind11;
+    m.def("set_decoder_fused", &kernels::set_decoder_fused_enabled, py::arg("enabled"),
+          "Process-wide: False runs the AR decoder as LibTorch's op sequences (for a comparison).");
+    m.def("decoder_fused_enabled", &kernels::decoder_fused_enabled);
+    m.def(
+        "decoder_fused_available",
+        [](const at::Tensor& like) { return kernels::decoder_fused_available(like.device(), like.scalar_type()); },
+        py::arg("like"), "Whether the fused kernels run for tensors of like's device and dtype.");
+    m.def("fused_squares", [](const at::Tensor& x) {
+        c10::InferenceMode guard;
+        return kernels::squares(x);
+    });
+    m.def("fused_rms_norm", [](const at::Tensor& x, const at::Tensor& weight, double eps) {
+        c10::InferenceMode guard;
+        return kernels::rms_norm(x, kernels::squares(x), weight, eps);
+    });
+    m.def("fused_residual_rms_norm",
+          [](const at::Tensor& residual, const at::Tensor& h, const at::Tensor& weight, double eps) {
+              c10::InferenceMode guard;
+              auto r = kernels::residual_rms_norm(residual, h, weight, eps);
+              return py::make_tuple(r.out, r.out_squares);
+          });
+    m.def(
+        "fused_rotary_qkv_to_cache",
+        [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos, const at::Tensor& sin,
+           int64_t head_dim, std::optional<at::Tensor> slot, int64_t slot0, at::Tensor cache_k, at::Tensor cache_v) {
+            c10::InferenceMode guard;
+            return kernels::rotary_qkv_to_cache(q, k, v, cos, sin, head_dim, slot ? *slot : at::Tensor(), slot0,
+                                                cache_k, cache_v);
+        },
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("cos"), py::arg("sin"), py::arg("head_dim"),
+        py::arg("slot") = py::none(), py::arg("slot0") = 0, py::arg("cache_k"), py::arg("cache_v"),
+        "Returns q rotated [B, hq, S, D]; writes k rotated and v into the caches (in place).");
+    m.def("fused_silu_mul", [](const at::Tensor& gate_up) {
+        c10::InferenceMode guard;
+        return kernels::silu_mul(gate_up);
+    });
+}
+
+}  // namespace glmimage::python

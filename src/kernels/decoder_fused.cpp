@@ -1,0 +1,277 @@
+#include "kernels/decoder_fused.h"
+
+#include <c10/util/BFloat16.h>
+
+#include <atomic>
+#include <string>
+
+#include "core/check.h"
+#include "core/parallel.h"
+#include "kernels/fused_math.h"
+
+#ifdef GLMI_WITH_CUDA_KERNELS
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/cuda/decoder_fused_cuda.h"
+#endif
+
+// Built with -ffp-contract=off (CMakeLists.txt): LibTorch rounds each product before the sum.
+
+namespace glmimage::kernels {
+
+namespace {
+
+std::atomic<bool> g_enabled{true};
+
+static_assert(sizeof(c10::BFloat16) == sizeof(fused::bf16_t), "bfloat16 storage layouts differ");
+
+// The storage pointer of a float32 or bfloat16 tensor as fused_math.h's type.
+template <typename T>
+const T* in(const at::Tensor& t) {
+    return reinterpret_cast<const T*>(t.data_ptr());
+}
+template <typename T>
+T* out(at::Tensor& t) {
+    return reinterpret_cast<T*>(t.data_ptr());
+}
+
+// Calls f.template operator()<T>() with T the storage type of `dtype`.
+template <typename F>
+void dispatch(at::ScalarType dtype, F&& f) {
+    if (dtype == at::kFloat)
+        f(float{});
+    else if (dtype == at::kBFloat16)
+        f(fused::bf16_t{});
+    else
+        GLMI_CHECK(false, "the fused decoder kernels take float32 or bfloat16, not ", dtype);
+}
+
+// Rows per parallel piece of a loop that streams `bytes_per_row`.
+int64_t grain_for(int64_t bytes_per_row) {
+    return std::max<int64_t>(1, parallel_min_piece_bytes() / std::max<int64_t>(bytes_per_row, 1));
+}
+
+#ifdef GLMI_WITH_CUDA_KERNELS
+void* stream_of(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
+
+void check_launch(const char* error, const char* what) {
+    GLMI_CHECK(error == nullptr, "CUDA kernel ", what, " failed to launch: ", error ? error : "");
+}
+#endif
+
+void check_rows(const at::Tensor& x, const at::Tensor& weight, const char* what) {
+    GLMI_CHECK(x.is_contiguous() && weight.is_contiguous() && weight.dim() == 1 && x.dim() >= 1 &&
+                   x.size(-1) == weight.size(0) && x.scalar_type() == weight.scalar_type() &&
+                   x.device() == weight.device(),
+               what, ": x ", x.sizes(), " ", x.scalar_type(), " must be contiguous over a weight of its last size, got ",
+               weight.sizes(), " ", weight.scalar_type());
+}
+
+}  // namespace
+
+bool decoder_fused_available(const at::Device& device, at::ScalarType dtype) {
+    if (!g_enabled.load(std::memory_order_relaxed)) return false;
+    if (dtype != at::kFloat && dtype != at::kBFloat16) return false;
+    if (device.is_cpu()) return true;
+#ifdef GLMI_WITH_CUDA_KERNELS
+    return device.is_cuda();
+#else
+    return false;
+#endif
+}
+
+void set_decoder_fused_enabled(bool enabled) { g_enabled.store(enabled, std::memory_order_relaxed); }
+bool decoder_fused_enabled() { return g_enabled.load(std::memory_order_relaxed); }
+
+at::Tensor squares(const at::Tensor& x) {
+    GLMI_CHECK(x.is_contiguous() && x.dim() >= 1, "squares: x must be contiguous, got ", x.sizes());
+    auto sq = at::empty(x.sizes(), x.options().dtype(at::kFloat));
+    const int64_t n = x.numel();
+    if (n == 0) return sq;
+    dispatch(x.scalar_type(), [&](auto tag) {
+        using T = decltype(tag);
+#ifdef GLMI_WITH_CUDA_KERNELS
+        if (x.is_cuda()) {
+            c10::cuda::CUDAGuard guard(x.device());
+            check_launch(cuda::launch_squares(in<T>(x), out<float>(sq), 1, n, stream_of(x)), "squares");
+            return;
+        }
+#endif
+        const T* px = in<T>(x);
+        float* ps = out<float>(sq);
+        parallel_for_cpu(n, grain_for(sizeof(T) + sizeof(float)), [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) ps[i] = fused::square(px[i]);
+        });
+    });
+    return sq;
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& sq, const at::Tensor& weight, double eps) {
+    check_rows(x, weight, "rms_norm");
+    GLMI_CHECK(sq.sizes() == x.sizes() && sq.scalar_type() == at::kFloat, "rms_norm: squares must be float32 ",
+               x.sizes(), ", got ", sq.sizes(), " ", sq.scalar_type());
+    const int64_t D = x.size(-1), rows = D ? x.numel() / D : 0;
+    auto y = at::empty_like(x);
+    if (x.numel() == 0) return y;
+    const auto mean = sq.mean(-1, /*keepdim=*/true);
+    dispatch(x.scalar_type(), [&](auto tag) {
+        using T = decltype(tag);
+#ifdef GLMI_WITH_CUDA_KERNELS
+        if (x.is_cuda()) {
+            c10::cuda::CUDAGuard guard(x.device());
+            check_launch(cuda::launch_rms_scale(in<T>(x), in<float>(mean), in<T>(weight), static_cast<float>(eps),
+                                                out<T>(y), rows, D, stream_of(x)),
+                         "rms_scale");
+            return;
+        }
+#endif
+        const auto r = at::rsqrt(mean + eps).contiguous();  // LibTorch's: the CPU's rsqrt is its own
+        const T *px = in<T>(x), *pw = in<T>(weight);
+        const float* pr = in<float>(r);
+        T* py = out<T>(y);
+        parallel_for_cpu(rows, grain_for(D * 2 * sizeof(T)), [&](int64_t b, int64_t e) {
+            for (int64_t row = b; row < e; ++row)
+                for (int64_t d = 0; d < D; ++d) py[row * D + d] = fused::rms_scale(px[row * D + d], pr[row], pw[d]);
+        });
+    });
+    return y;
+}
+
+ResidualNorm residual_rms_norm(const at::Tensor& residual, const at::Tensor& h, const at::Tensor& weight, double eps) {
+    check_rows(h, weight, "residual_rms_norm");
+    GLMI_CHECK(residual.sizes() == h.sizes() && residual.is_contiguous() && residual.scalar_type() == h.scalar_type() &&
+                   residual.device() == h.device(),
+               "residual_rms_norm: the residual ", residual.sizes(), " must match h ", h.sizes());
+    const int64_t D = h.size(-1), rows = D ? h.numel() / D : 0;
+    ResidualNorm res{at::empty_like(h), at::empty(h.sizes(), h.options().dtype(at::kFloat))};
+    if (h.numel() == 0) return res;
+    const auto mean = squares(h).mean(-1, /*keepdim=*/true);
+    dispatch(h.scalar_type(), [&](auto tag) {
+        using T = decltype(tag);
+#ifdef GLMI_WITH_CUDA_KERNELS
+        if (h.is_cuda()) {
+            c10::cuda::CUDAGuard guard(h.device());
+            check_launch(cuda::launch_residual_rms_scale(in<T>(residual), in<T>(h), in<float>(mean), in<T>(weight),
+                                                         static_cast<float>(eps), out<T>(res.out),
+                                                         out<float>(res.out_squares), rows, D, stream_of(h)),
+                         "residual_rms_scale");
+            return;
+        }
+#endif
+        const auto r = at::rsqrt(mean + eps).contiguous();
+        const T *pres = in<T>(residual), *ph = in<T>(h), *pw = in<T>(weight);
+        const float* pr = in<float>(r);
+        T* po = out<T>(res.out);
+        float* ps = out<float>(res.out_squares);
+        parallel_for_cpu(rows, grain_for(D * (3 * sizeof(T) + sizeof(float))), [&](int64_t b, int64_t e) {
+            for (int64_t row = b; row < e; ++row)
+                for (int64_t d = 0; d < D; ++d) {
+                    const int64_t i = row * D + d;
+                    const T y = fused::sum(pres[i], fused::rms_scale(ph[i], pr[row], pw[d]));
+                    po[i] = y;
+                    ps[i] = fused::square(y);
+                }
+        });
+    });
+    return res;
+}
+
+at::Tensor rotary_qkv_to_cache(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos,
+                               const at::Tensor& sin, int64_t head_dim, const at::Tensor& slot, int64_t slot0,
+                               at::Tensor& cache_k, at::Tensor& cache_v) {
+    const int64_t D = head_dim;
+    GLMI_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3 && D > 0 && q.size(2) % D == 0 && k.size(2) % D == 0 &&
+                   v.sizes() == k.sizes() && q.size(0) == k.size(0) && q.size(1) == k.size(1),
+               "rotary_qkv_to_cache: q, k, v must be [B, S, heads * ", D, "], got ", q.sizes(), ", ", k.sizes(), ", ",
+               v.sizes());
+    const int64_t B = q.size(0), S = q.size(1), hq = q.size(2) / D, hkv = k.size(2) / D;
+    for (const auto* t : {&q, &k, &v})
+        GLMI_CHECK(t->stride(2) == 1 && t->stride(0) == S * t->stride(1) && t->scalar_type() == q.scalar_type() &&
+                       t->device() == q.device(),
+                   "rotary_qkv_to_cache: q, k, v must have contiguous rows, one token after the other");
+    const int64_t q_row = q.stride(1), k_row = k.stride(1), v_row = v.stride(1);
+    const int64_t rd = cos.size(-1);
+    GLMI_CHECK(cos.dim() == 3 && cos.size(0) == B && cos.size(1) == S && rd % 2 == 0 && rd <= D &&
+                   sin.sizes() == cos.sizes() && sin.strides() == cos.strides() && cos.stride(2) == 1 &&
+                   cos.scalar_type() == q.scalar_type() && cos.device() == q.device(),
+               "rotary_qkv_to_cache: cos/sin must be [B, S, even rd <= head_dim] in q's dtype, got ", cos.sizes());
+    for (const auto* c : {&cache_k, &cache_v})
+        GLMI_CHECK(c->dim() == 4 && c->is_contiguous() && c->size(0) == B && c->size(1) == hkv && c->size(3) == D &&
+                       c->scalar_type() == q.scalar_type() && c->device() == q.device(),
+                   "rotary_qkv_to_cache: the caches must be contiguous [B, ", hkv, ", capacity, ", D, "], got ",
+                   c->sizes());
+    const int64_t cap = cache_k.size(2);
+    GLMI_CHECK(cache_v.size(2) == cap, "rotary_qkv_to_cache: the key and value caches differ in capacity");
+    if (slot.defined())
+        GLMI_CHECK(slot.numel() == 1 && slot.scalar_type() == at::kLong && slot.device() == q.device() && S == 1,
+                   "rotary_qkv_to_cache: a slot tensor is one long on the cache's device, for one token");
+    else
+        GLMI_CHECK(slot0 >= 0 && slot0 + S <= cap, "rotary_qkv_to_cache: slots [", slot0, ", ", slot0 + S,
+                   ") exceed the capacity ", cap);
+    auto q_out = at::empty({B, hq, S, D}, q.options());
+    if (q_out.numel() == 0) return q_out;
+    dispatch(q.scalar_type(), [&](auto tag) {
+        using T = decltype(tag);
+        const T *pq = in<T>(q), *pk = in<T>(k), *pv = in<T>(v), *pc = in<T>(cos), *ps = in<T>(sin);
+        T *po = out<T>(q_out), *pck = out<T>(cache_k), *pcv = out<T>(cache_v);
+#ifdef GLMI_WITH_CUDA_KERNELS
+        if (q.is_cuda()) {
+            c10::cuda::CUDAGuard guard(q.device());
+            cuda::RotaryQkvArgs a{B, S, hq, hkv, D, rd, cap, q_row, k_row, v_row, cos.stride(0), cos.stride(1),
+                                  slot.defined() ? slot.data_ptr<int64_t>() : nullptr, slot0};
+            check_launch(cuda::launch_rotary_qkv(pq, pk, pv, pc, ps, po, pck, pcv, a, stream_of(q)), "rotary_qkv");
+            return;
+        }
+#endif
+        const int64_t base = slot.defined() ? slot.item<int64_t>() : slot0;
+        GLMI_CHECK(base >= 0 && base + S <= cap, "rotary_qkv_to_cache: slot ", base, " outside the capacity ", cap);
+        const int64_t half = rd / 2, heads = hq + 2 * hkv, cs_b = cos.stride(0), cs_s = cos.stride(1);
+        parallel_for_cpu(B * S * heads, grain_for(D * 2 * sizeof(T)), [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) {
+                const int64_t head = i % heads, s = (i / heads) % S, b = i / heads / S;
+                const int64_t token = b * S + s;
+                if (head >= hq + hkv) {
+                    const int64_t h = head - hq - hkv;
+                    const T* x = pv + token * v_row + h * D;
+                    std::copy(x, x + D, pcv + ((b * hkv + h) * cap + base + s) * D);
+                    continue;
+                }
+                const bool is_q = head < hq;
+                const int64_t h = is_q ? head : head - hq;
+                const T* x = is_q ? pq + token * q_row + h * D : pk + token * k_row + h * D;
+                T* y = is_q ? po + ((b * hq + h) * S + s) * D : pck + ((b * hkv + h) * cap + base + s) * D;
+                const T* c = pc + b * cs_b + s * cs_s;
+                const T* sn = ps + b * cs_b + s * cs_s;
+                for (int64_t d = 0; d < half; ++d) y[d] = fused::rotary(x[d], fused::negate(x[d + half]), c[d], sn[d]);
+                for (int64_t d = half; d < rd; ++d) y[d] = fused::rotary(x[d], x[d - half], c[d], sn[d]);
+                std::copy(x + rd, x + D, y + rd);
+            }
+        });
+    });
+    return q_out;
+}
+
+at::Tensor silu_mul(const at::Tensor& gate_up) {
+    GLMI_CHECK(gate_up.dim() >= 1 && gate_up.size(-1) % 2 == 0, "silu_mul: gate_up must be [..., 2I], got ",
+               gate_up.sizes());
+    const int64_t I = gate_up.size(-1) / 2;
+#ifdef GLMI_WITH_CUDA_KERNELS
+    if (gate_up.is_cuda() && gate_up.is_contiguous() && decoder_fused_available(gate_up.device(), gate_up.scalar_type())) {
+        auto sizes = gate_up.sizes().vec();
+        sizes.back() = I;
+        auto act = at::empty(sizes, gate_up.options());
+        if (act.numel() == 0) return act;
+        dispatch(gate_up.scalar_type(), [&](auto tag) {
+            using T = decltype(tag);
+            c10::cuda::CUDAGuard guard(gate_up.device());
+            check_launch(cuda::launch_silu_mul(in<T>(gate_up), out<T>(act), act.numel() / I, I, stream_of(gate_up)),
+                         "silu_mul");
+        });
+        return act;
+    }
+#endif
+    return gate_up.narrow(-1, I, I) * at::silu(gate_up.narrow(-1, 0, I));
+}
+
+}  // namespace glmimage::kernels

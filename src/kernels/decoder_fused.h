@@ -1,0 +1,53 @@
+// The AR text decoder's elementwise work in few passes. As LibTorch ops one decoder layer is
+// about 60 kernels besides its four matmuls and its attention (each RMSNorm eight: the float
+// copy, the square, the mean, the epsilon, the rsqrt, the product, the cast back, the weight;
+// the rotary of q and k and their cache writes fifteen), and at the decode step on a GPU each
+// costs its launch, not its bytes: at the real size that is about 2,400 kernels a token. Here a
+// layer is about 18. Every result is the same bits as the op sequence it replaces (fused_math.h):
+// the CPU loops are tested against it, and on a GPU tests/python/test_decoder_fused_cuda.py
+// compares the kernels with the ops they replace.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace glmimage::kernels {
+
+// Whether the fused path runs for tensors of this device and dtype: float32 and bfloat16, on the
+// CPU, and on CUDA where this build has the kernels (GLMI_WITH_CUDA_KERNELS); and the switch
+// below is on.
+bool decoder_fused_available(const at::Device& device, at::ScalarType dtype);
+
+// Process-wide, on by default: off makes the decoder run the LibTorch op sequences, for a
+// comparison of the two (the research hooks' set_decoder_fused). Not for concurrent changes.
+void set_decoder_fused_enabled(bool enabled);
+bool decoder_fused_enabled();
+
+// x.to(float32).pow(2) of a contiguous [..., D] tensor.
+at::Tensor squares(const at::Tensor& x);
+
+// RMSNorm of x given `sq` = squares(x):  weight * (x.float() * rsqrt(sq.mean(-1) + eps)).to(x.dtype).
+// The mean is LibTorch's own reduction, so it is the same bits as the op sequence's.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& sq, const at::Tensor& weight, double eps);
+
+// residual + rms_norm(h), and its squares: a post-norm, its residual sum and the next RMSNorm's
+// squares in one pass over h.
+struct ResidualNorm {
+    at::Tensor out, out_squares;
+};
+ResidualNorm residual_rms_norm(const at::Tensor& residual, const at::Tensor& h, const at::Tensor& weight, double eps);
+
+// The attention inputs of one decoder layer from its projections q [B, S, hq * D], k and v
+// [B, S, hkv * D] (views of one fused projection, or tensors of their own, with the last dimension
+// contiguous and the same token stride): returns q with rotary applied, a contiguous
+// [B, hq, S, D]; writes k with rotary applied and v into cache_k / cache_v [B, hkv, capacity, D]
+// at slot + s, where slot is a long [1] tensor on the cache's device (the static step) or, when
+// undefined, `slot0`. Rotary (NeoX pairs) on the first cos.size(-1) channels, cos/sin [B, S, rd].
+at::Tensor rotary_qkv_to_cache(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos,
+                               const at::Tensor& sin, int64_t head_dim, const at::Tensor& slot, int64_t slot0,
+                               at::Tensor& cache_k, at::Tensor& cache_v);
+
+// up * silu(gate) of a gate_up projection [..., 2I] (gate first): [..., I]. One kernel on a GPU;
+// on the CPU LibTorch's silu (whose exp a loop here would not reproduce) and product.
+at::Tensor silu_mul(const at::Tensor& gate_up);
+
+}  // namespace glmimage::kernels

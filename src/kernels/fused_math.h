@@ -1,0 +1,118 @@
+// The element formulas of the AR decoder's fused kernels, shared by their CPU loops
+// (decoder_fused.cpp) and their CUDA kernels (cuda/decoder_fused.cu), so that the CPU tests,
+// which hold the CPU loops to the reference's op sequences bit for bit, check the very arithmetic
+// the GPU runs. Each formula computes in float32 and rounds to the storage type exactly where
+// LibTorch's separate ops round (every op reads its inputs as float, computes, and rounds its
+// result to the tensor's dtype), with no fused multiply-add: the CPU file is built with
+// -ffp-contract=off and the device side uses the round-to-nearest intrinsics.
+// No LibTorch header: nvcc compiles this without them.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#ifdef __CUDACC__
+#define GLMI_HD __host__ __device__ __forceinline__
+#else
+#define GLMI_HD inline
+#endif
+
+namespace glmimage::kernels::fused {
+
+// bfloat16 storage: the bit layout of c10::BFloat16 and __nv_bfloat16.
+struct bf16_t {
+    uint16_t bits;
+};
+
+GLMI_HD float bits_to_float(uint32_t u) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+#endif
+}
+
+GLMI_HD uint32_t float_to_bits(float f) {
+#ifdef __CUDA_ARCH__
+    return __float_as_uint(f);
+#else
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+#endif
+}
+
+GLMI_HD float to_float(float x) { return x; }
+GLMI_HD float to_float(bf16_t x) { return bits_to_float(static_cast<uint32_t>(x.bits) << 16); }
+
+template <typename T>
+GLMI_HD T from_float(float f);
+
+template <>
+GLMI_HD float from_float<float>(float f) {
+    return f;
+}
+
+// Round to nearest, ties to even, as c10::BFloat16's conversion does (NaN becomes its quiet NaN).
+template <>
+GLMI_HD bf16_t from_float<bf16_t>(float f) {
+    if (f != f) return bf16_t{0x7FC0};
+    const uint32_t u = float_to_bits(f);
+    return bf16_t{static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16)};
+}
+
+GLMI_HD float mul(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+
+GLMI_HD float add(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+
+// x * x in float: x.to(float32).pow(2).
+template <typename T>
+GLMI_HD float square(T x) {
+    const float f = to_float(x);
+    return mul(f, f);
+}
+
+// RMSNorm after its mean, given r = rsqrt(mean(x^2) + eps):
+//   weight * (x.to(float32) * r).to(dtype)
+template <typename T>
+GLMI_HD T rms_scale(T x, float r, T weight) {
+    const T normed = from_float<T>(mul(to_float(x), r));
+    return from_float<T>(mul(to_float(weight), to_float(normed)));
+}
+
+// a + b in the storage type.
+template <typename T>
+GLMI_HD T sum(T a, T b) {
+    return from_float<T>(add(to_float(a), to_float(b)));
+}
+
+// -x in the storage type (exact).
+template <typename T>
+GLMI_HD T negate(T x) {
+    return from_float<T>(-to_float(x));
+}
+
+// One rotated channel: x * cos + rotate_half(x) * sin, each product rounded, then the sum.
+// `partner` is rotate_half(x) at this channel: -x[i + half] below half, x[i - half] above.
+template <typename T>
+GLMI_HD T rotary(T x, T partner, T cos, T sin) {
+    const T a = from_float<T>(mul(to_float(x), to_float(cos)));
+    const T b = from_float<T>(mul(to_float(partner), to_float(sin)));
+    return sum(a, b);
+}
+
+}  // namespace glmimage::kernels::fused

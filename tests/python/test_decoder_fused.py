@@ -1,0 +1,158 @@
+"""The AR decoder's fused kernels (src/kernels/decoder_fused.h) against the LibTorch op sequences
+they replace, on every device at hand: the CPU always, CUDA where there is one (there this file is
+the device's bit-for-bit check of the CUDA kernels, and tools/gpu_bench.sh runs it first).
+
+Each kernel is compared on random inputs with the ops written here as the reference's modules
+write them (transformers' GlmImage RMSNorm, rotary and MLP); then the whole decoder on the tiny
+checkpoint, fused against unfused (the research hook set_decoder_fused), prefill logits and every
+layer's output, and generated tokens with their per-step logits. Tolerance 0 everywhere: the
+kernels round where the ops round. Every comparison prints its max abs diff."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import glmimage
+import glmimage_testing as _testing
+from parity import record
+
+TINY = Path(__file__).resolve().parents[2] / "models" / "tiny"
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+def _needs_kernels(device: str, dtype: torch.dtype):
+    like = torch.empty(0, device=device, dtype=dtype)
+    if not _testing.decoder_fused_available(like):
+        pytest.skip(f"this build has no fused decoder kernels for {device}")
+
+
+def _rand(*shape, device, dtype, seed, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g) * scale).to(device=device, dtype=dtype)
+
+
+def _rms_norm(x, w, eps):  # GlmImageRMSNorm's order
+    xf = x.to(torch.float32)
+    return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def _rotate(x, cos, sin):  # NeoX pairs: x * cos + rotate_half(x) * sin
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat([-x[..., half:], x[..., :half]], -1) * sin
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_rms_norms(device, dtype):
+    _needs_kernels(device, dtype)
+    eps = 1e-5
+    x = _rand(2, 3, 320, device=device, dtype=dtype, seed=1, scale=3.0)
+    h = _rand(2, 3, 320, device=device, dtype=dtype, seed=2, scale=40.0)
+    w = _rand(320, device=device, dtype=dtype, seed=3)
+    tag = f"{device}_{str(dtype).split('.')[-1]}"
+    assert record(f"fused_squares_{tag}", _testing.fused_squares(x), x.float().pow(2), atol=0.0)["ok"]
+    assert record(f"fused_rms_norm_{tag}", _testing.fused_rms_norm(x, w, eps), _rms_norm(x, w, eps), atol=0.0)["ok"]
+    out, sq = _testing.fused_residual_rms_norm(x, h, w, eps)
+    want = x + _rms_norm(h, w, eps)
+    assert record(f"fused_residual_rms_norm_{tag}", out, want, atol=0.0)["ok"]
+    assert record(f"fused_residual_rms_norm_squares_{tag}", sq, want.float().pow(2), atol=0.0)["ok"]
+
+
+@pytest.mark.parametrize("rotary_dim", [8, 16], ids=["partial", "whole"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_rotary_qkv_to_cache(device, dtype, rotary_dim):
+    """q/k/v as views of one fused projection; a prefill at slots [2, 5) and a static step at a
+    slot read from the device; cos/sin rows taken out of a longer table (strided)."""
+    _needs_kernels(device, dtype)
+    B, hq, hkv, D, cap = 2, 4, 2, 16, 9
+    tag = f"{device}_{str(dtype).split('.')[-1]}_rd{rotary_dim}"
+    for S, slot in ((3, None), (1, 6)):
+        proj = _rand(B, S, (hq + 2 * hkv) * D, device=device, dtype=dtype, seed=S, scale=2.0)
+        q, k, v = proj.split([hq * D, hkv * D, hkv * D], -1)
+        table = _rand(B, S + 4, 2 * rotary_dim, device=device, dtype=dtype, seed=10 + S)
+        cos, sin = table[:, 2:2 + S, :rotary_dim], table[:, 2:2 + S, rotary_dim:]
+        cache_k = torch.zeros(B, hkv, cap, D, device=device, dtype=dtype)
+        cache_v = torch.zeros_like(cache_k)
+        slot_t = None if slot is None else torch.tensor([slot], device=device)
+        got_q = _testing.fused_rotary_qkv_to_cache(q, k, v, cos, sin, D, slot=slot_t, slot0=2, cache_k=cache_k,
+                                                   cache_v=cache_v)
+        first = 2 if slot is None else slot
+        cs, sn = cos.unsqueeze(1), sin.unsqueeze(1)
+        qh = q.reshape(B, S, hq, D).transpose(1, 2)
+        kh = k.reshape(B, S, hkv, D).transpose(1, 2)
+        want_q = torch.cat([_rotate(qh[..., :rotary_dim], cs, sn), qh[..., rotary_dim:]], -1)
+        want_k = torch.zeros_like(cache_k)
+        want_v = torch.zeros_like(cache_v)
+        want_k[:, :, first:first + S] = torch.cat([_rotate(kh[..., :rotary_dim], cs, sn), kh[..., rotary_dim:]], -1)
+        want_v[:, :, first:first + S] = v.reshape(B, S, hkv, D).transpose(1, 2)
+        assert got_q.is_contiguous() and got_q.shape == (B, hq, S, D)
+        for name, got, want in (("q", got_q, want_q), ("k_cache", cache_k, want_k), ("v_cache", cache_v, want_v)):
+            assert record(f"fused_rotary_{name}_S{S}_{tag}", got, want, atol=0.0)["ok"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_silu_mul(device, dtype):
+    gu = _rand(3, 2, 2 * 96, device=device, dtype=dtype, seed=7, scale=4.0)
+    want = gu[..., 96:] * F.silu(gu[..., :96])
+    tag = f"{device}_{str(dtype).split('.')[-1]}"
+    assert record(f"fused_silu_mul_{tag}", _testing.fused_silu_mul(gu), want, atol=0.0)["ok"]
+
+
+def test_bad_inputs_are_refused():
+    x = torch.randn(2, 8)
+    with pytest.raises(Exception, match="rms_norm"):
+        _testing.fused_rms_norm(x, torch.randn(7), 1e-5)
+    with pytest.raises(Exception, match="capacity"):
+        q = torch.randn(1, 3, 16)
+        c = torch.zeros(1, 1, 4, 16)
+        _testing.fused_rotary_qkv_to_cache(q, q, q, torch.randn(1, 3, 8), torch.randn(1, 3, 8), 16, slot0=2,
+                                           cache_k=c, cache_v=c.clone())
+    with pytest.raises(Exception, match="float32 or bfloat16"):
+        _testing.fused_squares(torch.randn(4, 8, dtype=torch.float64))
+
+
+class _Unfused:
+    """The decoder as LibTorch's op sequences while inside."""
+
+    def __enter__(self):
+        _testing.set_decoder_fused(False)
+
+    def __exit__(self, *exc):
+        _testing.set_decoder_fused(True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_decoder_fused_equals_unfused(device, dtype):
+    _needs_kernels(device, getattr(torch, dtype))
+    pipe = glmimage.Pipeline.from_pretrained(TINY, dtype=dtype, device=device)
+    g = torch.Generator().manual_seed(3)
+    ids = torch.cat([torch.randint(80, 656, (2, 11), generator=g), torch.full((2, 1), 64)], 1)
+    grids = torch.tensor([[1, 3, 4], [1, 2, 3]] * 2)
+    pos = _testing.ar_positions(pipe, ids, grids, [2, 2])[0]
+    fused_logits, fused_layers = _testing.ar_forward(pipe, ids, pos)
+    with _Unfused():
+        logits, layers = _testing.ar_forward(pipe, ids, pos)
+    tag = f"{device}_{dtype}"
+    assert record(f"decoder_fused_prefill_logits_{tag}", fused_logits, logits, atol=0.0)["ok"]
+    for i, (a, b) in enumerate(zip(fused_layers, layers)):
+        assert record(f"decoder_fused_prefill_layer{i}_{tag}", a, b, atol=0.0)["ok"]
+
+    decodes = ["eager", "static"] + (["graph"] if device == "cuda" else [])
+    kw = dict(input_ids=ids, image_grid_thw=grids, images_per_sample=[2, 2], record_logits=True, do_sample=True,
+              temperature=3.0, top_k=30, top_p=0.9, seed=5)
+    for decode in decodes:
+        fused = _testing.ar_generate(pipe, **kw, decode=decode)
+        with _Unfused():
+            ops = _testing.ar_generate(pipe, **kw, decode=decode)
+        assert fused["decode"] == ops["decode"] == decode
+        assert record(f"decoder_fused_tokens_{decode}_{tag}", fused["generated"], ops["generated"], atol=0.0)["ok"]
+        assert record(f"decoder_fused_step_logits_{decode}_{tag}", torch.stack(fused["step_logits"]),
+                      torch.stack(ops["step_logits"]), atol=0.0)["ok"]
