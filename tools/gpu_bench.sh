@@ -10,8 +10,8 @@
 # Stages (each skipped when its output is already there, so a second call on a warm machine goes on
 # where the first stopped): build (against that machine's torch; the real-size random checkpoint is
 # written meanwhile, in the background), the tiny CUDA-vs-CPU check (fp32, the same prior tokens:
-# images within 1 level), the fused decoder kernels against the op sequences they replace on the
-# GPU (fused: tests/python/test_decoder_fused.py, bit for bit, each kernel and the whole decoder),
+# images within 1 level), the fused kernels against the op sequences they replace on the GPU
+# (fused: tests/python/test_fused_kernels.py, bit for bit, each kernel and the whole AR decoder),
 # ours at SIZE x SIZE and STEPS steps in resident and staged residency (the
 # AR decode as a CUDA graph; if the capture fails, the run says so and is made again with the eager
 # decode), the reference (diffusers 0.39 + transformers 5.24) on the same checkpoint and request,
@@ -133,9 +133,9 @@ glmimage.Pipeline.from_pretrained('models/tiny')"; then
   took tiny
 fi
 if want fused; then
-  begin "fused decoder kernels against the op sequences"
+  begin "fused kernels against the op sequences"
   # Each comparison prints a JSON row (max abs diff, tolerance 0); they go in the log as they are.
-  timeout "$STAGE_TIMEOUT" python3 -m pytest -q -s -p no:cacheprovider tests/python/test_decoder_fused.py \
+  timeout "$STAGE_TIMEOUT" python3 -m pytest -q -s -p no:cacheprovider tests/python/test_fused_kernels.py \
     >"$RESULTS/fused_check.txt" 2>&1 && fused_ok=true || fused_ok=false
   grep -E '^\{"name": "(fused|decoder_fused)' "$RESULTS/fused_check.txt" |
     python3 -c 'import json, sys
@@ -179,7 +179,8 @@ fi
 
 if want ar_unfused; then
   begin "ours resident, the fused decoder kernels off"
-  real_size ar_unfused --size "$SIZE" --steps 2 --residency resident --ar-decode graph --unfused-decoder \
+  # auto: the graph decode where the device captures graphs (the resident run's), else eager.
+  real_size ar_unfused --size "$SIZE" --steps 2 --residency resident --ar-decode auto --unfused-decoder \
     --image /tmp/glmi_ar_unfused.png || failed ar_unfused
   took ar_unfused
 fi

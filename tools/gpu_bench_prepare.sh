@@ -11,7 +11,7 @@ mkdir -p .whl .gpu_deps/debs
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any -d .whl \
   "$(grep -E '^diffusers==' requirements-reference.txt)" "$(grep -E '^transformers==' requirements-reference.txt)"
-# pytest, for the fused kernels' device check (tests/python/test_decoder_fused.py): the GPU image
+# pytest, for the fused kernels' device check (tests/python/test_fused_kernels.py): the GPU image
 # may lack it.
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform any -d .whl pytest pluggy iniconfig packaging

@@ -1,13 +1,17 @@
-// glmimage_testing entry points of the AR decoder's fused kernels (kernels/decoder_fused.h), each
-// on tensors of any device the build supports, and the process-wide switch between them and the
-// LibTorch op sequences they replace. tests/python/test_decoder_fused.py compares the two.
+// glmimage_testing entry points of the fused kernels (kernels/decoder_fused.h, rotary.h,
+// mul_add.h), each on tensors of any device the build supports, and the process-wide switch
+// between the AR decoder's and the LibTorch op sequences they replace.
+// tests/python/test_fused_kernels.py compares the two.
 #include <c10/core/InferenceMode.h>
 #include <pybind11/pybind11.h>
 #include <torch/extension.h>
 
 #include <optional>
+#include <stdexcept>
 
 #include "kernels/decoder_fused.h"
+#include "kernels/mul_add.h"
+#include "kernels/rotary.h"
 
 namespace glmimage::python {
 
@@ -48,6 +52,23 @@ void register_testing_kernels(pybind11::module_& m) {
     m.def("fused_silu_mul", [](const at::Tensor& gate_up) {
         c10::InferenceMode guard;
         return kernels::silu_mul(gate_up);
+    });
+    m.def(
+        "fused_dit_rope",
+        [](const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t skip, bool head_major) {
+            c10::InferenceMode guard;
+            if (!kernels::rotary_half_takes(x, cos, sin, skip))
+                throw std::invalid_argument("rotary_half does not take these inputs on this device");
+            return kernels::rotary_half(x, cos, sin, skip,
+                                        head_major ? kernels::RotaryLayout::kHeadMajor : kernels::RotaryLayout::kTokenMajor);
+        },
+        py::arg("x"), py::arg("cos"), py::arg("sin"), py::arg("skip"), py::arg("head_major") = false,
+        "The DiT's RoPE on tokens [skip, S) of x [B, S, heads, D] (float32 tables [S - skip, D]).");
+    m.def("fused_mul_add", [](const at::Tensor& a, const at::Tensor& g, const at::Tensor& c) {
+        c10::InferenceMode guard;
+        if (!kernels::mul_add_takes(a, g, c))
+            throw std::invalid_argument("mul_add does not take these inputs on this device");
+        return kernels::mul_add(a, g, c);
     });
 }
 

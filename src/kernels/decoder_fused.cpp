@@ -1,18 +1,14 @@
 #include "kernels/decoder_fused.h"
 
-#include <c10/util/BFloat16.h>
-
 #include <atomic>
 #include <string>
 
 #include "core/check.h"
 #include "core/parallel.h"
-#include "kernels/fused_math.h"
+#include "kernels/fused_math_cpu.h"
 
+#include "kernels/cuda_launch.h"
 #ifdef GLMI_WITH_CUDA_KERNELS
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
 #include "kernels/cuda/decoder_fused_cuda.h"
 #endif
 
@@ -24,41 +20,18 @@ namespace {
 
 std::atomic<bool> g_enabled{true};
 
-static_assert(sizeof(c10::BFloat16) == sizeof(fused::bf16_t), "bfloat16 storage layouts differ");
+using fused::data;
 
-// The storage pointer of a float32 or bfloat16 tensor as fused_math.h's type.
-template <typename T>
-const T* in(const at::Tensor& t) {
-    return reinterpret_cast<const T*>(t.data_ptr());
-}
-template <typename T>
-T* out(at::Tensor& t) {
-    return reinterpret_cast<T*>(t.data_ptr());
-}
-
-// Calls f.template operator()<T>() with T the storage type of `dtype`.
+// Calls f(T{}) with T the storage type of a float32 or bfloat16 tensor.
 template <typename F>
 void dispatch(at::ScalarType dtype, F&& f) {
-    if (dtype == at::kFloat)
-        f(float{});
-    else if (dtype == at::kBFloat16)
-        f(fused::bf16_t{});
-    else
-        GLMI_CHECK(false, "the fused decoder kernels take float32 or bfloat16, not ", dtype);
+    fused::dispatch(dtype, /*with_half=*/false, std::forward<F>(f));
 }
 
 // Rows per parallel piece of a loop that streams `bytes_per_row`.
 int64_t grain_for(int64_t bytes_per_row) {
     return std::max<int64_t>(1, parallel_min_piece_bytes() / std::max<int64_t>(bytes_per_row, 1));
 }
-
-#ifdef GLMI_WITH_CUDA_KERNELS
-void* stream_of(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
-
-void check_launch(const char* error, const char* what) {
-    GLMI_CHECK(error == nullptr, "CUDA kernel ", what, " failed to launch: ", error ? error : "");
-}
-#endif
 
 void check_rows(const at::Tensor& x, const at::Tensor& weight, const char* what) {
     GLMI_CHECK(x.is_contiguous() && weight.is_contiguous() && weight.dim() == 1 && x.dim() >= 1 &&
@@ -94,12 +67,13 @@ at::Tensor squares(const at::Tensor& x) {
 #ifdef GLMI_WITH_CUDA_KERNELS
         if (x.is_cuda()) {
             c10::cuda::CUDAGuard guard(x.device());
-            check_launch(cuda::launch_squares(in<T>(x), out<float>(sq), 1, n, stream_of(x)), "squares");
+            const int64_t D = x.size(-1);
+            check_launch(cuda::launch_squares(data<T>(x), data<float>(sq), n / D, D, current_stream(x)), "squares");
             return;
         }
 #endif
-        const T* px = in<T>(x);
-        float* ps = out<float>(sq);
+        const T* px = data<T>(x);
+        float* ps = data<float>(sq);
         parallel_for_cpu(n, grain_for(sizeof(T) + sizeof(float)), [&](int64_t b, int64_t e) {
             for (int64_t i = b; i < e; ++i) ps[i] = fused::square(px[i]);
         });
@@ -120,16 +94,16 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& sq, const at::Tensor&
 #ifdef GLMI_WITH_CUDA_KERNELS
         if (x.is_cuda()) {
             c10::cuda::CUDAGuard guard(x.device());
-            check_launch(cuda::launch_rms_scale(in<T>(x), in<float>(mean), in<T>(weight), static_cast<float>(eps),
-                                                out<T>(y), rows, D, stream_of(x)),
+            check_launch(cuda::launch_rms_scale(data<T>(x), data<float>(mean), data<T>(weight), static_cast<float>(eps),
+                                                data<T>(y), rows, D, current_stream(x)),
                          "rms_scale");
             return;
         }
 #endif
         const auto r = at::rsqrt(mean + eps).contiguous();  // LibTorch's: the CPU's rsqrt is its own
-        const T *px = in<T>(x), *pw = in<T>(weight);
-        const float* pr = in<float>(r);
-        T* py = out<T>(y);
+        const T *px = data<T>(x), *pw = data<T>(weight);
+        const float* pr = data<float>(r);
+        T* py = data<T>(y);
         parallel_for_cpu(rows, grain_for(D * 2 * sizeof(T)), [&](int64_t b, int64_t e) {
             for (int64_t row = b; row < e; ++row)
                 for (int64_t d = 0; d < D; ++d) py[row * D + d] = fused::rms_scale(px[row * D + d], pr[row], pw[d]);
@@ -152,18 +126,18 @@ ResidualNorm residual_rms_norm(const at::Tensor& residual, const at::Tensor& h, 
 #ifdef GLMI_WITH_CUDA_KERNELS
         if (h.is_cuda()) {
             c10::cuda::CUDAGuard guard(h.device());
-            check_launch(cuda::launch_residual_rms_scale(in<T>(residual), in<T>(h), in<float>(mean), in<T>(weight),
-                                                         static_cast<float>(eps), out<T>(res.out),
-                                                         out<float>(res.out_squares), rows, D, stream_of(h)),
+            check_launch(cuda::launch_residual_rms_scale(data<T>(residual), data<T>(h), data<float>(mean), data<T>(weight),
+                                                         static_cast<float>(eps), data<T>(res.out),
+                                                         data<float>(res.out_squares), rows, D, current_stream(h)),
                          "residual_rms_scale");
             return;
         }
 #endif
         const auto r = at::rsqrt(mean + eps).contiguous();
-        const T *pres = in<T>(residual), *ph = in<T>(h), *pw = in<T>(weight);
-        const float* pr = in<float>(r);
-        T* po = out<T>(res.out);
-        float* ps = out<float>(res.out_squares);
+        const T *pres = data<T>(residual), *ph = data<T>(h), *pw = data<T>(weight);
+        const float* pr = data<float>(r);
+        T* po = data<T>(res.out);
+        float* ps = data<float>(res.out_squares);
         parallel_for_cpu(rows, grain_for(D * (3 * sizeof(T) + sizeof(float))), [&](int64_t b, int64_t e) {
             for (int64_t row = b; row < e; ++row)
                 for (int64_t d = 0; d < D; ++d) {
@@ -213,14 +187,14 @@ at::Tensor rotary_qkv_to_cache(const at::Tensor& q, const at::Tensor& k, const a
     if (q_out.numel() == 0) return q_out;
     dispatch(q.scalar_type(), [&](auto tag) {
         using T = decltype(tag);
-        const T *pq = in<T>(q), *pk = in<T>(k), *pv = in<T>(v), *pc = in<T>(cos), *ps = in<T>(sin);
-        T *po = out<T>(q_out), *pck = out<T>(cache_k), *pcv = out<T>(cache_v);
+        const T *pq = data<T>(q), *pk = data<T>(k), *pv = data<T>(v), *pc = data<T>(cos), *ps = data<T>(sin);
+        T *po = data<T>(q_out), *pck = data<T>(cache_k), *pcv = data<T>(cache_v);
 #ifdef GLMI_WITH_CUDA_KERNELS
         if (q.is_cuda()) {
             c10::cuda::CUDAGuard guard(q.device());
             cuda::RotaryQkvArgs a{B, S, hq, hkv, D, rd, cap, q_row, k_row, v_row, cos.stride(0), cos.stride(1),
                                   slot.defined() ? slot.data_ptr<int64_t>() : nullptr, slot0};
-            check_launch(cuda::launch_rotary_qkv(pq, pk, pv, pc, ps, po, pck, pcv, a, stream_of(q)), "rotary_qkv");
+            check_launch(cuda::launch_rotary_qkv(pq, pk, pv, pc, ps, po, pck, pcv, a, current_stream(q)), "rotary_qkv");
             return;
         }
 #endif
@@ -265,7 +239,7 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
         dispatch(gate_up.scalar_type(), [&](auto tag) {
             using T = decltype(tag);
             c10::cuda::CUDAGuard guard(gate_up.device());
-            check_launch(cuda::launch_silu_mul(in<T>(gate_up), out<T>(act), act.numel() / I, I, stream_of(gate_up)),
+            check_launch(cuda::launch_silu_mul(data<T>(gate_up), data<T>(act), act.numel() / I, I, current_stream(gate_up)),
                          "silu_mul");
         });
         return act;

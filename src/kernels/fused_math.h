@@ -1,5 +1,5 @@
-// The element formulas of the AR decoder's fused kernels, shared by their CPU loops
-// (decoder_fused.cpp) and their CUDA kernels (cuda/decoder_fused.cu), so that the CPU tests,
+// The element formulas of the fused kernels, shared by their CPU loops (decoder_fused.cpp,
+// rotary.cpp, mul_add.cpp) and their CUDA kernels (cuda/*.cu), so that the CPU tests,
 // which hold the CPU loops to the reference's op sequences bit for bit, check the very arithmetic
 // the GPU runs. Each formula computes in float32 and rounds to the storage type exactly where
 // LibTorch's separate ops round (every op reads its inputs as float, computes, and rounds its
@@ -44,8 +44,20 @@ GLMI_HD uint32_t float_to_bits(float f) {
 #endif
 }
 
-GLMI_HD float to_float(float x) { return x; }
-GLMI_HD float to_float(bf16_t x) { return bits_to_float(static_cast<uint32_t>(x.bits) << 16); }
+// Storage <-> float. Templates (specialized per storage type) so that a storage type of the CPU's
+// alone (c10::Half: fused_math_cpu.h) can be added after the formulas below.
+template <typename T>
+GLMI_HD float to_float(T x);
+
+template <>
+GLMI_HD float to_float<float>(float x) {
+    return x;
+}
+
+template <>
+GLMI_HD float to_float<bf16_t>(bf16_t x) {
+    return bits_to_float(static_cast<uint32_t>(x.bits) << 16);
+}
 
 template <typename T>
 GLMI_HD T from_float(float f);
@@ -113,6 +125,20 @@ GLMI_HD T rotary(T x, T partner, T cos, T sin) {
     const T a = from_float<T>(mul(to_float(x), to_float(cos)));
     const T b = from_float<T>(mul(to_float(partner), to_float(sin)));
     return sum(a, b);
+}
+
+// The DiT's RoPE channel with float32 tables: (x.float() * cos + rotate_half(x).float() * sin).to(T),
+// the products and the sum rounded in float32, the result once to T. `partner` is rotate_half(x)
+// at this channel as a float: -x[d + half] below half, x[d - half] above.
+template <typename T>
+GLMI_HD T rope_channel(T x, float partner, float cos, float sin) {
+    return from_float<T>(add(mul(to_float(x), cos), mul(partner, sin)));
+}
+
+// a * g + c as LibTorch's mul then add: the product rounded to T before the sum.
+template <typename T>
+GLMI_HD T mul_add(T a, T g, T c) {
+    return sum(from_float<T>(mul(to_float(a), to_float(g))), c);
 }
 
 }  // namespace glmimage::kernels::fused

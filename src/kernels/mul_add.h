@@ -13,7 +13,9 @@
 
 namespace glmimage::kernels {
 
-// Whether mul_add() runs these: CPU tensors of one dtype (float32, bfloat16 or float16); a
+// Whether mul_add() runs these: tensors of one dtype and device, the CPU (float32, bfloat16 or
+// float16) or, where this build has the CUDA kernels (kernels/cuda/dit_fused.cu), a GPU (float32
+// or bfloat16); a
 // [B, S, D] whose rows are contiguous (any sample and token strides: the image tokens' slice of
 // the attention output is taken without a copy); g contiguous [B, 1, D] or [1, 1, D]; c
 // contiguous, either a's shape or g's kind of vector.

@@ -1,9 +1,11 @@
-"""The AR decoder's fused kernels (src/kernels/decoder_fused.h) against the LibTorch op sequences
-they replace, on every device at hand: the CPU always, CUDA where there is one (there this file is
-the device's bit-for-bit check of the CUDA kernels, and tools/gpu_bench.sh runs it first).
+"""The fused kernels (the AR decoder's, src/kernels/decoder_fused.h; the DiT's RoPE and
+modulations, rotary.h and mul_add.h) against the LibTorch op sequences they replace, on every
+device at hand: the CPU always, CUDA where there is one (there this file is the device's
+bit-for-bit check of the CUDA kernels, and tools/gpu_bench.sh runs it first).
 
 Each kernel is compared on random inputs with the ops written here as the reference's modules
-write them (transformers' GlmImage RMSNorm, rotary and MLP); then the whole decoder on the tiny
+write them (transformers' GlmImage RMSNorm, rotary and MLP; diffusers' GLM-Image RoPE, AdaLN
+modulation and gated residuals); then the whole AR decoder on the tiny
 checkpoint, fused against unfused (the research hook set_decoder_fused), prefill logits and every
 layer's output, and generated tokens with their per-step logits. Tolerance 0 everywhere: the
 kernels round where the ops round. Every comparison prints its max abs diff."""
@@ -103,6 +105,42 @@ def test_silu_mul(device, dtype):
     want = gu[..., 96:] * F.silu(gu[..., :96])
     tag = f"{device}_{str(dtype).split('.')[-1]}"
     assert record(f"fused_silu_mul_{tag}", _testing.fused_silu_mul(gu), want, atol=0.0)["ok"]
+
+
+@pytest.mark.parametrize("head_major", [False, True], ids=["token_major", "head_major"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_dit_rope(device, dtype, head_major):
+    """Text tokens [0, skip) pass through; x a strided view (a slice of a fused q/k/v projection)."""
+    B, S, H, D, skip = 2, 7, 3, 16, 2
+    qkv = _rand(B, S, 3, H, D, device=device, dtype=dtype, seed=21, scale=3.0)
+    x = qkv[:, :, 1]  # [B, S, H, D], token stride 3 * H * D
+    table = torch.randn(S - skip, D, generator=torch.Generator().manual_seed(22)).to(device)
+    cos, sin = table.cos().contiguous(), table.sin().contiguous()
+    img = x[:, skip:]
+    half = D // 2
+    rotated = torch.cat([-img[..., half:], img[..., :half]], -1)
+    c, s = cos[None, :, None], sin[None, :, None]
+    want = torch.cat([x[:, :skip], (img.float() * c + rotated.float() * s).to(dtype)], 1)
+    got = _testing.fused_dit_rope(x, cos, sin, skip, head_major)
+    if head_major:
+        assert got.transpose(1, 2).is_contiguous()
+    tag = f"{device}_{str(dtype).split('.')[-1]}_{'head' if head_major else 'token'}_major"
+    assert record(f"fused_dit_rope_{tag}", got, want, atol=0.0)["ok"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_mul_add(device, dtype):
+    """The modulation (c a vector per sample) and the gated residual (c of a's shape), a strided."""
+    B, S, D = 2, 5, 48
+    a = _rand(B, S + 3, D, device=device, dtype=dtype, seed=31, scale=5.0)[:, 3:]
+    g = _rand(B, 1, D, device=device, dtype=dtype, seed=32)
+    tag = f"{device}_{str(dtype).split('.')[-1]}"
+    for name, c in (("vector", _rand(B, 1, D, device=device, dtype=dtype, seed=33)),
+                    ("full", _rand(B, S, D, device=device, dtype=dtype, seed=34, scale=7.0)),
+                    ("shared_vector", _rand(1, 1, D, device=device, dtype=dtype, seed=35))):
+        assert record(f"fused_mul_add_{name}_{tag}", _testing.fused_mul_add(a, g, c), a * g + c, atol=0.0)["ok"]
 
 
 def test_bad_inputs_are_refused():

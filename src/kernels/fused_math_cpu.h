@@ -1,0 +1,49 @@
+// fused_math.h for the CPU loops: float16 storage too (c10::Half's own conversions, which round to
+// nearest even as LibTorch's ops do), and the dispatch from a tensor's dtype to its storage type.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include "core/check.h"
+#include "kernels/fused_math.h"
+
+namespace glmimage::kernels::fused {
+
+static_assert(sizeof(c10::BFloat16) == sizeof(bf16_t), "bfloat16 storage layouts differ");
+
+template <>
+inline float to_float<c10::Half>(c10::Half x) {
+    return static_cast<float>(x);
+}
+
+template <>
+inline c10::Half from_float<c10::Half>(float f) {
+    return c10::Half(f);
+}
+
+// Calls f(T{}) with T the storage type of `dtype`: float, bf16_t, or (with_half) c10::Half.
+template <typename F>
+void dispatch(at::ScalarType dtype, bool with_half, F&& f) {
+    if (dtype == at::kFloat)
+        f(float{});
+    else if (dtype == at::kBFloat16)
+        f(bf16_t{});
+    else if (dtype == at::kHalf && with_half)
+        f(c10::Half{});
+    else
+        GLMI_CHECK(false, "the fused kernels take float32", with_half ? ", float16" : "", " or bfloat16, not ", dtype);
+}
+
+// A tensor's storage as T (the tensor's dtype must be T's).
+template <typename T>
+const T* data(const at::Tensor& t) {
+    return reinterpret_cast<const T*>(t.data_ptr());
+}
+template <typename T>
+T* data(at::Tensor& t) {
+    return reinterpret_cast<T*>(t.data_ptr());
+}
+
+}  // namespace glmimage::kernels::fused
