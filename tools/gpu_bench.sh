@@ -12,20 +12,20 @@
 # written meanwhile, in the background), the tiny CUDA-vs-CPU check (fp32, the same prior tokens:
 # images within 1 level), the fused kernels against the op sequences they replace on the GPU
 # (fused: tests/python/test_fused_kernels.py, bit for bit, each kernel and the whole AR decoder),
-# ours at SIZE x SIZE and STEPS steps in resident and staged residency (the
-# AR decode as a CUDA graph; if the capture fails, the run says so and is made again with the eager
-# decode), the reference (diffusers 0.39 + transformers 5.24) on the same checkpoint and request,
-# then ours resident with the fused decoder kernels off (ar_unfused: what they gain in the AR
-# decode; 2 steps), then ours resident, decoder only, 4 steps, with the CFG passes apart (cfg_apart: what one joint
+# ours at SIZE x SIZE and STEPS steps resident (the AR decode as a CUDA graph; if the capture
+# fails, the run says so and is made again with the eager decode), then ours resident with the
+# fused AR decoder kernels off (ar_unfused: what they gain in the AR decode; 2 steps), then ours
+# staged, then the reference (diffusers 0.39 + transformers 5.24; SKIP_REFERENCE=1 leaves it out)
+# on the same checkpoint and request, then ours resident, decoder only, 4 steps, with the CFG passes apart (cfg_apart: what one joint
 # forward gains; dit_s_per_step to compare), then 3 decoder steps and the VAE, and the AR stage at
 # 256² with the static decode, under torch.profiler (profile: the ops by device time, in
 # $OUT/dit_profile.txt and $OUT/ar_profile.txt), then ours resident with the eager AR
 # decode and 2 steps (ar_eager: what the graph gains). Each stage's seconds go in a "stage_s" row; the build's
 # log in $OUT/build.log. The stages can be split over calls on one warm machine, e.g.
-#   STAGES="build checkpoint tiny fused" ... then STAGES="resident staged reference ar_unfused cfg_apart profile ar_eager"
+#   STAGES="build checkpoint tiny fused" ... then STAGES="resident ar_unfused staged reference cfg_apart profile ar_eager"
 # Environment: SIZE (1024), STEPS (50), LAYERS (real), CKPT (/tmp/glmi_real), QUANTIZE (none),
-#              SKIP_REFERENCE=1, STAGES ("build checkpoint tiny fused resident staged reference
-#              ar_unfused cfg_apart profile ar_eager"), DEVICE (cuda), THREADS (8), STAGE_TIMEOUT
+#              SKIP_REFERENCE=1, STAGES ("build checkpoint tiny fused resident ar_unfused staged
+#              reference cfg_apart profile ar_eager"), DEVICE (cuda), THREADS (8), STAGE_TIMEOUT
 #              (300 s per run).
 # A rehearsal of the whole flow on a CPU machine (the graph decode then fails and the eager one
 # runs, as the fallback would on a GPU; the tiny check says there is no GPU):
@@ -39,7 +39,7 @@ CKPT="${CKPT:-/tmp/glmi_real}"
 QUANTIZE="${QUANTIZE:-none}"
 DEVICE="${DEVICE:-cuda}"
 THREADS="${THREADS:-8}"
-STAGES="${STAGES:-build checkpoint tiny fused resident staged reference ar_unfused cfg_apart profile ar_eager}"
+STAGES="${STAGES:-build checkpoint tiny fused resident ar_unfused staged reference cfg_apart profile ar_eager}"
 STAGE_TIMEOUT="${STAGE_TIMEOUT:-300}"
 RESULTS="${OUT:-/tmp}"
 mkdir -p "$RESULTS"
@@ -160,29 +160,33 @@ real_size() {  # real_size TAG ARGS...
 }
 failed() { echo "{\"bench\": \"real_size\", \"residency\": \"$1\", \"error\": \"the run failed\"}" | tee -a "$LOG"; }
 
-for residency in resident staged; do
-  want "$residency" || continue
-  begin "ours $residency"
-  ours=(--size "$SIZE" --steps "$STEPS" --residency "$residency" --image "/tmp/glmi_$residency.png")
-  real_size "$residency" "${ours[@]}" --ar-decode graph ||
-    { echo "{\"bench\": \"graph_failed\", \"residency\": \"$residency\"}" | tee -a "$LOG"
-      real_size "$residency" "${ours[@]}" --ar-decode eager || failed "$residency"; }
-  took "$residency"
-done
+# Ours in one residency (the AR decode as a CUDA graph; if the capture fails, again with the eager one).
+ours_in() {  # ours_in RESIDENCY
+  want "$1" || return 0
+  begin "ours $1"
+  local ours=(--size "$SIZE" --steps "$STEPS" --residency "$1" --image "/tmp/glmi_$1.png")
+  real_size "$1" "${ours[@]}" --ar-decode graph ||
+    { echo "{\"bench\": \"graph_failed\", \"residency\": \"$1\"}" | tee -a "$LOG"
+      real_size "$1" "${ours[@]}" --ar-decode eager || failed "$1"; }
+  took "$1"
+}
 
-if want reference && [ -z "${SKIP_REFERENCE:-}" ]; then
-  begin reference
-  timeout "$STAGE_TIMEOUT" python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps "$STEPS" --threads "$THREADS" \
-    --side reference | tee -a "$LOG" || echo '{"bench": "reference", "error": "the reference did not run"}' | tee -a "$LOG"
-  took reference
-fi
-
+ours_in resident
 if want ar_unfused; then
   begin "ours resident, the fused decoder kernels off"
   # auto: the graph decode where the device captures graphs (the resident run's), else eager.
   real_size ar_unfused --size "$SIZE" --steps 2 --residency resident --ar-decode auto --unfused-decoder \
     --image /tmp/glmi_ar_unfused.png || failed ar_unfused
   took ar_unfused
+fi
+
+ours_in staged
+
+if want reference && [ -z "${SKIP_REFERENCE:-}" ]; then
+  begin reference
+  timeout "$STAGE_TIMEOUT" python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps "$STEPS" --threads "$THREADS" \
+    --side reference | tee -a "$LOG" || echo '{"bench": "reference", "error": "the reference did not run"}' | tee -a "$LOG"
+  took reference
 fi
 
 if want cfg_apart; then
