@@ -15,8 +15,8 @@ the memory roofline of the same work measured in the same run:
 --decode static runs ours through the fixed-shape decode step (the one a CUDA graph replays on a
 GPU; here run eagerly, attending over the whole KV cache under a mask) instead of the eager one.
 --profile prints where our decode's time goes (LibTorch's profiler, ops by self CPU time) to stderr.
---unfused-too also times ours with the fused decoder kernels off (kernels/decoder_fused.h: the
-LibTorch op sequences instead), interleaved with the other runs: ours_unfused_decode_tok_s and
+--unfused-too also times ours with the fused kernels off (kernels/fused_switch.h: the LibTorch op
+sequences instead), interleaved with the other runs: ours_unfused_decode_tok_s and
 fused_speedup, and whether the two paths' tokens are equal (they must be).
 
     python3 bench/bench_ar_decode.py [--threads 1] [--dtype float32|bfloat16] [--quantize none|int8|fp8] [--decode eager|static]
@@ -104,7 +104,7 @@ def main() -> None:
     ap.add_argument("--decode", choices=["eager", "static"], default="eager")
     ap.add_argument("--profile", action="store_true", help="print our decode's op profile to stderr")
     ap.add_argument("--unfused-too", action="store_true",
-                    help="also time ours with the fused decoder kernels off (the op sequences)")
+                    help="also time ours with the fused kernels off (the op sequences)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -139,11 +139,11 @@ def main() -> None:
                                         decode=args.decode)
 
         def unfused(n):
-            _testing.set_decoder_fused(False)
+            _testing.set_fused_kernels(False)
             try:
                 return ours(n)
             finally:
-                _testing.set_decoder_fused(True)
+                _testing.set_fused_kernels(True)
 
         ours_tokens = ours(n_new)["generated"]  # also the warm-up
         unfused_tokens = unfused(n_new)["generated"] if args.unfused_too else None

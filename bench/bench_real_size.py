@@ -27,10 +27,10 @@ taken, so that a slow moment of a shared machine cannot flatter the share of the
                                      [--quantize none|int8|fp8] [--residency resident|staged]
                                      [--device cpu|cuda] [--layers N] [--reference]
                                      [--decoder-only] [--no-cpu-block-cache] [--cfg-passes auto|joint|apart]
-                                     [--profile FILE] [--profile-ar FILE] [--unfused-decoder]
+                                     [--profile FILE] [--profile-ar FILE] [--unfused]
 
---unfused-decoder runs the AR decoder as LibTorch's op sequences (its fused kernels off): what the
-fused kernels gain; the key decoder_fused says whether they ran.
+--unfused runs LibTorch's op sequences instead of every fused kernel (the AR decoder's, the DiT's
+RoPE and modulations): what the kernels gain; the key fused_kernels says which ran.
 --decoder-only skips the AR stage (its keys are then null) and denoises from random prior tokens:
 the decoder at a size whose AR stage would take this CPU too long (1024²: about 1,300 tokens).
 With --reference it then runs diffusers' transformer for one denoising step (its two CFG passes,
@@ -258,9 +258,9 @@ def main() -> int:
     ap.add_argument("--profile-ar", metavar="FILE",
                     help="the same for the AR stage (with --ar-decode static its steps' kernels show one by one; "
                          "a CUDA graph's replay shows as the graph)")
-    ap.add_argument("--unfused-decoder", action="store_true",
-                    help="the AR decoder as LibTorch's op sequences, its fused kernels off (kernels/decoder_fused.h): "
-                         "what they gain; the key decoder_fused says which ran")
+    ap.add_argument("--unfused", action="store_true",
+                    help="every fused kernel off (kernels/fused_switch.h: the AR decoder's, the DiT's RoPE and "
+                         "modulations), LibTorch's op sequences instead: what they gain; the key fused_kernels says which ran")
     ap.add_argument("--side", choices=["reference"], help=argparse.SUPPRESS)
     ap.add_argument("--glyph-rows", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -282,7 +282,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     glmimage.set_num_threads(args.threads)
-    _testing.set_decoder_fused(not args.unfused_decoder)
+    _testing.set_fused_kernels(not args.unfused)
     peak_anon = [proc_status_kib("RssAnon")]
 
     cuda = args.device.startswith("cuda")
@@ -375,7 +375,7 @@ def main() -> int:
         "device": args.device, "residency": args.residency, "layers": checkpoint_layers(out),
         "quantize": args.quantize, "ar_decode": args.ar_decode, "cpu_block_cache": not args.no_cpu_block_cache,
         "ar_decode_ran": None if args.decoder_only else prior.ar_decode,  # the path that produced the tokens
-        "decoder_fused": _testing.decoder_fused_available(torch.empty(0, device=args.device, dtype=torch.bfloat16)),
+        "fused_kernels": _testing.fused_kernels_enabled(),
         "cfg": output.timings.get("cfg"),
         "load_s": round(load_s, 2),
         "ar_tokens": None if args.decoder_only else len(stamps["ar"]),

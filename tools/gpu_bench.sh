@@ -13,8 +13,9 @@
 # images within 1 level), the fused kernels against the op sequences they replace on the GPU
 # (fused: tests/python/test_fused_kernels.py, bit for bit, each kernel and the whole AR decoder),
 # ours at SIZE x SIZE and STEPS steps resident (the AR decode as a CUDA graph; if the capture
-# fails, the run says so and is made again with the eager decode), then ours resident with the
-# fused AR decoder kernels off (ar_unfused: what they gain in the AR decode; 2 steps), then ours
+# fails, the run says so and is made again with the eager decode), then ours resident with every
+# fused kernel off (unfused: what the AR decoder's gain per token and the DiT's per step; 2 steps),
+# then ours
 # staged, then the reference (diffusers 0.39 + transformers 5.24; SKIP_REFERENCE=1 leaves it out)
 # on the same checkpoint and request, then ours resident, decoder only, 4 steps, with the CFG passes apart (cfg_apart: what one joint
 # forward gains; dit_s_per_step to compare), then 3 decoder steps and the VAE, and the AR stage at
@@ -22,9 +23,9 @@
 # $OUT/dit_profile.txt and $OUT/ar_profile.txt), then ours resident with the eager AR
 # decode and 2 steps (ar_eager: what the graph gains). Each stage's seconds go in a "stage_s" row; the build's
 # log in $OUT/build.log. The stages can be split over calls on one warm machine, e.g.
-#   STAGES="build checkpoint tiny fused" ... then STAGES="resident ar_unfused staged reference cfg_apart profile ar_eager"
+#   STAGES="build checkpoint tiny fused" ... then STAGES="resident unfused staged reference cfg_apart profile ar_eager"
 # Environment: SIZE (1024), STEPS (50), LAYERS (real), CKPT (/tmp/glmi_real), QUANTIZE (none),
-#              SKIP_REFERENCE=1, STAGES ("build checkpoint tiny fused resident ar_unfused staged
+#              SKIP_REFERENCE=1, STAGES ("build checkpoint tiny fused resident unfused staged
 #              reference cfg_apart profile ar_eager"), DEVICE (cuda), THREADS (8), STAGE_TIMEOUT
 #              (300 s per run).
 # A rehearsal of the whole flow on a CPU machine (the graph decode then fails and the eager one
@@ -39,7 +40,7 @@ CKPT="${CKPT:-/tmp/glmi_real}"
 QUANTIZE="${QUANTIZE:-none}"
 DEVICE="${DEVICE:-cuda}"
 THREADS="${THREADS:-8}"
-STAGES="${STAGES:-build checkpoint tiny fused resident ar_unfused staged reference cfg_apart profile ar_eager}"
+STAGES="${STAGES:-build checkpoint tiny fused resident unfused staged reference cfg_apart profile ar_eager}"
 STAGE_TIMEOUT="${STAGE_TIMEOUT:-300}"
 RESULTS="${OUT:-/tmp}"
 mkdir -p "$RESULTS"
@@ -172,12 +173,12 @@ ours_in() {  # ours_in RESIDENCY
 }
 
 ours_in resident
-if want ar_unfused; then
-  begin "ours resident, the fused decoder kernels off"
+if want unfused; then
+  begin "ours resident, every fused kernel off"
   # auto: the graph decode where the device captures graphs (the resident run's), else eager.
-  real_size ar_unfused --size "$SIZE" --steps 2 --residency resident --ar-decode auto --unfused-decoder \
-    --image /tmp/glmi_ar_unfused.png || failed ar_unfused
-  took ar_unfused
+  real_size unfused --size "$SIZE" --steps 2 --residency resident --ar-decode auto --unfused \
+    --image /tmp/glmi_unfused.png || failed unfused
+  took unfused
 fi
 
 ours_in staged
@@ -232,9 +233,10 @@ if ours and ref:
 ours_step, ref_step = summary.get("resident.dit_s_per_step"), summary.get("ref_dit_s_per_step")
 if ours_step and ref_step:
     summary["speedup_dit_step"] = round(ref_step / ours_step, 2)
-fused, unfused = summary.get("resident.ar_s_per_token"), summary.get("ar_unfused.ar_s_per_token")
-if fused and unfused:
-    summary["fused_speedup_ar_token"] = round(unfused / fused, 3)
+for what in ("ar_s_per_token", "dit_s_per_step"):  # what the fused kernels gain
+    fused, unfused = summary.get(f"resident.{what}"), summary.get(f"unfused.{what}")
+    if fused and unfused:
+        summary[f"fused_speedup_{what}"] = round(unfused / fused, 3)
 joint, apart = summary.get("resident.dit_s_per_step"), summary.get("cfg_apart.dit_s_per_step")
 if joint and apart and summary.get("resident.cfg") == "joint":  # joint by default on a GPU, apart on a CPU
     summary["cfg_joint_speedup_dit_step"] = round(apart / joint, 2)

@@ -1,6 +1,6 @@
 // glmimage_testing entry points of the fused kernels (kernels/decoder_fused.h, rotary.h,
 // mul_add.h), each on tensors of any device the build supports, and the process-wide switch
-// between the AR decoder's and the LibTorch op sequences they replace.
+// between them and the LibTorch op sequences they replace (fused_switch.h).
 // tests/python/test_fused_kernels.py compares the two.
 #include <c10/core/InferenceMode.h>
 #include <pybind11/pybind11.h>
@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "kernels/decoder_fused.h"
+#include "kernels/fused_switch.h"
 #include "kernels/mul_add.h"
 #include "kernels/rotary.h"
 
@@ -17,9 +18,10 @@ namespace glmimage::python {
 
 void register_testing_kernels(pybind11::module_& m) {
     namespace py = pybind11;
-    m.def("set_decoder_fused", &kernels::set_decoder_fused_enabled, py::arg("enabled"),
-          "Process-wide: False runs the AR decoder as LibTorch's op sequences (for a comparison).");
-    m.def("decoder_fused_enabled", &kernels::decoder_fused_enabled);
+    m.def("set_fused_kernels", &kernels::set_fused_kernels_enabled, py::arg("enabled"),
+          "Process-wide: False runs LibTorch's op sequences instead of every fused kernel (the AR "
+          "decoder's, the DiT's RoPE and modulations), for a comparison.");
+    m.def("fused_kernels_enabled", &kernels::fused_kernels_enabled);
     m.def(
         "decoder_fused_available",
         [](const at::Tensor& like) { return kernels::decoder_fused_available(like.device(), like.scalar_type()); },

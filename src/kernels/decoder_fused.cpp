@@ -1,11 +1,11 @@
 #include "kernels/decoder_fused.h"
 
-#include <atomic>
 #include <string>
 
 #include "core/check.h"
 #include "core/parallel.h"
 #include "kernels/fused_math_cpu.h"
+#include "kernels/fused_switch.h"
 
 #include "kernels/cuda_launch.h"
 #ifdef GLMI_WITH_CUDA_KERNELS
@@ -17,8 +17,6 @@
 namespace glmimage::kernels {
 
 namespace {
-
-std::atomic<bool> g_enabled{true};
 
 using fused::data;
 
@@ -44,7 +42,7 @@ void check_rows(const at::Tensor& x, const at::Tensor& weight, const char* what)
 }  // namespace
 
 bool decoder_fused_available(const at::Device& device, at::ScalarType dtype) {
-    if (!g_enabled.load(std::memory_order_relaxed)) return false;
+    if (!fused_kernels_enabled()) return false;
     if (dtype != at::kFloat && dtype != at::kBFloat16) return false;
     if (device.is_cpu()) return true;
 #ifdef GLMI_WITH_CUDA_KERNELS
@@ -54,8 +52,6 @@ bool decoder_fused_available(const at::Device& device, at::ScalarType dtype) {
 #endif
 }
 
-void set_decoder_fused_enabled(bool enabled) { g_enabled.store(enabled, std::memory_order_relaxed); }
-bool decoder_fused_enabled() { return g_enabled.load(std::memory_order_relaxed); }
 
 at::Tensor squares(const at::Tensor& x) {
     GLMI_CHECK(x.is_contiguous() && x.dim() >= 1, "squares: x must be contiguous, got ", x.sizes());

@@ -15,14 +15,9 @@
 namespace glmimage::kernels {
 
 // Whether the fused path runs for tensors of this device and dtype: float32 and bfloat16, on the
-// CPU, and on CUDA where this build has the kernels (GLMI_WITH_CUDA_KERNELS); and the switch
-// below is on.
+// CPU, and on CUDA where this build has the kernels (GLMI_WITH_CUDA_KERNELS); and the switch of
+// fused_switch.h is on.
 bool decoder_fused_available(const at::Device& device, at::ScalarType dtype);
-
-// Process-wide, on by default: off makes the decoder run the LibTorch op sequences, for a
-// comparison of the two (the research hooks' set_decoder_fused). Not for concurrent changes.
-void set_decoder_fused_enabled(bool enabled);
-bool decoder_fused_enabled();
 
 // x.to(float32).pow(2) of a contiguous [..., D] tensor.
 at::Tensor squares(const at::Tensor& x);

@@ -8,6 +8,7 @@
 #include "core/parallel.h"
 #include "kernels/cuda_launch.h"
 #include "kernels/fused_math_cpu.h"
+#include "kernels/fused_switch.h"
 #ifdef GLMI_WITH_CUDA_KERNELS
 #include "kernels/cuda/dit_fused_cuda.h"
 #endif
@@ -59,6 +60,7 @@ bool vector_of(const at::Tensor& v, const at::Tensor& a) {
 }  // namespace
 
 bool mul_add_takes(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c) {
+    if (!fused_kernels_enabled()) return false;
     const auto t = a.scalar_type();
     if (t != at::kFloat && t != at::kBFloat16 && t != at::kHalf) return false;
 #ifdef GLMI_WITH_CUDA_KERNELS

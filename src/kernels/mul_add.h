@@ -13,7 +13,7 @@
 
 namespace glmimage::kernels {
 
-// Whether mul_add() runs these: tensors of one dtype and device, the CPU (float32, bfloat16 or
+// Whether mul_add() runs these (and the switch of fused_switch.h is on): tensors of one dtype and device, the CPU (float32, bfloat16 or
 // float16) or, where this build has the CUDA kernels (kernels/cuda/dit_fused.cu), a GPU (float32
 // or bfloat16); a
 // [B, S, D] whose rows are contiguous (any sample and token strides: the image tokens' slice of

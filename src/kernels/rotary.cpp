@@ -8,6 +8,7 @@
 #include "core/parallel.h"
 #include "kernels/cuda_launch.h"
 #include "kernels/fused_math_cpu.h"
+#include "kernels/fused_switch.h"
 #ifdef GLMI_WITH_CUDA_KERNELS
 #include "kernels/cuda/dit_fused_cuda.h"
 #endif
@@ -60,6 +61,7 @@ bool on_cpu_or_kernels(const at::Tensor& t) {
 }  // namespace
 
 bool rotary_half_takes(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t skip) {
+    if (!fused_kernels_enabled()) return false;
     const auto t = x.scalar_type();
     if (!on_cpu_or_kernels(x) || x.dim() != 4 || (t != at::kFloat && t != at::kBFloat16 && t != at::kHalf)) return false;
     if (x.size(3) % 2 != 0 || x.stride(3) != 1 || skip < 0 || skip > x.size(1)) return false;

@@ -11,7 +11,7 @@
 
 namespace glmimage::kernels {
 
-// Whether rotary_half() runs these: x a [B, S, heads, D] tensor with its last dimension
+// Whether rotary_half() runs these (and the switch of fused_switch.h is on): x a [B, S, heads, D] tensor with its last dimension
 // contiguous, D even, on the CPU (float32, bfloat16 or float16) or, where this build has the CUDA
 // kernels (kernels/cuda/dit_fused.cu), on a GPU (float32 or bfloat16); cos and sin contiguous
 // float32 [S - skip, D] on x's device; 0 <= skip <= S.

@@ -6,9 +6,10 @@ bit-for-bit check of the CUDA kernels, and tools/gpu_bench.sh runs it first).
 Each kernel is compared on random inputs with the ops written here as the reference's modules
 write them (transformers' GlmImage RMSNorm, rotary and MLP; diffusers' GLM-Image RoPE, AdaLN
 modulation and gated residuals); then the whole AR decoder on the tiny
-checkpoint, fused against unfused (the research hook set_decoder_fused), prefill logits and every
-layer's output, and generated tokens with their per-step logits. Tolerance 0 everywhere: the
-kernels round where the ops round. Every comparison prints its max abs diff."""
+checkpoint, fused against unfused (the research hook set_fused_kernels), prefill logits and every
+layer's output, and generated tokens with their per-step logits; and the whole pipeline's images
+(the DiT's RoPE and modulations) fused against unfused. Tolerance 0 everywhere: the kernels round
+where the ops round. Every comparison prints its max abs diff."""
 
 from __future__ import annotations
 
@@ -157,13 +158,13 @@ def test_bad_inputs_are_refused():
 
 
 class _Unfused:
-    """The decoder as LibTorch's op sequences while inside."""
+    """Every fused kernel off (LibTorch's op sequences) while inside."""
 
     def __enter__(self):
-        _testing.set_decoder_fused(False)
+        _testing.set_fused_kernels(False)
 
     def __exit__(self, *exc):
-        _testing.set_decoder_fused(True)
+        _testing.set_fused_kernels(True)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -194,3 +195,23 @@ def test_decoder_fused_equals_unfused(device, dtype):
         assert record(f"decoder_fused_tokens_{decode}_{tag}", fused["generated"], ops["generated"], atol=0.0)["ok"]
         assert record(f"decoder_fused_step_logits_{decode}_{tag}", torch.stack(fused["step_logits"]),
                       torch.stack(ops["step_logits"]), atol=0.0)["ok"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_pipeline_fused_equals_unfused(device, dtype):
+    """Text-to-image and image-to-image (the condition KV cache), the AR stage and the decoder."""
+    import numpy as np
+    from PIL import Image
+
+    pipe = glmimage.Pipeline.from_pretrained(TINY, dtype=dtype, device=device)
+    cond = Image.fromarray(np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8))
+    for case, extra in (("t2i", {}), ("i2i", {"image": cond})):
+        args = dict(height=64, width=64, num_inference_steps=2, seed=3, progress=False, output_type="np", **extra)
+        fused = pipe('A sign that says "OPEN"', **args)
+        with _Unfused():
+            ops = pipe('A sign that says "OPEN"', **args)
+        tag = f"{case}_{device}_{dtype}"
+        assert record(f"pipeline_fused_prior_{tag}", fused.prior_token_ids, ops.prior_token_ids, atol=0.0)["ok"]
+        assert record(f"pipeline_fused_image_{tag}", torch.from_numpy(fused.images.astype(np.int64)),
+                      torch.from_numpy(ops.images.astype(np.int64)), atol=0.0)["ok"]
