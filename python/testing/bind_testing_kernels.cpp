@@ -7,7 +7,7 @@
 #include <torch/extension.h>
 
 #include <optional>
-#include <stdexcept>
+#include <tuple>
 
 #include "kernels/decoder_fused.h"
 #include "kernels/fused_switch.h"
@@ -18,6 +18,7 @@ namespace glmimage::python {
 
 void register_testing_kernels(pybind11::module_& m) {
     namespace py = pybind11;
+    using Guard = py::call_guard<c10::InferenceMode>;
     m.def("set_fused_kernels", &kernels::set_fused_kernels_enabled, py::arg("enabled"),
           "Process-wide: False runs LibTorch's op sequences instead of every fused kernel (the AR "
           "decoder's, the DiT's RoPE and modulations), for a comparison.");
@@ -26,69 +27,45 @@ void register_testing_kernels(pybind11::module_& m) {
         "decoder_fused_available",
         [](const at::Tensor& like) { return kernels::decoder_fused_available(like.device(), like.scalar_type()); },
         py::arg("like"), "Whether the fused kernels run for tensors of like's device and dtype.");
-    m.def(
-        "fused_squares",
-        [](const at::Tensor& x) {
-            c10::InferenceMode guard;
-            return kernels::squares(x);
-        },
-        py::arg("x"), "x.float().pow(2) of a contiguous tensor, in one pass.");
+    m.def("fused_squares", &kernels::squares, py::arg("x"), Guard(),
+          "x.float().pow(2) of a contiguous tensor, in one pass.");
     m.def(
         "fused_rms_norm",
         [](const at::Tensor& x, const at::Tensor& weight, double eps) {
-            c10::InferenceMode guard;
             return kernels::rms_norm(x, kernels::squares(x), weight, eps);
         },
-        py::arg("x"), py::arg("weight"), py::arg("eps"),
+        py::arg("x"), py::arg("weight"), py::arg("eps"), Guard(),
         "GlmImage's RMSNorm: weight * (x.float() * rsqrt(mean(x.float()^2) + eps)).to(x.dtype).");
     m.def(
         "fused_residual_rms_norm",
         [](const at::Tensor& residual, const at::Tensor& h, const at::Tensor& weight, double eps) {
-            c10::InferenceMode guard;
             auto r = kernels::residual_rms_norm(residual, h, weight, eps);
-            return py::make_tuple(r.out, r.out_squares);
+            return std::make_tuple(r.out, r.out_squares);
         },
-        py::arg("residual"), py::arg("h"), py::arg("weight"), py::arg("eps"),
+        py::arg("residual"), py::arg("h"), py::arg("weight"), py::arg("eps"), Guard(),
         "(residual + rms_norm(h), its float32 squares): a post-norm with its residual sum.");
     m.def(
         "fused_rotary_qkv_to_cache",
         [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos, const at::Tensor& sin,
            int64_t head_dim, std::optional<at::Tensor> slot, int64_t slot0, at::Tensor cache_k, at::Tensor cache_v) {
-            c10::InferenceMode guard;
             return kernels::rotary_qkv_to_cache(q, k, v, cos, sin, head_dim, slot ? *slot : at::Tensor(), slot0,
                                                 cache_k, cache_v);
         },
         py::arg("q"), py::arg("k"), py::arg("v"), py::arg("cos"), py::arg("sin"), py::arg("head_dim"),
-        py::arg("slot") = py::none(), py::arg("slot0") = 0, py::arg("cache_k"), py::arg("cache_v"),
+        py::arg("slot") = py::none(), py::arg("slot0") = 0, py::arg("cache_k"), py::arg("cache_v"), Guard(),
         "Returns q rotated [B, hq, S, D]; writes k rotated and v into the caches (in place).");
-    m.def(
-        "fused_silu_mul",
-        [](const at::Tensor& gate_up) {
-            c10::InferenceMode guard;
-            return kernels::silu_mul(gate_up);
-        },
-        py::arg("gate_up"), "up * silu(gate) of a [..., 2I] gate_up projection (gate first).");
+    m.def("fused_silu_mul", &kernels::silu_mul, py::arg("gate_up"), Guard(),
+          "up * silu(gate) of a [..., 2I] gate_up projection (gate first).");
     m.def(
         "fused_dit_rope",
         [](const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t skip, bool head_major) {
-            c10::InferenceMode guard;
-            if (!kernels::rotary_half_takes(x, cos, sin, skip))
-                throw std::invalid_argument("rotary_half does not take these inputs on this device");
             return kernels::rotary_half(x, cos, sin, skip,
                                         head_major ? kernels::RotaryLayout::kHeadMajor : kernels::RotaryLayout::kTokenMajor);
         },
-        py::arg("x"), py::arg("cos"), py::arg("sin"), py::arg("skip"), py::arg("head_major") = false,
+        py::arg("x"), py::arg("cos"), py::arg("sin"), py::arg("skip"), py::arg("head_major") = false, Guard(),
         "The DiT's RoPE on tokens [skip, S) of x [B, S, heads, D] (float32 tables [S - skip, D]).");
-    m.def(
-        "fused_mul_add",
-        [](const at::Tensor& a, const at::Tensor& g, const at::Tensor& c) {
-            c10::InferenceMode guard;
-            if (!kernels::mul_add_takes(a, g, c))
-                throw std::invalid_argument("mul_add does not take these inputs on this device");
-            return kernels::mul_add(a, g, c);
-        },
-        py::arg("a"), py::arg("g"), py::arg("c"),
-        "a * g + c (the DiT's modulations and gated residuals): a [B, S, D], g [B|1, 1, D], c a's shape or as g.");
+    m.def("fused_mul_add", &kernels::mul_add, py::arg("a"), py::arg("g"), py::arg("c"), Guard(),
+          "a * g + c (the DiT's modulations and gated residuals): a [B, S, D], g [B|1, 1, D], c a's shape or as g.");
 }
 
 }  // namespace glmimage::python

@@ -1,6 +1,6 @@
-// The C++ side of launching this library's CUDA kernels (kernels/cuda/*.cu): the stream LibTorch
-// is queueing on for a tensor's device, and the check of a launcher's result. Only in builds with
-// the kernels (GLMI_WITH_CUDA_KERNELS).
+// The C++ side of launching this library's CUDA kernels (kernels/cuda/*.cu): the device, the stream
+// LibTorch is queueing on, and the check of the launcher's result, in one place. Only in builds
+// with the kernels (GLMI_WITH_CUDA_KERNELS).
 #pragma once
 
 #ifdef GLMI_WITH_CUDA_KERNELS
@@ -12,13 +12,14 @@
 
 namespace glmimage::kernels {
 
-// LibTorch's current stream on t's device, as the launchers take it (a cudaStream_t).
-inline void* current_stream(const at::Tensor& t) {
-    return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
-}
-
-// A launcher's result: nullptr, or the CUDA error's text.
-inline void check_launch(const char* error, const char* kernel) {
+// Queues one of this library's kernels on t's device and LibTorch's current stream there:
+// launch(stream) is a launcher of kernels/cuda/ (a cudaStream_t in, nullptr or the CUDA error's
+// text out); a failed launch throws, naming the kernel.
+template <typename Launch>
+void launch_on(const at::Tensor& t, const char* kernel, Launch&& launch) {
+    c10::cuda::CUDAGuard guard(t.device());
+    void* stream = c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
+    const char* error = launch(stream);
     GLMI_CHECK(error == nullptr, "CUDA kernel ", kernel, " failed to launch: ", error ? error : "");
 }
 

@@ -1,13 +1,13 @@
 #include "kernels/decoder_fused.h"
 
-#include <string>
+#include <algorithm>
+#include <utility>
 
 #include "core/check.h"
 #include "core/parallel.h"
 #include "kernels/fused_math_cpu.h"
-#include "kernels/fused_switch.h"
-
 #include "kernels/cuda_launch.h"
+#include "kernels/fused_switch.h"
 #ifdef GLMI_WITH_CUDA_KERNELS
 #include "kernels/cuda/decoder_fused_cuda.h"
 #endif
@@ -42,16 +42,8 @@ void check_rows(const at::Tensor& x, const at::Tensor& weight, const char* what)
 }  // namespace
 
 bool decoder_fused_available(const at::Device& device, at::ScalarType dtype) {
-    if (!fused_kernels_enabled()) return false;
-    if (dtype != at::kFloat && dtype != at::kBFloat16) return false;
-    if (device.is_cpu()) return true;
-#ifdef GLMI_WITH_CUDA_KERNELS
-    return device.is_cuda();
-#else
-    return false;
-#endif
+    return (dtype == at::kFloat || dtype == at::kBFloat16) && fused_kernels_run_on(device, dtype);
 }
-
 
 at::Tensor squares(const at::Tensor& x) {
     GLMI_CHECK(x.is_contiguous() && x.dim() >= 1, "squares: x must be contiguous, got ", x.sizes());
@@ -62,9 +54,8 @@ at::Tensor squares(const at::Tensor& x) {
         using T = decltype(tag);
 #ifdef GLMI_WITH_CUDA_KERNELS
         if (x.is_cuda()) {
-            c10::cuda::CUDAGuard guard(x.device());
             const int64_t D = x.size(-1);
-            check_launch(cuda::launch_squares(data<T>(x), data<float>(sq), n / D, D, current_stream(x)), "squares");
+            launch_on(x, "squares", [&](void* s) { return cuda::launch_squares(data<T>(x), data<float>(sq), n / D, D, s); });
             return;
         }
 #endif
@@ -89,10 +80,10 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& sq, const at::Tensor&
         using T = decltype(tag);
 #ifdef GLMI_WITH_CUDA_KERNELS
         if (x.is_cuda()) {
-            c10::cuda::CUDAGuard guard(x.device());
-            check_launch(cuda::launch_rms_scale(data<T>(x), data<float>(mean), data<T>(weight), static_cast<float>(eps),
-                                                data<T>(y), rows, D, current_stream(x)),
-                         "rms_scale");
+            launch_on(x, "rms_scale", [&](void* s) {
+                return cuda::launch_rms_scale(data<T>(x), data<float>(mean), data<T>(weight), static_cast<float>(eps),
+                                              data<T>(y), rows, D, s);
+            });
             return;
         }
 #endif
@@ -121,11 +112,11 @@ ResidualNorm residual_rms_norm(const at::Tensor& residual, const at::Tensor& h, 
         using T = decltype(tag);
 #ifdef GLMI_WITH_CUDA_KERNELS
         if (h.is_cuda()) {
-            c10::cuda::CUDAGuard guard(h.device());
-            check_launch(cuda::launch_residual_rms_scale(data<T>(residual), data<T>(h), data<float>(mean), data<T>(weight),
-                                                         static_cast<float>(eps), data<T>(res.out),
-                                                         data<float>(res.out_squares), rows, D, current_stream(h)),
-                         "residual_rms_scale");
+            launch_on(h, "residual_rms_scale", [&](void* s) {
+                return cuda::launch_residual_rms_scale(data<T>(residual), data<T>(h), data<float>(mean), data<T>(weight),
+                                                       static_cast<float>(eps), data<T>(res.out),
+                                                       data<float>(res.out_squares), rows, D, s);
+            });
             return;
         }
 #endif
@@ -187,10 +178,10 @@ at::Tensor rotary_qkv_to_cache(const at::Tensor& q, const at::Tensor& k, const a
         T *po = data<T>(q_out), *pck = data<T>(cache_k), *pcv = data<T>(cache_v);
 #ifdef GLMI_WITH_CUDA_KERNELS
         if (q.is_cuda()) {
-            c10::cuda::CUDAGuard guard(q.device());
-            cuda::RotaryQkvArgs a{B, S, hq, hkv, D, rd, cap, q_row, k_row, v_row, cos.stride(0), cos.stride(1),
-                                  slot.defined() ? slot.data_ptr<int64_t>() : nullptr, slot0};
-            check_launch(cuda::launch_rotary_qkv(pq, pk, pv, pc, ps, po, pck, pcv, a, current_stream(q)), "rotary_qkv");
+            const cuda::RotaryQkvArgs a{B, S, hq, hkv, D, rd, cap, q_row, k_row, v_row, cos.stride(0), cos.stride(1),
+                                        slot.defined() ? slot.data_ptr<int64_t>() : nullptr, slot0};
+            launch_on(q, "rotary_qkv",
+                      [&](void* s) { return cuda::launch_rotary_qkv(pq, pk, pv, pc, ps, po, pck, pcv, a, s); });
             return;
         }
 #endif
@@ -234,9 +225,8 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
         if (act.numel() == 0) return act;
         dispatch(gate_up.scalar_type(), [&](auto tag) {
             using T = decltype(tag);
-            c10::cuda::CUDAGuard guard(gate_up.device());
-            check_launch(cuda::launch_silu_mul(data<T>(gate_up), data<T>(act), act.numel() / I, I, current_stream(gate_up)),
-                         "silu_mul");
+            launch_on(gate_up, "silu_mul",
+                      [&](void* s) { return cuda::launch_silu_mul(data<T>(gate_up), data<T>(act), act.numel() / I, I, s); });
         });
         return act;
     }

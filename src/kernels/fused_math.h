@@ -98,18 +98,22 @@ GLMI_HD float square(T x) {
     return mul(f, f);
 }
 
+// a * b and a + b in the storage type: LibTorch's mul and add of two T tensors.
+template <typename T>
+GLMI_HD T product(T a, T b) {
+    return from_float<T>(mul(to_float(a), to_float(b)));
+}
+
+template <typename T>
+GLMI_HD T sum(T a, T b) {
+    return from_float<T>(add(to_float(a), to_float(b)));
+}
+
 // RMSNorm after its mean, given r = rsqrt(mean(x^2) + eps):
 //   weight * (x.to(float32) * r).to(dtype)
 template <typename T>
 GLMI_HD T rms_scale(T x, float r, T weight) {
-    const T normed = from_float<T>(mul(to_float(x), r));
-    return from_float<T>(mul(to_float(weight), to_float(normed)));
-}
-
-// a + b in the storage type.
-template <typename T>
-GLMI_HD T sum(T a, T b) {
-    return from_float<T>(add(to_float(a), to_float(b)));
+    return product(weight, from_float<T>(mul(to_float(x), r)));
 }
 
 // -x in the storage type (exact).
@@ -122,9 +126,7 @@ GLMI_HD T negate(T x) {
 // `partner` is rotate_half(x) at this channel: -x[i + half] below half, x[i - half] above.
 template <typename T>
 GLMI_HD T rotary(T x, T partner, T cos, T sin) {
-    const T a = from_float<T>(mul(to_float(x), to_float(cos)));
-    const T b = from_float<T>(mul(to_float(partner), to_float(sin)));
-    return sum(a, b);
+    return sum(product(x, cos), product(partner, sin));
 }
 
 // The DiT's RoPE channel with float32 tables: (x.float() * cos + rotate_half(x).float() * sin).to(T),
@@ -138,7 +140,7 @@ GLMI_HD T rope_channel(T x, float partner, float cos, float sin) {
 // a * g + c as LibTorch's mul then add: the product rounded to T before the sum.
 template <typename T>
 GLMI_HD T mul_add(T a, T g, T c) {
-    return sum(from_float<T>(mul(to_float(a), to_float(g))), c);
+    return sum(product(a, g), c);
 }
 
 }  // namespace glmimage::kernels::fused

@@ -33,9 +33,8 @@ void run(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c, at::Tens
 #ifdef GLMI_WITH_CUDA_KERNELS
     if constexpr (!std::is_same_v<T, c10::Half>) {
         if (a.is_cuda()) {
-            c10::cuda::CUDAGuard guard(a.device());
-            cuda::MulAddArgs m{B, S, D, sa0, sa1, g_per_sample, c_full, c_per_sample};
-            check_launch(cuda::launch_mul_add(pa, pg, pc, py, m, current_stream(a)), "mul_add");
+            const cuda::MulAddArgs m{B, S, D, sa0, sa1, g_per_sample, c_full, c_per_sample};
+            launch_on(a, "mul_add", [&](void* s) { return cuda::launch_mul_add(pa, pg, pc, py, m, s); });
             return;
         }
     }
@@ -60,14 +59,8 @@ bool vector_of(const at::Tensor& v, const at::Tensor& a) {
 }  // namespace
 
 bool mul_add_takes(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c) {
-    if (!fused_kernels_enabled()) return false;
     const auto t = a.scalar_type();
-    if (t != at::kFloat && t != at::kBFloat16 && t != at::kHalf) return false;
-#ifdef GLMI_WITH_CUDA_KERNELS
-    if (!a.is_cpu() && !(a.is_cuda() && t != at::kHalf)) return false;
-#else
-    if (!a.is_cpu()) return false;
-#endif
+    if (!fused_kernels_run_on(a.device(), t) || (t != at::kFloat && t != at::kBFloat16 && t != at::kHalf)) return false;
     for (const auto* x : {&g, &c})
         if (x->device() != a.device() || x->scalar_type() != t) return false;
     if (a.dim() != 3 || a.stride(2) != 1 || !g.is_contiguous() || !c.is_contiguous()) return false;

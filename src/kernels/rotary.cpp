@@ -50,20 +50,12 @@ void rotate_rows(const at::Tensor& x, const float* cos, const float* sin, int64_
     });
 }
 
-bool on_cpu_or_kernels(const at::Tensor& t) {
-#ifdef GLMI_WITH_CUDA_KERNELS
-    return t.is_cpu() || (t.is_cuda() && t.scalar_type() != at::kHalf);
-#else
-    return t.is_cpu();
-#endif
-}
-
 }  // namespace
 
 bool rotary_half_takes(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t skip) {
-    if (!fused_kernels_enabled()) return false;
     const auto t = x.scalar_type();
-    if (!on_cpu_or_kernels(x) || x.dim() != 4 || (t != at::kFloat && t != at::kBFloat16 && t != at::kHalf)) return false;
+    if (!fused_kernels_run_on(x.device(), t) || x.dim() != 4 || (t != at::kFloat && t != at::kBFloat16 && t != at::kHalf))
+        return false;
     if (x.size(3) % 2 != 0 || x.stride(3) != 1 || skip < 0 || skip > x.size(1)) return false;
     for (const auto* tab : {&cos, &sin})
         if (tab->device() != x.device() || tab->scalar_type() != at::kFloat || !tab->is_contiguous() ||
@@ -86,12 +78,12 @@ at::Tensor rotary_half(const at::Tensor& x, const at::Tensor& cos, const at::Ten
 #ifdef GLMI_WITH_CUDA_KERNELS
         if constexpr (!std::is_same_v<T, c10::Half>) {
             if (x.is_cuda()) {
-                c10::cuda::CUDAGuard guard(x.device());
-                cuda::RopeArgs a{x.size(0), x.size(1), x.size(2), x.size(3), x.stride(0), x.stride(1), x.stride(2),
-                                 skip,      head_major};
-                check_launch(cuda::launch_rope(fused::data<T>(x), fused::data<float>(cos), fused::data<float>(sin),
-                                               fused::data<T>(out), a, current_stream(x)),
-                             "rope");
+                const cuda::RopeArgs a{x.size(0),   x.size(1),   x.size(2), x.size(3), x.stride(0),
+                                       x.stride(1), x.stride(2), skip,      head_major};
+                launch_on(x, "rope", [&](void* s) {
+                    return cuda::launch_rope(fused::data<T>(x), fused::data<float>(cos), fused::data<float>(sin),
+                                             fused::data<T>(out), a, s);
+                });
                 return;
             }
         }

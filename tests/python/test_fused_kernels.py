@@ -113,6 +113,7 @@ def test_silu_mul(device, dtype):
 @pytest.mark.parametrize("device", DEVICES)
 def test_dit_rope(device, dtype, head_major):
     """Text tokens [0, skip) pass through; x a strided view (a slice of a fused q/k/v projection)."""
+    _needs_kernels(device, dtype)
     B, S, H, D, skip = 2, 7, 3, 16, 2
     qkv = _rand(B, S, 3, H, D, device=device, dtype=dtype, seed=21, scale=3.0)
     x = qkv[:, :, 1]  # [B, S, H, D], token stride 3 * H * D
@@ -134,6 +135,7 @@ def test_dit_rope(device, dtype, head_major):
 @pytest.mark.parametrize("device", DEVICES)
 def test_mul_add(device, dtype):
     """The modulation (c a vector per sample) and the gated residual (c of a's shape), a strided."""
+    _needs_kernels(device, dtype)
     B, S, D = 2, 5, 48
     a = _rand(B, S + 3, D, device=device, dtype=dtype, seed=31, scale=5.0)[:, 3:]
     g = _rand(B, 1, D, device=device, dtype=dtype, seed=32)

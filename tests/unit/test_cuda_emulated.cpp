@@ -13,6 +13,7 @@
 #include "kernels/cuda/decoder_fused_kernels.cuh"
 #include "kernels/cuda/dit_fused_kernels.cuh"
 #include "kernels/decoder_fused.h"
+#include "kernels/fused_math_cpu.h"
 #include "kernels/mul_add.h"
 #include "kernels/rotary.h"
 
@@ -21,6 +22,7 @@ namespace {
 
 using cuda::RowGrid;
 using fused::bf16_t;
+using fused::data;
 
 // Runs kernel() once for every (block, thread) of the grid `g`.
 template <typename F>
@@ -36,11 +38,6 @@ void emulate(const RowGrid& g, F&& kernel) {
             }
 }
 
-template <typename T>
-T* ptr(const at::Tensor& t) {
-    return reinterpret_cast<T*>(t.data_ptr());
-}
-
 void expect_equal(const at::Tensor& got, const at::Tensor& want, const char* what) {
     ASSERT_EQ(got.sizes(), want.sizes()) << what;
     const double diff = (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>();
@@ -53,21 +50,21 @@ void check_norms(at::ScalarType dt, int64_t rows, int64_t D) {
     const double eps = 1e-5;
     const auto x = (at::randn({rows, D}) * 3).to(dt), h = (at::randn({rows, D}) * 40).to(dt);
     const auto w = at::randn({D}).to(dt);
-    const auto sq = at::empty({rows, D}, at::kFloat);
-    emulate(cuda::row_grid(rows, D), [&] { cuda::squares_kernel<T>(ptr<T>(x), ptr<float>(sq), rows, D); });
+    auto sq = at::empty({rows, D}, at::kFloat);
+    emulate(cuda::row_grid(rows, D), [&] { cuda::squares_kernel<T>(data<T>(x), data<float>(sq), rows, D); });
     expect_equal(sq, squares(x), "squares");
     const auto mean = sq.mean(-1, true).contiguous();
     auto y = at::empty_like(x);
     emulate(cuda::row_grid(rows, D), [&] {
-        cuda::rms_scale_kernel<T>(ptr<T>(x), ptr<float>(mean), ptr<T>(w), static_cast<float>(eps), ptr<T>(y), rows, D);
+        cuda::rms_scale_kernel<T>(data<T>(x), data<float>(mean), data<T>(w), static_cast<float>(eps), data<T>(y), rows, D);
     });
     expect_equal(y, rms_norm(x, squares(x), w, eps), "rms_scale");
     const auto mean_h = squares(h).mean(-1, true).contiguous();
     auto out = at::empty_like(h);
     auto out_sq = at::empty({rows, D}, at::kFloat);
     emulate(cuda::row_grid(rows, D), [&] {
-        cuda::residual_rms_scale_kernel<T>(ptr<T>(x), ptr<T>(h), ptr<float>(mean_h), ptr<T>(w), static_cast<float>(eps),
-                                           ptr<T>(out), ptr<float>(out_sq), rows, D);
+        cuda::residual_rms_scale_kernel<T>(data<T>(x), data<T>(h), data<float>(mean_h), data<T>(w), static_cast<float>(eps),
+                                           data<T>(out), data<float>(out_sq), rows, D);
     });
     const auto want = residual_rms_norm(x, h, w, eps);
     expect_equal(out, want.out, "residual_rms_scale");
@@ -96,10 +93,10 @@ void check_rotary_qkv(at::ScalarType dt, int64_t rd, bool device_slot) {
     cuda::RotaryQkvArgs a{B,        S,        hq,       hkv,           D,
                           rd,       cap,      parts[0].stride(1),      parts[1].stride(1),
                           parts[2].stride(1), cos.stride(0), cos.stride(1),
-                          device_slot ? ptr<int64_t>(slot) : nullptr, slot0};
+                          device_slot ? data<int64_t>(slot) : nullptr, slot0};
     emulate(cuda::row_grid(B * S * (hq + 2 * hkv), D), [&] {
-        cuda::rotary_qkv_kernel<T>(ptr<T>(parts[0]), ptr<T>(parts[1]), ptr<T>(parts[2]), ptr<T>(cos), ptr<T>(sin),
-                                   ptr<T>(q_out), ptr<T>(ck), ptr<T>(cv), a);
+        cuda::rotary_qkv_kernel<T>(data<T>(parts[0]), data<T>(parts[1]), data<T>(parts[2]), data<T>(cos), data<T>(sin),
+                                   data<T>(q_out), data<T>(ck), data<T>(cv), a);
     });
     expect_equal(q_out, want_q, "rotary q");
     expect_equal(ck, want_k, "rotary k cache");
@@ -117,7 +114,7 @@ TEST(CudaEmulated, SiluMul) {
     const int64_t rows = 3, I = 300;
     const auto gu = (at::randn({rows, 2 * I}) * 4).to(at::kBFloat16);
     auto act = at::empty({rows, I}, at::kBFloat16);
-    emulate(cuda::row_grid(rows, I), [&] { cuda::silu_mul_kernel<bf16_t>(ptr<bf16_t>(gu), ptr<bf16_t>(act), rows, I); });
+    emulate(cuda::row_grid(rows, I), [&] { cuda::silu_mul_kernel<bf16_t>(data<bf16_t>(gu), data<bf16_t>(act), rows, I); });
     // The exp here is the C library's, LibTorch's CPU silu takes its own: one bf16 step apart at most.
     const auto want = silu_mul(gu).to(at::kFloat);
     const double rel = ((act.to(at::kFloat) - want).abs() / (want.abs() + 1e-3)).max().item<double>();
@@ -137,7 +134,7 @@ void check_rope(at::ScalarType dt, RotaryLayout layout) {
     auto out = head_major ? at::empty({B, H, S, D}, dt) : at::empty({B, S, H, D}, dt);
     cuda::RopeArgs a{B, S, H, D, x.stride(0), x.stride(1), x.stride(2), skip, head_major};
     emulate(cuda::row_grid(B * S * H, D), [&] {
-        cuda::rope_kernel<T>(ptr<T>(x), ptr<float>(cos), ptr<float>(sin), ptr<T>(out), a);
+        cuda::rope_kernel<T>(data<T>(x), data<float>(cos), data<float>(sin), data<T>(out), a);
     });
     expect_equal(head_major ? out.transpose(1, 2) : out, want, head_major ? "rope head-major" : "rope token-major");
 }
@@ -159,7 +156,7 @@ TEST(CudaEmulated, MulAdd) {
         const bool c_full = c.sizes() == a.sizes();
         cuda::MulAddArgs m{B, S, D, a.stride(0), a.stride(1), true, c_full, !c_full && c.size(0) == B};
         emulate(cuda::row_grid(B * S, D), [&] {
-            cuda::mul_add_kernel<bf16_t>(ptr<bf16_t>(a), ptr<bf16_t>(g), ptr<bf16_t>(c), ptr<bf16_t>(y), m);
+            cuda::mul_add_kernel<bf16_t>(data<bf16_t>(a), data<bf16_t>(g), data<bf16_t>(c), data<bf16_t>(y), m);
         });
         expect_equal(y, mul_add(a, g, c), "mul_add");
     }

@@ -87,7 +87,7 @@ __global__ void silu_mul_kernel(const T* gate_up, T* act, int64_t rows, int64_t 
         GLMI_FOR_COLS(j, I) {
             const float g = fused::to_float(gate[j]);
             const T silu = fused::from_float<T>(__fdiv_rn(g, fused::add(1.0f, expf(-g))));
-            act[r * I + j] = fused::from_float<T>(fused::mul(fused::to_float(up[j]), fused::to_float(silu)));
+            act[r * I + j] = fused::product(up[j], silu);
         }
     }
 }
