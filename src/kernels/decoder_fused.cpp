@@ -75,11 +75,11 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& sq, const at::Tensor&
     const int64_t D = x.size(-1), rows = D ? x.numel() / D : 0;
     auto y = at::empty_like(x);
     if (x.numel() == 0) return y;
-    const auto mean = sq.mean(-1, /*keepdim=*/true);
     dispatch(x.scalar_type(), [&](auto tag) {
         using T = decltype(tag);
 #ifdef GLMI_WITH_CUDA_KERNELS
         if (x.is_cuda()) {
+            const auto mean = sq.mean(-1, /*keepdim=*/true);
             launch_on(x, "rms_scale", [&](void* s) {
                 return cuda::launch_rms_scale(data<T>(x), data<float>(mean), data<T>(weight), static_cast<float>(eps),
                                               data<T>(y), rows, D, s);
@@ -87,13 +87,15 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& sq, const at::Tensor&
             return;
         }
 #endif
-        const auto r = at::rsqrt(mean + eps).contiguous();  // LibTorch's: the CPU's rsqrt is its own
+        const auto sums = sq.sum(-1);  // LibTorch's reduction: the mean's bits (inverse_rms_from_sum)
         const T *px = data<T>(x), *pw = data<T>(weight);
-        const float* pr = data<float>(r);
+        const float* ps = data<float>(sums);
         T* py = data<T>(y);
         parallel_for_cpu(rows, grain_for(D * 2 * sizeof(T)), [&](int64_t b, int64_t e) {
-            for (int64_t row = b; row < e; ++row)
-                for (int64_t d = 0; d < D; ++d) py[row * D + d] = fused::rms_scale(px[row * D + d], pr[row], pw[d]);
+            for (int64_t row = b; row < e; ++row) {
+                const float r = fused::inverse_rms_from_sum(ps[row], D, eps);
+                for (int64_t d = 0; d < D; ++d) py[row * D + d] = fused::rms_scale(px[row * D + d], r, pw[d]);
+            }
         });
     });
     return y;
@@ -107,11 +109,12 @@ ResidualNorm residual_rms_norm(const at::Tensor& residual, const at::Tensor& h, 
     const int64_t D = h.size(-1), rows = D ? h.numel() / D : 0;
     ResidualNorm res{at::empty_like(h), at::empty(h.sizes(), h.options().dtype(at::kFloat))};
     if (h.numel() == 0) return res;
-    const auto mean = squares(h).mean(-1, /*keepdim=*/true);
+    const auto sq = squares(h);
     dispatch(h.scalar_type(), [&](auto tag) {
         using T = decltype(tag);
 #ifdef GLMI_WITH_CUDA_KERNELS
         if (h.is_cuda()) {
+            const auto mean = sq.mean(-1, /*keepdim=*/true);
             launch_on(h, "residual_rms_scale", [&](void* s) {
                 return cuda::launch_residual_rms_scale(data<T>(residual), data<T>(h), data<float>(mean), data<T>(weight),
                                                        static_cast<float>(eps), data<T>(res.out),
@@ -120,19 +123,21 @@ ResidualNorm residual_rms_norm(const at::Tensor& residual, const at::Tensor& h, 
             return;
         }
 #endif
-        const auto r = at::rsqrt(mean + eps).contiguous();
+        const auto sums = sq.sum(-1);
         const T *pres = data<T>(residual), *ph = data<T>(h), *pw = data<T>(weight);
-        const float* pr = data<float>(r);
+        const float* psum = data<float>(sums);
         T* po = data<T>(res.out);
         float* ps = data<float>(res.out_squares);
         parallel_for_cpu(rows, grain_for(D * (3 * sizeof(T) + sizeof(float))), [&](int64_t b, int64_t e) {
-            for (int64_t row = b; row < e; ++row)
+            for (int64_t row = b; row < e; ++row) {
+                const float r = fused::inverse_rms_from_sum(psum[row], D, eps);
                 for (int64_t d = 0; d < D; ++d) {
                     const int64_t i = row * D + d;
-                    const T y = fused::sum(pres[i], fused::rms_scale(ph[i], pr[row], pw[d]));
+                    const T y = fused::sum(pres[i], fused::rms_scale(ph[i], r, pw[d]));
                     po[i] = y;
                     ps[i] = fused::square(y);
                 }
+            }
         });
     });
     return res;

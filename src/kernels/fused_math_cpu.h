@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <cmath>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -21,6 +22,15 @@ inline float to_float<c10::Half>(c10::Half x) {
 template <>
 inline c10::Half from_float<c10::Half>(float f) {
     return c10::Half(f);
+}
+
+// rsqrt(mean + eps) of a row whose squares sum to `sum` over `n` channels, as LibTorch's CPU ops
+// give it: its mean is sum_out then div_ by n (a float division), `+ eps` adds eps rounded to float,
+// and its rsqrt is 1 / sqrt (both correctly rounded). Checked against the ops on 1.2 M rows each of
+// n in {100, 512, 1536, 4095, 4096, 13696}, eps in {1e-5, 1e-6, 1e-12}: identical. (CUDA's rsqrt is
+// rsqrtf and its mean multiplies by 1 / n: the CUDA kernels take LibTorch's mean instead.)
+inline float inverse_rms_from_sum(float sum, int64_t n, double eps) {
+    return 1.0f / std::sqrt(sum / static_cast<float>(n) + static_cast<float>(eps));
 }
 
 // Calls f(T{}) with T the storage type of `dtype`: float, bf16_t, or (with_half) c10::Half.
