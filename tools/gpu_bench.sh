@@ -7,27 +7,32 @@
 #                                              # (nlohmann-json + PCRE2 headers/libs), both git-ignored
 #   there:  bash tools/gpu_bench.sh            # carry .whl and .gpu_deps
 #
-# Stages (each skipped when its output is already there, so a second call on a warm machine goes on
-# where the first stopped): build (against that machine's torch; the real-size random checkpoint is
-# written meanwhile, in the background), the tiny CUDA-vs-CPU check (fp32, the same prior tokens:
-# images within 1 level), the fused kernels against the op sequences they replace on the GPU
-# (fused: tests/python/test_fused_kernels.py, bit for bit, each kernel and the whole AR decoder),
-# ours at SIZE x SIZE and STEPS steps resident (the AR decode as a CUDA graph; if the capture
-# fails, the run says so and is made again with the eager decode), then ours resident with every
-# fused kernel off (unfused: what the AR decoder's gain per token and the DiT's per step; 2 steps),
-# then ours
-# staged, then the reference (diffusers 0.39 + transformers 5.24; SKIP_REFERENCE=1 leaves it out)
-# on the same checkpoint and request, then ours resident, decoder only, 4 steps, with the CFG passes apart (cfg_apart: what one joint
-# forward gains; dit_s_per_step to compare), then 3 decoder steps and the VAE, and the AR stage at
-# 256² with the static decode, under torch.profiler (profile: the ops by device time, in
-# $OUT/dit_profile.txt and $OUT/ar_profile.txt), then ours resident with the eager AR
-# decode and 2 steps (ar_eager: what the graph gains). Each stage's seconds go in a "stage_s" row; the build's
-# log in $OUT/build.log. The stages can be split over calls on one warm machine, e.g.
-#   STAGES="build checkpoint tiny fused" ... then STAGES="resident unfused staged reference cfg_apart profile ar_eager"
+# Stages, in this order (each skipped when its output is already there, so a second call on a warm
+# machine goes on where the first stopped):
+#   build      against that machine's torch; the real-size random checkpoint is written meanwhile,
+#              in the background;
+#   tiny       CUDA against CPU on the tiny checkpoint (fp32, the same prior tokens: images within
+#              1 level), and the module's import probe;
+#   fused      the fused kernels against the op sequences they replace, on the GPU
+#              (tests/python/test_fused_kernels.py: bit for bit, each kernel and the whole AR decoder);
+#   resident   ours at SIZE x SIZE and STEPS steps, weights resident (the AR decode as a CUDA graph;
+#              if the capture fails, the run says so and is made again with the eager decode);
+#   profile    3 decoder steps and the VAE, then the AR stage at 256² with the static decode, under
+#              torch.profiler: the ops by device time, in $OUT/dit_profile.txt and $OUT/ar_profile.txt;
+#   unfused    ours resident, 2 steps, every fused kernel off: what they gain per AR token and per
+#              DiT step;
+#   cfg_apart  ours resident, decoder only, 4 steps, the CFG passes apart: what one joint forward gains;
+#   ar_eager   ours resident, 2 steps, the eager AR decode: what the graph gains;
+#   staged     ours at SIZE and STEPS with staged weights (peak memory);
+#   reference  diffusers 0.39 + transformers 5.24 on the same checkpoint and request
+#              (SKIP_REFERENCE=1 leaves it out).
+# The last two were measured already (2026-12-04), so they come last, where a call cut by its time
+# limit loses them first. Each stage's seconds go in a "stage_s" row; the build's log in
+# $OUT/build.log. The stages can be split over calls on one warm machine, e.g.
+#   STAGES="build checkpoint tiny fused resident profile" ... then STAGES="unfused cfg_apart ar_eager staged reference"
 # Environment: SIZE (1024), STEPS (50), LAYERS (real), CKPT (/tmp/glmi_real), QUANTIZE (none),
-#              SKIP_REFERENCE=1, STAGES ("build checkpoint tiny fused resident unfused staged
-#              reference cfg_apart profile ar_eager"), DEVICE (cuda), THREADS (8), STAGE_TIMEOUT
-#              (300 s per run).
+#              SKIP_REFERENCE=1, STAGES (all of the above, in that order), DEVICE (cuda),
+#              THREADS (8), STAGE_TIMEOUT (300 s per run).
 # A rehearsal of the whole flow on a CPU machine (the graph decode then fails and the eager one
 # runs, as the fallback would on a GPU; the tiny check says there is no GPU):
 #   DEVICE=cpu THREADS=2 LAYERS=1 SIZE=256 STEPS=2 bash tools/gpu_bench.sh
@@ -40,7 +45,7 @@ CKPT="${CKPT:-/tmp/glmi_real}"
 QUANTIZE="${QUANTIZE:-none}"
 DEVICE="${DEVICE:-cuda}"
 THREADS="${THREADS:-8}"
-STAGES="${STAGES:-build checkpoint tiny fused resident unfused staged reference cfg_apart profile ar_eager}"
+STAGES="${STAGES:-build checkpoint tiny fused resident profile unfused cfg_apart ar_eager staged reference}"
 STAGE_TIMEOUT="${STAGE_TIMEOUT:-300}"
 RESULTS="${OUT:-/tmp}"
 mkdir -p "$RESULTS"
@@ -173,30 +178,6 @@ ours_in() {  # ours_in RESIDENCY
 }
 
 ours_in resident
-if want unfused; then
-  begin "ours resident, every fused kernel off"
-  # auto: the graph decode where the device captures graphs (the resident run's), else eager.
-  real_size unfused --size "$SIZE" --steps 2 --residency resident --ar-decode auto --unfused \
-    --image /tmp/glmi_unfused.png || failed unfused
-  took unfused
-fi
-
-ours_in staged
-
-if want reference && [ -z "${SKIP_REFERENCE:-}" ]; then
-  begin reference
-  timeout "$STAGE_TIMEOUT" python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps "$STEPS" --threads "$THREADS" \
-    --side reference | tee -a "$LOG" || echo '{"bench": "reference", "error": "the reference did not run"}' | tee -a "$LOG"
-  took reference
-fi
-
-if want cfg_apart; then
-  begin "ours resident, decoder only, CFG passes apart"
-  real_size cfg_apart --size "$SIZE" --steps 4 --residency resident --decoder-only --cfg-passes apart \
-    --image /tmp/glmi_cfg_apart.png || failed cfg_apart
-  took cfg_apart
-fi
-
 if want profile; then
   begin "ours resident, decoder only, 3 steps under torch.profiler; then the AR stage"
   real_size profiled --size "$SIZE" --steps 3 --residency resident --decoder-only --image /tmp/glmi_profile.png \
@@ -209,11 +190,37 @@ if want profile; then
   took profile
 fi
 
+if want unfused; then
+  begin "ours resident, every fused kernel off"
+  # auto: the graph decode where the device captures graphs (the resident run's), else eager.
+  real_size unfused --size "$SIZE" --steps 2 --residency resident --ar-decode auto --unfused \
+    --image /tmp/glmi_unfused.png || failed unfused
+  took unfused
+fi
+
+if want cfg_apart; then
+  begin "ours resident, decoder only, CFG passes apart"
+  real_size cfg_apart --size "$SIZE" --steps 4 --residency resident --decoder-only --cfg-passes apart \
+    --image /tmp/glmi_cfg_apart.png || failed cfg_apart
+  took cfg_apart
+fi
+
 if want ar_eager; then
   begin "ours resident, eager AR decode"
   real_size ar_eager --size "$SIZE" --steps 2 --residency resident --ar-decode eager --image /tmp/glmi_ar_eager.png ||
     failed ar_eager
   took ar_eager
+fi
+
+# Last, what an earlier call measured already (staged: 2026-12-04; the reference's bytes and request
+# are the same), so that a call cut by its time limit loses these first.
+ours_in staged
+
+if want reference && [ -z "${SKIP_REFERENCE:-}" ]; then
+  begin reference
+  timeout "$STAGE_TIMEOUT" python3 bench/bench_real_size.py --out "$CKPT" --device "$DEVICE" --size "$SIZE" --steps "$STEPS" --threads "$THREADS" \
+    --side reference | tee -a "$LOG" || echo '{"bench": "reference", "error": "the reference did not run"}' | tee -a "$LOG"
+  took reference
 fi
 
 checkpoint_ready
