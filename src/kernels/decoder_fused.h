@@ -5,9 +5,10 @@
 // the bool mask; the residual sums; the gate), and at the decode step each costs its launch, not
 // its bytes: at the real size (40 layers) about 2,300 kernels a token. Here a layer is 17 (about
 // 680 a token; the mask is converted once per step). Counted from the code; LibTorch's profiler on
-// the CPU counts 63 ATen ops a layer against 28 (and this file's 7 loops). Every result is the
-// same bits as the op sequence it replaces (fused_math.h): the CPU loops are tested against it,
-// and on a GPU tests/python/test_fused_kernels.py compares the kernels with the ops they replace.
+// the CPU counts 830 leaf ATen ops a decoded token against 352 (small preset, 6 layers, views and
+// the sampling included). Every result is the same bits as the op sequence it replaces
+// (fused_math.h): the CPU loops are tested against it, and on a GPU tests/python/test_fused_kernels.py
+// compares the kernels with the ops they replace.
 #pragma once
 
 #include <ATen/ATen.h>
