@@ -10,7 +10,8 @@
 # Stages, in this order (each skipped when its output is already there, so a second call on a warm
 # machine goes on where the first stopped):
 #   build      against that machine's torch; the real-size random checkpoint is written meanwhile,
-#              in the background;
+#              in the background; if the build fails, it is made again without the fused CUDA
+#              kernels (the "build" rows say which ran), so the other figures still come;
 #   tiny       CUDA against CPU on the tiny checkpoint (fp32, the same prior tokens: images within
 #              1 level), and the module's import probe;
 #   fused      the fused kernels against the op sequences they replace, on the GPU
@@ -101,12 +102,38 @@ if want build; then
   # A CUDA LibTorch's config must find the toolkit by its plain library names, which a toolkit
   # assembled from NVIDIA's pip wheels lacks (tools/cuda_cmake_args.py says why; empty for CPU torch).
   mapfile -t CUDA_ARGS < <(python3 tools/cuda_cmake_args.py build/cuda-plain-names)
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" -DGLMI_BUILD_TESTS=OFF \
-    -DGLMI_BUILD_CLI=OFF -DGLMI_BUILD_PYTHON=ON -DGLMI_BUILD_TESTING_EXT=ON -DPython_EXECUTABLE="$(command -v python3)" \
-    "${CUDA_ARGS[@]}" >"$RESULTS/build.log" 2>&1 &&
-    cmake --build build -j"$(nproc)" --target glmimage_python glmimage_testing >>"$RESULTS/build.log" 2>&1 ||
-    { echo '{"bench": "build", "error": "the build failed; its log is build.log"}' | tee -a "$LOG"
-      grep -E -m 20 "error|Error|ERROR" "$RESULTS/build.log" >&2; tail -15 "$RESULTS/build.log" >&2; exit 1; }
+  build_with() {  # build_with LOGFILE EXTRA_CMAKE_ARGS...
+    local log="$1"
+    shift
+    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" -DGLMI_BUILD_TESTS=OFF \
+      -DGLMI_BUILD_CLI=OFF -DGLMI_BUILD_PYTHON=ON -DGLMI_BUILD_TESTING_EXT=ON \
+      -DPython_EXECUTABLE="$(command -v python3)" "${CUDA_ARGS[@]}" "$@" >"$log" 2>&1 &&
+      cmake --build build -j"$(nproc)" --target glmimage_python glmimage_testing >>"$log" 2>&1
+  }
+  build_failed() {  # build_failed LOGFILE: its first errors and its end, to stderr
+    grep -E -m 20 "error|Error|ERROR" "$1" >&2; tail -15 "$1" >&2
+  }
+  if build_with "$RESULTS/build.log" -DGLMI_CUDA_KERNELS=ON; then
+    kernels="$(grep -m 1 -E "glmimage: (fused CUDA kernels on|no CUDA compiler found)" "$RESULTS/build.log" || true)"
+    python3 -c 'import json, sys; print(json.dumps({"bench": "build", "cuda_kernels": sys.argv[1] or "none: no CUDA LibTorch"}))' \
+      "${kernels#-- }" | tee -a "$LOG"
+  else
+    # The fused CUDA kernels are the part of the build never yet compiled on that machine's
+    # toolkit: without them every other figure still comes (LibTorch's op sequences run instead,
+    # and the fused stage then compares those with themselves), so a failure there costs a
+    # rebuild of two files, not the whole GPU call.
+    echo '{"bench": "build", "error": "the build failed; again without the fused CUDA kernels; its log is build.log"}' |
+      tee -a "$LOG"
+    build_failed "$RESULTS/build.log"
+    if build_with "$RESULTS/build_no_kernels.log" -DGLMI_CUDA_KERNELS=OFF; then
+      echo '{"bench": "build", "cuda_kernels": "off: the build with them failed (build.log)"}' | tee -a "$LOG"
+    else
+      echo '{"bench": "build", "error": "the build without the fused CUDA kernels failed too; build_no_kernels.log"}' |
+        tee -a "$LOG"
+      build_failed "$RESULTS/build_no_kernels.log"
+      exit 1
+    fi
+  fi
   took build
 fi
 [ -d .gpu_deps/usr ] && export LD_LIBRARY_PATH="$ROOT/.gpu_deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
