@@ -46,8 +46,9 @@ at::Tensor rotary_qkv_to_cache(const at::Tensor& q, const at::Tensor& k, const a
                                const at::Tensor& sin, int64_t head_dim, const at::Tensor& slot, int64_t slot0,
                                at::Tensor& cache_k, at::Tensor& cache_v);
 
-// up * silu(gate) of a gate_up projection [..., 2I] (gate first): [..., I]. One kernel on a GPU;
-// on the CPU LibTorch's silu (whose exp a loop here would not reproduce) and product.
+// up * silu(gate) of a gate_up projection [..., 2I] (gate first): [..., I]. One kernel on a GPU
+// (where decoder_fused_available); elsewhere, and with the switch off, LibTorch's silu (whose exp a
+// CPU loop here would not reproduce) and product: the decoder's one place for this formula.
 at::Tensor silu_mul(const at::Tensor& gate_up);
 
 }  // namespace glmimage::kernels

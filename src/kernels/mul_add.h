@@ -13,12 +13,11 @@
 
 namespace glmimage::kernels {
 
-// Whether mul_add() runs these (and the switch of fused_switch.h is on): tensors of one dtype and device, the CPU (float32, bfloat16 or
-// float16) or, where this build has the CUDA kernels (kernels/cuda/dit_fused.cu), a GPU (float32
-// or bfloat16); a
-// [B, S, D] whose rows are contiguous (any sample and token strides: the image tokens' slice of
-// the attention output is taken without a copy); g contiguous [B, 1, D] or [1, 1, D]; c
-// contiguous, either a's shape or g's kind of vector.
+// Whether mul_add() runs these (and the switch of fused_switch.h is on): tensors of one dtype and
+// device, the CPU (float32, bfloat16 or float16) or, where this build has the CUDA kernels
+// (kernels/cuda/dit_fused.cu), a GPU (float32 or bfloat16); a [B, S, D] whose rows are contiguous
+// (any sample and token strides: the image tokens' slice of the attention output is taken without
+// a copy); g contiguous [B, 1, D] or [1, 1, D]; c contiguous, either a's shape or g's kind of vector.
 bool mul_add_takes(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c);
 
 // a * g + c as LibTorch computes (a * g) + c, contiguous [B, S, D].

@@ -11,10 +11,10 @@
 
 namespace glmimage::kernels {
 
-// Whether rotary_half() runs these (and the switch of fused_switch.h is on): x a [B, S, heads, D] tensor with its last dimension
-// contiguous, D even, on the CPU (float32, bfloat16 or float16) or, where this build has the CUDA
-// kernels (kernels/cuda/dit_fused.cu), on a GPU (float32 or bfloat16); cos and sin contiguous
-// float32 [S - skip, D] on x's device; 0 <= skip <= S.
+// Whether rotary_half() runs these (and the switch of fused_switch.h is on): x a [B, S, heads, D]
+// tensor with its last dimension contiguous, D even, on the CPU (float32, bfloat16 or float16) or,
+// where this build has the CUDA kernels (kernels/cuda/dit_fused.cu), on a GPU (float32 or
+// bfloat16); cos and sin contiguous float32 [S - skip, D] on x's device; 0 <= skip <= S.
 bool rotary_half_takes(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t skip);
 
 // Where rotary_half() puts the [B, S, heads, D] result in memory.

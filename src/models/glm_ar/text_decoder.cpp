@@ -43,7 +43,6 @@ GlmTextDecoder::GlmTextDecoder(const GlmArModel& model) : model_(model) {
     kv_heads_ = c.num_key_value_heads;
     head_dim_ = c.head_dim;
     rotary_dim_ = c.rotary_dim();
-    intermediate_ = c.intermediate_size;
     if (heads_ % kv_heads_ != 0) throw ConfigError("ar: attention heads must be a multiple of key/value heads");
     if (rotary_dim_ > head_dim_) throw ConfigError("ar: rotary dimension exceeds head_dim");
 }
@@ -145,8 +144,7 @@ GlmTextDecoder::Hidden GlmTextDecoder::layer_forward(const GlmDecoderLayer& laye
     }
     auto x1 = x + layer.post_self_attn_layernorm->forward(o);
     auto gu = layer.gate_up_proj->forward(layer.post_attention_layernorm->forward(x1));
-    auto act = gu.narrow(-1, intermediate_, intermediate_) * at::silu(gu.narrow(-1, 0, intermediate_));
-    h = layer.post_mlp_layernorm->forward(layer.down_proj->forward(act));
+    h = layer.post_mlp_layernorm->forward(layer.down_proj->forward(kernels::silu_mul(gu)));
     return {x1 + h, {}};
 }
 

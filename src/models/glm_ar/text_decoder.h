@@ -76,7 +76,7 @@ class GlmTextDecoder {
                          const at::Tensor& sin, at::Tensor& mask, const at::Tensor& slot, KVCache& cache) const;
 
     const GlmArModel& model_;
-    int64_t heads_, kv_heads_, head_dim_, rotary_dim_, intermediate_;
+    int64_t heads_, kv_heads_, head_dim_, rotary_dim_;
 };
 
 }  // namespace glmimage
