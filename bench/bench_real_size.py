@@ -8,7 +8,9 @@ Prints one JSON line:
   ar_roofline_s_per_token  bytes one decode step reads (the text decoder's weights, bf16, and its
                            lm_head; the KV cache is negligible here) / a read bandwidth measured in
                            the same run (the best of 5 passes of sum() over 512 MiB)
-  dit_s_per_step           the last denoising step's seconds (the first also pages the DiT in)
+  ar_prefill_s             from the call to the first token: the prompt's (and condition images')
+                           tokens through the decoder at once, after the vision encoder (with --condition)
+  dit_s_per_step           the mean of the denoising steps after the first (which also pages the DiT in)
   dit_roofline_s_per_step  DiT FLOPs per step (2 x S x the blocks' weights + attention 4 x S^2 x
                            inner x layers, for each CFG pass with its own S: the prompt's glyph rows
                            or the empty text's one, + the image tokens) / a bf16 GEMM rate measured in
@@ -28,6 +30,13 @@ taken, so that a slow moment of a shared machine cannot flatter the share of the
                                      [--device cpu|cuda] [--layers N] [--reference]
                                      [--decoder-only] [--no-cpu-block-cache] [--cfg-passes auto|joint|apart]
                                      [--profile FILE] [--profile-ar FILE] [--unfused]
+                                     [--condition PX]
+
+--condition PX makes the request image-to-image: one PX x PX condition image (a fixed pattern; PX
+a multiple of 32 from 512, the smallest the model takes). Its vision encoding and AR tokens join
+the prefill (the key ar_prefill_s), its VAE encoding and the DiT's pass that writes its keys and
+values into the condition cache come before the first denoising step, and each conditional pass
+attends to those (PX/16)^2 cached tokens beside its own (counted in dit_roofline_s_per_step).
 
 --unfused runs LibTorch's op sequences instead of every fused kernel (the AR decoder's, the DiT's
 RoPE and modulations): what the kernels gain; the key fused_kernels says which ran.
@@ -155,6 +164,17 @@ def profiled(fn, table: Path, cuda: bool):
     return result
 
 
+def condition_image(px: int):
+    """A fixed PX x PX RGB pattern (uint8 [H, W, 3]): smooth gradients with a checkerboard, so the
+    vision encoder and the VAE see structure rather than a flat field."""
+    import numpy as np
+
+    y, x = np.mgrid[0:px, 0:px]
+    checker = ((x // 32 + y // 32) % 2) * 64
+    rgb = np.stack([x * 255 // max(px - 1, 1), y * 255 // max(px - 1, 1), 128 + checker - 32], axis=-1)
+    return rgb.clip(0, 255).astype(np.uint8)
+
+
 def run_reference_decoder(args, out: Path) -> dict:
     """diffusers' DiT (one step: both CFG passes) and VAE decode on the request's shapes."""
     import torch
@@ -261,9 +281,16 @@ def main() -> int:
     ap.add_argument("--unfused", action="store_true",
                     help="every fused kernel off (kernels/fused_switch.h: the AR decoder's, the DiT's RoPE and "
                          "modulations), LibTorch's op sequences instead: what they gain; the key fused_kernels says which ran")
+    ap.add_argument("--condition", type=int, metavar="PX", default=None,
+                    help="image-to-image with one PX x PX condition image (PX a multiple of 32, from 512)")
     ap.add_argument("--side", choices=["reference"], help=argparse.SUPPRESS)
     ap.add_argument("--glyph-rows", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.condition is not None:
+        # The model's own limits are Model::validate's; these are the bench's: the reference side
+        # runs text-to-image only, and --decoder-only has no AR stage to tokenize the image.
+        if args.reference or args.decoder_only:
+            ap.error("--condition runs ours alone and with the AR stage: drop --reference / --decoder-only")
     out = Path(args.out)
     if args.side == "reference":
         print(json.dumps(run_reference_decoder(args, out) if args.decoder_only else run_reference(args, out)))
@@ -329,23 +356,25 @@ def main() -> int:
         with open(f, "rb") as fh:  # in 16 MB pieces: no copy of the file in this process's memory
             while fh.read(1 << 24):
                 pass
+    condition = None if args.condition is None else condition_image(args.condition)
     t0 = time.perf_counter()
     if args.decoder_only:
         gen = torch.Generator().manual_seed(1)
         prior = torch.randint(0, cfg["prior_vq_quantizer_codebook_size"], (1, (args.size // 16) ** 2), generator=gen)
-        ar_mapped_gb = ar_pmd_mapped_gb = ar_s_per_token = None
+        ar_mapped_gb = ar_pmd_mapped_gb = ar_s_per_token = ar_prefill_s = None
     else:
         def ar_stage():
-            return pipe.generate_prior_tokens(PROMPT, height=args.size, width=args.size, seed=1, callback=progress,
-                                              progress=False)
+            return pipe.generate_prior_tokens(PROMPT, height=args.size, width=args.size, image=condition, seed=1,
+                                              callback=progress, progress=False)
 
         prior = profiled(ar_stage, Path(args.profile_ar), cuda) if args.profile_ar else ar_stage()
         ar_mapped_gb, ar_pmd_mapped_gb = file_mapped_gb()
         ar = stamps["ar"]
         ar_s_per_token = (time.perf_counter() - ar[0]) / (len(ar) - 1)
+        ar_prefill_s = ar[0] - t0
     t_dec = time.perf_counter()
     def denoise():
-        return pipe(PROMPT, prior_token_ids=prior, height=args.size, width=args.size,
+        return pipe(PROMPT, image=condition, prior_token_ids=prior, height=args.size, width=args.size,
                     num_inference_steps=args.steps, seed=1, callback=progress, progress=False)
 
     if args.profile:
@@ -366,9 +395,12 @@ def main() -> int:
     bandwidth, gemm = (max(pair) for pair in zip(limits_before, device_limits(args.device, args.threads)))
     glyph_rows = _testing.glyph_embeddings(pipe, [PROMPT]).shape[1]
     inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-    # Per CFG pass with its own text: the prompt's glyph rows, then the empty text's one row.
-    dit_flops = sum(2 * seq * dit_block_weights + 4 * seq * seq * inner * cfg["num_layers"]
-                    for seq in (glyph_rows + (args.size // 16) ** 2, 1 + (args.size // 16) ** 2))
+    # Per CFG pass with its own text: the prompt's glyph rows, then the empty text's one row; the
+    # conditional pass's queries also attend to the condition cache's keys (the other skips it).
+    cond_tokens = 0 if args.condition is None else (args.condition // 16) ** 2
+    dit_flops = sum(2 * seq * dit_block_weights + 4 * seq * (seq + cached) * inner * cfg["num_layers"]
+                    for seq, cached in ((glyph_rows + (args.size // 16) ** 2, cond_tokens),
+                                        (1 + (args.size // 16) ** 2, 0)))
 
     result = {
         "bench": "real_size", "size": args.size, "steps": args.steps, "threads": args.threads, "dtype": "bfloat16",
@@ -381,7 +413,12 @@ def main() -> int:
         "ar_tokens": None if args.decoder_only else len(stamps["ar"]),
         "ar_tok_s": round(1 / ar_s_per_token, 1) if ar_s_per_token else None, "total_s": round(t_end - t0, 2),
         "ar_s_per_token": round(ar_s_per_token, 4) if ar_s_per_token else None,
+        "ar_prefill_s": round(ar_prefill_s, 2) if ar_prefill_s is not None else None,
+        "condition": args.condition, "condition_tokens": cond_tokens,
         "ar_roofline_s_per_token": round(ar_bytes / bandwidth, 4),
+        # The decoder call to its first step's end: the T5s, the DiT paged in, and with --condition
+        # the condition image's VAE encoding and the pass that writes the condition cache.
+        "to_first_step_s": round(den[0] - t_dec, 2),
         "dit_s_per_step": round(dit_s_per_step, 4), "dit_roofline_s_per_step": round(dit_flops / gemm, 4),
         "vae_s": round(vae_s, 3),
         "peak_rss_mb": round(proc_status_kib("VmHWM") / 1024, 1), "peak_anon_mb": round(max(peak_anon) / 1024, 1),

@@ -25,14 +25,17 @@
 #              DiT step;
 #   cfg_apart  ours resident, decoder only, 4 steps, the CFG passes apart: what one joint forward gains;
 #   ar_eager   ours resident, 2 steps, the eager AR decode: what the graph gains;
+#   i2i        ours resident, 4 steps, image-to-image with one COND x COND condition image: its
+#              vision encoding in the prefill, the condition cache, the joint CFG forward with it;
 #   staged     ours at SIZE and STEPS with staged weights (peak memory);
 #   reference  diffusers 0.39 + transformers 5.24 on the same checkpoint and request
 #              (SKIP_REFERENCE=1 leaves it out).
 # The last two were measured already (2026-12-04), so they come last, where a call cut by its time
 # limit loses them first. Each stage's seconds go in a "stage_s" row; the build's log in
 # $OUT/build.log. The stages can be split over calls on one warm machine, e.g.
-#   STAGES="build checkpoint tiny fused resident profile" ... then STAGES="unfused cfg_apart ar_eager staged reference"
+#   STAGES="build checkpoint tiny fused resident profile" ... then STAGES="unfused cfg_apart ar_eager i2i staged reference"
 # Environment: SIZE (1024), STEPS (50), LAYERS (real), CKPT (/tmp/glmi_real), QUANTIZE (none),
+#              COND (SIZE, at least 512: the smallest condition image the model takes),
 #              SKIP_REFERENCE=1, STAGES (all of the above, in that order), DEVICE (cuda),
 #              THREADS (8), STAGE_TIMEOUT (300 s per run).
 # A rehearsal of the whole flow on a CPU machine (the graph decode then fails and the eager one
@@ -47,7 +50,7 @@ CKPT="${CKPT:-/tmp/glmi_real}"
 QUANTIZE="${QUANTIZE:-none}"
 DEVICE="${DEVICE:-cuda}"
 THREADS="${THREADS:-8}"
-STAGES="${STAGES:-build checkpoint tiny fused resident profile unfused cfg_apart ar_eager staged reference}"
+STAGES="${STAGES:-build checkpoint tiny fused resident profile unfused cfg_apart ar_eager i2i staged reference}"
 STAGE_TIMEOUT="${STAGE_TIMEOUT:-300}"
 RESULTS="${OUT:-/tmp}"
 mkdir -p "$RESULTS"
@@ -255,6 +258,14 @@ if want ar_eager; then
   real_size ar_eager --size "$SIZE" --steps 2 --residency resident --ar-decode eager --image /tmp/glmi_ar_eager.png ||
     failed ar_eager
   took ar_eager
+fi
+
+if want i2i; then
+  begin "ours resident, image-to-image"
+  cond="${COND:-$((SIZE < 512 ? 512 : SIZE))}"
+  real_size i2i --size "$SIZE" --steps 4 --residency resident --ar-decode auto --condition "$cond" \
+    --image /tmp/glmi_i2i.png || failed i2i
+  took i2i
 fi
 
 # Last, what an earlier call measured already (staged: 2026-12-04; the reference's bytes and request
