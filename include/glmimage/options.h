@@ -56,7 +56,9 @@ struct LoadOptions {
     // Each generation reuses its large CPU blocks (1 MiB and more) instead of taking fresh pages
     // from the kernel for every activation (src/core/cpu_block_cache.h): at 1024² on a CPU a DiT
     // step took 66.9 s against 80.5 s without it, with the same bits. The cache holds up to 4 GiB
-    // of freed blocks while a generation runs and returns them when it ends. false: every block is new.
+    // of freed blocks while a generation runs; a stage's are returned where the next stage begins
+    // (the AR stage, the condition images' encoding, the denoising loop), the rest when the
+    // generation ends. false: every block is new.
     bool cpu_block_cache = true;
 
     // Throws InputError / UnsupportedError for values outside the lists above.

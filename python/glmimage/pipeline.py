@@ -384,8 +384,9 @@ class Pipeline(_C.Pipeline):
         diffusers'). The way that ran is in the timings, key "cfg" ("joint", "apart" or "none").
         cpu_block_cache: each generation reuses its large CPU blocks (1 MiB and more) instead of
         taking fresh pages from the kernel for every activation (a DiT step at 1024² on a CPU: 66.9 s
-        against 80.5 s, same bits); up to 4 GiB of freed blocks are held while a generation runs and
-        given back when it ends. False: every block is new.
+        against 80.5 s, same bits); up to 4 GiB of freed blocks are held while a generation runs, a
+        stage's given back where the next stage begins (the AR stage, the condition images'
+        encoding, the denoising loop), the rest when it ends. False: every block is new.
         CPU threads are a process setting: ``glmimage.set_num_threads(n)``.
         """
         return cls(path, dtype=dtype, device=device, residency=residency, components=components, quantize=quantize,

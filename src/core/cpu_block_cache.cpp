@@ -53,7 +53,7 @@ class BlockCache {
         by_age_.emplace_front(n, p);
         by_size_.emplace(n, by_age_.begin());
         stats_.cached_bytes += n;
-        while (stats_.cached_bytes > cap_) evict_oldest();
+        while (stats_.cached_bytes > cap_) evict_oldest(/*at_cap=*/true);
         stats_.peak_cached_bytes = std::max(stats_.peak_cached_bytes, stats_.cached_bytes);
         return true;
     }
@@ -61,7 +61,12 @@ class BlockCache {
     void set_cap(size_t bytes) {
         std::lock_guard<std::mutex> g(mu_);
         cap_ = bytes;
-        while (stats_.cached_bytes > cap_) evict_oldest();
+        while (stats_.cached_bytes > cap_) evict_oldest(/*at_cap=*/true);
+    }
+
+    void release_cached() {
+        std::lock_guard<std::mutex> g(mu_);
+        while (!by_age_.empty()) evict_oldest(/*at_cap=*/false);
     }
 
     void enter() {
@@ -72,7 +77,7 @@ class BlockCache {
     void leave() {
         std::lock_guard<std::mutex> g(mu_);
         if (--active_scopes_ > 0) return;
-        while (!by_age_.empty()) evict_oldest();
+        while (!by_age_.empty()) evict_oldest(/*at_cap=*/false);
     }
 
     CpuBlockCacheStats stats() {
@@ -81,8 +86,8 @@ class BlockCache {
     }
 
   private:
-    // mu_ held.
-    void evict_oldest() {
+    // mu_ held. at_cap: freed to stay under the cap (counted as evicted), not released.
+    void evict_oldest(bool at_cap) {
         auto [n, p] = by_age_.back();
         for (auto [it, end] = by_size_.equal_range(n); it != end; ++it)
             if (it->second->second == p) {
@@ -93,7 +98,7 @@ class BlockCache {
         stats_.cached_bytes -= n;
         born_.erase(p);
         c10::free_cpu(p);
-        if (active_scopes_ > 0) ++stats_.evicted;  // at the cap, not the emptying when the last scope ends
+        if (at_cap) ++stats_.evicted;
     }
 
     std::mutex mu_;
@@ -161,6 +166,10 @@ CpuBlockCacheScope::~CpuBlockCacheScope() {
 }
 
 CpuBlockCacheStats cpu_block_cache_stats() { return cache().stats(); }
+
+void release_cached_cpu_blocks() {
+    if (t_scope_depth > 0) cache().release_cached();
+}
 
 void set_cpu_block_cache_cap(size_t bytes) { cache().set_cap(bytes); }
 

@@ -37,6 +37,14 @@ struct CpuBlockCacheStats {
 
 CpuBlockCacheStats cpu_block_cache_stats();
 
+// Frees the blocks held for reuse now (blocks in use are untouched; scopes stay as they are). A
+// generation calls it where it moves on to a stage whose activations have other sizes (the AR
+// stage to the decoder, the condition images' VAE encoding and cache pass to the denoising loop,
+// that loop to the VAE decode): the earlier stage's blocks would otherwise be held, unused, until
+// the call ends. A no-op on a thread outside any scope (a call with the cache off). With concurrent
+// sessions it also frees blocks another call could have reused: that costs it fresh pages, not bits.
+void release_cached_cpu_blocks();
+
 // Blocks of at least this size are cached.
 inline constexpr size_t kCpuBlockCacheMinBytes = size_t{1} << 20;
 // The most the cache holds, its oldest blocks freed first above it: 4 GiB unless set (tests set less).

@@ -4,6 +4,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "core/check.h"
+#include "core/cpu_block_cache.h"
 #include "models/dit/kv_cache.h"
 #include "models/dit/transformer.h"
 #include "models/t5/t5_encoder.h"
@@ -165,6 +166,10 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
                "the request was not validated: ", o.to_string());
     check_inputs(m, prior_token_ids, conditions, o);
     c10::InferenceMode guard;
+    // Each stage's activations have their own sizes: the CPU blocks an earlier stage freed (the AR
+    // stage's, the condition images' encoding, the denoising loop's) are released where the next
+    // begins rather than held, unused, to the call's end.
+    release_cached_cpu_blocks();
     const auto& dit = *m.transformer;
     const auto device = m.device();
     const auto dtype = m.dtype();  // the pipeline dtype: prompt embeddings, latents, sizes
@@ -215,6 +220,7 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
         DiTKVCache cache(dit.config.num_layers);
         if (i2i) write_condition_cache(m, conditions, condition_latents, cache);
         condition_latents.clear();
+        if (i2i) release_cached_cpu_blocks();
 
         FlowMatchScheduleOptions so;
         so.patch_size = dit.config.patch_size;
@@ -256,6 +262,7 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
             if (rt.on_step) rt.on_step(i + 1, schedule.n_steps());
         }
     }
+    release_cached_cpu_blocks();
     auto in_use = use_component(m.vae_home);
     auto images = m.vae->decode_latents(latents);
     return postprocess_to_uint8(images);

@@ -1,5 +1,5 @@
 // The CPU block cache (src/core/cpu_block_cache.h): reuse inside scopes only, the cap, the raw
-// interface, the cache emptied when the last scope ends, threads.
+// interface, the release between stages, the cache emptied when the last scope ends, threads.
 #include <gtest/gtest.h>
 
 #include <c10/core/CPUAllocator.h>
@@ -80,6 +80,26 @@ TEST(CpuBlockCache, TheCapEvictsTheOldestBlocks) {
         EXPECT_EQ(cpu_block_cache_stats().fresh, before.fresh + 4);
     }
     set_cpu_block_cache_cap(size_t{4} << 30);
+}
+
+TEST(CpuBlockCache, ReleaseFreesTheHeldBlocksAndLeavesTheLiveOnesAndTheScope) {
+    CpuBlockCacheScope scope;
+    const auto before = cpu_block_cache_stats();
+    auto live = at::full({kFloats}, 7.0f);
+    { auto t = at::empty({kFloats + 16}); }
+    EXPECT_EQ(cpu_block_cache_stats().cached_bytes, before.cached_bytes + (kFloats + 16) * 4);
+    std::thread([] { release_cached_cpu_blocks(); }).join();  // outside any scope (a call with the cache off)
+    EXPECT_EQ(cpu_block_cache_stats().cached_bytes, before.cached_bytes + (kFloats + 16) * 4);
+    release_cached_cpu_blocks();
+    const auto after = cpu_block_cache_stats();
+    EXPECT_EQ(after.cached_bytes, 0u);
+    EXPECT_EQ(after.evicted, before.evicted) << "a release is not an eviction at the cap";
+    EXPECT_EQ(live.sum().item<float>(), 7.0f * kFloats);  // a block in use stays its tensor's
+    {
+        auto t = at::empty({kFloats + 16});  // nothing to reuse now: a fresh block
+        EXPECT_EQ(cpu_block_cache_stats().fresh, after.fresh + 1);
+    }
+    EXPECT_EQ(cpu_block_cache_stats().cached_bytes, (kFloats + 16) * 4u) << "the scope still caches";
 }
 
 TEST(CpuBlockCache, RawAllocateAndDeallocateInAndOutOfScopes) {
