@@ -58,7 +58,8 @@ struct LoadOptions {
     // step took 66.9 s against 80.5 s without it, with the same bits. The cache holds up to 4 GiB
     // of freed blocks while a generation runs; a stage's are returned where the next stage begins
     // (the AR stage, the condition images' encoding, the denoising loop), the rest when the
-    // generation ends. false: every block is new.
+    // generation ends. Its cost is peak memory: at 1024² on a 2-core EPYC, 7.54 GB of anonymous memory
+    // against 4.61 GB without it (in the VAE decode, 8 % faster with it). false: every block is new.
     bool cpu_block_cache = true;
 
     // Throws InputError / UnsupportedError for values outside the lists above.
