@@ -62,6 +62,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -84,8 +85,6 @@ class AnonPeak:
     mapped weights fill."""
 
     def __init__(self):
-        import threading
-
         self.peak = proc_status_kib("RssAnon")
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)

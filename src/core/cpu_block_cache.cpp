@@ -66,7 +66,7 @@ class BlockCache {
 
     void release_cached() {
         std::lock_guard<std::mutex> g(mu_);
-        while (!by_age_.empty()) evict_oldest(/*at_cap=*/false);
+        free_all_cached();
     }
 
     void enter() {
@@ -77,7 +77,7 @@ class BlockCache {
     void leave() {
         std::lock_guard<std::mutex> g(mu_);
         if (--active_scopes_ > 0) return;
-        while (!by_age_.empty()) evict_oldest(/*at_cap=*/false);
+        free_all_cached();
     }
 
     CpuBlockCacheStats stats() {
@@ -86,6 +86,11 @@ class BlockCache {
     }
 
   private:
+    // mu_ held. Every cached block freed: a release, not an eviction at the cap.
+    void free_all_cached() {
+        while (!by_age_.empty()) evict_oldest(/*at_cap=*/false);
+    }
+
     // mu_ held. at_cap: freed to stay under the cap (counted as evicted), not released.
     void evict_oldest(bool at_cap) {
         auto [n, p] = by_age_.back();

@@ -220,7 +220,7 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
         DiTKVCache cache(dit.config.num_layers);
         if (i2i) write_condition_cache(m, conditions, condition_latents, cache);
         condition_latents.clear();
-        if (i2i) release_cached_cpu_blocks();
+        release_cached_cpu_blocks();  // the condition images' encoding and cache pass, if any
 
         FlowMatchScheduleOptions so;
         so.patch_size = dit.config.patch_size;
