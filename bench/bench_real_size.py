@@ -17,6 +17,10 @@ Prints one JSON line:
                            the same run (the best of 5 4096^3 matmuls)
   vae_s                    from the last denoising step to the image (the VAE decode; its weights
                            are read into the page cache beforehand)
+  block_cache              the CPU block cache over the generation (LoadOptions::cpu_block_cache):
+                           blocks served again, new ones, freed at its cap, freed to keep the VAE
+                           within its peak in use; block_cache_fresh_per_step: new blocks per
+                           denoising step after the first (0 when every step reuses the last one's)
   ar_mapped_gb, ar_pmd_mapped_gb  after the AR stage, the mapped files' resident size and the part of
                            it mapped with 2 MB page-table entries (smaps_rollup FilePmdMapped)
   peak_rss_mb, peak_anon_mb  VmHWM at the end, and the largest RssAnon of the generation (read
@@ -356,6 +360,7 @@ def main() -> int:
     cfg = json.loads((out / "transformer" / "config.json").read_text())
 
     stamps: dict[str, list[float]] = {"ar": [], "denoise": []}
+    fresh_at_steps: list[int] = []  # the block cache's fresh blocks so far, at each denoising step
 
     def progress(stage, step, total):
         # A no-op on the CPU. On a GPU the stamps then time finished work: each denoising step;
@@ -365,6 +370,8 @@ def main() -> int:
         if stage != "ar" or step == 1:
             sync(args.device)
         stamps.setdefault(stage, []).append(time.perf_counter())
+        if stage == "denoise":
+            fresh_at_steps.append(_testing.cpu_block_cache_stats()["fresh"])
         if stage == "ar" and step % 20 == 0 or stage != "ar":
             print(f"{stage} {step}/{total} at {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
@@ -378,6 +385,7 @@ def main() -> int:
                 pass
     condition = None if args.condition is None else condition_image(args.condition)
     peak_anon = AnonPeak()  # from here to the image: the limits' own buffers are not the run's
+    cache_before = _testing.cpu_block_cache_stats()
     t0 = time.perf_counter()
     if args.decoder_only:
         gen = torch.Generator().manual_seed(1)
@@ -405,6 +413,7 @@ def main() -> int:
     sync(args.device)
     t_end = time.perf_counter()
     peak_anon_kib = peak_anon.stop()
+    cache_after = _testing.cpu_block_cache_stats()
     peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
     den = stamps["denoise"]
     # The mean of the steps after the first (which also pages or places the DiT in).
@@ -443,6 +452,11 @@ def main() -> int:
         "to_first_step_s": round(den[0] - t_dec, 2),
         "dit_s_per_step": round(dit_s_per_step, 4), "dit_roofline_s_per_step": round(dit_flops / gemm, 4),
         "vae_s": round(vae_s, 3),
+        # The CPU block cache over the generation: blocks served again, new ones, and those freed at
+        # its cap or to stay under the peak in use; new blocks per denoising step after the first.
+        "block_cache": {k: cache_after[k] - cache_before[k] for k in ("reused", "fresh", "evicted", "trimmed")},
+        "block_cache_fresh_per_step": round((fresh_at_steps[-1] - fresh_at_steps[0]) / (len(fresh_at_steps) - 1), 1)
+        if len(fresh_at_steps) > 1 else None,
         "peak_rss_mb": round(proc_status_kib("VmHWM") / 1024, 1), "peak_anon_mb": round(peak_anon_kib / 1024, 1),
         "ar_bytes_per_token_gb": round(ar_bytes / 1e9, 2), "bandwidth_gb_s": round(bandwidth / 1e9, 2),
         "ar_mapped_gb": round(ar_mapped_gb, 2) if ar_mapped_gb is not None else None,

@@ -58,8 +58,10 @@ struct LoadOptions {
     // step took 66.9 s against 80.5 s without it, with the same bits. The cache holds up to 4 GiB
     // of freed blocks while a generation runs; a stage's are returned where the next stage begins
     // (the AR stage, the condition images' encoding, the denoising loop), the rest when the
-    // generation ends. Its cost is peak memory: at 1024² on a 2-core EPYC, 7.54 GB of anonymous memory
-    // against 4.61 GB without it (in the VAE decode, 8 % faster with it). false: every block is new.
+    // generation ends. In the VAE it never holds more than the most in use at once, so that it adds
+    // nothing to the peak there (at 1024² on a 2-core EPYC: 4.61 GB of anonymous memory at the peak,
+    // with or without it; 7.54 GB with it before; the VAE decode 8 % faster with it). false: every
+    // block is new.
     bool cpu_block_cache = true;
 
     // Throws InputError / UnsupportedError for values outside the lists above.

@@ -95,7 +95,8 @@ void register_testing(pybind11::module_& m) {
     m.def("cpu_block_cache_stats", [] {
         const auto s = cpu_block_cache_stats();
         return py::dict(py::arg("reused") = s.reused, py::arg("fresh") = s.fresh, py::arg("evicted") = s.evicted,
-                        py::arg("cached_bytes") = s.cached_bytes, py::arg("peak_cached_bytes") = s.peak_cached_bytes);
+                        py::arg("trimmed") = s.trimmed, py::arg("cached_bytes") = s.cached_bytes,
+                        py::arg("peak_cached_bytes") = s.peak_cached_bytes);
     });
 }
 

@@ -4,6 +4,7 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 
+#include <algorithm>
 #include <list>
 #include <map>
 #include <mutex>
@@ -14,12 +15,14 @@ namespace glmimage {
 namespace {
 
 thread_local int t_scope_depth = 0;
+thread_local int t_peak_bound_depth = 0;
 
 // Blocks this cache made, live or cached. Never destroyed: tensors freed during the process's exit
 // may still reach it.
 class BlockCache {
   public:
-    void* take(size_t n) {
+    // bound: hold the bytes of all blocks (in use + cached) to the most in use at once.
+    void* take(size_t n, bool bound) {
         {
             std::lock_guard<std::mutex> g(mu_);
             auto it = by_size_.find(n);
@@ -29,13 +32,21 @@ class BlockCache {
                 by_size_.erase(it);
                 stats_.cached_bytes -= n;
                 ++stats_.reused;
+                live_peak_ = std::max(live_peak_, born_bytes_ - stats_.cached_bytes);
                 return p;
             }
             ++stats_.fresh;
+            live_peak_ = std::max(live_peak_, born_bytes_ - stats_.cached_bytes + n);
+            // The oldest cached blocks go first, until the new one fits under that peak.
+            while (bound && stats_.cached_bytes > 0 && born_bytes_ + n > live_peak_) {
+                evict_oldest(/*at_cap=*/false);
+                ++stats_.trimmed;
+            }
         }
         void* p = c10::alloc_cpu(n);  // LibTorch's aligned allocation; throws when out of memory
         std::lock_guard<std::mutex> g(mu_);
         born_.emplace(p, n);
+        born_bytes_ += n;
         return p;
     }
 
@@ -47,6 +58,7 @@ class BlockCache {
         const size_t n = it->second;
         if (active_scopes_ == 0) {
             born_.erase(it);
+            born_bytes_ -= n;
             c10::free_cpu(p);
             return true;
         }
@@ -80,6 +92,12 @@ class BlockCache {
         free_all_cached();
     }
 
+    // The most in use at once counted from now.
+    void restart_peak() {
+        std::lock_guard<std::mutex> g(mu_);
+        live_peak_ = born_bytes_ - stats_.cached_bytes;
+    }
+
     CpuBlockCacheStats stats() {
         std::lock_guard<std::mutex> g(mu_);
         return stats_;
@@ -102,6 +120,7 @@ class BlockCache {
         by_age_.pop_back();
         stats_.cached_bytes -= n;
         born_.erase(p);
+        born_bytes_ -= n;
         c10::free_cpu(p);
         if (at_cap) ++stats_.evicted;
     }
@@ -110,6 +129,8 @@ class BlockCache {
     std::unordered_map<void*, size_t> born_;
     std::list<std::pair<size_t, void*>> by_age_;  // cached blocks, newest first
     std::multimap<size_t, std::list<std::pair<size_t, void*>>::iterator> by_size_;
+    size_t born_bytes_ = 0;  // the blocks in born_: in use + cached
+    size_t live_peak_ = 0;   // the most bytes of them in use at once since the last restart_peak
     size_t cap_ = size_t{4} << 30;
     int active_scopes_ = 0;
     CpuBlockCacheStats stats_;
@@ -134,7 +155,7 @@ class CachingCpuAllocator final : public c10::Allocator {
   public:
     c10::DataPtr allocate(size_t n) override {
         if (t_scope_depth == 0 || n < kCpuBlockCacheMinBytes) return g_previous->allocate(n);
-        void* p = cache().take(n);
+        void* p = cache().take(n, t_peak_bound_depth > 0);
         return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
     }
     c10::DeleterFnPtr raw_deleter() const override {
@@ -169,6 +190,12 @@ CpuBlockCacheScope::~CpuBlockCacheScope() {
     --t_scope_depth;
     cache().leave();
 }
+
+CpuBlockCachePeakBound::CpuBlockCachePeakBound() {
+    if (t_peak_bound_depth++ == 0) cache().restart_peak();
+}
+
+CpuBlockCachePeakBound::~CpuBlockCachePeakBound() { --t_peak_bound_depth; }
 
 CpuBlockCacheStats cpu_block_cache_stats() { return cache().stats(); }
 

@@ -192,6 +192,7 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
     std::vector<std::vector<at::Tensor>> condition_latents;
     if (i2i) {
         auto in_use = use_component(m.vae_home);
+        CpuBlockCachePeakBound vae_blocks;  // the VAE's activations change size level by level
         condition_latents = encode_conditions(m, conditions);
     }
 
@@ -264,6 +265,7 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
     }
     release_cached_cpu_blocks();
     auto in_use = use_component(m.vae_home);
+    CpuBlockCachePeakBound vae_blocks;
     auto images = m.vae->decode_latents(latents);
     return postprocess_to_uint8(images);
 }

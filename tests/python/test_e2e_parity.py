@@ -168,6 +168,23 @@ def test_e2e_with_and_without_cpu_block_cache(ref_pipe):
     assert record_exact("e2e_t2i_128_cpu_block_cache_vs_none", images[True], images[False])["ok"]
 
 
+def test_vae_under_the_block_caches_peak_bound():
+    """256x256, where the tiny VAE's blocks change size from level to level: the VAE runs under the
+    cache's peak bound (CpuBlockCachePeakBound), so cached blocks are freed there before new ones
+    are taken (trimmed), and the image is still the one without the cache, bit for bit."""
+    kw = dict(height=256, width=256, num_inference_steps=2, seed=3, progress=False)
+    images, trimmed = {}, {}
+    for on in (True, False):
+        pipe = glmimage.Pipeline.from_pretrained(str(TINY), cpu_block_cache=on)
+        before = _testing.cpu_block_cache_stats()
+        out = pipe('A sign that says "Open"', **kw)
+        trimmed[on] = _testing.cpu_block_cache_stats()["trimmed"] - before["trimmed"]
+        images[on] = torch.from_numpy(np.stack([np.array(im) for im in out.images])).long()
+    print("blocks freed under the peak bound:", trimmed)
+    assert trimmed[True] > 0 and trimmed[False] == 0
+    assert record_exact("e2e_t2i_256_cpu_block_cache_peak_bound_vs_none", images[True], images[False])["ok"]
+
+
 @pytest.fixture(scope="module")
 def far_generation_config(tmp_path_factory):
     """The tiny checkpoint with a generation_config.json that sets sampling values far from the

@@ -1,9 +1,11 @@
-// The CPU block cache (src/core/cpu_block_cache.h): reuse inside scopes only, the cap, the raw
-// interface, the release between stages, the cache emptied when the last scope ends, threads.
+// The CPU block cache (src/core/cpu_block_cache.h): reuse inside scopes only, the cap, the peak
+// bound, the raw interface, the release between stages, the cache emptied when the last scope
+// ends, threads.
 #include <gtest/gtest.h>
 
 #include <c10/core/CPUAllocator.h>
 
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -82,6 +84,52 @@ TEST(CpuBlockCache, TheCapEvictsTheOldestBlocks) {
     set_cpu_block_cache_cap(size_t{4} << 30);
 }
 
+TEST(CpuBlockCache, InsideAPeakBoundANewBlockNeverRaisesTheBytesHeldAboveTheMostInUse) {
+    CpuBlockCacheScope scope;
+    CpuBlockCachePeakBound bound;
+    const auto before = cpu_block_cache_stats();
+    ASSERT_EQ(before.cached_bytes, 0u);
+    {
+        auto a = at::empty({kFloats});
+        auto b = at::empty({kFloats});
+        a.reset();  // freed first: the older cached block
+    }  // at most 2 blocks of kFloats in use; both cached now
+    EXPECT_EQ(cpu_block_cache_stats().cached_bytes, 2u * kFloats * 4);
+    {
+        // Another size: with both kept, 3 blocks would be held where at most 2 were ever in use,
+        // so the older cached one is freed; the other stays for reuse.
+        auto c = at::empty({kFloats / 2});
+        const auto after = cpu_block_cache_stats();
+        EXPECT_EQ(after.trimmed, before.trimmed + 1);
+        EXPECT_EQ(after.evicted, before.evicted) << "not an eviction at the cap";
+        EXPECT_EQ(after.cached_bytes, kFloats * 4u);
+        auto d = at::empty({kFloats});
+        EXPECT_EQ(cpu_block_cache_stats().reused, before.reused + 1);
+    }
+    release_cached_cpu_blocks();  // nothing held now; the most in use is still 2 blocks
+    { auto e = at::empty({kFloats}); }
+    {
+        // With e's block cached, a new one keeps the bytes held under the most in use: nothing freed.
+        auto f = at::empty({kFloats / 2});
+        EXPECT_EQ(cpu_block_cache_stats().trimmed, before.trimmed + 1);
+        EXPECT_EQ(cpu_block_cache_stats().cached_bytes, kFloats * 4u);
+    }
+}
+
+TEST(CpuBlockCache, OutsideAPeakBoundTheCachedBlocksStayForReuse) {
+    CpuBlockCacheScope scope;
+    const auto before = cpu_block_cache_stats();
+    {
+        auto a = at::empty({kFloats});
+        auto b = at::empty({kFloats});
+    }
+    {
+        auto c = at::empty({kFloats / 2});  // 3 blocks held where at most 2 were in use
+        EXPECT_EQ(cpu_block_cache_stats().trimmed, before.trimmed);
+        EXPECT_EQ(cpu_block_cache_stats().cached_bytes, 2u * kFloats * 4);
+    }
+}
+
 TEST(CpuBlockCache, ReleaseFreesTheHeldBlocksAndLeavesTheLiveOnesAndTheScope) {
     CpuBlockCacheScope scope;
     const auto before = cpu_block_cache_stats();
@@ -121,6 +169,8 @@ TEST(CpuBlockCache, ThreadsShareTheCacheWithoutMixingBlocks) {
     for (int w = 0; w < 4; ++w)
         threads.emplace_back([w, &bad] {
             CpuBlockCacheScope scope;
+            std::optional<CpuBlockCachePeakBound> bound;  // one thread frees cached blocks as it goes
+            if (w == 0) bound.emplace();
             std::mt19937 rng(w);
             for (int i = 0; i < 200; ++i) {
                 const int64_t n = kFloats / 4 + static_cast<int64_t>(rng() % 4) * 1024;
