@@ -29,14 +29,15 @@ class CpuBlockCacheScope {
 
 // While alive on a thread, that thread's new blocks do not raise the bytes of the cache's blocks
 // (in use + cached) above the most of them in use at once since the outermost such scope on the
-// thread began: the oldest cached blocks are freed first, so inside it the cache adds nothing to
-// the peak. For a stage whose activations change size as it goes and whose work per byte is high
-// enough that a new block's page faults cost little: the VAE, where the blocks of one resolution
-// level were otherwise held while the next level's ran (replaying the allocations of a 1024²
-// decode on a CPU: up to 7.8 GB held against 4.35 GB ever in use; VAE time unchanged). The
-// denoising loop is left unbound: its sizes repeat every layer and step, and it holds about twice
-// its peak in use to serve every block again; bound, it took a new block for about half of its
-// allocations (one layer at 1024²: 39 new blocks a step against 0.3).
+// thread began (or a later one on another thread: concurrent calls share one count, which can
+// only make the cache free more). The oldest cached blocks are freed first, so inside it the
+// cache adds nothing to the peak. For a stage whose activations change size as it goes and whose
+// work per byte is high enough that a new block's page faults cost little: the VAE, where the
+// blocks of one resolution level were otherwise held while the next level's ran (replaying the
+// allocations of a 1024² decode on a CPU: up to 7.8 GB held against 4.35 GB ever in use; VAE time
+// unchanged). The denoising loop is left unbound: its sizes repeat every layer and step, and it
+// holds about twice its peak in use to serve every block again; bound, it took a new block for
+// about half of its allocations (one layer at 1024²: 39 new blocks a step against 0.3).
 class CpuBlockCachePeakBound {
   public:
     CpuBlockCachePeakBound();
