@@ -39,8 +39,7 @@ class BlockCache {
             live_peak_ = std::max(live_peak_, born_bytes_ - stats_.cached_bytes + n);
             // The oldest cached blocks go first, until the new one fits under that peak.
             while (bound && stats_.cached_bytes > 0 && born_bytes_ + n > live_peak_) {
-                evict_oldest(/*at_cap=*/false);
-                ++stats_.trimmed;
+                evict_oldest(Why::kPeakBound);
             }
         }
         void* p = c10::alloc_cpu(n);  // LibTorch's aligned allocation; throws when out of memory
@@ -65,7 +64,7 @@ class BlockCache {
         by_age_.emplace_front(n, p);
         by_size_.emplace(n, by_age_.begin());
         stats_.cached_bytes += n;
-        while (stats_.cached_bytes > cap_) evict_oldest(/*at_cap=*/true);
+        while (stats_.cached_bytes > cap_) evict_oldest(Why::kCap);
         stats_.peak_cached_bytes = std::max(stats_.peak_cached_bytes, stats_.cached_bytes);
         return true;
     }
@@ -73,7 +72,7 @@ class BlockCache {
     void set_cap(size_t bytes) {
         std::lock_guard<std::mutex> g(mu_);
         cap_ = bytes;
-        while (stats_.cached_bytes > cap_) evict_oldest(/*at_cap=*/true);
+        while (stats_.cached_bytes > cap_) evict_oldest(Why::kCap);
     }
 
     void release_cached() {
@@ -104,13 +103,16 @@ class BlockCache {
     }
 
   private:
-    // mu_ held. Every cached block freed: a release, not an eviction at the cap.
+    // Why a cached block is freed; the first two are counted (evicted, trimmed), a release is not.
+    enum class Why { kCap, kPeakBound, kRelease };
+
+    // mu_ held. Every cached block freed.
     void free_all_cached() {
-        while (!by_age_.empty()) evict_oldest(/*at_cap=*/false);
+        while (!by_age_.empty()) evict_oldest(Why::kRelease);
     }
 
-    // mu_ held. at_cap: freed to stay under the cap (counted as evicted), not released.
-    void evict_oldest(bool at_cap) {
+    // mu_ held.
+    void evict_oldest(Why why) {
         auto [n, p] = by_age_.back();
         for (auto [it, end] = by_size_.equal_range(n); it != end; ++it)
             if (it->second->second == p) {
@@ -122,7 +124,8 @@ class BlockCache {
         born_.erase(p);
         born_bytes_ -= n;
         c10::free_cpu(p);
-        if (at_cap) ++stats_.evicted;
+        if (why == Why::kCap) ++stats_.evicted;
+        if (why == Why::kPeakBound) ++stats_.trimmed;
     }
 
     std::mutex mu_;
