@@ -92,11 +92,21 @@ void register_testing(pybind11::module_& m) {
         .def(py::init<>())
         .def("__enter__", [](BlockCacheContext& c) { c.scope.emplace(); })
         .def("__exit__", [](BlockCacheContext& c, py::args) { c.scope.reset(); });
+    // `with cpu_block_cache(), cpu_block_cache_peak_bound(): ...`: the VAE's bound, and the start
+    // of the count peak_in_use_bytes reports.
+    struct PeakBoundContext {
+        std::optional<CpuBlockCachePeakBound> bound;
+    };
+    py::class_<PeakBoundContext>(m, "cpu_block_cache_peak_bound")
+        .def(py::init<>())
+        .def("__enter__", [](PeakBoundContext& c) { c.bound.emplace(); })
+        .def("__exit__", [](PeakBoundContext& c, py::args) { c.bound.reset(); });
     m.def("cpu_block_cache_stats", [] {
         const auto s = cpu_block_cache_stats();
         return py::dict(py::arg("reused") = s.reused, py::arg("fresh") = s.fresh, py::arg("evicted") = s.evicted,
                         py::arg("trimmed") = s.trimmed, py::arg("cached_bytes") = s.cached_bytes,
-                        py::arg("peak_cached_bytes") = s.peak_cached_bytes);
+                        py::arg("peak_cached_bytes") = s.peak_cached_bytes, py::arg("in_use_bytes") = s.in_use_bytes,
+                        py::arg("peak_in_use_bytes") = s.peak_in_use_bytes);
     });
 }
 

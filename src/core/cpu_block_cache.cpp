@@ -99,7 +99,10 @@ class BlockCache {
 
     CpuBlockCacheStats stats() {
         std::lock_guard<std::mutex> g(mu_);
-        return stats_;
+        auto s = stats_;
+        s.in_use_bytes = born_bytes_ - stats_.cached_bytes;
+        s.peak_in_use_bytes = live_peak_;
+        return s;
     }
 
   private:

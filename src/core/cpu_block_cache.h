@@ -53,6 +53,11 @@ struct CpuBlockCacheStats {
     uint64_t trimmed = 0;          // blocks freed inside a CpuBlockCachePeakBound
     size_t cached_bytes = 0;       // held for reuse now
     size_t peak_cached_bytes = 0;  // since the process started
+    size_t in_use_bytes = 0;       // the cache's blocks in use now
+    // The most of them in use at once since the latest outermost CpuBlockCachePeakBound began
+    // (since the process started before any): what a stage's activations need at once, counted
+    // by the allocator whatever made them.
+    size_t peak_in_use_bytes = 0;
 };
 
 CpuBlockCacheStats cpu_block_cache_stats();

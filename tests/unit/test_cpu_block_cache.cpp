@@ -116,6 +116,25 @@ TEST(CpuBlockCache, InsideAPeakBoundANewBlockNeverRaisesTheBytesHeldAboveTheMost
     }
 }
 
+TEST(CpuBlockCache, CountsTheBytesInUseAndTheMostAtOnceSinceAPeakBoundBegan) {
+    CpuBlockCacheScope scope;
+    const size_t base = cpu_block_cache_stats().in_use_bytes;  // what earlier tests left alive
+    const size_t block = kFloats * 4;
+    auto held = at::empty({kFloats});  // in use before the bound began: counted from its start
+    CpuBlockCachePeakBound bound;
+    EXPECT_EQ(cpu_block_cache_stats().in_use_bytes, base + block);
+    EXPECT_EQ(cpu_block_cache_stats().peak_in_use_bytes, base + block);
+    {
+        auto a = at::empty({kFloats});
+        auto b = at::empty({2 * kFloats});
+        EXPECT_EQ(cpu_block_cache_stats().in_use_bytes, base + 4 * block);
+    }
+    { auto c = at::empty({kFloats}); }  // a's block again, with fewer in use than before
+    const auto end = cpu_block_cache_stats();
+    EXPECT_EQ(end.in_use_bytes, base + block);
+    EXPECT_EQ(end.peak_in_use_bytes, base + 4 * block);
+}
+
 TEST(CpuBlockCache, OutsideAPeakBoundTheCachedBlocksStayForReuse) {
     CpuBlockCacheScope scope;
     const auto before = cpu_block_cache_stats();
