@@ -53,10 +53,17 @@ Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride_, int64_t
     param(bias, "bias", {out});
 }
 
-at::Tensor Conv2d::forward(const at::Tensor& x) const {
+at::Tensor Conv2d::to_input_layout(const at::Tensor& x) const {
+    return conv_in_channels_last(x) ? kernels::to_channels_last(x) : x;
+}
+
+at::Tensor Conv2d::forward(at::Tensor x) const {
     if (conv_in_channels_last(x)) {
+        auto input = kernels::to_channels_last(x);
+        x.reset();  // the NCHW input, freed here when the caller handed it over
+        auto y = at::conv2d(input, weight, bias, {stride, stride}, {padding, padding});
+        input.reset();  // before the NCHW copy of the output is made
         // NCHW out again: the group norms that read it sum in another order on NHWC input.
-        const auto y = at::conv2d(kernels::to_channels_last(x), weight, bias, {stride, stride}, {padding, padding});
         return kernels::to_channels_first(y);
     }
     return at::conv2d(x, weight, bias, {stride, stride}, {padding, padding});

@@ -15,8 +15,10 @@ namespace glmimage {
 class VAEResnetBlock : public ParamModule {
   public:
     VAEResnetBlock(int64_t in, int64_t out, int64_t groups, at::TensorOptions options);
-    // (shortcut(x) + conv2(SiLU(GN2(conv1(SiLU(GN1(x))))))) / 1
-    at::Tensor forward(const at::Tensor& x) const;
+    // (shortcut(x) + conv2(SiLU(GN2(conv1(SiLU(GN1(x))))))) / 1. The stages below take their
+    // input by value and let go of it as soon as it is read: handed over with std::move, each
+    // intermediate is freed then.
+    at::Tensor forward(at::Tensor x) const;
     std::shared_ptr<GroupNorm> norm1, norm2;
     std::shared_ptr<Conv2d> conv1, conv2;
     std::shared_ptr<Conv2d> conv_shortcut;  // only when in != out
@@ -35,7 +37,7 @@ class VAEAttention : public ParamModule {
 class VAEMidBlock : public ParamModule {
   public:
     VAEMidBlock(int64_t channels, int64_t groups, bool attention, at::TensorOptions options);
-    at::Tensor forward(const at::Tensor& x) const;
+    at::Tensor forward(at::Tensor x) const;
     std::shared_ptr<VAEResnetBlock> resnet0, resnet1;
     std::shared_ptr<VAEAttention> attention;  // null unless mid_block_add_attention
 };
@@ -48,7 +50,7 @@ class VAEBlock : public ParamModule {
              at::TensorOptions options);
     // Resnets, then (down) zero-pad right/bottom by one + stride-2 conv, or (up) nearest x2 +
     // conv, when the block resamples.
-    at::Tensor forward(const at::Tensor& x) const;
+    at::Tensor forward(at::Tensor x) const;
     std::vector<std::shared_ptr<VAEResnetBlock>> resnets;
     std::shared_ptr<Conv2d> resample_conv;  // downsamplers.0.conv or upsamplers.0.conv
     bool up;
@@ -58,7 +60,7 @@ class VAEEncoder : public ParamModule {
   public:
     VAEEncoder(const VAEConfig& c, at::TensorOptions options);
     // (B, in_channels, H, W) -> (B, 2 * latent_channels, H / f, W / f): mean and log-variance.
-    at::Tensor forward(const at::Tensor& x) const;
+    at::Tensor forward(at::Tensor x) const;
     std::shared_ptr<Conv2d> conv_in, conv_out;
     std::vector<std::shared_ptr<VAEBlock>> down_blocks;
     std::shared_ptr<VAEMidBlock> mid_block;
@@ -69,7 +71,7 @@ class VAEDecoder : public ParamModule {
   public:
     VAEDecoder(const VAEConfig& c, at::TensorOptions options);
     // (B, latent_channels, h, w) -> (B, out_channels, h * f, w * f).
-    at::Tensor forward(const at::Tensor& z) const;
+    at::Tensor forward(at::Tensor z) const;
     std::shared_ptr<Conv2d> conv_in, conv_out;
     std::shared_ptr<VAEMidBlock> mid_block;
     std::vector<std::shared_ptr<VAEBlock>> up_blocks;
