@@ -34,7 +34,7 @@ taken, so that a slow moment of a shared machine cannot flatter the share of the
                                      [--device cpu|cuda] [--layers N] [--reference]
                                      [--decoder-only] [--no-cpu-block-cache] [--cfg-passes auto|joint|apart]
                                      [--profile FILE] [--profile-ar FILE] [--unfused]
-                                     [--condition PX]
+                                     [--condition PX] [--vae-only]
 
 --condition PX makes the request image-to-image: one PX x PX condition image (a fixed pattern; PX
 a multiple of 32 from 512, the smallest the model takes). Its vision encoding and AR tokens join
@@ -44,6 +44,11 @@ attends to those (PX/16)^2 cached tokens beside its own (counted in dit_roofline
 
 --unfused runs LibTorch's op sequences instead of every fused kernel (the AR decoder's, the DiT's
 RoPE and modulations): what the kernels gain; the key fused_kernels says which ran.
+--vae-only runs the VAE decode alone, ours and then diffusers' (in a child process) on the same
+random latents at --size, and prints vae_s, vae_roofline_s (the decoder's convolution FLOPs at the
+bf16 GEMM rate measured in the same run), vae_peak_anon_rise_mb (the largest RssAnon during the
+decode above the one before it: its activations, the weights being mapped or loaded beforehand),
+the reference's ref_vae_s and ref_vae_peak_anon_rise_mb, and max_abs_diff of the two images.
 --decoder-only skips the AR stage (its keys are then null) and denoises from random prior tokens:
 the decoder at a size whose AR stage would take this CPU too long (1024²: about 1,300 tokens).
 With --reference it then runs diffusers' transformer for one denoising step (its two CFG passes,
@@ -234,6 +239,102 @@ def run_reference_decoder(args, out: Path) -> dict:
             "ref_peak_rss_mb": round(proc_status_kib("VmHWM") / 1024, 1)}
 
 
+def vae_decode_flops(vae_config: dict, size: int) -> int:
+    """The FLOPs of the VAE decoder's convolutions (2 x in x out x k^2 per output pixel) for one
+    size x size image; the group norms, SiLUs and adds are left out."""
+    ch = list(reversed(vae_config["block_out_channels"]))
+    res = size // 2 ** (len(ch) - 1)  # the latent's side
+    flops = 0
+
+    def conv(c_in, c_out, k, side):
+        nonlocal flops
+        flops += 2 * c_in * c_out * k * k * side * side
+
+    conv(vae_config["latent_channels"], ch[0], 3, res)  # conv_in
+    for _ in range(2):  # the mid block's two resnets
+        conv(ch[0], ch[0], 3, res), conv(ch[0], ch[0], 3, res)
+    for i, c in enumerate(ch):
+        for j in range(vae_config["layers_per_block"] + 1):
+            c_in = (ch[i - 1] if i else ch[0]) if j == 0 else c
+            conv(c_in, c, 3, res), conv(c, c, 3, res)
+            if c_in != c:
+                conv(c_in, c, 1, res)  # the shortcut
+        if i + 1 < len(ch):
+            res *= 2
+            conv(c, c, 3, res)  # the upsampler's
+    conv(ch[-1], vae_config["out_channels"], 3, res)  # conv_out
+    return flops
+
+
+def vae_latents(args):
+    import torch
+
+    n = args.size // 8
+    return torch.randn(1, 16, n, n, generator=torch.Generator().manual_seed(1)).bfloat16()
+
+
+def timed_decode(decode) -> tuple[object, float, float]:
+    """(image, seconds, MB of RssAnon above the one before the call, at its largest)."""
+    before = proc_status_kib("RssAnon")
+    peak = AnonPeak()
+    t0 = time.perf_counter()
+    image = decode()
+    seconds = time.perf_counter() - t0
+    return image, seconds, (peak.stop() - before) / 1024
+
+
+def run_reference_vae(args, out: Path) -> dict:
+    """diffusers' AutoencoderKL decode of --vae-only's latents, as GlmImagePipeline does it (z * std
+    + mean, then decode); the image saved to --side-image for the parent to compare."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.set_num_threads(args.threads)
+    vae = AutoencoderKL.from_pretrained(str(out / "vae"), torch_dtype=torch.bfloat16).eval()
+    c = vae.config.latent_channels
+    z = vae_latents(args)
+    mean = torch.tensor(vae.config.latents_mean).view(1, c, 1, 1).bfloat16()
+    std = torch.tensor(vae.config.latents_std).view(1, c, 1, 1).bfloat16()
+    with torch.inference_mode():
+        image, seconds, rise = timed_decode(lambda: vae.decode(z * std + mean).sample)
+    torch.save(image, args.side_image)
+    return {"ref_vae_s": round(seconds, 2), "ref_vae_peak_anon_rise_mb": round(rise, 1)}
+
+
+def run_vae_only(args, out: Path) -> dict:
+    """Ours, then the reference in a child process, on the same latents (the pipeline's decode)."""
+    import tempfile
+
+    import torch
+
+    import glmimage
+    import glmimage_testing as _testing
+
+    torch.set_num_threads(args.threads)
+    glmimage.set_num_threads(args.threads)
+    limits_before = device_limits("cpu", args.threads)
+    vae = _testing.load_vae(str(out / "vae"), "bfloat16")
+    _testing.vae_decode(vae, vae_latents(args)[..., :4, :4])  # the weights paged in: a 32² image
+    image, seconds, rise = timed_decode(lambda: _testing.vae_decode(vae, vae_latents(args)))
+    del vae
+    gemm = max(limits_before[1], device_limits("cpu", args.threads)[1])
+    flops = vae_decode_flops(json.loads((out / "vae" / "config.json").read_text()), args.size)
+    result = {"bench": "real_size_vae", "size": args.size, "threads": args.threads, "dtype": "bfloat16",
+              "vae_s": round(seconds, 2), "vae_roofline_s": round(flops / gemm, 2),
+              "vae_tflop": round(flops / 1e12, 2), "bf16_gemm_tflop_s": round(gemm / 1e12, 3),
+              "vae_peak_anon_rise_mb": round(rise, 1)}
+    with tempfile.TemporaryDirectory() as tmp:
+        ref_image = Path(tmp) / "reference.pt"
+        cmd = [sys.executable, __file__, "--side", "reference", "--vae-only", "--side-image", str(ref_image),
+               "--out", str(out), "--size", str(args.size), "--threads", str(args.threads)]
+        result.update(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]))
+        want = torch.load(ref_image)
+    result["max_abs_diff"] = float((image.float() - want.float()).abs().max())
+    result["speedup_vae"] = round(result["ref_vae_s"] / seconds, 2)
+    result["anon_rise_ratio"] = round(rise / result["ref_vae_peak_anon_rise_mb"], 2)
+    return result
+
+
 def run_reference(args, out: Path) -> dict:
     """diffusers' GlmImagePipeline on the same checkpoint and request (run in a child process)."""
     import torch
@@ -309,7 +410,10 @@ def main() -> int:
                          "modulations), LibTorch's op sequences instead: what they gain; the key fused_kernels says which ran")
     ap.add_argument("--condition", type=int, metavar="PX", default=None,
                     help="image-to-image with one PX x PX condition image (PX a multiple of 32, from 512)")
+    ap.add_argument("--vae-only", action="store_true",
+                    help="the VAE decode alone, ours and diffusers' on the same latents (see above)")
     ap.add_argument("--side", choices=["reference"], help=argparse.SUPPRESS)
+    ap.add_argument("--side-image", help=argparse.SUPPRESS)
     ap.add_argument("--glyph-rows", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.condition is not None:
@@ -319,7 +423,10 @@ def main() -> int:
             ap.error("--condition runs ours alone and with the AR stage: drop --reference / --decoder-only")
     out = Path(args.out)
     if args.side == "reference":
-        print(json.dumps(run_reference_decoder(args, out) if args.decoder_only else run_reference(args, out)))
+        if args.vae_only:
+            print(json.dumps(run_reference_vae(args, out)))
+        else:
+            print(json.dumps(run_reference_decoder(args, out) if args.decoder_only else run_reference(args, out)))
         return 0
     if not (out / "model_index.json").exists():
         make = [sys.executable, str(REPO / "tools" / "make_real_size_checkpoint.py"), "--out", str(out),
@@ -327,6 +434,9 @@ def main() -> int:
         if args.layers:
             make += ["--layers", str(args.layers)]
         subprocess.run(make, check=True)
+    if args.vae_only:
+        print(json.dumps(run_vae_only(args, out)))
+        return 0
 
     import torch
 
