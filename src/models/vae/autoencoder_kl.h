@@ -15,9 +15,9 @@ namespace glmimage {
 class VAEResnetBlock : public ParamModule {
   public:
     VAEResnetBlock(int64_t in, int64_t out, int64_t groups, at::TensorOptions options);
-    // (shortcut(x) + conv2(SiLU(GN2(conv1(SiLU(GN1(x))))))) / 1. The stages below take their
-    // input by value and let go of it as soon as it is read: handed over with std::move, each
-    // intermediate is freed then.
+    // (shortcut(x) + conv2(SiLU(GN2(conv1(SiLU(GN1(x))))))) / 1. This and the other stages of
+    // the VAE take their input by value and let go of it once read: an input handed over with
+    // std::move is freed then, so that the widest activations are not held two or three at once.
     at::Tensor forward(at::Tensor x) const;
     std::shared_ptr<GroupNorm> norm1, norm2;
     std::shared_ptr<Conv2d> conv1, conv2;
