@@ -3,6 +3,9 @@
 #include <ATen/core/Generator.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
+#include <array>
+
 #include "kernels/layout.h"
 
 namespace glmimage {
@@ -45,6 +48,66 @@ bool conv_in_channels_last(const at::Tensor& x) {
     }
 }
 
+// LibTorch's CPU convolution copies an NCHW input into oneDNN's blocked layout for the call (seen on
+// a 2-core EPYC, bf16 and float32: at the VAE's widest convolution, 512 channels at 1024², 1 GiB in
+// bf16), so input, copy and output are held at once. Run in bands of output rows, only a band's
+// input rows (with the kernel's halo) are copied at a time: the input, the output and a few bands'
+// copies are held. A band's output equals the same rows of the whole where the kernel computes each
+// output pixel alike whatever the height (on that EPYC: the VAE's shapes in bf16, the tests' in
+// float32); whether it does is LibTorch's and the CPU's business, so it is checked once per dtype,
+// as the layout above, and otherwise the convolution runs whole.
+constexpr int64_t kBandedFromBytes = int64_t{128} << 20;  // inputs this large run in bands
+constexpr int64_t kBandBytes = int64_t{8} << 20;          // of about this much input each
+
+// x convolved with a stride-1 kernel of odd size k = 2 * pad + 1 ('same' output size), in bands of
+// `rows` output rows, each one's input rows zero-padded where they meet the image's edge.
+at::Tensor conv2d_in_row_bands(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t pad,
+                               int64_t rows) {
+    const int64_t height = x.size(2);
+    auto out = at::empty({x.size(0), w.size(0), height, x.size(3)}, x.options());
+    const std::array<int64_t, 2> unit_stride{1, 1}, pad_w_only{0, pad};  // the rows' halo is in the band
+    for (int64_t r0 = 0; r0 < height; r0 += rows) {
+        const int64_t r1 = std::min(height, r0 + rows);
+        const int64_t lo = std::max<int64_t>(0, r0 - pad), hi = std::min(height, r1 + pad);
+        auto band = x.narrow(2, lo, hi - lo);
+        const int64_t top = pad - (r0 - lo), bottom = pad - (hi - r1);
+        if (top > 0 || bottom > 0) band = at::constant_pad_nd(band, {0, 0, top, bottom}, 0);
+        const auto y = at::conv2d(band, w, b, at::IntArrayRef(unit_stride), at::IntArrayRef(pad_w_only));
+        out.narrow(2, r0, r1 - r0).copy_(y);
+    }
+    return out;
+}
+
+bool row_bands_give_same_bits(at::ScalarType dtype) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(20261205);
+    const auto o = at::TensorOptions().dtype(at::kFloat);
+    auto same = [&](int64_t in, int64_t out, int64_t k, int64_t pad) {
+        const auto x = at::randn({1, in, 20, 12}, gen, o).to(dtype);
+        const auto w = (at::randn({out, in, k, k}, gen, o) * 0.05).to(dtype);
+        const auto b = at::randn({out}, gen, o).to(dtype);
+        return at::equal(at::conv2d(x, w, b, {1, 1}, {pad, pad}), conv2d_in_row_bands(x, w, b, pad, 6));
+    };
+    return same(64, 64, 3, 1) && same(64, 32, 1, 0);
+}
+
+bool row_bands_same_bits(at::ScalarType dtype) {
+    switch (dtype) {
+        case at::kBFloat16: {
+            static const bool bf16 = row_bands_give_same_bits(at::kBFloat16);
+            return bf16;
+        }
+        case at::kHalf: {
+            static const bool half = row_bands_give_same_bits(at::kHalf);
+            return half;
+        }
+        case at::kFloat: {
+            static const bool f32 = row_bands_give_same_bits(at::kFloat);
+            return f32;
+        }
+        default: return false;
+    }
+}
+
 }  // namespace
 
 Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride_, int64_t padding_, at::TensorOptions options)
@@ -66,7 +129,19 @@ at::Tensor Conv2d::forward(at::Tensor x) const {
         // NCHW out again: the group norms that read it sum in another order on NHWC input.
         return kernels::to_channels_first(y);
     }
+    if (runs_in_row_bands(x)) {
+        const int64_t row_bytes = x.size(1) * x.size(3) * static_cast<int64_t>(x.element_size());  // of one image
+        const int64_t rows = std::max<int64_t>(2 * padding + 1, kBandBytes / (row_bytes * x.size(0)));
+        return conv2d_in_row_bands(x, weight, bias, padding, rows);
+    }
     return at::conv2d(x, weight, bias, {stride, stride}, {padding, padding});
+}
+
+bool Conv2d::runs_in_row_bands(const at::Tensor& x) const {
+    const int64_t k = weight.size(2);
+    return x.is_cpu() && x.dim() == 4 && !conv_in_channels_last(x) && stride == 1 && weight.size(3) == k &&
+           k == 2 * padding + 1 && x.numel() * static_cast<int64_t>(x.element_size()) >= kBandedFromBytes &&
+           row_bands_same_bits(x.scalar_type());
 }
 
 }  // namespace glmimage

@@ -15,6 +15,9 @@ class Conv2d : public ParamModule {
     // x in the layout forward convolves it in. A producer that can write that layout directly (a
     // nearest upsample of an NHWC tensor is NHWC) spares forward the copy.
     at::Tensor to_input_layout(const at::Tensor& x) const;
+    // Whether forward convolves x in bands of output rows (a large NCHW input on the CPU, a
+    // stride-1 'same' kernel, where the bands give the whole's bits: conv2d.cpp says why).
+    bool runs_in_row_bands(const at::Tensor& x) const;
 
     at::Tensor weight;
     at::Tensor bias;

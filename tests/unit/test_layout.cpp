@@ -7,7 +7,9 @@
 #include <ATen/Parallel.h>
 
 #include <cstdio>
+#include <utility>
 
+#include "core/cpu_block_cache.h"
 #include "kernels/layout.h"
 #include "layers/conv2d.h"
 #include "mean_ms.h"
@@ -80,6 +82,46 @@ TEST(Layout, Conv2dEqualsLibTorchNchw) {
 }
 
 // Not a pass/fail check (timings on a shared machine): the figures for the record.
+// A convolution whose NCHW input passes 128 MiB runs in bands of output rows where that gives the
+// whole's bits: the same values as LibTorch's whole convolution, holding less at once (counted by
+// the CPU block cache: LibTorch's whole call also holds its copy of the input in oneDNN's layout).
+TEST(Layout, Conv2dInRowBandsEqualsLibTorchWholeAndHoldsLess) {
+    struct Case {
+        at::ScalarType dt;
+        int64_t out, k, pad, height, width;
+    };
+    for (const Case& c : {Case{at::kBFloat16, 8, 3, 1, 1031, 2048}, Case{at::kBFloat16, 8, 1, 0, 1024, 2048},
+                          Case{at::kFloat, 8, 3, 1, 1024, 1024}}) {
+        SCOPED_TRACE(::testing::Message() << c.dt << " k" << c.k << " " << c.height << "x" << c.width);
+        const int64_t in = 32;  // 128 MiB of input and more
+        Conv2d conv(in, c.out, c.k, 1, c.pad, at::TensorOptions().device(at::kMeta).dtype(c.dt));
+        at::manual_seed(c.k * 7 + c.height);
+        conv.replace_parameter("weight", (at::randn({c.out, in, c.k, c.k}) * 0.1).to(c.dt));
+        conv.replace_parameter("bias", at::randn({c.out}).to(c.dt));
+        const auto x = at::randn({1, in, c.height, c.width}).to(c.dt);
+        auto held_at_once = [](const auto& run) {
+            CpuBlockCacheScope scope;
+            CpuBlockCachePeakBound bound;
+            const size_t before = cpu_block_cache_stats().in_use_bytes;
+            auto y = run();
+            return std::make_pair(y, cpu_block_cache_stats().peak_in_use_bytes - before);
+        };
+        const auto [got, ours] = held_at_once([&] { return conv.forward(x); });
+        const auto [want, whole] = held_at_once([&] {
+            return at::conv2d(x, conv.weight, conv.bias, {1, 1}, {c.pad, c.pad});
+        });
+        const double mib = 1 << 20;
+        std::printf("Conv2d %s k%lld %lldx%lld: %s, max abs diff %g, held at once %.0f MiB against %.0f whole\n",
+                    c10::toString(c.dt), static_cast<long long>(c.k), static_cast<long long>(c.height),
+                    static_cast<long long>(c.width), conv.runs_in_row_bands(x) ? "in row bands" : "whole",
+                    (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>(), ours / mib, whole / mib);
+        EXPECT_TRUE(got.is_contiguous());
+        EXPECT_TRUE(at::equal(got, want));
+        if (conv.runs_in_row_bands(x)) EXPECT_LT(ours, whole);
+        else EXPECT_LE(ours, whole);
+    }
+}
+
 TEST(Layout, TimingAgainstLibTorch) {
     const auto x = sample({1, 512, 256, 256}, at::kBFloat16);
     auto ms = [](auto&& f) { return testing::mean_ms(f, 3); };
