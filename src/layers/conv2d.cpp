@@ -33,19 +33,30 @@ bool channels_last_gives_same_bits(at::ScalarType dtype) {
     return same(64, 64, 3, 1) && same(64, 32, 1, 0);
 }
 
-bool conv_in_channels_last(const at::Tensor& x) {
-    if (!x.is_cpu() || x.dim() != 4) return false;
-    switch (x.scalar_type()) {
+// check(dtype), run the first time a dtype asks and remembered: false for non-floating dtypes.
+template <bool (*check)(at::ScalarType)>
+bool once_per_dtype(at::ScalarType dtype) {
+    switch (dtype) {
         case at::kBFloat16: {
-            static const bool bf16 = channels_last_gives_same_bits(at::kBFloat16);
+            static const bool bf16 = check(at::kBFloat16);
             return bf16;
         }
         case at::kHalf: {
-            static const bool half = channels_last_gives_same_bits(at::kHalf);
+            static const bool half = check(at::kHalf);
             return half;
         }
-        default: return false;  // float32: other kernels per layout here, and no copy to save
+        case at::kFloat: {
+            static const bool f32 = check(at::kFloat);
+            return f32;
+        }
+        default: return false;
     }
+}
+
+bool conv_in_channels_last(const at::Tensor& x) {
+    // float32: other kernels per layout here, and no copy to save
+    if (!x.is_cpu() || x.dim() != 4 || x.scalar_type() == at::kFloat) return false;
+    return once_per_dtype<channels_last_gives_same_bits>(x.scalar_type());
 }
 
 // LibTorch's CPU convolution copies an NCHW input into oneDNN's blocked layout for the call (seen on
@@ -90,24 +101,6 @@ bool row_bands_give_same_bits(at::ScalarType dtype) {
     return same(64, 64, 3, 1) && same(64, 32, 1, 0);
 }
 
-bool row_bands_same_bits(at::ScalarType dtype) {
-    switch (dtype) {
-        case at::kBFloat16: {
-            static const bool bf16 = row_bands_give_same_bits(at::kBFloat16);
-            return bf16;
-        }
-        case at::kHalf: {
-            static const bool half = row_bands_give_same_bits(at::kHalf);
-            return half;
-        }
-        case at::kFloat: {
-            static const bool f32 = row_bands_give_same_bits(at::kFloat);
-            return f32;
-        }
-        default: return false;
-    }
-}
-
 }  // namespace
 
 Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride_, int64_t padding_, at::TensorOptions options)
@@ -141,7 +134,7 @@ bool Conv2d::runs_in_row_bands(const at::Tensor& x) const {
     const int64_t k = weight.size(2);
     return x.is_cpu() && x.dim() == 4 && !conv_in_channels_last(x) && stride == 1 && weight.size(3) == k &&
            k == 2 * padding + 1 && x.numel() * static_cast<int64_t>(x.element_size()) >= kBandedFromBytes &&
-           row_bands_same_bits(x.scalar_type());
+           once_per_dtype<row_bands_give_same_bits>(x.scalar_type());
 }
 
 }  // namespace glmimage
