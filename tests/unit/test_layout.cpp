@@ -1,7 +1,8 @@
 // kernels::to_channels_last / to_channels_first against LibTorch's own layout copies: the same
 // values and strides, for every element size, shapes with and without partial tiles, batches,
 // inputs already in the target layout, non-contiguous inputs; and Conv2d on bf16 channels-last
-// input against LibTorch's NCHW convolution (the bits the layer relies on).
+// input against LibTorch's NCHW convolution (the bits the layer relies on), and in bands of rows
+// against LibTorch's whole convolution.
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
@@ -81,7 +82,6 @@ TEST(Layout, Conv2dEqualsLibTorchNchw) {
     }
 }
 
-// Not a pass/fail check (timings on a shared machine): the figures for the record.
 // A convolution whose NCHW input passes 128 MiB runs in bands of output rows where that gives the
 // whole's bits: the same values as LibTorch's whole convolution, holding less at once (counted by
 // the CPU block cache: LibTorch's whole call also holds its copy of the input in oneDNN's layout).
@@ -122,6 +122,7 @@ TEST(Layout, Conv2dInRowBandsEqualsLibTorchWholeAndHoldsLess) {
     }
 }
 
+// Not a pass/fail check (timings on a shared machine): the figures for the record.
 TEST(Layout, TimingAgainstLibTorch) {
     const auto x = sample({1, 512, 256, 256}, at::kBFloat16);
     auto ms = [](auto&& f) { return testing::mean_ms(f, 3); };
