@@ -69,6 +69,18 @@ std::map<std::string, std::string> attention_backends(const Pipeline& p, int64_t
     return out;
 }
 
+// A Python context manager that holds a T (an RAII scope) from __enter__ to __exit__.
+template <typename T>
+void bind_scope(pybind11::module_& m, const char* name) {
+    struct Context {
+        std::optional<T> scope;
+    };
+    pybind11::class_<Context>(m, name)
+        .def(pybind11::init<>())
+        .def("__enter__", [](Context& c) { c.scope.emplace(); })
+        .def("__exit__", [](Context& c, pybind11::args) { c.scope.reset(); });
+}
+
 }  // namespace
 
 void register_testing(pybind11::module_& m) {
@@ -84,23 +96,10 @@ void register_testing(pybind11::module_& m) {
           py::arg("width") = 1024);
 
     // The CPU block cache a generation runs under (LoadOptions::cpu_block_cache), for the hooks
-    // above: `with cpu_block_cache(): ...`, and its counters.
-    struct BlockCacheContext {
-        std::optional<CpuBlockCacheScope> scope;
-    };
-    py::class_<BlockCacheContext>(m, "cpu_block_cache")
-        .def(py::init<>())
-        .def("__enter__", [](BlockCacheContext& c) { c.scope.emplace(); })
-        .def("__exit__", [](BlockCacheContext& c, py::args) { c.scope.reset(); });
-    // `with cpu_block_cache(), cpu_block_cache_peak_bound(): ...`: the VAE's bound, and the start
-    // of the count peak_in_use_bytes reports.
-    struct PeakBoundContext {
-        std::optional<CpuBlockCachePeakBound> bound;
-    };
-    py::class_<PeakBoundContext>(m, "cpu_block_cache_peak_bound")
-        .def(py::init<>())
-        .def("__enter__", [](PeakBoundContext& c) { c.bound.emplace(); })
-        .def("__exit__", [](PeakBoundContext& c, py::args) { c.bound.reset(); });
+    // above: `with cpu_block_cache(): ...`; and `with cpu_block_cache(), cpu_block_cache_peak_bound():`,
+    // the VAE's bound, which also starts the count peak_in_use_bytes reports; and its counters.
+    bind_scope<CpuBlockCacheScope>(m, "cpu_block_cache");
+    bind_scope<CpuBlockCachePeakBound>(m, "cpu_block_cache_peak_bound");
     m.def("cpu_block_cache_stats", [] {
         const auto s = cpu_block_cache_stats();
         return py::dict(py::arg("reused") = s.reused, py::arg("fresh") = s.fresh, py::arg("evicted") = s.evicted,

@@ -19,18 +19,25 @@ namespace {
 // layouts take different kernels). Whether that holds is LibTorch's and the CPU's business, so it
 // is checked here once per dtype, on two small convolutions (3x3 and 1x1), before it is relied on;
 // where the bits differ the convolution stays NCHW.
-bool channels_last_gives_same_bits(at::ScalarType dtype) {
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(20261203);
+// Whether alt(x, w, b, pad) gives LibTorch's NCHW convolution's bits, on two small random ones (3x3
+// and 1x1) of `dtype` at height x width.
+template <typename Alt>
+bool gives_whole_conv_bits(at::ScalarType dtype, uint64_t seed, int64_t height, int64_t width, const Alt& alt) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
     const auto o = at::TensorOptions().dtype(at::kFloat);
     auto same = [&](int64_t in, int64_t out, int64_t k, int64_t pad) {
-        const auto x = at::randn({1, in, 12, 12}, gen, o).to(dtype);
+        const auto x = at::randn({1, in, height, width}, gen, o).to(dtype);
         const auto w = (at::randn({out, in, k, k}, gen, o) * 0.05).to(dtype);
         const auto b = at::randn({out}, gen, o).to(dtype);
-        const auto nchw = at::conv2d(x, w, b, {1, 1}, {pad, pad});
-        const auto nhwc = at::conv2d(kernels::to_channels_last(x), w, b, {1, 1}, {pad, pad});
-        return at::equal(nchw, nhwc.contiguous());
+        return at::equal(at::conv2d(x, w, b, {1, 1}, {pad, pad}), alt(x, w, b, pad).contiguous());
     };
     return same(64, 64, 3, 1) && same(64, 32, 1, 0);
+}
+
+bool channels_last_gives_same_bits(at::ScalarType dtype) {
+    return gives_whole_conv_bits(dtype, 20261203, 12, 12, [](const auto& x, const auto& w, const auto& b, int64_t pad) {
+        return at::conv2d(kernels::to_channels_last(x), w, b, {1, 1}, {pad, pad});
+    });
 }
 
 // check(dtype), run the first time a dtype asks and remembered: false for non-floating dtypes.
@@ -90,15 +97,9 @@ at::Tensor conv2d_in_row_bands(const at::Tensor& x, const at::Tensor& w, const a
 }
 
 bool row_bands_give_same_bits(at::ScalarType dtype) {
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(20261205);
-    const auto o = at::TensorOptions().dtype(at::kFloat);
-    auto same = [&](int64_t in, int64_t out, int64_t k, int64_t pad) {
-        const auto x = at::randn({1, in, 20, 12}, gen, o).to(dtype);
-        const auto w = (at::randn({out, in, k, k}, gen, o) * 0.05).to(dtype);
-        const auto b = at::randn({out}, gen, o).to(dtype);
-        return at::equal(at::conv2d(x, w, b, {1, 1}, {pad, pad}), conv2d_in_row_bands(x, w, b, pad, 6));
-    };
-    return same(64, 64, 3, 1) && same(64, 32, 1, 0);
+    return gives_whole_conv_bits(dtype, 20261205, 20, 12, [](const auto& x, const auto& w, const auto& b, int64_t pad) {
+        return conv2d_in_row_bands(x, w, b, pad, 6);
+    });
 }
 
 }  // namespace
