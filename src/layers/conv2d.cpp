@@ -7,10 +7,13 @@
 #include <array>
 
 #include "kernels/layout.h"
+#include "layers/large_activations.h"
 
 namespace glmimage {
 
 namespace {
+
+using large_activations::once_per_dtype;
 
 // LibTorch 2.13's bf16 convolution on the CPU (oneDNN) computes in NHWC whatever the input's layout,
 // and turns an NCHW result back with a strided copy: a [1, 512, 256, 256] 3x3 512 -> 512 took 318 ms
@@ -40,26 +43,6 @@ bool channels_last_gives_same_bits(at::ScalarType dtype) {
     });
 }
 
-// check(dtype), run the first time a dtype asks and remembered: false for non-floating dtypes.
-template <bool (*check)(at::ScalarType)>
-bool once_per_dtype(at::ScalarType dtype) {
-    switch (dtype) {
-        case at::kBFloat16: {
-            static const bool bf16 = check(at::kBFloat16);
-            return bf16;
-        }
-        case at::kHalf: {
-            static const bool half = check(at::kHalf);
-            return half;
-        }
-        case at::kFloat: {
-            static const bool f32 = check(at::kFloat);
-            return f32;
-        }
-        default: return false;
-    }
-}
-
 bool conv_in_channels_last(const at::Tensor& x) {
     // float32: other kernels per layout here, and no copy to save
     if (!x.is_cpu() || x.dim() != 4 || x.scalar_type() == at::kFloat) return false;
@@ -70,35 +53,45 @@ bool conv_in_channels_last(const at::Tensor& x) {
 // a 2-core EPYC, bf16 and float32: at the VAE's widest convolution, 512 channels at 1024², 1 GiB in
 // bf16), so input, copy and output are held at once. Run in bands of output rows, only a band's
 // input rows (with the kernel's halo) are copied at a time: the input, the output and a few bands'
-// copies are held. A band's output equals the same rows of the whole where the kernel computes each
-// output pixel alike whatever the height (on that EPYC: the VAE's shapes in bf16, the tests' in
-// float32); whether it does is LibTorch's and the CPU's business, so it is checked once per dtype,
-// as the layout above, and otherwise the convolution runs whole.
-constexpr int64_t kBandedFromBytes = int64_t{128} << 20;  // inputs this large run in bands
-constexpr int64_t kBandBytes = int64_t{8} << 20;          // of about this much input each
+// copies are held. And where the output has the input's shape and the input is handed over, the
+// output is written into the input's own rows, so that only the input and a few bands are held. A
+// band's output equals the same rows of the whole where the kernel computes each output pixel alike
+// whatever the height (on that EPYC: the VAE's shapes in bf16, the tests' in float32); whether it
+// does is LibTorch's and the CPU's business, so it is checked once per dtype, as the layout above,
+// and otherwise the convolution runs whole.
 
 // x convolved with a stride-1 kernel of odd size k = 2 * pad + 1 ('same' output size), in bands of
-// `rows` output rows, each one's input rows zero-padded where they meet the image's edge.
+// `rows` (>= pad) output rows, each one's input rows zero-padded where they meet the image's edge;
+// written into x itself where `into_x` (x's channels = the output's). Each band's output is written
+// only once the next band has been convolved: that band's halo was the last read of the rows it
+// overwrites, so x may be the output.
 at::Tensor conv2d_in_row_bands(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t pad,
-                               int64_t rows) {
+                               int64_t rows, bool into_x) {
     const int64_t height = x.size(2);
-    auto out = at::empty({x.size(0), w.size(0), height, x.size(3)}, x.options());
+    auto out = into_x ? x : at::empty({x.size(0), w.size(0), height, x.size(3)}, x.options());
     const std::array<int64_t, 2> unit_stride{1, 1}, pad_w_only{0, pad};  // the rows' halo is in the band
+    at::Tensor pending;                                                  // the last band's output rows
+    int64_t pending_row = 0;
     for (int64_t r0 = 0; r0 < height; r0 += rows) {
         const int64_t r1 = std::min(height, r0 + rows);
         const int64_t lo = std::max<int64_t>(0, r0 - pad), hi = std::min(height, r1 + pad);
         auto band = x.narrow(2, lo, hi - lo);
         const int64_t top = pad - (r0 - lo), bottom = pad - (hi - r1);
         if (top > 0 || bottom > 0) band = at::constant_pad_nd(band, {0, 0, top, bottom}, 0);
-        const auto y = at::conv2d(band, w, b, at::IntArrayRef(unit_stride), at::IntArrayRef(pad_w_only));
-        out.narrow(2, r0, r1 - r0).copy_(y);
+        auto y = at::conv2d(band, w, b, at::IntArrayRef(unit_stride), at::IntArrayRef(pad_w_only));
+        band.reset();
+        if (pending.defined()) out.narrow(2, pending_row, pending.size(2)).copy_(pending);
+        pending = std::move(y);
+        pending_row = r0;
     }
+    out.narrow(2, pending_row, pending.size(2)).copy_(pending);
     return out;
 }
 
 bool row_bands_give_same_bits(at::ScalarType dtype) {
     return gives_whole_conv_bits(dtype, 20261205, 20, 12, [](const auto& x, const auto& w, const auto& b, int64_t pad) {
-        return conv2d_in_row_bands(x, w, b, pad, 6);
+        // into a copy of the input where the shapes allow, as forward does
+        return conv2d_in_row_bands(x.clone(), w, b, pad, 6, w.size(0) == x.size(1));
     });
 }
 
@@ -125,16 +118,19 @@ at::Tensor Conv2d::forward(at::Tensor x) const {
     }
     if (runs_in_row_bands(x)) {
         const int64_t row_bytes = x.size(1) * x.size(3) * static_cast<int64_t>(x.element_size());  // of one image
-        const int64_t rows = std::max<int64_t>(2 * padding + 1, kBandBytes / (row_bytes * x.size(0)));
-        return conv2d_in_row_bands(x, weight, bias, padding, rows);
+        const int64_t rows =
+            std::max<int64_t>(2 * padding + 1, large_activations::kBandBytes / (row_bytes * x.size(0)));
+        // into the input's own memory where the caller handed it over and the shapes allow
+        const bool into_x = weight.size(0) == x.size(1) && large_activations::is_sole_reference(x);
+        return conv2d_in_row_bands(x, weight, bias, padding, rows, into_x);
     }
     return at::conv2d(x, weight, bias, {stride, stride}, {padding, padding});
 }
 
 bool Conv2d::runs_in_row_bands(const at::Tensor& x) const {
     const int64_t k = weight.size(2);
-    return x.is_cpu() && x.dim() == 4 && !conv_in_channels_last(x) && stride == 1 && weight.size(3) == k &&
-           k == 2 * padding + 1 && x.numel() * static_cast<int64_t>(x.element_size()) >= kBandedFromBytes &&
+    return large_activations::is_large_cpu_activation(x) && x.dim() == 4 && !conv_in_channels_last(x) &&
+           stride == 1 && weight.size(3) == k && k == 2 * padding + 1 &&
            once_per_dtype<row_bands_give_same_bits>(x.scalar_type());
 }
 

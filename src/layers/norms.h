@@ -28,7 +28,12 @@ class RMSNorm : public ParamModule {
 class GroupNorm : public ParamModule {
   public:
     GroupNorm(int64_t groups, int64_t channels, double eps, at::TensorOptions options);
-    at::Tensor forward(const at::Tensor& x) const { return at::group_norm(x, groups, weight, bias, eps); }
+    // By value: a large CPU input handed over (std::move, nothing else referencing its memory) is
+    // normalized in place, a few groups at a time, where that gives the whole op's bits (norms.cpp);
+    // otherwise LibTorch's group norm into a new tensor.
+    at::Tensor forward(at::Tensor x) const;
+    // Whether forward normalizes x in place when it is handed over.
+    bool works_in_place_on(const at::Tensor& x) const;
     at::Tensor weight, bias;
     int64_t groups;
     double eps;

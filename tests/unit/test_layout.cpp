@@ -2,17 +2,19 @@
 // values and strides, for every element size, shapes with and without partial tiles, batches,
 // inputs already in the target layout, non-contiguous inputs; and Conv2d on bf16 channels-last
 // input against LibTorch's NCHW convolution (the bits the layer relies on), and in bands of rows
-// against LibTorch's whole convolution.
+// against LibTorch's whole convolution; the convolution and GroupNorm in place on a handed-over input.
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
 
 #include <cstdio>
+#include <functional>
 #include <utility>
 
 #include "core/cpu_block_cache.h"
 #include "kernels/layout.h"
 #include "layers/conv2d.h"
+#include "layers/norms.h"
 #include "mean_ms.h"
 
 namespace glmimage {
@@ -119,6 +121,99 @@ TEST(Layout, Conv2dInRowBandsEqualsLibTorchWholeAndHoldsLess) {
         EXPECT_TRUE(at::equal(got, want));
         if (conv.runs_in_row_bands(x)) EXPECT_LT(ours, whole);
         else EXPECT_LE(ours, whole);
+    }
+}
+
+std::pair<at::Tensor, size_t> held_at_once(const std::function<at::Tensor()>& run) {
+    CpuBlockCacheScope scope;
+    CpuBlockCachePeakBound bound;
+    const size_t before = cpu_block_cache_stats().in_use_bytes;
+    auto y = run();
+    return {y, cpu_block_cache_stats().peak_in_use_bytes - before};
+}
+
+// Handed its input (nothing else referencing it), a banded convolution with as many output channels
+// as input writes its output into the input's rows: the same values as LibTorch's whole convolution,
+// holding the input and a few bands, where the input kept by the caller costs a second tensor of its
+// size. Each run makes its own copy of the input inside the count.
+TEST(Layout, Conv2dInRowBandsWritesAHandedOverInputInPlace) {
+    for (const auto dt : {at::kBFloat16, at::kFloat}) {
+        SCOPED_TRACE(::testing::Message() << dt);
+        const int64_t ch = 32, height = dt == at::kFloat ? 1024 : 1031, width = 2048 / (dt == at::kFloat ? 2 : 1);
+        Conv2d conv(ch, ch, 3, 1, 1, at::TensorOptions().device(at::kMeta).dtype(dt));
+        at::manual_seed(11);
+        conv.replace_parameter("weight", (at::randn({ch, ch, 3, 3}) * 0.1).to(dt));
+        conv.replace_parameter("bias", at::randn({ch}).to(dt));
+        const auto x = at::randn({1, ch, height, width}).to(dt);
+        const double x_bytes = static_cast<double>(x.numel() * x.element_size());
+        ASSERT_TRUE(conv.runs_in_row_bands(x)) << "the bands' bit check failed on this CPU";
+        const auto [in_place, in_place_bytes] = held_at_once([&] {
+            auto input = x.clone();
+            const void* memory = input.data_ptr();
+            auto y = conv.forward(std::move(input));
+            EXPECT_EQ(y.data_ptr(), memory) << "not written into the handed-over input";
+            return y;
+        });
+        const auto [kept, kept_bytes] = held_at_once([&] {
+            const auto input = x.clone();
+            auto y = conv.forward(input);
+            EXPECT_NE(y.data_ptr(), input.data_ptr()) << "written into an input the caller still holds";
+            EXPECT_TRUE(at::equal(input, x)) << "the caller's input was changed";
+            return y;
+        });
+        const auto want = at::conv2d(x, conv.weight, conv.bias, {1, 1}, {1, 1});
+        std::printf("Conv2d %s %lldx%lld handed over: max abs diff %g, held at once %.2f of the input's size "
+                    "(%.2f where the caller keeps the input)\n",
+                    c10::toString(dt), static_cast<long long>(height), static_cast<long long>(width),
+                    (in_place.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>(),
+                    in_place_bytes / x_bytes, kept_bytes / x_bytes);
+        EXPECT_TRUE(at::equal(in_place, want));
+        EXPECT_TRUE(at::equal(kept, want));
+        EXPECT_LT(in_place_bytes, 1.4 * x_bytes);  // and about four bands of 8 MiB (1/16 of it each here)
+        EXPECT_GT(kept_bytes, 1.9 * x_bytes);
+    }
+}
+
+// A large CPU input handed over to GroupNorm is normalized in place, a few groups at a time: the
+// same values as LibTorch's group norm, with no second tensor of the input's size; an input the
+// caller keeps is left as it was.
+TEST(Layout, GroupNormWorksInPlaceOnAHandedOverInput) {
+    for (const auto dt : {at::kBFloat16, at::kFloat}) {
+        for (const int64_t batch : {1, 2}) {
+            SCOPED_TRACE(::testing::Message() << dt << " batch " << batch);
+            const int64_t ch = 64, groups = 32, side = dt == at::kFloat ? 768 : 1024;  // 128 MiB and more
+            GroupNorm norm(groups, ch, 1e-6, at::TensorOptions().device(at::kMeta).dtype(dt));
+            at::manual_seed(12 + batch);
+            norm.replace_parameter("weight", at::randn({ch}).to(dt));
+            norm.replace_parameter("bias", at::randn({ch}).to(dt));
+            const auto x = (at::randn({batch, ch, side, side}) * 3 + 1).to(dt);
+            const double x_bytes = static_cast<double>(x.numel() * x.element_size());
+            ASSERT_TRUE(norm.works_in_place_on(x)) << "the group bands' bit check failed on this CPU";
+            const auto [in_place, in_place_bytes] = held_at_once([&] {
+                auto input = x.clone();
+                const void* memory = input.data_ptr();
+                auto y = norm.forward(std::move(input));
+                EXPECT_EQ(y.data_ptr(), memory) << "not normalized in place";
+                return y;
+            });
+            const auto [kept, kept_bytes] = held_at_once([&] {
+                const auto input = x.clone();
+                auto y = norm.forward(input);
+                EXPECT_TRUE(at::equal(input, x)) << "the caller's input was changed";
+                return y;
+            });
+            const auto want = at::group_norm(x, groups, norm.weight, norm.bias, 1e-6);
+            std::printf("GroupNorm %s [%lld, %lld, %lld, %lld] handed over: max abs diff %g, held at once %.2f of "
+                        "the input's size (%.2f where the caller keeps the input)\n",
+                        c10::toString(dt), static_cast<long long>(batch), static_cast<long long>(ch),
+                        static_cast<long long>(side), static_cast<long long>(side),
+                        (in_place.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>(),
+                        in_place_bytes / x_bytes, kept_bytes / x_bytes);
+            EXPECT_TRUE(at::equal(in_place, want));
+            EXPECT_TRUE(at::equal(kept, want));
+            EXPECT_LT(in_place_bytes, 1.25 * x_bytes);
+            EXPECT_GT(kept_bytes, 1.9 * x_bytes);
+        }
     }
 }
 

@@ -41,16 +41,16 @@ VAEResnetBlock::VAEResnetBlock(int64_t in, int64_t out, int64_t groups, at::Tens
 }
 
 at::Tensor VAEResnetBlock::forward(at::Tensor x) const {
-    // The shortcut first, so that x is let go after the first norm; the SiLUs in place, and each
-    // convolution's input handed over. The same ops on the same values as the reference; what it
-    // changes is which tensors are held together (at 1024², 1 GiB each at the first resnet after
-    // the last upsample).
+    // The shortcut first, so that x can be handed to the first norm (normalized in place where it
+    // is large and nothing else holds it: the shortcut is then a tensor of its own); the SiLUs in
+    // place, and each norm's and convolution's input handed over. The same ops on the same values
+    // as the reference; what it changes is which tensors are held together (at 1024², 1 GiB each at
+    // the first resnet after the last upsample).
     const auto shortcut = conv_shortcut ? conv_shortcut->forward(x) : x;
-    auto h = norm1->forward(x);
-    x.reset();
+    auto h = norm1->forward(std::move(x));
     at::silu_(h);
     h = conv1->forward(std::move(h));
-    h = norm2->forward(h);
+    h = norm2->forward(std::move(h));
     at::silu_(h);
     h = conv2->forward(std::move(h));  // dropout: identity at inference
     // (shortcut + h) / output_scale_factor, which is 1 (a division by 1 changes no value)
@@ -145,7 +145,7 @@ at::Tensor VAEEncoder::forward(at::Tensor x) const {
     x = conv_in->forward(std::move(x));
     for (const auto& b : down_blocks) x = b->forward(std::move(x));
     x = mid_block->forward(std::move(x));
-    x = conv_norm_out->forward(x);
+    x = conv_norm_out->forward(std::move(x));
     at::silu_(x);
     return conv_out->forward(std::move(x));
 }
@@ -169,7 +169,7 @@ at::Tensor VAEDecoder::forward(at::Tensor z) const {
     auto h = conv_in->forward(std::move(z));
     h = mid_block->forward(std::move(h));
     for (const auto& b : up_blocks) h = b->forward(std::move(h));
-    h = conv_norm_out->forward(h);
+    h = conv_norm_out->forward(std::move(h));
     at::silu_(h);
     return conv_out->forward(std::move(h));
 }
