@@ -6,6 +6,8 @@
 #include "core/paths.h"
 #include "io/tensor_loader.h"
 #include "io/weight_binder.h"
+#include "layers/conv2d.h"
+#include "layers/norms.h"
 #include "models/vae/postprocess.h"
 #include "testing_access.h"
 
@@ -131,6 +133,22 @@ void register_testing_t5_vae(pybind11::module_& m) {
         py::gil_scoped_release release;
         return to_uint8 ? postprocess_to_uint8(images) : denormalize_image(images);
     }, py::arg("images"), py::arg("to_uint8") = true);
+    // Which of the memory-saving forms the VAE's widest layers (512 channels, 3x3) take for a
+    // 128 MiB-and-more CPU activation of `dtype` on this CPU and LibTorch, each decided by a run-time
+    // bit check (layers/conv2d.cpp, layers/norms.cpp): conv_channels_last (NHWC input),
+    // conv_row_bands, group_norm_in_place. What a test of the decode's memory may expect.
+    m.def("vae_large_activation_paths", [](const std::string& dtype_name) {
+        const at::ScalarType dtype = parse_dtype_option(dtype_name).value_or(at::kFloat);
+        const auto meta = at::TensorOptions().device(at::kMeta).dtype(dtype);
+        const Conv2d conv(512, 512, 3, 1, 1, meta);
+        const GroupNorm norm(32, 512, 1e-6, meta);
+        const auto cpu = at::TensorOptions().dtype(dtype);
+        const auto small = at::zeros({1, 8, 4, 4}, cpu);
+        const auto large = at::empty({1, 512, 256, 512}, cpu);  // 128 MiB in bf16; its pages never touched
+        return std::map<std::string, bool>{{"conv_channels_last", !conv.to_input_layout(small).is_same(small)},
+                                           {"conv_row_bands", conv.runs_in_row_bands(large)},
+                                           {"group_norm_in_place", norm.works_in_place_on(large)}};
+    }, py::arg("dtype"));
 }
 
 }  // namespace glmimage::python

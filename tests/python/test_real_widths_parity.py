@@ -524,7 +524,9 @@ def test_vae_decode_holds_less_at_once_than_the_reference(ckpt):
     Measured on a 2-core EPYC: ours 1.76 X, diffusers' 3.79 X; ours held 2.25 X with the norms and
     convolutions into new tensors, 4.30 X with every intermediate alive through the next
     convolution, 3.19 X with them freed but the convolutions whole (at 128 x 192 pixels, where
-    diffusers' held 3.94 X). The images stay equal, bit for bit."""
+    diffusers' held 3.94 X). The images stay equal, bit for bit. Where this CPU's bit checks leave
+    out the bands or the in-place norms (a CPU with AMX takes NHWC convolutions instead: input,
+    output and a layout copy, about 2.25 X), the bound is the earlier 2.75 X."""
     from diffusers import AutoencoderKL
     from test_vae_parity import ref_decode
 
@@ -538,7 +540,12 @@ def test_vae_decode_holds_less_at_once_than_the_reference(ckpt):
           f"(X = {full / 2**20:.0f} MiB)")
     assert record("real_widths_vae_decode_low_memory_bfloat16", got.float(), want.float(), atol=0.0, rtol=0.0,
                   dtype="bfloat16")["ok"]
-    assert ours_bytes <= 1.9 * full, "the VAE decode held more at once than its widest step needs"
+    # The bound for the forms this CPU's bit checks allow: bands and in-place norms (the EPYC), or
+    # the NHWC convolutions of a CPU with AMX (input, output and a layout copy: about 2.25 X).
+    paths = _testing.vae_large_activation_paths("bfloat16")
+    print("memory-saving forms on this CPU:", paths)
+    bound = 1.9 if paths["conv_row_bands"] and paths["group_norm_in_place"] else 2.75
+    assert ours_bytes <= bound * full, "the VAE decode held more at once than its widest step needs"
     assert ours_bytes < ref_bytes
 
 
