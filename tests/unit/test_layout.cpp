@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <functional>
+#include <string>
 #include <utility>
 
 #include "core/cpu_block_cache.h"
@@ -84,6 +85,54 @@ TEST(Layout, Conv2dEqualsLibTorchNchw) {
     }
 }
 
+// run()'s result and the most bytes of the CPU block cache's blocks in use at once while it ran
+// (counted from the start of a peak bound; blocks of 1 MiB and more).
+std::pair<at::Tensor, size_t> held_at_once(const std::function<at::Tensor()>& run) {
+    CpuBlockCacheScope scope;
+    CpuBlockCachePeakBound bound;
+    const size_t before = cpu_block_cache_stats().in_use_bytes;
+    auto y = run();
+    return {y, cpu_block_cache_stats().peak_in_use_bytes - before};
+}
+
+// What held at once, as shares of x's size, when a layer ran on a copy of x handed over and on one
+// its caller kept.
+struct HeldShares {
+    double handed_over, kept;
+};
+
+// forward (a layer's, taking its input by value) run on a copy of x handed over with std::move and
+// on one the caller keeps, each copy made inside the count. Checked whichever way it ran: both
+// outputs equal `want`; the handed-over copy's memory became the output exactly where `in_place`;
+// the kept copy is left unchanged and is not the output. Prints the max abs diff and the shares.
+HeldShares run_handed_over_and_kept(const std::string& what, const at::Tensor& x, bool in_place,
+                                    const std::function<at::Tensor(at::Tensor)>& forward, const at::Tensor& want) {
+    const auto [handed_over, handed_over_bytes] = held_at_once([&] {
+        auto input = x.clone();
+        const void* memory = input.data_ptr();
+        auto y = forward(std::move(input));
+        EXPECT_EQ(y.data_ptr() == memory, in_place) << "written into the handed-over input: " << !in_place;
+        return y;
+    });
+    const auto [kept, kept_bytes] = held_at_once([&] {
+        const auto input = x.clone();
+        auto y = forward(input);
+        EXPECT_NE(y.data_ptr(), input.data_ptr()) << "written into an input the caller still holds";
+        EXPECT_TRUE(at::equal(input, x)) << "the caller's input was changed";
+        return y;
+    });
+    const double x_bytes = static_cast<double>(x.numel() * x.element_size());
+    const HeldShares shares{handed_over_bytes / x_bytes, kept_bytes / x_bytes};
+    std::printf("%s handed over (%s): max abs diff %g, held at once %.2f of the input's size (%.2f where the "
+                "caller keeps the input)\n",
+                what.c_str(), in_place ? "in place" : "not in place on this CPU",
+                (handed_over.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>(), shares.handed_over,
+                shares.kept);
+    EXPECT_TRUE(at::equal(handed_over, want));
+    EXPECT_TRUE(at::equal(kept, want));
+    return shares;
+}
+
 // A convolution whose NCHW input passes 128 MiB runs in bands of output rows where that gives the
 // whole's bits: the same values as LibTorch's whole convolution, holding less at once (counted by
 // the CPU block cache: LibTorch's whole call also holds its copy of the input in oneDNN's layout).
@@ -101,13 +150,6 @@ TEST(Layout, Conv2dInRowBandsEqualsLibTorchWholeAndHoldsLess) {
         conv.replace_parameter("weight", (at::randn({c.out, in, c.k, c.k}) * 0.1).to(c.dt));
         conv.replace_parameter("bias", at::randn({c.out}).to(c.dt));
         const auto x = at::randn({1, in, c.height, c.width}).to(c.dt);
-        auto held_at_once = [](const auto& run) {
-            CpuBlockCacheScope scope;
-            CpuBlockCachePeakBound bound;
-            const size_t before = cpu_block_cache_stats().in_use_bytes;
-            auto y = run();
-            return std::make_pair(y, cpu_block_cache_stats().peak_in_use_bytes - before);
-        };
         const auto [got, ours] = held_at_once([&] { return conv.forward(x); });
         const auto [want, whole] = held_at_once([&] {
             return at::conv2d(x, conv.weight, conv.bias, {1, 1}, {c.pad, c.pad});
@@ -124,14 +166,6 @@ TEST(Layout, Conv2dInRowBandsEqualsLibTorchWholeAndHoldsLess) {
     }
 }
 
-std::pair<at::Tensor, size_t> held_at_once(const std::function<at::Tensor()>& run) {
-    CpuBlockCacheScope scope;
-    CpuBlockCachePeakBound bound;
-    const size_t before = cpu_block_cache_stats().in_use_bytes;
-    auto y = run();
-    return {y, cpu_block_cache_stats().peak_in_use_bytes - before};
-}
-
 // Handed its input (nothing else referencing it), a banded convolution with as many output channels
 // as input writes its output into the input's rows: the same values as LibTorch's whole convolution,
 // holding the input and a few bands, where the input kept by the caller costs a second tensor of its
@@ -145,36 +179,16 @@ TEST(Layout, Conv2dInRowBandsWritesAHandedOverInputInPlace) {
         conv.replace_parameter("weight", (at::randn({ch, ch, 3, 3}) * 0.1).to(dt));
         conv.replace_parameter("bias", at::randn({ch}).to(dt));
         const auto x = at::randn({1, ch, height, width}).to(dt);
-        const double x_bytes = static_cast<double>(x.numel() * x.element_size());
         // Where this CPU's bit checks send the convolution another way (NHWC input on a CPU with
         // AMX, or whole), it is not done in place: then only its values are checked.
         const bool banded = conv.runs_in_row_bands(x);
-        const auto [in_place, in_place_bytes] = held_at_once([&] {
-            auto input = x.clone();
-            const void* memory = input.data_ptr();
-            auto y = conv.forward(std::move(input));
-            EXPECT_EQ(y.data_ptr() == memory, banded) << "written into the handed-over input: " << !banded;
-            return y;
-        });
-        const auto [kept, kept_bytes] = held_at_once([&] {
-            const auto input = x.clone();
-            auto y = conv.forward(input);
-            EXPECT_NE(y.data_ptr(), input.data_ptr()) << "written into an input the caller still holds";
-            EXPECT_TRUE(at::equal(input, x)) << "the caller's input was changed";
-            return y;
-        });
-        const auto want = at::conv2d(x, conv.weight, conv.bias, {1, 1}, {1, 1});
-        std::printf("Conv2d %s %lldx%lld handed over (%s): max abs diff %g, held at once %.2f of the input's size "
-                    "(%.2f where the caller keeps the input)\n",
-                    c10::toString(dt), static_cast<long long>(height), static_cast<long long>(width),
-                    banded ? "in row bands" : "not banded on this CPU",
-                    (in_place.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>(),
-                    in_place_bytes / x_bytes, kept_bytes / x_bytes);
-        EXPECT_TRUE(at::equal(in_place, want));
-        EXPECT_TRUE(at::equal(kept, want));
+        const auto held = run_handed_over_and_kept(
+            std::string("Conv2d ") + c10::toString(dt) + " " + std::to_string(height) + "x" + std::to_string(width), x,
+            banded, [&](at::Tensor t) { return conv.forward(std::move(t)); },
+            at::conv2d(x, conv.weight, conv.bias, {1, 1}, {1, 1}));
         if (!banded) continue;
-        EXPECT_LT(in_place_bytes, 1.4 * x_bytes);  // and about four bands of 8 MiB (1/16 of it each here)
-        EXPECT_GT(kept_bytes, 1.9 * x_bytes);
+        EXPECT_LT(held.handed_over, 1.4);  // and about four bands of 8 MiB (1/16 of it each here)
+        EXPECT_GT(held.kept, 1.9);
     }
 }
 
@@ -191,39 +205,21 @@ TEST(Layout, GroupNormWorksInPlaceOnAHandedOverInput) {
             norm.replace_parameter("weight", at::randn({ch}).to(dt));
             norm.replace_parameter("bias", at::randn({ch}).to(dt));
             const auto x = (at::randn({batch, ch, side, side}) * 3 + 1).to(dt);
-            const double x_bytes = static_cast<double>(x.numel() * x.element_size());
+            const auto want = at::group_norm(x, groups, norm.weight, norm.bias, 1e-6);
             // Where this CPU's bit check finds other bits in groups, only the values are checked.
             const bool in_groups = norm.works_in_place_on(x);
-            const auto [in_place, in_place_bytes] = held_at_once([&] {
-                auto input = x.clone();
-                const void* memory = input.data_ptr();
-                auto y = norm.forward(std::move(input));
-                EXPECT_EQ(y.data_ptr() == memory, in_groups) << "normalized in place: " << !in_groups;
-                return y;
-            });
-            const auto [kept, kept_bytes] = held_at_once([&] {
-                const auto input = x.clone();
-                auto y = norm.forward(input);
-                EXPECT_TRUE(at::equal(input, x)) << "the caller's input was changed";
-                // a view handed over (as the VAE's attention hands its group norm) is no sole owner
-                const auto through_view = norm.forward(input.view({batch, ch, side * side}));
-                EXPECT_TRUE(at::equal(input, x)) << "the input under a handed-over view was changed";
-                EXPECT_TRUE(at::equal(through_view.view_as(y), y));
-                return y;
-            });
-            const auto want = at::group_norm(x, groups, norm.weight, norm.bias, 1e-6);
-            std::printf("GroupNorm %s [%lld, %lld, %lld, %lld] handed over (%s): max abs diff %g, held at once "
-                        "%.2f of the input's size (%.2f where the caller keeps the input)\n",
-                        c10::toString(dt), static_cast<long long>(batch), static_cast<long long>(ch),
-                        static_cast<long long>(side), static_cast<long long>(side),
-                        in_groups ? "in place" : "not in place on this CPU",
-                        (in_place.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>(),
-                        in_place_bytes / x_bytes, kept_bytes / x_bytes);
-            EXPECT_TRUE(at::equal(in_place, want));
-            EXPECT_TRUE(at::equal(kept, want));
+            const auto held = run_handed_over_and_kept(
+                std::string("GroupNorm ") + c10::toString(dt) + " batch " + std::to_string(batch) + " " +
+                    std::to_string(side) + "x" + std::to_string(side),
+                x, in_groups, [&](at::Tensor t) { return norm.forward(std::move(t)); }, want);
+            // a view handed over (as the VAE's attention hands its group norm) is no sole owner
+            const auto input = x.clone();
+            const auto through_view = norm.forward(input.view({batch, ch, side * side}));
+            EXPECT_TRUE(at::equal(input, x)) << "the input under a handed-over view was changed";
+            EXPECT_TRUE(at::equal(through_view.view_as(want), want));
             if (!in_groups) continue;
-            EXPECT_LT(in_place_bytes, 1.25 * x_bytes);
-            EXPECT_GT(kept_bytes, 1.9 * x_bytes);
+            EXPECT_LT(held.handed_over, 1.25);
+            EXPECT_GT(held.kept, 1.9);
         }
     }
 }
