@@ -58,11 +58,8 @@ struct LoadOptions {
     // step took 66.9 s against 80.5 s without it, with the same bits. The cache holds up to 4 GiB
     // of freed blocks while a generation runs; a stage's are returned where the next stage begins
     // (the AR stage, the condition images' encoding, the denoising loop), the rest when the
-    // generation ends. In the VAE it never holds more than the most in use at once, so that it adds
-    // nothing to the peak there (at 1024² on a 2-core EPYC: 4.61 GB of anonymous memory at the peak,
-    // with or without it, 7.54 GB with it before; 2.56 GB since the VAE frees each intermediate once
-    // read and runs its widest convolutions in bands of rows, 1.83 GB since its group norms and
-    // same-width convolutions write into their input; the VAE decode 5-8 % faster with it).
+    // generation ends. In the VAE it never holds more than the most in use at once, so it adds
+    // nothing to the peak there (docs/performance.md has the measured figures).
     // false: every block is new.
     bool cpu_block_cache = true;
 
