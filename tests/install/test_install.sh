@@ -73,8 +73,15 @@ fi
 echo "== configure and build examples/cpp against the prefix"
 launcher=()
 command -v ccache >/dev/null 2>&1 && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+# A CUDA LibTorch's config looks for a CUDA toolkit in the consumer too: hand it the toolkit the
+# build was configured with (tools/cuda_cmake_args.py's arguments, where the build had them).
+cuda_args=()
+for var in CUDA_TOOLKIT_ROOT_DIR CMAKE_CUDA_COMPILER CMAKE_LIBRARY_PATH nvtx3_dir; do
+  value="$(sed -n "s/^$var:[A-Z]*=//p" "$BUILD_DIR/CMakeCache.txt" | head -n 1)"
+  case "$value" in ""|*-NOTFOUND) ;; *) cuda_args+=("-D$var=$value") ;; esac
+done
 cmake -S "$SRC/examples/cpp" -B "$WORK/example" -DCMAKE_PREFIX_PATH="$PREFIX;$TORCH_PREFIX" \
-  "${launcher[@]}" >"$WORK/configure.log" 2>&1 || { cat "$WORK/configure.log"; fail "configuring the example"; }
+  "${launcher[@]}" "${cuda_args[@]}" >"$WORK/configure.log" 2>&1 || { cat "$WORK/configure.log"; fail "configuring the example"; }
 cmake --build "$WORK/example" -j2 >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; fail "building the example"; }
 loads_installed_lib "$WORK/example/glmimage_generate" ||
   fail "the example does not load the installed libglmimage"
