@@ -11,6 +11,13 @@ links to those libraries and names it in CMAKE_LIBRARY_PATH; where the toolkit h
 lib64/ (nvcc's profile links from lib64), it also hands nvcc the lib/ folder. Both layouts were
 configured here: a /usr/local/cuda-13.0 whose lib/ lacks libnvrtc.so, and torch 2.11's wheels alone.
 
+Older configs (torch 2.5 and 2.6) look for the NVTX3 headers with find_path(nvtx3_dir ...) in the
+consuming project's own source tree, and failing that link CUDA::nvToolsExt, a library CUDA 12.9
+and later no longer ship: "The link interface of target torch::nvtoolsext contains
+CUDA::nvToolsExt but the target was not found". Where the config does that and the toolkit has the
+headers, nvtx3_dir names them (find_path keeps a value already set; configured here: torch 2.5.1
+and 2.6.0, +cu124, with the CUDA 13.0 toolkit).
+
     python3 tools/cuda_cmake_args.py SHIM_DIR
 """
 
@@ -83,6 +90,18 @@ def link_plain_names(dirs: list[Path], shim: Path) -> list[str]:
     return made
 
 
+def nvtx_args(torch_cuda_cmake: Path, root: Path) -> list[str]:
+    """nvtx3_dir: the toolkit's NVTX3 header folder, for a LibTorch config that looks for it."""
+    try:
+        asks = "nvtx3_dir" in torch_cuda_cmake.read_text()
+    except OSError:
+        return []
+    headers = root / "include"
+    if not asks or not (headers / "nvtx3").is_dir():
+        return []
+    return [f"-Dnvtx3_dir={headers}"]
+
+
 def main() -> int:
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
@@ -103,6 +122,8 @@ def main() -> int:
     print(f"-DCUDA_TOOLKIT_ROOT_DIR={root}")
     print(f"-DCMAKE_CUDA_COMPILER={nvcc}")
     print(f"-DCMAKE_LIBRARY_PATH={shim}")
+    for arg in nvtx_args(Path(torch.__file__).parent / "share/cmake/Caffe2/public/cuda.cmake", root):
+        print(arg)
     if not (root / "lib64").is_dir() and (root / "lib").is_dir():
         # nvcc's own profile links from TOP/lib64; the wheels' layout has lib/ only, and CMake's
         # first test of the CUDA compiler (enable_language) would fail to find -lcudart_static.

@@ -1,7 +1,7 @@
 """tools/cuda_cmake_args.py, which lets a CUDA LibTorch's CMake config find its toolkit on the GPU
 machine (gpu_bench.sh's build): the nvcc it picks and the plain-named library links it makes, on
 fake toolkit folders in the two layouts seen (a /usr/local/cuda-13.0 lacking libnvrtc.so; NVIDIA's
-pip wheels, lib/ only, every library versioned)."""
+pip wheels, lib/ only, every library versioned), and the NVTX3 switch older configs ask for."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ def test_wheel_layout_gets_its_lib_folder(tmp_path, monkeypatch, capsys):
 
     class FakeTorch:
         __version__ = "2.11.0+cu130"
+        __file__ = str(tmp_path / "torch" / "__init__.py")  # no config there: no NVTX arguments
 
         class version:
             cuda = "13.0"
@@ -61,3 +62,17 @@ def test_wheel_layout_gets_its_lib_folder(tmp_path, monkeypatch, capsys):
     assert f"-DCMAKE_LIBRARY_PATH={tmp_path / 'shim'}" in args
     assert f"-DCMAKE_CUDA_FLAGS=-L{kit / 'lib'}" in args  # no lib64/: nvcc's profile would miss lib/
     assert (tmp_path / "shim" / "libcudart.so").exists() and (tmp_path / "shim" / "libnvrtc.so").exists()
+
+
+def test_nvtx_headers_named_only_where_the_config_asks(tmp_path):
+    kit = fake_toolkit(tmp_path / "cuda-13.0", ["libcudart.so"])
+    (kit / "include" / "nvtx3").mkdir(parents=True)
+    old = tmp_path / "old_cuda.cmake"  # torch 2.5's: NVTX3 from the consuming project's own tree
+    old.write_text('find_path(nvtx3_dir NAMES nvtx3 PATHS "${PROJECT_SOURCE_DIR}/third_party/NVTX/c/include")\n')
+    new = tmp_path / "new_cuda.cmake"  # torch 2.13's names no NVTX at all
+    new.write_text("add_library(torch::cudart INTERFACE IMPORTED)\n")
+    assert cca.nvtx_args(old, kit) == [f"-Dnvtx3_dir={kit / 'include'}"]
+    assert cca.nvtx_args(new, kit) == []
+    assert cca.nvtx_args(tmp_path / "absent.cmake", kit) == []
+    shutil.rmtree(kit / "include" / "nvtx3")
+    assert cca.nvtx_args(old, kit) == []  # a toolkit without the headers: the config's own fallback
