@@ -1,6 +1,13 @@
 #include "kernels/attention.h"
 
+// SDPA's backend enum: ATen/SDPBackend.h from LibTorch 2.6; in 2.5 it sits with SDPA's helpers.
+#if __has_include(<ATen/SDPBackend.h>)
 #include <ATen/SDPBackend.h>
+using SdpBackend = at::SDPBackend;
+#else
+#include <ATen/native/transformers/sdp_utils_cpp.h>
+using SdpBackend = sdp::SDPBackend;
+#endif
 
 #include <limits>
 #include <optional>
@@ -20,6 +27,11 @@ struct SdpaCall {
     bool causal = false, gqa = false;
     std::vector<int64_t> out_shape;  // non-empty: reshape the output to this (grouped decode)
 };
+
+SdpBackend sdpa_choice(const SdpaCall& c, const AttentionOptions& o) {
+    return static_cast<SdpBackend>(
+        at::_fused_sdp_choice(c.q, c.k, c.v, c.mask, /*dropout_p=*/0.0, c.causal, o.scale, c.gqa));
+}
 
 SdpaCall prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                  const AttentionOptions& o) {
@@ -51,21 +63,12 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     return c.out_shape.empty() ? out : out.reshape(c.out_shape);
 }
 
-namespace {
-
-at::SDPBackend sdpa_choice(const SdpaCall& c, const AttentionOptions& o) {
-    return static_cast<at::SDPBackend>(
-        at::_fused_sdp_choice(c.q, c.k, c.v, c.mask, /*dropout_p=*/0.0, c.causal, o.scale, c.gqa));
-}
-
-}  // namespace
-
 at::Tensor sdpa_additive_mask(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                               const AttentionOptions& o) {
     if (!mask.defined() || mask.scalar_type() != at::kBool) return mask;
     const SdpaCall c = prepare(q, k, v, mask, o);
     const auto zero = at::TensorOptions().dtype(q.scalar_type());
-    if (sdpa_choice(c, o) == at::SDPBackend::cudnn_attention)
+    if (sdpa_choice(c, o) == SdpBackend::cudnn_attention)
         return at::where(mask.logical_not(), -65504.0, at::scalar_tensor(0.0, zero));
     return at::where(mask.logical_not(), -std::numeric_limits<double>::infinity(),
                      at::scalar_tensor(0.0, zero.device(mask.device())));
@@ -74,11 +77,11 @@ at::Tensor sdpa_additive_mask(const at::Tensor& q, const at::Tensor& k, const at
 std::string attention_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                               const AttentionOptions& o) {
     switch (sdpa_choice(prepare(q, k, v, mask, o), o)) {
-        case at::SDPBackend::math: return "math";
-        case at::SDPBackend::flash_attention: return "flash_attention";
-        case at::SDPBackend::efficient_attention: return "efficient_attention";
-        case at::SDPBackend::cudnn_attention: return "cudnn_attention";
-        case at::SDPBackend::overrideable: return "overrideable";
+        case SdpBackend::math: return "math";
+        case SdpBackend::flash_attention: return "flash_attention";
+        case SdpBackend::efficient_attention: return "efficient_attention";
+        case SdpBackend::cudnn_attention: return "cudnn_attention";
+        case SdpBackend::overrideable: return "overrideable";
         default: return "none (SDPA finds no kernel for these inputs)";
     }
 }

@@ -4,14 +4,8 @@
 
 #include "glmimage/errors.h"
 
-#include <torch/version.h>
-
 // Capturing a sampling step needs its (non-default) generator registered with the graph:
-// CUDAGraph::register_generator_state, from LibTorch 2.3.
-#if defined(GLMI_WITH_CUDA_GRAPHS) && (TORCH_VERSION_MAJOR < 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 3))
-#undef GLMI_WITH_CUDA_GRAPHS
-#define GLMI_CUDA_GRAPHS_TOO_OLD
-#endif
+// CUDAGraph::register_generator_state (LibTorch 2.3; CMakeLists.txt asks for 2.5).
 
 #ifdef GLMI_WITH_CUDA_GRAPHS
 #include <ATen/cuda/CUDAGraph.h>
@@ -87,9 +81,6 @@ void StepGraph::replay() {
 #else  // LibTorch without CUDA
 
 std::string cuda_graphs_unsupported_reason(const at::Device& device) {
-#ifdef GLMI_CUDA_GRAPHS_TOO_OLD
-    return "capturing the decode step as a CUDA graph needs LibTorch >= 2.3 (device " + device.str() + ")";
-#endif
     return "this glmimage was built against a LibTorch without CUDA, so it cannot capture CUDA graphs (device " +
            device.str() + ")";
 }

@@ -1,6 +1,5 @@
 #include "layers/linear.h"
 
-#include <torch/version.h>
 
 #include <ATen/Context.h>
 
@@ -10,7 +9,6 @@
 #include <optional>
 
 #include "core/check.h"
-#include "glmimage/errors.h"
 #include "kernels/gemv.h"
 
 namespace glmimage {
@@ -32,14 +30,9 @@ constexpr int64_t kInt8PackMaxRows = 8;
 // LibTorch 2.13's bf16 kernel also crashes when the inner size is not a multiple of 32 (seen
 // with K = 100 and K = 13); every real GLM-Image width is one.
 bool int8pack_takes(const at::Tensor& x2d, const at::Tensor& w) {
-#if TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 4
-    (void)x2d, (void)w;
-    return false;  // no _weight_int8pack_mm before LibTorch 2.4
-#else
     const auto t = x2d.scalar_type();
     return x2d.is_cpu() && w.is_cpu() && (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf) &&
            w.size(1) % 32 == 0 && x2d.size(0) <= kInt8PackMaxRows;
-#endif
 }
 
 // LibTorch sends bf16 matmuls on the CPU to oneDNN, which for a few rows (the AR decode step)
@@ -89,27 +82,18 @@ bool wants_native_bf16(const at::Tensor& x, const at::Tensor& w) {
            x.numel() / std::max<int64_t>(x.size(-1), 1) <= kNativeBf16MaxRows;
 }
 
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
-#define GLMI_HAVE_ROWWISE_SCALED_MM 1  // _scaled_mm with [M, 1] x [1, N] float32 scales
-#endif
-
 constexpr double kE4m3Max = 448.0;
 
 // x2d [M, K] -> y [M, N] through the row-wise fp8 scaled matmul: x is quantized per row with a
 // dynamic scale (max |x| / 448, as the weight was per output channel), w8 is [N, K] e4m3 and
 // w_scale float32 [1, N]. CUDA's row-wise kernel writes bf16; the result is cast to x's dtype.
 at::Tensor fp8_matmul(const at::Tensor& x2d, const at::Tensor& w8, const at::Tensor& w_scale) {
-#ifdef GLMI_HAVE_ROWWISE_SCALED_MM
     const auto xf = x2d.to(at::kFloat);
     const auto x_scale = xf.abs().amax({1}, /*keepdim=*/true).clamp_min(1e-12) / kE4m3Max;
     const auto xq = (xf / x_scale).to(at::kFloat8_e4m3fn);
     return at::_scaled_mm(xq, w8.t(), x_scale, w_scale, /*bias=*/std::nullopt, /*scale_result=*/std::nullopt,
                           at::kBFloat16, /*use_fast_accum=*/false)
         .to(x2d.scalar_type());
-#else
-    (void)x2d, (void)w8, (void)w_scale;
-    throw UnsupportedError("fp8 needs LibTorch >= 2.5 (row-wise _scaled_mm)");
-#endif
 }
 
 }  // namespace
@@ -139,9 +123,7 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
         y = fp8_matmul(x2d, weight, weight_scale);
     } else {
         const auto scale = weight_scale.to(x.scalar_type());
-#if !(TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 4)
         if (int8pack_takes(x2d, weight)) y = at::_weight_int8pack_mm(x2d, weight, scale);
-#endif
         if (!y.defined()) y = at::linear(x2d, weight.to(x.scalar_type())) * scale;
     }
     if (bias.defined()) y = y + bias;
