@@ -50,6 +50,17 @@ SdpaCall prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
         c.q = q.reshape({B, hkv, hq / hkv, D});
         c.gqa = false;
         c.out_shape = {B, hq, 1, D};
+    } else if (c.gqa && sdpa_choice(c, o) == SdpBackend::math) {
+        // No fused kernel takes grouped heads here (LibTorch 2.6's CPU flash kernel does not;
+        // 2.13's does): repeat the key/value heads, as transformers' repeat_kv does, so the fused
+        // kernel runs instead of the math fallback, which sums in another order (the tiny AR
+        // model's prefill logits then parted from the reference's). Where both exist, the grouped
+        // and the repeated call give the same bits (2.13, CPU flash).
+        auto repeated = c;
+        repeated.k = k.repeat_interleave(hq / hkv, 1);
+        repeated.v = v.repeat_interleave(hq / hkv, 1);
+        repeated.gqa = false;
+        if (sdpa_choice(repeated, o) != SdpBackend::math) return repeated;
     }
     return c;
 }
