@@ -42,12 +42,26 @@ def _prompts():
 
 SAMPLING = {"greedy": dict(do_sample=False),
             "sampled": dict(do_sample=True, temperature=8.0, top_k=30, top_p=0.9, seed=5),
-            "flat_stops": dict(do_sample=True, temperature=30.0, top_k=0, seed=4, keep_in_codebook=False,
-                               max_new_tokens=7)}
+            "flat_stops": dict(do_sample=True, temperature=30.0, top_k=0, keep_in_codebook=False,
+                               max_new_tokens=7)}  # its seed: _valid_grid_seed
 # Logits tolerance: fp32 as the parity tests' (|logit| up to ~50 here); bf16 four bf16 steps at
 # that size (observed: up to 0.5625).
 LOGITS_ATOL = {"float32": 1e-4, "bfloat16": 1.0}
 BF16_TIE = 0.5  # two bf16 steps at |logit| 32..64: a greedy choice closer than this is a near-tie
+
+
+def _valid_grid_seed(p, kw) -> int:
+    """A seed whose flat draws leave no marker or id outside the codebook in the grid (with
+    keep_in_codebook off, ar_generate refuses such a grid), seed 4 first. Found rather than fixed:
+    the CPU generator's stream of draws differs between torch releases (seed 4 gave such grids for
+    every prompt under 2.13; under 2.6 not for the image-to-image one)."""
+    for seed in [4] + [s for s in range(64) if s != 4]:
+        try:
+            _testing.ar_generate(p, **{**kw, "seed": seed, "record_logits": False}, decode="eager")
+            return seed
+        except glmimage.Error as e:
+            assert "outside the codebook" in str(e)
+    pytest.fail("no seed in 0..63 gives a grid inside the codebook: the flat draws go unchecked")
 
 
 @pytest.fixture(scope="module", params=["float32", "bfloat16"])
@@ -67,6 +81,8 @@ def test_static_step_equals_eager(pipe, prompt, sampling):
     if dtype == "bfloat16" and sampling != "greedy":
         pytest.skip("bf16 rounding changes sampled draws; sampling is checked in fp32")
     kw = dict(_prompts()[prompt], record_logits=True, **SAMPLING[sampling])
+    if sampling == "flat_stops":
+        kw["seed"] = _valid_grid_seed(p, kw)
     eager = _testing.ar_generate(p, **kw, decode="eager")
     static = _testing.ar_generate(p, **kw, decode="static")
     assert (eager["decode"], static["decode"]) == ("eager", "static")
@@ -165,7 +181,9 @@ def test_bad_ar_decode_is_an_input_error():
 def test_attention_backends_are_reported(dtype):
     """Which SDPA kernel each attention site gets (kernels::attention_backend, the same call the
     models make). On this CPU every site, the masked static decode step included, runs LibTorch's
-    fused CPU flash kernel rather than the math fallback; on a GPU gpu_bench.sh prints the same."""
+    fused CPU flash kernel rather than the math fallback; on a GPU gpu_bench.sh prints the same.
+    Under torch 2.6 the AR prefill's grouped heads have no fused CPU kernel: attention() repeats
+    them there, and this test is what tools/libtorch_check.sh 2.6.0 holds to that."""
     p = glmimage.Pipeline.from_pretrained(TINY, dtype=dtype)
     got = _testing.attention_backends(p, 64, 64)
     print(f"attention backends {dtype}: {got}")
