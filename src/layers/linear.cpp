@@ -1,6 +1,5 @@
 #include "layers/linear.h"
 
-
 #include <ATen/Context.h>
 
 #include <algorithm>
