@@ -1,6 +1,7 @@
 // glmimage_testing entry points of the fused kernels (kernels/decoder_fused.h, rotary.h,
 // mul_add.h), each on tensors of any device the build supports, and the process-wide switch
-// between them and the LibTorch op sequences they replace (fused_switch.h).
+// between them and the LibTorch op sequences they replace (fused_switch.h); and where the CPU's
+// bf16 products run (kernels/cpu_products.h).
 // tests/python/test_fused_kernels.py compares the two.
 #include <c10/core/InferenceMode.h>
 #include <pybind11/pybind11.h>
@@ -9,6 +10,7 @@
 #include <optional>
 #include <tuple>
 
+#include "kernels/cpu_products.h"
 #include "kernels/decoder_fused.h"
 #include "kernels/fused_switch.h"
 #include "kernels/mul_add.h"
@@ -23,6 +25,9 @@ void register_testing_kernels(pybind11::module_& m) {
           "Process-wide: False runs LibTorch's op sequences instead of every fused kernel (the AR "
           "decoder's, the DiT's RoPE and modulations), for a comparison.");
     m.def("fused_kernels_enabled", &kernels::fused_kernels_enabled, "Whether the fused kernels are on (the default).");
+    m.def("cpu_bf16_products_in_float32", &kernels::cpu_bf16_products_in_float32,
+          "Whether bf16 linears and convolutions on the CPU are computed in float32 and rounded once (a CPU "
+          "where LibTorch has no oneDNN bf16 kernels: AVX2-only x86).");
     m.def(
         "decoder_fused_available",
         [](const at::Tensor& like) { return kernels::decoder_fused_available(like.device(), like.scalar_type()); },

@@ -7,13 +7,18 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 namespace glmimage::large_activations {
 
 constexpr int64_t kBandedFromBytes = int64_t{128} << 20;  // inputs this large are worked in bands
 constexpr int64_t kBandBytes = int64_t{8} << 20;          // of about this much input each
 
-inline bool is_large_cpu_activation(const at::Tensor& x) {
-    return x.is_cpu() && x.numel() * static_cast<int64_t>(x.element_size()) >= kBandedFromBytes;
+// `work_element_size`: the bytes per element of x that the whole op would hold beside x, where that
+// is more than x's own (a bf16 convolution computed in float32 widens its input: layers/conv2d.cpp).
+inline bool is_large_cpu_activation(const at::Tensor& x, int64_t work_element_size = 0) {
+    const int64_t element = std::max<int64_t>(work_element_size, static_cast<int64_t>(x.element_size()));
+    return x.is_cpu() && x.numel() * element >= kBandedFromBytes;
 }
 
 // Whether writing into x changes nothing that anything else can see: the only reference to the only

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "core/check.h"
+#include "kernels/cpu_products.h"
 #include "kernels/gemv.h"
 
 namespace glmimage {
@@ -76,8 +77,10 @@ class NativeBf16Gemm {
     }
 };
 
+// (Where the CPU has no oneDNN bf16 kernels the products run in float32 instead: cpu_products.h.)
 bool wants_native_bf16(const at::Tensor& x, const at::Tensor& w) {
     return x.is_cpu() && x.scalar_type() == at::kBFloat16 && w.scalar_type() == at::kBFloat16 &&
+           kernels::product_compute_dtype(x) == at::kBFloat16 &&
            x.numel() / std::max<int64_t>(x.size(-1), 1) <= kNativeBf16MaxRows;
 }
 
@@ -113,7 +116,7 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
         }
         std::optional<NativeBf16Gemm> native;
         if (few_rows_gemv && wants_native_bf16(x, weight)) native.emplace();
-        return at::linear(x, weight, bias);
+        return kernels::linear(x, weight, bias);
     }
     const int64_t in = weight.size(1), out = weight.size(0);
     auto x2d = x.reshape({-1, in}).contiguous();
@@ -123,7 +126,7 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
     } else {
         const auto scale = weight_scale.to(x.scalar_type());
         if (int8pack_takes(x2d, weight)) y = at::_weight_int8pack_mm(x2d, weight, scale);
-        if (!y.defined()) y = at::linear(x2d, weight.to(x.scalar_type())) * scale;
+        if (!y.defined()) y = kernels::linear(x2d, weight.to(x.scalar_type())) * scale;
     }
     if (bias.defined()) y = y + bias;
     auto sizes = x.sizes().vec();

@@ -524,7 +524,10 @@ def test_vae_decode_holds_less_at_once_than_the_reference(ckpt):
     Measured on a 2-core EPYC: ours 1.76 X, diffusers' 3.79 X; ours held 2.25 X with the norms and
     convolutions into new tensors, 4.30 X with every intermediate alive through the next
     convolution, 3.19 X with them freed but the convolutions whole (at 128 x 192 pixels, where
-    diffusers' held 3.94 X). The images stay equal, bit for bit. Where this CPU's bit checks leave
+    diffusers' held 3.94 X); on a 2-core Zen 3 EPYC (AVX2 only), where both sides' bf16 convolutions
+    are computed in float32 (kernels/cpu_products.h, conftest.py) and ours go in bands from a smaller
+    input on, as their whole calls hold more: ours 1.75 X, diffusers' 7.89 X (ours 4.06 X with the
+    bands at the bf16 threshold). The images stay equal, bit for bit. Where this CPU's bit checks leave
     out the bands or the in-place norms (a CPU with AMX takes NHWC convolutions instead: input,
     output and a layout copy, about 2.25 X), the bound is the earlier 2.75 X."""
     from diffusers import AutoencoderKL

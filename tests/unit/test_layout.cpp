@@ -1,8 +1,9 @@
 // kernels::to_channels_last / to_channels_first against LibTorch's own layout copies: the same
 // values and strides, for every element size, shapes with and without partial tiles, batches,
 // inputs already in the target layout, non-contiguous inputs; and Conv2d on bf16 channels-last
-// input against LibTorch's NCHW convolution (the bits the layer relies on), and in bands of rows
-// against LibTorch's whole convolution; the convolution and GroupNorm in place on a handed-over input.
+// input against the NCHW convolution (the bits the layer relies on), and in bands of rows against
+// the whole convolution, each as kernels::conv2d computes it (LibTorch's call, in float32 for bf16
+// on a CPU without bf16 kernels); the convolution and GroupNorm in place on a handed-over input.
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
@@ -13,6 +14,7 @@
 #include <utility>
 
 #include "core/cpu_block_cache.h"
+#include "kernels/cpu_products.h"
 #include "kernels/layout.h"
 #include "layers/conv2d.h"
 #include "layers/norms.h"
@@ -59,7 +61,8 @@ TEST(Layout, MatchesLibTorchCopies) {
 }
 
 // The layer takes channels-last input where LibTorch gives the same bits that way, and returns
-// NCHW either way: its result must be LibTorch's NCHW convolution's, bit for bit.
+// NCHW either way: its result must be the NCHW convolution's as kernels::conv2d computes it
+// (LibTorch's, in float32 for bf16 on a CPU without bf16 kernels: test_cpu_products.cpp), bit for bit.
 TEST(Layout, Conv2dEqualsLibTorchNchw) {
     struct Case {
         int64_t in, out, k, stride, pad, hw;
@@ -75,7 +78,7 @@ TEST(Layout, Conv2dEqualsLibTorchNchw) {
             const auto x = at::randn({2, c.in, c.hw, c.hw}).to(dt);
             const auto got = conv.forward(x);
             EXPECT_TRUE(got.is_contiguous());
-            const auto want = at::conv2d(x, conv.weight, conv.bias, {c.stride, c.stride}, {c.pad, c.pad});
+            const auto want = kernels::conv2d(x, conv.weight, conv.bias, c.stride, {c.pad, c.pad});
             std::printf("Conv2d %s %lld->%lld k%lld s%lld: max abs diff %g\n", c10::toString(dt),
                         static_cast<long long>(c.in), static_cast<long long>(c.out), static_cast<long long>(c.k),
                         static_cast<long long>(c.stride),
@@ -134,8 +137,9 @@ HeldShares run_handed_over_and_kept(const std::string& what, const at::Tensor& x
 }
 
 // A convolution whose NCHW input passes 128 MiB runs in bands of output rows where that gives the
-// whole's bits: the same values as LibTorch's whole convolution, holding less at once (counted by
-// the CPU block cache: LibTorch's whole call also holds its copy of the input in oneDNN's layout).
+// whole's bits: the same values as the whole convolution, holding less at once (counted by the CPU
+// block cache: LibTorch's whole call also holds its copy of the input in oneDNN's layout, and in
+// float32 the widened input).
 TEST(Layout, Conv2dInRowBandsEqualsLibTorchWholeAndHoldsLess) {
     struct Case {
         at::ScalarType dt;
@@ -152,7 +156,7 @@ TEST(Layout, Conv2dInRowBandsEqualsLibTorchWholeAndHoldsLess) {
         const auto x = at::randn({1, in, c.height, c.width}).to(c.dt);
         const auto [got, ours] = held_at_once([&] { return conv.forward(x); });
         const auto [want, whole] = held_at_once([&] {
-            return at::conv2d(x, conv.weight, conv.bias, {1, 1}, {c.pad, c.pad});
+            return kernels::conv2d(x, conv.weight, conv.bias, 1, {c.pad, c.pad});
         });
         const double mib = 1 << 20;
         std::printf("Conv2d %s k%lld %lldx%lld: %s, max abs diff %g, held at once %.0f MiB against %.0f whole\n",
@@ -167,7 +171,7 @@ TEST(Layout, Conv2dInRowBandsEqualsLibTorchWholeAndHoldsLess) {
 }
 
 // Handed its input (nothing else referencing it), a banded convolution with as many output channels
-// as input writes its output into the input's rows: the same values as LibTorch's whole convolution,
+// as input writes its output into the input's rows: the same values as the whole convolution,
 // holding the input and a few bands, where the input kept by the caller costs a second tensor of its
 // size. Each run makes its own copy of the input inside the count.
 TEST(Layout, Conv2dInRowBandsWritesAHandedOverInputInPlace) {
@@ -185,7 +189,7 @@ TEST(Layout, Conv2dInRowBandsWritesAHandedOverInputInPlace) {
         const auto held = run_handed_over_and_kept(
             std::string("Conv2d ") + c10::toString(dt) + " " + std::to_string(height) + "x" + std::to_string(width), x,
             banded, [&](at::Tensor t) { return conv.forward(std::move(t)); },
-            at::conv2d(x, conv.weight, conv.bias, {1, 1}, {1, 1}));
+            kernels::conv2d(x, conv.weight, conv.bias, 1, {1, 1}));
         if (!banded) continue;
         EXPECT_LT(held.handed_over, 1.4);  // and about four bands of 8 MiB (1/16 of it each here)
         EXPECT_GT(held.kept, 1.9);

@@ -1,0 +1,61 @@
+#include "kernels/cpu_products.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <algorithm>
+#include <array>
+
+namespace glmimage::kernels {
+
+namespace {
+
+bool ask_libtorch_for_bf16_kernels() {
+    // Registered by LibTorch builds with oneDNN; without oneDNN there are no bf16 kernels either.
+    const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn::_is_mkldnn_bf16_supported", ""});
+    if (!op) return false;
+    return op->typed<bool()>().call();
+}
+
+// Weight rows widened at once: 32 MiB of float32.
+constexpr int64_t kWidenedWeightBytes = int64_t{32} << 20;
+
+}  // namespace
+
+bool cpu_bf16_products_in_float32() {
+    static const bool in_float32 = !ask_libtorch_for_bf16_kernels();
+    return in_float32;
+}
+
+at::ScalarType product_compute_dtype(const at::Tensor& x) {
+    if (x.is_cpu() && x.scalar_type() == at::kBFloat16 && cpu_bf16_products_in_float32()) return at::kFloat;
+    return x.scalar_type();
+}
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+    if (product_compute_dtype(x) == x.scalar_type() || w.scalar_type() != x.scalar_type())
+        return at::linear(x, w, b);
+    const int64_t in = w.size(1), out = w.size(0);
+    const auto xf = x.reshape({-1, in}).to(at::kFloat);
+    auto y = at::empty({xf.size(0), out}, x.options());
+    const int64_t block = std::max<int64_t>(1, kWidenedWeightBytes / (4 * std::max<int64_t>(in, 1)));
+    for (int64_t n0 = 0; n0 < out; n0 += block) {
+        const int64_t n = std::min(block, out - n0);
+        const auto wf = w.narrow(0, n0, n).to(at::kFloat);
+        const auto bf = b.defined() ? b.narrow(0, n0, n).to(at::kFloat) : at::Tensor();
+        // the bias added in float32 and the sum rounded once, as LibTorch's addmm with beta = 1
+        y.narrow(1, n0, n).copy_(at::linear(xf, wf, bf));
+    }
+    auto sizes = x.sizes().vec();
+    sizes.back() = out;
+    return y.view(sizes);
+}
+
+at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t stride,
+                  at::IntArrayRef padding) {
+    const std::array<int64_t, 2> strides{stride, stride};
+    const auto dt = product_compute_dtype(x);
+    if (dt == x.scalar_type()) return at::conv2d(x, w, b, strides, padding);
+    return at::conv2d(x.to(dt), w.to(dt), b.defined() ? b.to(dt) : b, strides, padding).to(x.scalar_type());
+}
+
+}  // namespace glmimage::kernels

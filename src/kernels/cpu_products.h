@@ -1,0 +1,36 @@
+// The CPU's matrix products and convolutions where bf16 has no kernels: every Linear and Conv2d
+// call runs through here.
+//
+// LibTorch computes bf16 products on the CPU with oneDNN's bf16 kernels where oneDNN has them for
+// the CPU (x86 with AVX-512 BW/VL/DQ or AVX-NE-CONVERT; Arm with bf16). Elsewhere, on x86 with AVX2
+// only (AMD Zen 2 and 3, Intel before Skylake-SP), it falls back to generic loops, measured on a
+// 2-core EPYC (Zen 3) with 1 thread: a 300x512x2048 linear at 8 GFLOP/s against 63 in float32, a
+// 128 -> 128 3x3 convolution at 64x64 at 0.33 GFLOP/s against 47 (a small-preset VAE decode at
+// 128x128 took 23 s). On such CPUs the products are computed in float32 from the bf16 values
+// (widening is exact) and rounded to bf16 once. LibTorch's loops accumulate in float32 too, so the
+// results differ from its bf16 call's by summation order: there, 1 bf16 step in about 0.02 % of
+// the elements. Where the CPU has the kernels, and for every other dtype and device, these are
+// LibTorch's own calls.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace glmimage::kernels {
+
+// Whether bf16 products of CPU tensors run in float32 here: LibTorch's own rule for whether it
+// has oneDNN bf16 kernels on this CPU (mkldnn::_is_mkldnn_bf16_supported), asked once.
+bool cpu_bf16_products_in_float32();
+
+// The dtype a product of `x` is computed in: float32 for a CPU bf16 x where the above holds,
+// otherwise x's own.
+at::ScalarType product_compute_dtype(const at::Tensor& x);
+
+// at::linear(x, w, b), computed in product_compute_dtype(x). In float32 the weight is widened a
+// block of output features at a time (at most 32 MiB of float32 each), so a real-size weight is
+// not copied whole.
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
+
+// at::conv2d(x, w, b, stride, padding), computed in product_compute_dtype(x).
+at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t stride, at::IntArrayRef padding);
+
+}  // namespace glmimage::kernels

@@ -1,0 +1,88 @@
+// kernels::linear and kernels::conv2d, the CPU's product choke point: on a CPU where LibTorch has
+// oneDNN bf16 kernels, LibTorch's own bf16 call, bit for bit; where it has none, the float32 product
+// of the widened values rounded once (the weight widened in blocks of output features, which must
+// not change a bit), and within one bf16 step of LibTorch's bf16 call (its loops accumulate in
+// float32 in another order). float32 is LibTorch's call everywhere. Prints each max abs diff.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "kernels/cpu_products.h"
+
+namespace glmimage {
+namespace {
+
+// max |got - want| / max |want| in float64: at most one bf16 step (2^-8 relative) of the largest value.
+double relative_diff(const at::Tensor& got, const at::Tensor& want) {
+    const auto g = got.to(at::kDouble), w = want.to(at::kDouble);
+    return (g - w).abs().max().item<double>() / w.abs().max().item<double>();
+}
+
+void expect_rule(const char* what, const at::Tensor& got, const at::Tensor& libtorch_bf16,
+                 const at::Tensor& widened_then_rounded) {
+    const bool in_float32 = kernels::cpu_bf16_products_in_float32();
+    std::printf("%s bf16 (%s): max abs diff %g against LibTorch's bf16 call, %g against the widened call\n", what,
+                in_float32 ? "computed in float32 here" : "LibTorch's bf16 kernels here",
+                (got.to(at::kDouble) - libtorch_bf16.to(at::kDouble)).abs().max().item<double>(),
+                (got.to(at::kDouble) - widened_then_rounded.to(at::kDouble)).abs().max().item<double>());
+    EXPECT_EQ(got.scalar_type(), at::kBFloat16);
+    EXPECT_TRUE(at::equal(got, in_float32 ? widened_then_rounded : libtorch_bf16));
+    EXPECT_LE(relative_diff(got, libtorch_bf16), 1.0 / 256);
+}
+
+TEST(CpuProducts, ComputeDtypeFollowsTheRule) {
+    const bool in_float32 = kernels::cpu_bf16_products_in_float32();
+    EXPECT_EQ(kernels::product_compute_dtype(at::zeros({2}, at::kBFloat16)), in_float32 ? at::kFloat : at::kBFloat16);
+    EXPECT_EQ(kernels::product_compute_dtype(at::zeros({2}, at::kFloat)), at::kFloat);
+    EXPECT_EQ(kernels::product_compute_dtype(at::zeros({2}, at::kHalf)), at::kHalf);
+}
+
+TEST(CpuProducts, LinearFollowsTheRule) {
+    struct Case {
+        int64_t rows, in, out;
+        bool bias;
+    };
+    // The last one's weight is 1.2x the 32 MiB widened at once: two blocks of output features.
+    for (const Case& c : {Case{7, 64, 40, true}, Case{300, 512, 2048, true}, Case{33, 96, 50, false},
+                          Case{16, 1024, 9830, true}}) {
+        SCOPED_TRACE(::testing::Message() << c.rows << "x" << c.in << " -> " << c.out << " bias " << c.bias);
+        at::manual_seed(c.rows * 7 + c.out);
+        const auto x = at::randn({1, c.rows, c.in}).to(at::kBFloat16);
+        const auto w = (at::randn({c.out, c.in}) / 16).to(at::kBFloat16);
+        const at::Tensor b = c.bias ? at::randn({c.out}).to(at::kBFloat16) : at::Tensor();
+        const auto got = kernels::linear(x, w, b);
+        EXPECT_EQ(got.sizes(), (std::vector<int64_t>{1, c.rows, c.out}));
+        const auto widened =
+            at::linear(x.to(at::kFloat), w.to(at::kFloat), c.bias ? b.to(at::kFloat) : at::Tensor()).to(at::kBFloat16);
+        expect_rule("linear", got, at::linear(x, w, b), widened);
+        const auto xf = x.to(at::kFloat), wf = w.to(at::kFloat);
+        EXPECT_TRUE(at::equal(kernels::linear(xf, wf, c.bias ? b.to(at::kFloat) : at::Tensor()),
+                              at::linear(xf, wf, c.bias ? b.to(at::kFloat) : at::Tensor())));
+    }
+}
+
+TEST(CpuProducts, Conv2dFollowsTheRule) {
+    struct Case {
+        int64_t in, out, k, stride, pad, hw;
+        bool channels_last;
+    };
+    for (const Case& c : {Case{16, 32, 3, 1, 1, 20, false}, Case{32, 8, 1, 1, 0, 17, false},
+                          Case{8, 16, 3, 2, 0, 25, false}, Case{16, 16, 3, 1, 1, 12, true}}) {
+        SCOPED_TRACE(::testing::Message() << c.in << "->" << c.out << " k" << c.k << " s" << c.stride
+                                          << (c.channels_last ? " NHWC" : ""));
+        at::manual_seed(c.in * 31 + c.out);
+        auto x = at::randn({2, c.in, c.hw, c.hw}).to(at::kBFloat16);
+        if (c.channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+        const auto w = (at::randn({c.out, c.in, c.k, c.k}) * 0.1).to(at::kBFloat16);
+        const auto b = at::randn({c.out}).to(at::kBFloat16);
+        const std::vector<int64_t> stride{c.stride, c.stride}, pad{c.pad, c.pad};
+        const auto got = kernels::conv2d(x, w, b, c.stride, pad);
+        const auto widened = at::conv2d(x.to(at::kFloat), w.to(at::kFloat), b.to(at::kFloat), stride, pad);
+        expect_rule("conv2d", got, at::conv2d(x, w, b, stride, pad), widened.to(at::kBFloat16));
+        EXPECT_TRUE(at::equal(kernels::conv2d(x.to(at::kFloat), w.to(at::kFloat), b.to(at::kFloat), c.stride, pad),
+                              widened));
+    }
+}
+
+}  // namespace
+}  // namespace glmimage
