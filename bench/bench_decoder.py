@@ -13,7 +13,7 @@ the images are checked equal (within 1 level) before the timings are trusted. Pr
 
 The roofline of the same work on this machine, measured in the same run (`roofline_s`): the DiT's
 FLOPs over all steps divided by the GEMM rate of an n x n x n matmul (n = 2048) in the same dtype
-and thread count (measured before and after the timed runs, the higher taken). FLOPs per step =
+(for bf16 the higher of that and the float32 one's, gemm_rate) and thread count (measured before and after the timed runs, the higher taken). FLOPs per step =
 the sum over the two CFG passes of [2 x S x (the blocks' attention and feed-forward weights) +
 4 x S^2 x inner_dim x layers], S = that pass's glyph tokens (the prompt's, or the empty text's one)
 + (H/16)(W/16) image tokens. The VAE, T5 and
@@ -51,7 +51,17 @@ def proc_status_kib(field: str) -> int:
 
 
 def gemm_rate(dtype) -> float:
-    """FLOP/s of a 2048^3 matmul in `dtype` on this machine now (best of 5)."""
+    """FLOP/s of a 2048^3 matmul in `dtype` on this machine now (best of 5). For bf16 the higher of
+    the bf16 and the float32 product's: widening bf16 values is exact, and on a CPU without oneDNN
+    bf16 kernels (AVX2 only) the float32 one is several times faster, and is what glmimage runs."""
+    import torch
+
+    if dtype == torch.bfloat16:
+        return max(_matmul_rate(torch.bfloat16), _matmul_rate(torch.float32))
+    return _matmul_rate(dtype)
+
+
+def _matmul_rate(dtype) -> float:
     import torch
 
     n = 2048
