@@ -47,46 +47,13 @@ def _modest_threads():
 
 @pytest.fixture(scope="session", autouse=True)
 def _reference_bf16_products_as_ours():
-    """On a CPU where LibTorch has no oneDNN bf16 kernels (AVX2-only x86), glmimage computes bf16
-    linears and convolutions in float32 and rounds each result once (kernels/cpu_products.h), where
-    LibTorch, and so the reference, runs its generic bf16 loops: 8x (linears) to over 100x
-    (convolutions) slower, accumulating in float32 in another order. The two differ by one bf16 step
-    in about 0.02 % of a product's elements (test_cpu_products prints it), which the bf16 image
-    tolerances (1 level) do not absorb over a whole generation. There, for the session, the
-    reference's F.linear and F.conv2d on CPU bf16 tensors compute the same way, so that every parity
-    test compares the same arithmetic and the reference's bf16 runs fit the suite's time; the rule's
-    own difference from LibTorch's bf16 call is bounded by test_cpu_products. Elsewhere nothing is
-    changed."""
-    import glmimage_testing
-    import torch
-    import torch.nn.functional as F
+    """For the session, on a CPU where glmimage computes bf16 linears and convolutions in float32
+    (AVX2-only x86), the reference's do too: every parity test then compares the same arithmetic
+    (reference_shims.py says why and what it bounds). Elsewhere nothing is changed."""
+    from reference_shims import reference_bf16_products_as_ours
 
-    if not glmimage_testing.cpu_bf16_products_in_float32():
-        yield False
-        return
-    linear, conv2d = F.linear, F.conv2d
-
-    def in_float32(x) -> bool:
-        return isinstance(x, torch.Tensor) and x.dtype == torch.bfloat16 and x.device.type == "cpu"
-
-    def widened(t):
-        return t.float() if in_float32(t) else t
-
-    def float32_linear(x, weight, bias=None):
-        if not (in_float32(x) and weight.dtype == torch.bfloat16):
-            return linear(x, weight, bias)
-        return linear(x.float(), weight.float(), widened(bias)).to(torch.bfloat16)
-
-    def float32_conv2d(x, weight, bias=None, *args, **kwargs):
-        if not (in_float32(x) and weight.dtype == torch.bfloat16):
-            return conv2d(x, weight, bias, *args, **kwargs)
-        return conv2d(x.float(), weight.float(), widened(bias), *args, **kwargs).to(torch.bfloat16)
-
-    F.linear, F.conv2d = float32_linear, float32_conv2d
-    try:
-        yield True
-    finally:
-        F.linear, F.conv2d = linear, conv2d
+    with reference_bf16_products_as_ours() as shimmed:
+        yield shimmed
 
 
 @pytest.fixture(scope="session")
