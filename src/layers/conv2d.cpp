@@ -72,7 +72,7 @@ at::Tensor conv2d_in_row_bands(const at::Tensor& x, const at::Tensor& w, const a
     const int64_t height = x.size(2);
     auto out = into_x ? x : at::empty({x.size(0), w.size(0), height, x.size(3)}, x.options());
     const std::array<int64_t, 2> pad_w_only{0, pad};  // the rows' halo is in the band
-    at::Tensor pending;                                                  // the last band's output rows
+    at::Tensor pending;                                // the last band's output rows
     int64_t pending_row = 0;
     for (int64_t r0 = 0; r0 < height; r0 += rows) {
         const int64_t r1 = std::min(height, r0 + rows);
