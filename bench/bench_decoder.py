@@ -53,8 +53,8 @@ def proc_status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def gemm_rate(dtype) -> float:
-    """FLOP/s of a 2048^3 matmul in `dtype` on this machine now (best of 5). For bf16 the higher of
+def gemm_rate(dtype, n: int = 2048) -> float:
+    """FLOP/s of an n^3 matmul in `dtype` on this CPU now (best of 5). For bf16 the higher of
     the bf16 and the float32 product's: widening bf16 values is exact, and on a CPU without oneDNN
     bf16 kernels (AVX2 only) the float32 one is several times faster, and is what glmimage runs."""
     import torch
@@ -63,15 +63,14 @@ def gemm_rate(dtype) -> float:
         import glmimage_testing
 
         if glmimage_testing.cpu_bf16_products_in_float32():
-            return _matmul_rate(torch.float32)  # LibTorch's bf16 loops there: a fraction of it, and minutes
-        return max(_matmul_rate(torch.bfloat16), _matmul_rate(torch.float32))
-    return _matmul_rate(dtype)
+            return _matmul_rate(torch.float32, n)  # LibTorch's bf16 loops there: a fraction of it, and minutes
+        return max(_matmul_rate(torch.bfloat16, n), _matmul_rate(torch.float32, n))
+    return _matmul_rate(dtype, n)
 
 
-def _matmul_rate(dtype) -> float:
+def _matmul_rate(dtype, n: int) -> float:
     import torch
 
-    n = 2048
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     a @ b
     best = float("inf")

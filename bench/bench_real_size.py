@@ -154,18 +154,9 @@ def device_limits(device: str, threads: int) -> tuple[float, float]:
         buf = torch.ones(128 * 1024 * 1024, dtype=torch.float32)
         bandwidth = buf.numel() * buf.element_size() / best_of(buf.sum)
         del buf
-        # bf16 values multiplied at the higher of the bf16 and the float32 product's rate: on a CPU
-        # without oneDNN bf16 kernels (AVX2 only) glmimage runs them in float32, several times faster.
-        import glmimage_testing
+        from bench_decoder import gemm_rate  # bf16: the higher of its and the float32 product's rate
 
-        n = 4096
-        rates = []
-        # (LibTorch's bf16 loops, where glmimage does not use them, take minutes for one product)
-        bf16 = () if glmimage_testing.cpu_bf16_products_in_float32() else (torch.bfloat16,)
-        for dtype in (*bf16, torch.float32):
-            a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-            rates.append(2 * n**3 / best_of(lambda: a @ b))
-        return bandwidth, max(rates)
+        return bandwidth, gemm_rate(torch.bfloat16, n=4096)
 
     def timed(fn, n=10):
         fn()

@@ -27,7 +27,10 @@ at::ScalarType product_compute_dtype(const at::Tensor& x);
 
 // at::linear(x, w, b), computed in product_compute_dtype(x). In float32 the weight is widened a
 // block of output features at a time (at most 32 MiB of float32 each), so a real-size weight is
-// not copied whole.
+// not copied whole. It is widened again at every call rather than kept widened, which would double
+// the weights' memory: a pass over them (2 bytes read, 4 written and read back per weight) against
+// a product of 2 x rows FLOPs per weight, small beside it wherever rows are many (the DiT's
+// thousands of tokens; fewer than 5 rows take kernels::gemv, which reads bf16 directly).
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
 
 // at::conv2d(x, w, b, stride, padding), computed in product_compute_dtype(x).
