@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <vector>
 
 namespace glmimage::kernels {
 
@@ -48,6 +49,16 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
     auto sizes = x.sizes().vec();
     sizes.back() = out;
     return y.view(sizes);
+}
+
+at::Tensor einsum(c10::string_view equation, at::TensorList operands) {
+    if (operands.empty() || product_compute_dtype(operands[0]) == operands[0].scalar_type())
+        return at::einsum(equation, operands);
+    const auto dt = product_compute_dtype(operands[0]);
+    std::vector<at::Tensor> widened;
+    widened.reserve(operands.size());
+    for (const auto& t : operands) widened.push_back(t.scalar_type() == at::kBFloat16 ? t.to(dt) : t);
+    return at::einsum(equation, widened).to(operands[0].scalar_type());
 }
 
 at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t stride,

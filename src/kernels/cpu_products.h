@@ -33,6 +33,13 @@ at::ScalarType product_compute_dtype(const at::Tensor& x);
 // thousands of tokens; fewer than 5 rows take kernels::gemv, which reads bf16 directly).
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
 
+// at::einsum(equation, operands), computed in product_compute_dtype(operands[0]) and rounded back to
+// its dtype: the vision quantizer's code distances, a [patches, 2048] x [2048, 16384] product at
+// real size (a 1024x1024 condition image: 4096 patches, 275 GFLOP), which LibTorch's bf16 loops
+// ran at 21 GFLOP/s on the 2-core EPYC above (2 threads) against 118 widened. The operands are
+// widened whole (at real size the codebook: 128 MiB of float32, for the one call per image).
+at::Tensor einsum(c10::string_view equation, at::TensorList operands);
+
 // at::conv2d(x, w, b, stride, padding), computed in product_compute_dtype(x).
 at::Tensor conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t stride, at::IntArrayRef padding);
 

@@ -15,9 +15,10 @@ def reference_bf16_products_as_ours():
     (convolutions) slower, accumulating in float32 in another order. Each product differs by one
     bf16 step in about 0.02 % of its elements (test_cpu_products bounds it), which a whole
     generation carries to several levels of the image (bench_decoder.py reports it). Inside this
-    context the reference's F.linear and F.conv2d on CPU bf16 tensors compute the same way as ours,
-    so that a comparison holds the same arithmetic to the usual tolerances; elsewhere it changes
-    nothing. Yields whether it is in force."""
+    context the reference's F.linear, F.conv2d and torch.einsum (its vision quantizer's distances,
+    the one einsum it runs) on CPU bf16 tensors compute the same way as ours, so that a comparison
+    holds the same arithmetic to the usual tolerances; elsewhere it changes nothing. Yields whether
+    it is in force."""
     import glmimage_testing
     import torch
     import torch.nn.functional as F
@@ -25,7 +26,7 @@ def reference_bf16_products_as_ours():
     if not glmimage_testing.cpu_bf16_products_in_float32():
         yield False
         return
-    linear, conv2d = F.linear, F.conv2d
+    linear, conv2d, einsum = F.linear, F.conv2d, torch.einsum
 
     def cpu_bf16(x) -> bool:
         return isinstance(x, torch.Tensor) and x.dtype == torch.bfloat16 and x.device.type == "cpu"
@@ -43,8 +44,13 @@ def reference_bf16_products_as_ours():
             return conv2d(x, weight, bias, *args, **kwargs)
         return conv2d(x.float(), weight.float(), widened(bias), *args, **kwargs).to(torch.bfloat16)
 
-    F.linear, F.conv2d = float32_linear, float32_conv2d
+    def float32_einsum(equation, *operands):
+        if not (operands and cpu_bf16(operands[0])):
+            return einsum(equation, *operands)
+        return einsum(equation, *(widened(t) for t in operands)).to(torch.bfloat16)
+
+    F.linear, F.conv2d, torch.einsum = float32_linear, float32_conv2d, float32_einsum
     try:
         yield True
     finally:
-        F.linear, F.conv2d = linear, conv2d
+        F.linear, F.conv2d, torch.einsum = linear, conv2d, einsum

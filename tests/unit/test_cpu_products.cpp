@@ -1,4 +1,4 @@
-// kernels::linear and kernels::conv2d, the CPU's product choke point: on a CPU where LibTorch has
+// kernels::linear, kernels::einsum and kernels::conv2d, the CPU's product choke point: on a CPU where LibTorch has
 // oneDNN bf16 kernels, LibTorch's own bf16 call, bit for bit; where it has none, the float32 product
 // of the widened values rounded once (the weight widened in blocks of output features, which must
 // not change a bit), and within one bf16 step of LibTorch's bf16 call (its loops accumulate in
@@ -59,6 +59,20 @@ TEST(CpuProducts, LinearFollowsTheRule) {
         EXPECT_TRUE(at::equal(kernels::linear(xf, wf, c.bias ? b.to(at::kFloat) : at::Tensor()),
                               at::linear(xf, wf, c.bias ? b.to(at::kFloat) : at::Tensor())));
     }
+}
+
+TEST(CpuProducts, EinsumFollowsTheRule) {
+    // The vision quantizer's distance product: rows of features against a transposed codebook.
+    at::manual_seed(5);
+    const auto z = at::randn({37, 96}).to(at::kBFloat16);
+    const auto codes = at::randn({300, 96}).to(at::kBFloat16);
+    const auto got = kernels::einsum("bd,dn->bn", {z, codes.transpose(0, 1)});
+    EXPECT_EQ(got.sizes(), (std::vector<int64_t>{37, 300}));
+    const auto widened =
+        at::einsum("bd,dn->bn", {z.to(at::kFloat), codes.transpose(0, 1).to(at::kFloat)}).to(at::kBFloat16);
+    expect_rule("einsum", got, at::einsum("bd,dn->bn", {z, codes.transpose(0, 1)}), widened);
+    const auto zf = z.to(at::kFloat), cf = codes.to(at::kFloat).transpose(0, 1);
+    EXPECT_TRUE(at::equal(kernels::einsum("bd,dn->bn", {zf, cf}), at::einsum("bd,dn->bn", {zf, cf})));
 }
 
 TEST(CpuProducts, Conv2dFollowsTheRule) {

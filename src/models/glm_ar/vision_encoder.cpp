@@ -9,6 +9,7 @@
 #include "core/check.h"
 #include "glmimage/errors.h"
 #include "kernels/attention.h"
+#include "kernels/cpu_products.h"
 #include "models/glm_ar/token_grid.h"
 
 namespace glmimage {
@@ -139,9 +140,10 @@ at::Tensor vq_token_ids(const GlmVQModel& vq, const at::Tensor& features, const 
         at::Tensor z = vq.quant_conv->forward(nchw).permute({0, 2, 3, 1}).contiguous().view({g.h * g.w, -1});
         z = l2_normalize_rows(z);
         // ||z||^2 + ||e||^2 - 2 z.e, in this order and dtype as the reference: the per-row
-        // constant changes rounding, so dropping it could flip near-ties.
+        // constant changes rounding, so dropping it could flip near-ties. The product goes through
+        // the CPU's product rule (kernels/cpu_products.h) like every other one.
         const at::Tensor dist = z.pow(2).sum(1, /*keepdim=*/true) + code_sq -
-                                2 * at::einsum("bd,dn->bn", {z, codes.transpose(0, 1)});
+                                2 * kernels::einsum("bd,dn->bn", {z, codes.transpose(0, 1)});
         ids.push_back(at::argmin(dist, 1));
     }
     return ids.size() == 1 ? ids[0] : at::cat(ids);
