@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 #include <vector>
 
 #include "core/check.h"
@@ -29,6 +28,10 @@ GLMI_AVX2 inline __m256 load8(const uint16_t* w) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 GLMI_AVX2 inline __m256 load8(const float* w) { return _mm256_loadu_ps(w); }
+GLMI_AVX2 inline __m256 load8(const int8_t* w) {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+}
 
 inline float to_float(uint16_t w) {
     c10::BFloat16 b;
@@ -36,6 +39,7 @@ inline float to_float(uint16_t w) {
     return static_cast<float>(b);
 }
 inline float to_float(float w) { return w; }
+inline float to_float(int8_t w) { return static_cast<float>(w); }
 
 GLMI_AVX2 inline float horizontal_sum(__m256 v) {
     __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -103,18 +107,16 @@ bool cpu_has_avx2_fma() {
     return has;
 }
 
-template <typename W>
-void run(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y) {
+// W: the weight's storage (uint16_t for bf16, float, int8_t); X: x's, and so y's, bias's and
+// scale's (at::BFloat16 or float).
+template <typename W, typename X>
+void run(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& scale, at::Tensor& y) {
     const int64_t M = x2d.size(0), K = x2d.size(1), N = w.size(0);
     // x once in float32: the kernel's loads of it hit the cache, the weight's stream from memory.
     std::vector<float> xf(static_cast<size_t>(M * K));
     const auto x = x2d.contiguous();
-    if (x.scalar_type() == at::kFloat) {
-        std::copy_n(x.data_ptr<float>(), M * K, xf.data());
-    } else {
-        const auto* xb = x.data_ptr<at::BFloat16>();
-        for (int64_t i = 0; i < M * K; ++i) xf[i] = static_cast<float>(xb[i]);
-    }
+    const X* xp = x.data_ptr<X>();
+    for (int64_t i = 0; i < M * K; ++i) xf[i] = static_cast<float>(xp[i]);
     std::vector<float> sums(static_cast<size_t>(M * N));
     const auto* wp = reinterpret_cast<const W*>(w.data_ptr());
     // Pieces worth a thread (parallel_min_piece_bytes: 256 KB on LibTorch's OpenMP team, 4 MB on
@@ -123,43 +125,58 @@ void run(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias, at:
     parallel_for_cpu(N, grain, [&](int64_t n0, int64_t n1) {
         gemv_rows_dispatch<W>(M, wp, xf.data(), K, N, n0, n1, sums.data());
     });
-    // One rounding, after the bias: as LibTorch's gemm with beta = 1 does.
-    const W* bp = bias.defined() ? reinterpret_cast<const W*>(bias.data_ptr()) : nullptr;
-    using Out = std::conditional_t<std::is_same_v<W, float>, float, at::BFloat16>;
-    Out* yp = y.data_ptr<Out>();
+    // One rounding, after the scale and the bias: as LibTorch's gemm with beta = 1 does.
+    const X* bp = bias.defined() ? bias.data_ptr<X>() : nullptr;
+    const X* sp = scale.defined() ? scale.data_ptr<X>() : nullptr;
+    X* yp = y.data_ptr<X>();
     for (int64_t m = 0; m < M; ++m)
-        for (int64_t n = 0; n < N; ++n) yp[m * N + n] = Out(sums[m * N + n] + (bp ? to_float(bp[n]) : 0.0f));
+        for (int64_t n = 0; n < N; ++n) {
+            float v = sums[m * N + n];
+            if (sp) v *= static_cast<float>(sp[n]);
+            if (bp) v += static_cast<float>(bp[n]);
+            yp[m * N + n] = X(v);
+        }
 }
 
 #endif  // GLMI_GEMV_X86
 
 }  // namespace
 
-bool gemv_takes(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias) {
+bool gemv_takes(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& scale) {
 #ifdef GLMI_GEMV_X86
-    const auto t = w.scalar_type();
+    const auto t = x2d.scalar_type();
     if (!(t == at::kBFloat16 || t == at::kFloat)) return false;
-    if (!x2d.is_cpu() || !w.is_cpu() || x2d.dim() != 2 || w.dim() != 2 || x2d.scalar_type() != t) return false;
+    const bool int8 = w.scalar_type() == at::kChar;
+    if (!(int8 || w.scalar_type() == t) || int8 != scale.defined()) return false;
+    if (!x2d.is_cpu() || !w.is_cpu() || x2d.dim() != 2 || w.dim() != 2) return false;
     if (x2d.size(0) < 1 || x2d.size(0) > kGemvMaxRows || x2d.size(1) != w.size(1) || !w.is_contiguous()) return false;
-    if (bias.defined() && (!bias.is_cpu() || bias.scalar_type() != t || bias.dim() != 1 ||
-                           bias.size(0) != w.size(0) || !bias.is_contiguous()))
-        return false;
+    for (const at::Tensor* per_row : {&bias, &scale})
+        if (per_row->defined() && (!per_row->is_cpu() || per_row->scalar_type() != t || per_row->dim() != 1 ||
+                                   per_row->size(0) != w.size(0) || !per_row->is_contiguous()))
+            return false;
     return cpu_has_avx2_fma();
 #else
-    (void)x2d, (void)w, (void)bias;
+    (void)x2d, (void)w, (void)bias, (void)scale;
     return false;
 #endif
 }
 
-at::Tensor gemv(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias) {
-    GLMI_CHECK(gemv_takes(x2d, w, bias), "gemv does not take x ", x2d.sizes(), " ", x2d.scalar_type(), " with W ",
-               w.sizes(), " ", w.scalar_type());
+at::Tensor gemv(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& scale) {
+    GLMI_CHECK(gemv_takes(x2d, w, bias, scale), "gemv does not take x ", x2d.sizes(), " ", x2d.scalar_type(),
+               " with W ", w.sizes(), " ", w.scalar_type(), scale.defined() ? " and a scale" : "");
 #ifdef GLMI_GEMV_X86
     auto y = at::empty({x2d.size(0), w.size(0)}, x2d.options());
-    if (w.scalar_type() == at::kFloat)
-        run<float>(x2d, w, bias, y);
-    else
-        run<uint16_t>(x2d, w, bias, y);
+    const bool bf16 = x2d.scalar_type() == at::kBFloat16;
+    if (w.scalar_type() == at::kChar) {
+        if (bf16)
+            run<int8_t, at::BFloat16>(x2d, w, bias, scale, y);
+        else
+            run<int8_t, float>(x2d, w, bias, scale, y);
+    } else if (bf16) {
+        run<uint16_t, at::BFloat16>(x2d, w, bias, scale, y);
+    } else {
+        run<float, float>(x2d, w, bias, scale, y);
+    }
     return y;
 #else
     return {};

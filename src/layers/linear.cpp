@@ -24,7 +24,8 @@ namespace {
 // matmul is memory-bound: a few rows (the AR decode step; 4096x4096 with one row: 0.56 ms against
 // 1.11 ms in bf16, 2 threads here). From a few dozen rows on it is slower than widening the
 // weight and running the bf16 GEMM (64 rows: 12.8 ms against 12.0; 600: 8.4 against 1.1), so
-// prefill and DiT-sized inputs take the widening path.
+// prefill and DiT-sized inputs take the widening path. The AR decode's layers (few_rows_gemv)
+// take kernels::gemv instead where it runs, which reads the int8 weight at the memory's pace.
 constexpr int64_t kInt8PackMaxRows = 8;
 
 // LibTorch 2.13's bf16 kernel also crashes when the inner size is not a multiple of 32 (seen
@@ -105,15 +106,16 @@ bool Linear::is_quantized_dtype(at::ScalarType t) { return t == at::kChar || t =
 bool Linear::quantized() const { return is_quantized_dtype(weight.scalar_type()); }
 
 at::Tensor Linear::forward(const at::Tensor& x) const {
-    if (!quantized()) {
-        if (few_rows_gemv && x.is_cpu() && x.size(-1) > 0 && x.numel() <= kernels::kGemvMaxRows * x.size(-1)) {
-            const auto x2d = x.reshape({-1, x.size(-1)});
-            if (kernels::gemv_takes(x2d, weight, bias)) {
-                auto sizes = x.sizes().vec();
-                sizes.back() = weight.size(0);
-                return kernels::gemv(x2d, weight, bias).view(sizes);
-            }
+    if (few_rows_gemv && x.is_cpu() && x.size(-1) > 0 && x.numel() <= kernels::kGemvMaxRows * x.size(-1)) {
+        // bf16 / float32 weights, and int8 ones with their scales (fp8 is refused there)
+        const auto x2d = x.reshape({-1, x.size(-1)});
+        if (kernels::gemv_takes(x2d, weight, bias, weight_scale)) {
+            auto sizes = x.sizes().vec();
+            sizes.back() = weight.size(0);
+            return kernels::gemv(x2d, weight, bias, weight_scale).view(sizes);
         }
+    }
+    if (!quantized()) {
         std::optional<NativeBf16Gemm> native;
         if (few_rows_gemv && wants_native_bf16(x, weight)) native.emplace();
         return kernels::linear(x, weight, bias);

@@ -1,9 +1,12 @@
 // kernels::gemv against a float64 product of the same (already rounded) inputs, and against
-// LibTorch's own linear: every row count it takes, inner sizes with and without a vector tail,
-// output counts that split across threads, with and without bias; and what it must refuse.
+// LibTorch's own linear (for int8 weights its _weight_int8pack_mm): every row count it takes, inner
+// sizes with and without a vector tail, output counts that split across threads, with and without
+// bias; and what it must refuse.
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
+
+#include <string>
 
 #include "kernels/cpu_products.h"
 #include "kernels/gemv.h"
@@ -62,6 +65,50 @@ TEST(Gemv, EqualsFloat64ProductWithinRounding) {
         for (const auto& c : cases) check(dt, c);
 }
 
+// Weight-only int8 (Linear::quantize_int8's format): y = (x w8^T) * scale + bias, bounded as above
+// with the scale's rounding (one more float32 step), and beside LibTorch's int8 product.
+void check_int8(at::ScalarType dt, const Case& c) {
+    at::manual_seed(c.m * 7919 + c.n * 13 + c.k);
+    const auto x = at::randn({c.m, c.k}).to(dt);
+    const auto w8 = at::randint(-127, 128, {c.n, c.k}, at::TensorOptions().dtype(at::kChar));
+    const auto scale = (at::rand({c.n}) / (127.0 * std::sqrt(static_cast<double>(c.k)))).to(dt);
+    const at::Tensor b = c.bias ? at::randn({c.n}).to(dt) : at::Tensor();
+    ASSERT_TRUE(kernels::gemv_takes(x, w8, b, scale));
+    const auto got = kernels::gemv(x, w8, b, scale);
+    ASSERT_EQ(got.scalar_type(), dt);
+    ASSERT_EQ(got.sizes(), (std::vector<int64_t>{c.m, c.n}));
+
+    const auto xd = x.to(at::kDouble), wd = w8.to(at::kDouble), sd = scale.to(at::kDouble);
+    auto want = at::matmul(xd, wd.t()) * sd;
+    if (c.bias) want = want + b.to(at::kDouble);
+    const auto magnitude =
+        at::matmul(xd.abs(), wd.abs().t()) * sd.abs() + (c.bias ? b.to(at::kDouble).abs() : at::zeros({1}, at::kDouble));
+    auto bound = magnitude * (static_cast<double>(c.k + 2) * std::ldexp(1.0, -24)) + 1e-30;
+    if (dt == at::kBFloat16) bound = bound + want.abs() * std::ldexp(1.0, -8);
+    const auto err = (got.to(at::kDouble) - want).abs();
+    const double worst = (err / bound).max().item<double>();
+    std::string vs_torch = "n/a";  // LibTorch's kernel wants inner sizes of multiples of 32 (linear.cpp)
+    if (c.k % 32 == 0) {
+        auto theirs = at::_weight_int8pack_mm(x, w8, scale);
+        if (c.bias) theirs = theirs + b;
+        vs_torch = std::to_string((got.to(at::kDouble) - theirs.to(at::kDouble)).abs().max().item<double>());
+    }
+    std::cout << "  int8 x " << (dt == at::kFloat ? "fp32" : "bf16") << " M=" << c.m << " N=" << c.n << " K=" << c.k
+              << (c.bias ? " bias" : "") << ": max abs diff " << err.max().item<double>() << " (vs float64), "
+              << vs_torch << " (vs _weight_int8pack_mm); worst error / bound " << worst << "\n";
+    EXPECT_LE(worst, 1.0);
+}
+
+TEST(Gemv, Int8WeightsEqualFloat64ProductWithinRounding) {
+    if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA on this CPU (or not x86-64): gemv is not used here";
+    const std::vector<Case> cases = {
+        {1, 7, 31, true}, {2, 33, 32, false}, {3, 17, 100, true}, {4, 64, 4096, false}, {1, 1000, 4096, true},
+        {1, 4096, 1024, false},
+    };
+    for (auto dt : {at::kFloat, at::kBFloat16})
+        for (const auto& c : cases) check_int8(dt, c);
+}
+
 TEST(Gemv, SameResultOnOneThreadAndTwo) {
     if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA on this CPU";
     const auto x = at::randn({2, 1024}).to(at::kBFloat16);
@@ -86,6 +133,12 @@ TEST(Gemv, RefusesWhatItDoesNotTake) {
     EXPECT_FALSE(kernels::gemv_takes(at::randn({1, 64}), w, at::randn({15})));                // wrong bias
     EXPECT_FALSE(kernels::gemv_takes(at::randn({1, 64}), w, at::randn({16}).to(at::kBFloat16)));
     EXPECT_FALSE(kernels::gemv_takes(at::randn({0, 64}), w, {}));
+    const auto w8 = at::zeros({16, 64}, at::TensorOptions().dtype(at::kChar));
+    EXPECT_FALSE(kernels::gemv_takes(at::randn({1, 64}), w8, {}));                           // int8 without scales
+    EXPECT_FALSE(kernels::gemv_takes(at::randn({1, 64}), w, {}, at::ones({16})));             // scales without int8
+    EXPECT_FALSE(kernels::gemv_takes(at::randn({1, 64}), w8, {}, at::ones({15})));            // wrong scale size
+    EXPECT_FALSE(kernels::gemv_takes(at::randn({1, 64}), w8, {}, at::ones({16}).to(at::kBFloat16)));
+    EXPECT_FALSE(kernels::gemv_takes(at::randn({1, 64}).to(at::kHalf), w8, {}, at::ones({16}).to(at::kHalf)));
     EXPECT_THROW(kernels::gemv(at::randn({1, 63}), w, {}), std::exception);
 }
 
@@ -103,6 +156,11 @@ TEST(Gemv, LinearUsesItForFewRows) {
     // Many rows keep the product choke point (LibTorch's matmul, or its float32 one: cpu_products.h).
     const auto xs = at::randn({2, 5, 96}).to(at::kBFloat16);
     EXPECT_TRUE(at::equal(lin.forward(xs), kernels::linear(xs, lin.weight, lin.bias)));
+    // Quantized to int8, a few rows read the int8 weight with its scales.
+    lin.quantize_int8(at::kBFloat16);
+    ASSERT_EQ(lin.weight.scalar_type(), at::kChar);
+    EXPECT_TRUE(at::equal(lin.forward(x).view({1, 40}), kernels::gemv(x.view({1, 96}), lin.weight, lin.bias,
+                                                                      lin.weight_scale)));
 }
 
 }  // namespace
