@@ -109,6 +109,49 @@ TEST(Gemv, Int8WeightsEqualFloat64ProductWithinRounding) {
         for (const auto& c : cases) check_int8(dt, c);
 }
 
+// fp8 e4m3 weights: every one of the 256 byte values decoded exactly (each weight row holds one value
+// at column 0 and is read with x = e0, so y is that value times its row's scale), NaN included; then
+// products bounded as above.
+TEST(Gemv, E4m3WeightsDecodeEveryValueAndMultiply) {
+    if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA on this CPU (or not x86-64): gemv is not used here";
+    const int64_t K = 40;  // 32 through the vector loop, 8 through the scalar tail
+    auto bytes = at::zeros({256, K}, at::TensorOptions().dtype(at::kByte));
+    bytes.select(1, 0).copy_(at::arange(256, at::TensorOptions().dtype(at::kByte)));
+    bytes.select(1, K - 1).copy_(at::arange(256, at::TensorOptions().dtype(at::kByte)));  // the tail's decoder
+    const auto w8 = bytes.view(at::kFloat8_e4m3fn);
+    const auto want = w8.to(at::kFloat).select(1, 0);
+    const auto ones = at::ones({256});
+    for (int64_t col : {int64_t{0}, K - 1}) {
+        auto x = at::zeros({1, K});
+        x[0][col] = 1.0f;
+        ASSERT_TRUE(kernels::gemv_takes(x, w8, {}, ones));
+        const auto got = kernels::gemv(x, w8, {}, ones).view({256});
+        const auto nan = want.isnan();
+        EXPECT_TRUE(at::equal(got.isnan(), nan)) << "column " << col;
+        EXPECT_TRUE(at::equal(got.masked_fill(nan, 0), want.masked_fill(nan, 0))) << "column " << col;
+    }
+    for (const Case& c : {Case{1, 1000, 4096, false}, Case{3, 17, 100, true}, Case{4, 64, 1024, false}}) {
+        at::manual_seed(c.m * 31 + c.n);
+        const auto x = at::randn({c.m, c.k});
+        const auto w = (at::randn({c.n, c.k}) * 100).to(at::kFloat8_e4m3fn);  // finite: |w| <= 448 after rounding
+        const auto scale = at::rand({c.n}) / 448;
+        const at::Tensor b = c.bias ? at::randn({c.n}) : at::Tensor();
+        const auto got = kernels::gemv(x, w, b, scale);
+        const auto xd = x.to(at::kDouble), wd = w.to(at::kDouble), sd = scale.to(at::kDouble);
+        auto want_y = at::matmul(xd, wd.t()) * sd;
+        if (c.bias) want_y = want_y + b.to(at::kDouble);
+        const auto magnitude = at::matmul(xd.abs(), wd.abs().t()) * sd + (c.bias ? b.to(at::kDouble).abs() : at::zeros({1}, at::kDouble));
+        const auto err = (got.to(at::kDouble) - want_y).abs();
+        const double worst = (err / (magnitude * (static_cast<double>(c.k + 2) * std::ldexp(1.0, -24)) + 1e-30)).max().item<double>();
+        std::cout << "  e4m3 x fp32 M=" << c.m << " N=" << c.n << " K=" << c.k << (c.bias ? " bias" : "")
+                  << ": max abs diff " << err.max().item<double>() << " (vs float64); worst error / bound " << worst << "\n";
+        EXPECT_LE(worst, 1.0);
+    }
+    // fp8 weights take float32 x and scales only (the caller quantizes x, Linear's fp8_matmul).
+    EXPECT_FALSE(kernels::gemv_takes(at::randn({1, K}).to(at::kBFloat16), w8, {}, ones.to(at::kBFloat16)));
+    EXPECT_FALSE(kernels::gemv_takes(at::randn({1, K}), w8, {}));
+}
+
 TEST(Gemv, SameResultOnOneThreadAndTwo) {
     if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA on this CPU";
     const auto x = at::randn({2, 1024}).to(at::kBFloat16);
@@ -156,6 +199,17 @@ TEST(Gemv, LinearUsesItForFewRows) {
     // Many rows keep the product choke point (LibTorch's matmul, or its float32 one: cpu_products.h).
     const auto xs = at::randn({2, 5, 96}).to(at::kBFloat16);
     EXPECT_TRUE(at::equal(lin.forward(xs), kernels::linear(xs, lin.weight, lin.bias)));
+    // Quantized to fp8, a few rows run gemv on x quantized per row as the scaled matmul would be.
+    // (sizes of multiples of 16, the fp8 rule)
+    Linear fp8(96, 48, /*bias=*/false, at::TensorOptions().device(at::kMeta).dtype(at::kBFloat16));
+    fp8.replace_parameter("weight", at::randn({48, 96}).to(at::kBFloat16));
+    ASSERT_TRUE(fp8.quantize_fp8(at::kBFloat16));
+    fp8.few_rows_gemv = true;
+    const auto xf = x.view({1, 96}).to(at::kFloat);
+    const auto x_scale = xf.abs().amax({1}, true).clamp_min(1e-12) / 448.0;
+    const auto xq = (xf / x_scale).to(at::kFloat8_e4m3fn).to(at::kFloat);
+    const auto want = (kernels::gemv(xq, fp8.weight, {}, fp8.weight_scale.view({-1})) * x_scale).to(at::kBFloat16);
+    EXPECT_TRUE(at::equal(fp8.forward(x).view({1, 48}), want));
     // Quantized to int8, a few rows read the int8 weight with its scales.
     lin.quantize_int8(at::kBFloat16);
     ASSERT_EQ(lin.weight.scalar_type(), at::kChar);
