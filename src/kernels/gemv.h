@@ -13,12 +13,13 @@ namespace glmimage::kernels {
 // The most input rows gemv() takes: beyond a few, a GEMM's cache reuse wins.
 constexpr int64_t kGemvMaxRows = 4;
 
-// Whether gemv() runs this product: x [M, K] with M <= kGemvMaxRows and W [N, K] contiguous, all on
-// the CPU, and the CPU has AVX2, FMA and F16C (checked once at run time; builds for other
-// architectures say no). W is x's dtype (bfloat16 or float32) with `scale` undefined, or int8 with `scale` [N]
-// in x's dtype, one per output row (Linear::quantize_int8's weight-only format: the weight is
-// w8 * scale), or fp8 e4m3 the same way with x and `scale` float32 (Linear::quantize_fp8's
-// weights; the caller quantizes x, whose values times 256 must stay finite: at most 448 there). bias (if defined) is contiguous [N] in x's dtype.
+// Whether gemv() runs this product: x [M, K] with M <= kGemvMaxRows and W [N, K] contiguous, all
+// on the CPU, and the CPU has AVX2, FMA and F16C (checked once at run time; builds for other
+// architectures say no). W is x's dtype (bfloat16 or float32) with `scale` undefined; or int8
+// with `scale` [N] in x's dtype, one per output row (Linear::quantize_int8's weight-only format:
+// the weight is w8 * scale); or fp8 e4m3 the same way with x and `scale` float32
+// (Linear::quantize_fp8's weights; the caller quantizes x, whose values times 256 must stay
+// finite: at most 448 there). bias (if defined) is contiguous [N] in x's dtype.
 bool gemv_takes(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& scale = {});
 
 // y [M, N] in x's dtype: y = (x W^T) * scale + bias. Products are summed in float32 (as LibTorch's

@@ -36,9 +36,10 @@ class Linear : public ParamModule {
 
     // For a layer whose calls are mostly one row (the AR decode step), where the speed is that of
     // reading the weight: on the CPU, inputs of at most kernels::kGemvMaxRows rows then take
-    // kernels::gemv (bf16, fp32, int8 and fp8 weights, on CPUs with AVX2), and other bf16 inputs of at
-    // most 8 rows LibTorch's own bf16 gemm instead of oneDNN's (linear.cpp says why). Off
-    // elsewhere, so the DiT's small matmuls (time embedding, modulation) round as the reference's do.
+    // kernels::gemv (bf16, fp32, int8 and fp8 weights, on CPUs with AVX2), and other bf16 inputs
+    // of at most 8 rows LibTorch's own bf16 gemm instead of oneDNN's (linear.cpp says why). Off
+    // elsewhere, so the DiT's small matmuls (time embedding, modulation) round as the reference's
+    // do.
     bool few_rows_gemv = false;
 
     at::Tensor weight;

@@ -25,8 +25,31 @@ struct Case {
     bool bias;
 };
 
-// Max |gemv - float64 product| over the bound the dtype allows: float32 accumulation over K terms
-// (K * 2^-24 of sum |w x|), plus for bf16 output half a bf16 step of the result (2^-9 relative).
+struct Distance {
+    double max_abs;  // max |gemv - float64 product|
+    double worst;    // max of |gemv - float64 product| / the bound the arithmetic allows
+};
+
+// gemv's y against the float64 product of the same (already rounded) x, w, scale and bias. The
+// bound: float32 accumulation over K terms (K * 2^-24 of sum |w x|), one more float32 step for the
+// scale, and for a bf16 output half a bf16 step of the result (2^-9 relative; 2^-8 taken).
+Distance from_float64(const at::Tensor& got, const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale,
+                      const at::Tensor& b) {
+    const auto xd = x.to(at::kDouble), wd = w.to(at::kDouble);
+    const auto sd = scale.defined() ? scale.to(at::kDouble) : at::ones({w.size(0)}, at::kDouble);
+    auto want = at::matmul(xd, wd.t()) * sd;
+    auto magnitude = at::matmul(xd.abs(), wd.abs().t()) * sd.abs();
+    if (b.defined()) {
+        want = want + b.to(at::kDouble);
+        magnitude = magnitude + b.to(at::kDouble).abs();
+    }
+    const double steps = static_cast<double>(x.size(1) + (scale.defined() ? 2 : 1));
+    auto bound = magnitude * (steps * std::ldexp(1.0, -24)) + 1e-30;
+    if (got.scalar_type() == at::kBFloat16) bound = bound + want.abs() * std::ldexp(1.0, -8);
+    const auto err = (got.to(at::kDouble) - want).abs();
+    return {err.max().item<double>(), (err / bound).max().item<double>()};
+}
+
 void check(at::ScalarType dt, const Case& c) {
     at::manual_seed(c.m * 1000003 + c.n * 101 + c.k);
     const auto x = at::randn({c.m, c.k}).to(dt);
@@ -36,26 +59,17 @@ void check(at::ScalarType dt, const Case& c) {
     const auto got = kernels::gemv(x, w, b);
     ASSERT_EQ(got.scalar_type(), dt);
     ASSERT_EQ(got.sizes(), (std::vector<int64_t>{c.m, c.n}));
-
-    const auto xd = x.to(at::kDouble), wd = w.to(at::kDouble);
-    auto want = at::matmul(xd, wd.t());
-    if (c.bias) want = want + b.to(at::kDouble);
-    const auto magnitude = at::matmul(xd.abs(), wd.abs().t()) + (c.bias ? b.to(at::kDouble).abs() : at::zeros({1}, at::kDouble));
-    auto bound = magnitude * (static_cast<double>(c.k + 1) * std::ldexp(1.0, -24)) + 1e-30;
-    if (dt == at::kBFloat16) bound = bound + want.abs() * std::ldexp(1.0, -8);
-    const auto err = (got.to(at::kDouble) - want).abs();
-    const double max_abs = err.max().item<double>();
-    const double worst = (err / bound).max().item<double>();
+    const auto d = from_float64(got, x, w, {}, b);
     // And beside LibTorch's own product, as the reference computes it.
     const double vs_torch = (got.to(at::kDouble) - at::linear(x, w, b).to(at::kDouble)).abs().max().item<double>();
     std::cout << "  " << (dt == at::kFloat ? "fp32" : "bf16") << " M=" << c.m << " N=" << c.n << " K=" << c.k
-              << (c.bias ? " bias" : "") << ": max abs diff " << max_abs << " (vs float64), " << vs_torch
-              << " (vs at::linear); worst error / bound " << worst << "\n";
-    EXPECT_LE(worst, 1.0);
+              << (c.bias ? " bias" : "") << ": max abs diff " << d.max_abs << " (vs float64), " << vs_torch
+              << " (vs at::linear); worst error / bound " << d.worst << "\n";
+    EXPECT_LE(d.worst, 1.0);
 }
 
 TEST(Gemv, EqualsFloat64ProductWithinRounding) {
-    if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA on this CPU (or not x86-64): gemv is not used here";
+    if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU (or not x86-64): gemv is not used here";
     const std::vector<Case> cases = {
         {1, 1, 1, false},     {1, 7, 31, true},     {2, 33, 32, false},   {3, 17, 100, true},
         {4, 64, 4096, false}, {1, 1000, 4096, true}, {2, 257, 1040, true}, {4, 300, 13, false},
@@ -65,8 +79,8 @@ TEST(Gemv, EqualsFloat64ProductWithinRounding) {
         for (const auto& c : cases) check(dt, c);
 }
 
-// Weight-only int8 (Linear::quantize_int8's format): y = (x w8^T) * scale + bias, bounded as above
-// with the scale's rounding (one more float32 step), and beside LibTorch's int8 product.
+// Weight-only int8 (Linear::quantize_int8's format): y = (x w8^T) * scale + bias, bounded as above,
+// and beside LibTorch's int8 product.
 void check_int8(at::ScalarType dt, const Case& c) {
     at::manual_seed(c.m * 7919 + c.n * 13 + c.k);
     const auto x = at::randn({c.m, c.k}).to(dt);
@@ -78,15 +92,7 @@ void check_int8(at::ScalarType dt, const Case& c) {
     ASSERT_EQ(got.scalar_type(), dt);
     ASSERT_EQ(got.sizes(), (std::vector<int64_t>{c.m, c.n}));
 
-    const auto xd = x.to(at::kDouble), wd = w8.to(at::kDouble), sd = scale.to(at::kDouble);
-    auto want = at::matmul(xd, wd.t()) * sd;
-    if (c.bias) want = want + b.to(at::kDouble);
-    const auto magnitude =
-        at::matmul(xd.abs(), wd.abs().t()) * sd.abs() + (c.bias ? b.to(at::kDouble).abs() : at::zeros({1}, at::kDouble));
-    auto bound = magnitude * (static_cast<double>(c.k + 2) * std::ldexp(1.0, -24)) + 1e-30;
-    if (dt == at::kBFloat16) bound = bound + want.abs() * std::ldexp(1.0, -8);
-    const auto err = (got.to(at::kDouble) - want).abs();
-    const double worst = (err / bound).max().item<double>();
+    const auto d = from_float64(got, x, w8, scale, b);
     std::string vs_torch = "n/a";  // LibTorch's kernel wants inner sizes of multiples of 32 (linear.cpp)
     if (c.k % 32 == 0) {
         auto theirs = at::_weight_int8pack_mm(x, w8, scale);
@@ -94,13 +100,13 @@ void check_int8(at::ScalarType dt, const Case& c) {
         vs_torch = std::to_string((got.to(at::kDouble) - theirs.to(at::kDouble)).abs().max().item<double>());
     }
     std::cout << "  int8 x " << (dt == at::kFloat ? "fp32" : "bf16") << " M=" << c.m << " N=" << c.n << " K=" << c.k
-              << (c.bias ? " bias" : "") << ": max abs diff " << err.max().item<double>() << " (vs float64), "
-              << vs_torch << " (vs _weight_int8pack_mm); worst error / bound " << worst << "\n";
-    EXPECT_LE(worst, 1.0);
+              << (c.bias ? " bias" : "") << ": max abs diff " << d.max_abs << " (vs float64), " << vs_torch
+              << " (vs _weight_int8pack_mm); worst error / bound " << d.worst << "\n";
+    EXPECT_LE(d.worst, 1.0);
 }
 
 TEST(Gemv, Int8WeightsEqualFloat64ProductWithinRounding) {
-    if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA on this CPU (or not x86-64): gemv is not used here";
+    if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU (or not x86-64): gemv is not used here";
     const std::vector<Case> cases = {
         {1, 7, 31, true}, {2, 33, 32, false}, {3, 17, 100, true}, {4, 64, 4096, false}, {1, 1000, 4096, true},
         {1, 4096, 1024, false},
@@ -109,24 +115,25 @@ TEST(Gemv, Int8WeightsEqualFloat64ProductWithinRounding) {
         for (const auto& c : cases) check_int8(dt, c);
 }
 
-// fp8 e4m3 weights: every one of the 256 byte values decoded exactly (each weight row holds one value
-// at column 0 and is read with x = e0, so y is that value times its row's scale), NaN included; then
-// products bounded as above.
+// fp8 e4m3 weights: every one of the 256 byte values decoded exactly, NaN included, by the vector
+// loop and by the scalar tail (weight row r holds byte r in one column, zeros elsewhere, and is read
+// with x the unit vector of that column, so y[r] is byte r's value); then products bounded as above.
 TEST(Gemv, E4m3WeightsDecodeEveryValueAndMultiply) {
-    if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA on this CPU (or not x86-64): gemv is not used here";
-    const int64_t K = 40;  // 32 through the vector loop, 8 through the scalar tail
-    auto bytes = at::zeros({256, K}, at::TensorOptions().dtype(at::kByte));
-    bytes.select(1, 0).copy_(at::arange(256, at::TensorOptions().dtype(at::kByte)));
-    bytes.select(1, K - 1).copy_(at::arange(256, at::TensorOptions().dtype(at::kByte)));  // the tail's decoder
-    const auto w8 = bytes.view(at::kFloat8_e4m3fn);
-    const auto want = w8.to(at::kFloat).select(1, 0);
+    if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU (or not x86-64): gemv is not used here";
+    const int64_t K = 40;  // columns 0-31 through the vector loop, 32-39 through the scalar tail
+    const auto values = at::arange(256, at::TensorOptions().dtype(at::kByte));
+    const auto want = values.view(at::kFloat8_e4m3fn).to(at::kFloat);
     const auto ones = at::ones({256});
     for (int64_t col : {int64_t{0}, K - 1}) {
+        auto bytes = at::zeros({256, K}, at::TensorOptions().dtype(at::kByte));
+        bytes.select(1, col).copy_(values);
+        const auto w8 = bytes.view(at::kFloat8_e4m3fn);
         auto x = at::zeros({1, K});
         x[0][col] = 1.0f;
         ASSERT_TRUE(kernels::gemv_takes(x, w8, {}, ones));
         const auto got = kernels::gemv(x, w8, {}, ones).view({256});
         const auto nan = want.isnan();
+        EXPECT_EQ(nan.sum().item<int64_t>(), 2);  // S.1111.111, both signs
         EXPECT_TRUE(at::equal(got.isnan(), nan)) << "column " << col;
         EXPECT_TRUE(at::equal(got.masked_fill(nan, 0), want.masked_fill(nan, 0))) << "column " << col;
     }
@@ -137,23 +144,19 @@ TEST(Gemv, E4m3WeightsDecodeEveryValueAndMultiply) {
         const auto scale = at::rand({c.n}) / 448;
         const at::Tensor b = c.bias ? at::randn({c.n}) : at::Tensor();
         const auto got = kernels::gemv(x, w, b, scale);
-        const auto xd = x.to(at::kDouble), wd = w.to(at::kDouble), sd = scale.to(at::kDouble);
-        auto want_y = at::matmul(xd, wd.t()) * sd;
-        if (c.bias) want_y = want_y + b.to(at::kDouble);
-        const auto magnitude = at::matmul(xd.abs(), wd.abs().t()) * sd + (c.bias ? b.to(at::kDouble).abs() : at::zeros({1}, at::kDouble));
-        const auto err = (got.to(at::kDouble) - want_y).abs();
-        const double worst = (err / (magnitude * (static_cast<double>(c.k + 2) * std::ldexp(1.0, -24)) + 1e-30)).max().item<double>();
+        const auto d = from_float64(got, x, w, scale, b);
         std::cout << "  e4m3 x fp32 M=" << c.m << " N=" << c.n << " K=" << c.k << (c.bias ? " bias" : "")
-                  << ": max abs diff " << err.max().item<double>() << " (vs float64); worst error / bound " << worst << "\n";
-        EXPECT_LE(worst, 1.0);
+                  << ": max abs diff " << d.max_abs << " (vs float64); worst error / bound " << d.worst << "\n";
+        EXPECT_LE(d.worst, 1.0);
     }
     // fp8 weights take float32 x and scales only (the caller quantizes x, Linear's fp8_matmul).
+    const auto w8 = at::zeros({256, K}).to(at::kFloat8_e4m3fn);
     EXPECT_FALSE(kernels::gemv_takes(at::randn({1, K}).to(at::kBFloat16), w8, {}, ones.to(at::kBFloat16)));
     EXPECT_FALSE(kernels::gemv_takes(at::randn({1, K}), w8, {}));
 }
 
 TEST(Gemv, SameResultOnOneThreadAndTwo) {
-    if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA on this CPU";
+    if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU";
     const auto x = at::randn({2, 1024}).to(at::kBFloat16);
     const auto w = at::randn({8192, 1024}).to(at::kBFloat16);  // 16 MB: split in two on the OpenMP team and on the pool
     const int saved = at::get_num_threads();
@@ -187,7 +190,7 @@ TEST(Gemv, RefusesWhatItDoesNotTake) {
 
 // Linear takes the kernel only when asked (the AR decode's layers), for any leading shape.
 TEST(Gemv, LinearUsesItForFewRows) {
-    if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA on this CPU";
+    if (!gemv_available()) GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU";
     Linear lin(96, 40, /*bias=*/true, at::TensorOptions().device(at::kMeta).dtype(at::kBFloat16));
     lin.replace_parameter("weight", at::randn({40, 96}).to(at::kBFloat16));
     lin.replace_parameter("bias", at::randn({40}).to(at::kBFloat16));
