@@ -41,6 +41,8 @@
 # A rehearsal of the whole flow on a CPU machine (the graph decode then fails and the eager one
 # runs, as the fallback would on a GPU; the tiny check says there is no GPU):
 #   DEVICE=cpu THREADS=2 LAYERS=1 SIZE=256 STEPS=2 bash tools/gpu_bench.sh
+# The build stage configures build/ without the C++ tests (GLMI_BUILD_TESTS=OFF): in a working
+# checkout, `cmake -S . -B build -DGLMI_BUILD_TESTS=ON` (or scripts/setup.sh) turns them back on.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

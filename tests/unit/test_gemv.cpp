@@ -212,7 +212,20 @@ TEST(Gemv, LinearUsesItForFewRows) {
     const auto x_scale = xf.abs().amax({1}, true).clamp_min(1e-12) / 448.0;
     const auto xq = (xf / x_scale).to(at::kFloat8_e4m3fn).to(at::kFloat);
     const auto want = (kernels::gemv(xq, fp8.weight, {}, fp8.weight_scale.view({-1})) * x_scale).to(at::kBFloat16);
-    EXPECT_TRUE(at::equal(fp8.forward(x).view({1, 48}), want));
+    const auto got_fp8 = fp8.forward(x).view({1, 48});
+    EXPECT_TRUE(at::equal(got_fp8, want));
+    // Beside the scaled matmul it replaces (the same quantized operands, summed in another order):
+    // within one bf16 step of the largest output.
+    const std::string no_fp8 = Linear::fp8_unsupported_reason(at::kCPU);
+    if (!no_fp8.empty()) std::cout << "  fp8 Linear: no _scaled_mm to compare with here: " << no_fp8 << "\n";
+    if (no_fp8.empty()) {
+        const auto theirs = at::_scaled_mm(xq.to(at::kFloat8_e4m3fn), fp8.weight.t(), x_scale, fp8.weight_scale,
+                                           std::nullopt, std::nullopt, at::kBFloat16, false);
+        const double diff = (got_fp8.to(at::kDouble) - theirs.to(at::kDouble)).abs().max().item<double>();
+        std::cout << "  fp8 Linear, one row: max abs diff " << diff << " against _scaled_mm (largest output "
+                  << theirs.abs().max().item<double>() << ")\n";
+        EXPECT_LE(diff, theirs.abs().max().item<double>() / 256);
+    }
     // Quantized to int8, a few rows read the int8 weight with its scales.
     lin.quantize_int8(at::kBFloat16);
     ASSERT_EQ(lin.weight.scalar_type(), at::kChar);
