@@ -52,9 +52,9 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
 }
 
 at::Tensor einsum(c10::string_view equation, at::TensorList operands) {
-    if (operands.empty() || product_compute_dtype(operands[0]) == operands[0].scalar_type())
-        return at::einsum(equation, operands);
+    if (operands.empty()) return at::einsum(equation, operands);
     const auto dt = product_compute_dtype(operands[0]);
+    if (dt == operands[0].scalar_type()) return at::einsum(equation, operands);
     std::vector<at::Tensor> widened;
     widened.reserve(operands.size());
     for (const auto& t : operands) widened.push_back(t.scalar_type() == at::kBFloat16 ? t.to(dt) : t);

@@ -1,8 +1,8 @@
-// kernels::linear, kernels::einsum and kernels::conv2d, the CPU's product choke point: on a CPU where LibTorch has
-// oneDNN bf16 kernels, LibTorch's own bf16 call, bit for bit; where it has none, the float32 product
-// of the widened values rounded once (the weight widened in blocks of output features, which must
-// not change a bit), and within one bf16 step of LibTorch's bf16 call (its loops accumulate in
-// float32 in another order). float32 is LibTorch's call everywhere. Prints each max abs diff.
+// kernels::linear, kernels::einsum and kernels::conv2d, the CPU's product choke point: on a CPU
+// where LibTorch has oneDNN bf16 kernels, LibTorch's own bf16 call, bit for bit; where it has none,
+// the float32 product of the widened values rounded once (the weight widened in blocks of output
+// features, which must not change a bit), and within one bf16 step of LibTorch's bf16 call (its
+// loops accumulate in float32 in another order). float32 is LibTorch's call everywhere. Prints each max abs diff.
 #include <gtest/gtest.h>
 
 #include <cstdio>
