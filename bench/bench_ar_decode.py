@@ -7,7 +7,12 @@ step per layer, in a checkpoint that fits memory in fp32 too.
 
 Decode tokens/s = (N - 1) / (t(N new tokens) - t(1 new token)): the prefill is timed separately
 and taken out. Prints one JSON line: both rates, the ratio, the tokens' agreement, peak RSS, and
-the memory roofline of the same work measured in the same run:
+the memory roofline of the same work measured in the same run. The tokens: tokens_match and
+tokens_equal_prefix against the reference run in our arithmetic where ours computes bf16 products in
+float32 (bf16_products_in_float32; tests/python/reference_shims.py), the *_ref_as_run keys against
+the reference as it is (whose timed runs these are), and logits_max_abs_diff over every step with
+ours fed the reference's tokens (greedy tokens part at the first near tie, so a last-bit difference
+in bf16 changes the rest of a random-weight model's sequence). The roofline:
   bytes per token = every weight the decode step reads (the text decoder's linears in their held
                     dtype, int8 + scales when quantized, its norms, the lm_head) + the KV cache
                     read at the mean decode position;
@@ -87,6 +92,15 @@ def decode_bytes_per_token(state: dict, ckpt: Path, mean_position: float) -> flo
     head_dim = text.get("head_dim") or text["hidden_size"] // text["num_attention_heads"]
     kv = 2 * text["num_hidden_layers"] * text["num_key_value_heads"] * head_dim * mean_position * kv_el
     return weights + scale_bytes + kv
+
+
+def equal_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+    """How many leading tokens two greedy generations share (a near tie of two logits, resolved
+    apart by a last-bit difference, changes every token after it in a random-weight model)."""
+    a, b = a.reshape(-1), b.reshape(-1)
+    n = min(a.numel(), b.numel())
+    differ = (a[:n] != b[:n]).nonzero()
+    return int(differ[0]) if differ.numel() else n
 
 
 def print_profile(fn, what: str, rows: int = 18) -> None:
@@ -197,6 +211,23 @@ def main() -> None:
         # must not make our rate look closer to the roofline.
         bandwidths.append(measure_bandwidth())
         bandwidth = max(bandwidths)
+        # Where glmimage computes bf16 products in float32 (a CPU without oneDNN bf16 kernels), the
+        # tokens are compared with the reference run the same way too (tests/python/reference_shims.py);
+        # its timed runs above are the reference as it is.
+        # Greedy tokens of a random-weight model part at the first near tie of two logits (one bf16
+        # step apart at |logit| ~ 100 is 0.5), so the logits are also compared step by step on the
+        # reference's tokens (teacher-forced): logits_max_abs_diff.
+        from reference_shims import reference_bf16_products_as_ours
+
+        ref_tokens_as_run = ref_tokens
+        with reference_bf16_products_as_ours() as shimmed, torch.no_grad():
+            out = ref.generate(input_ids=ids, image_grid_thw=grids, max_new_tokens=n_new, do_sample=False,
+                               output_logits=True, return_dict_in_generate=True)
+        ref_tokens = out.sequences[:, ids.shape[1]:]
+        forced = _testing.ar_generate(pipe, ids, grids, max_new_tokens=n_new, keep_in_codebook=False,
+                                      decode=args.decode, record_logits=True, forced_tokens=ref_tokens)
+        want_logits = torch.stack(out.logits).float()
+        got_logits = torch.stack(forced["step_logits"]).float().reshape(want_logits.shape)
 
     ours_tps = (n_new - 1) / (t_ours_n - t_ours_1)
     ref_tps = (n_new - 1) / (t_ref_n - t_ref_1)
@@ -222,6 +253,12 @@ def main() -> None:
         "ours_prefill_s": round(t_ours_1, 4), "transformers_prefill_s": round(t_ref_1, 4),
         "ours_total_s": round(t_ours_n, 3), "transformers_total_s": round(t_ref_n, 3),
         "tokens_match": bool(torch.equal(ours_tokens, ref_tokens)),
+        "tokens_match_ref_as_run": bool(torch.equal(ours_tokens, ref_tokens_as_run)),
+        "tokens_equal_prefix": equal_prefix(ours_tokens, ref_tokens),
+        "tokens_equal_prefix_ref_as_run": equal_prefix(ours_tokens, ref_tokens_as_run),
+        "logits_max_abs_diff": round((got_logits - want_logits).abs().max().item(), 4),
+        "logits_max_abs": round(want_logits.abs().max().item(), 2),
+        "bf16_products_in_float32": bool(shimmed and args.dtype == "bfloat16"),
         # Peak RSS of this process: before loading anything, after our load + one generation,
         # and at the end (the transformers model loaded and run too).
         "peak_rss_mb_before_load": round(rss0, 1), "peak_rss_mb_ours": round(rss_ours, 1),
