@@ -1,8 +1,5 @@
 #include "kernels/gemv.h"
 
-#include <c10/util/BFloat16.h>
-#include <c10/util/Float8_e4m3fn.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -10,78 +7,15 @@
 
 #include "core/check.h"
 #include "core/parallel.h"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define GLMI_GEMV_X86 1
-#include <immintrin.h>
-#endif
+#include "kernels/x86_weight_loads.h"
 
 namespace glmimage::kernels {
 
 namespace {
 
-#ifdef GLMI_GEMV_X86
+#ifdef GLMI_X86_WEIGHT_LOADS
 
-#define GLMI_AVX2 __attribute__((target("avx2,fma,f16c")))
-
-// Eight weights as floats: bf16 is the high half of an fp32, so widening is a shift.
-GLMI_AVX2 inline __m256 load8(const uint16_t* w) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-GLMI_AVX2 inline __m256 load8(const float* w) { return _mm256_loadu_ps(w); }
-GLMI_AVX2 inline __m256 load8(const int8_t* w) {
-    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w));
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
-}
-
-// fp8 e4m3 (Linear::quantize_fp8's weights), its byte: sign, 4 exponent bits (bias 7), 3 mantissa
-// bits; no infinities, and S.1111.111 is NaN. A distinct type so the kernel can tell it from int8.
-struct E4m3 {
-    uint8_t bits;
-};
-static_assert(sizeof(E4m3) == 1, "e4m3 weights are one byte each");
-
-// The kernel reads an e4m3 weight as its value / 256, and x times 256 (both exact): the byte's
-// exponent and mantissa, moved up by 7 bits under the sign, are a float16 of exactly that value
-// for every finite e4m3, subnormals included (float16's exponent bias is 8 more than e4m3's), which
-// F16C widens. Measured on the 2-core AVX2 EPYC: decoding the fields into float32 with integer ops
-// and blends instead kept a one-row product at 0.38 of the memory bandwidth.
-constexpr float kE4m3Unit = 256.0f;
-
-// Sixteen e4m3 weights -> two vectors of eight floats (value / 256).
-GLMI_AVX2 inline void load16(const E4m3* w, __m256& lo, __m256& hi) {
-    // byte << 7 puts the sign at bit 14, one below float16's: adding bit 14 to itself carries it up.
-    const __m256i t = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))), 7);
-    const __m256i em = _mm256_and_si256(t, _mm256_set1_epi16(0x3F80));
-    __m256i h = _mm256_add_epi16(t, _mm256_and_si256(t, _mm256_set1_epi16(0x4000)));
-    // NaN (exponent and mantissa all ones) would read as 480 / 256: give it float16's NaN bits
-    h = _mm256_blendv_epi8(h, _mm256_set1_epi16(0x7E00), _mm256_cmpeq_epi16(em, _mm256_set1_epi16(0x3F80)));
-    lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
-    hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
-}
-
-// V vectors of eight weights from w: eight at a time, or e4m3 sixteen at a time.
-template <int V, typename W>
-GLMI_AVX2 inline void load_weights(const W* w, __m256 (&out)[V]) {
-    if constexpr (std::is_same_v<W, E4m3>) {
-        static_assert(V % 2 == 0, "e4m3 weights are decoded sixteen at a time");
-        for (int v = 0; v < V; v += 2) load16(w + 8 * v, out[v], out[v + 1]);
-    } else {
-        for (int v = 0; v < V; ++v) out[v] = load8(w + 8 * v);
-    }
-}
-
-inline float to_float(uint16_t w) {
-    c10::BFloat16 b;
-    b.x = w;
-    return static_cast<float>(b);
-}
-inline float to_float(float w) { return w; }
-inline float to_float(int8_t w) { return static_cast<float>(w); }
-inline float to_float(E4m3 w) {
-    return static_cast<float>(c10::Float8_e4m3fn(w.bits, c10::Float8_e4m3fn::from_bits())) / kE4m3Unit;
-}
+using namespace weight_loads;
 
 GLMI_AVX2 inline float horizontal_sum(__m256 v) {
     __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -144,12 +78,6 @@ void gemv_rows_dispatch(int64_t M, const W* w, const float* x, int64_t K, int64_
 
 static_assert(kGemvMaxRows == 4, "gemv_rows_dispatch instantiates 1..4 rows");
 
-bool cpu_has_avx2_fma_f16c() {
-    static const bool has =
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    return has;
-}
-
 // W: the weight's storage (uint16_t for bf16, float, int8_t, E4m3); X: x's, and so y's, bias's
 // and scale's (at::BFloat16 or float).
 template <typename W, typename X>
@@ -182,12 +110,12 @@ void run(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias, con
         }
 }
 
-#endif  // GLMI_GEMV_X86
+#endif  // GLMI_X86_WEIGHT_LOADS
 
 }  // namespace
 
 bool gemv_takes(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& scale) {
-#ifdef GLMI_GEMV_X86
+#ifdef GLMI_X86_WEIGHT_LOADS
     const auto t = x2d.scalar_type();
     if (!(t == at::kBFloat16 || t == at::kFloat)) return false;
     const bool scaled = w.scalar_type() == at::kChar || w.scalar_type() == at::kFloat8_e4m3fn;
@@ -209,7 +137,7 @@ bool gemv_takes(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bi
 at::Tensor gemv(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& scale) {
     GLMI_CHECK(gemv_takes(x2d, w, bias, scale), "gemv does not take x ", x2d.sizes(), " ", x2d.scalar_type(),
                " with W ", w.sizes(), " ", w.scalar_type(), scale.defined() ? " and a scale" : "");
-#ifdef GLMI_GEMV_X86
+#ifdef GLMI_X86_WEIGHT_LOADS
     auto y = at::empty({x2d.size(0), w.size(0)}, x2d.options());
     const bool bf16 = x2d.scalar_type() == at::kBFloat16;
     if (w.scalar_type() == at::kFloat8_e4m3fn) {
