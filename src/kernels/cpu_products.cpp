@@ -6,6 +6,8 @@
 #include <array>
 #include <vector>
 
+#include "kernels/widen_weight.h"
+
 namespace glmimage::kernels {
 
 namespace {
@@ -32,22 +34,31 @@ at::ScalarType product_compute_dtype(const at::Tensor& x) {
     return x.scalar_type();
 }
 
-at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-    if (product_compute_dtype(x) == x.scalar_type() || w.scalar_type() != x.scalar_type())
-        return at::linear(x, w, b);
+void widened_linear_into(const at::Tensor& xf, const at::Tensor& w, const at::Tensor& row_scale,
+                         const at::Tensor& b, at::Tensor& y) {
     const int64_t in = w.size(1), out = w.size(0);
-    const auto xf = x.reshape({-1, in}).to(at::kFloat);
-    auto y = at::empty({xf.size(0), out}, x.options());
-    const int64_t block = std::max<int64_t>(1, kWidenedWeightBytes / (4 * std::max<int64_t>(in, 1)));
+    const int64_t block = std::min(out, std::max<int64_t>(1, kWidenedWeightBytes / (4 * std::max<int64_t>(in, 1))));
+    // One buffer for every block: a new one each time would be fresh pages from the kernel
+    // (mapped and zeroed) at every block of every call.
+    auto buffer = at::empty({block, in}, xf.options());
     for (int64_t n0 = 0; n0 < out; n0 += block) {
         const int64_t n = std::min(block, out - n0);
-        const auto wf = w.narrow(0, n0, n).to(at::kFloat);
+        auto wf = buffer.narrow(0, 0, n);
+        widen_weight_into(w.narrow(0, n0, n), wf, row_scale.defined() ? row_scale.narrow(0, n0, n) : row_scale);
         const auto bf = b.defined() ? b.narrow(0, n0, n).to(at::kFloat) : at::Tensor();
         // the bias added in float32 and the sum rounded once, as LibTorch's addmm with beta = 1
         y.narrow(1, n0, n).copy_(at::linear(xf, wf, bf));
     }
+}
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+    if (product_compute_dtype(x) == x.scalar_type() || w.scalar_type() != x.scalar_type())
+        return at::linear(x, w, b);
+    const auto xf = x.reshape({-1, w.size(1)}).to(at::kFloat);
+    auto y = at::empty({xf.size(0), w.size(0)}, x.options());
+    widened_linear_into(xf, w, {}, b, y);
     auto sizes = x.sizes().vec();
-    sizes.back() = out;
+    sizes.back() = w.size(0);
     return y.view(sizes);
 }
 

@@ -33,6 +33,14 @@ at::ScalarType product_compute_dtype(const at::Tensor& x);
 // thousands of tokens; fewer than 5 rows take kernels::gemv, which reads bf16 directly).
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
 
+// y [M, N] (any dtype) = xf W^T (+ b) computed in float32: xf float32 [M, K]; W [N, K] in bf16,
+// int8 or fp8 e4m3, widened exactly (kernels::widen_weight; times row_scale, float32 [N], where
+// given) a block of output features at a time into one float32 buffer of at most 32 MiB; the bias
+// added in float32; each result rounded once to y's dtype. kernels::linear's float32 path, and the
+// CPU's fp8 product of many rows (Linear).
+void widened_linear_into(const at::Tensor& xf, const at::Tensor& w, const at::Tensor& row_scale,
+                         const at::Tensor& b, at::Tensor& y);
+
 // at::einsum(equation, operands), computed in product_compute_dtype(operands[0]) and rounded back to
 // its dtype: the vision quantizer's code distances, a [patches, 2048] x [2048, 16384] product at
 // real size (a 1024x1024 condition image: 4096 patches, 275 GFLOP), which LibTorch's bf16 loops

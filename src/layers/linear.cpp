@@ -10,6 +10,11 @@
 #include "core/check.h"
 #include "kernels/cpu_products.h"
 #include "kernels/gemv.h"
+#include "kernels/widen_weight.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
 
 namespace glmimage {
 
@@ -87,6 +92,24 @@ bool wants_native_bf16(const at::Tensor& x, const at::Tensor& w) {
 
 constexpr double kE4m3Max = 448.0;
 
+// LibTorch's CPU _scaled_mm runs oneDNN's fp8 kernels where the CPU has AMX-INT8 (and oneDNN is
+// on); elsewhere it emulates: it widens both operands to float32, scales them, multiplies in
+// float32 and rounds once, with LibTorch's e4m3 conversion at 0.26 G elements/s and a transposed
+// copy of the weight first. fp8_matmul computes that emulation itself there, on the same values:
+// the real widths' fp8 prefill (2 layers and the lm_head, 33 rows, 2 threads on the AVX2 EPYC)
+// 3.41-3.65 s through _scaled_mm, 0.51-0.55 s this way.
+bool cpu_runs_fp8_kernels() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    static const bool amx_int8 = [] {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 25)) != 0;  // CPUID.7.0:EDX[25]
+    }();
+    return amx_int8 && at::globalContext().userEnabledMkldnn();
+#else
+    return true;  // not x86: leave the choice to LibTorch
+#endif
+}
+
 // x2d [M, K] -> y [M, N] through the row-wise fp8 scaled matmul: x is quantized per row with a
 // dynamic scale (max |x| / 448, as the weight was per output channel), w8 is [N, K] e4m3 and
 // w_scale float32 [1, N]. CUDA's row-wise kernel writes bf16; the result is cast to x's dtype.
@@ -102,6 +125,13 @@ at::Tensor fp8_matmul(const at::Tensor& x2d, const at::Tensor& w8, const at::Ten
         const auto xq_values = xq.to(at::kFloat), w_scale_row = w_scale.view({-1});
         if (kernels::gemv_takes(xq_values, w8, {}, w_scale_row))
             return (kernels::gemv(xq_values, w8, {}, w_scale_row) * x_scale).to(at::kBFloat16).to(x2d.scalar_type());
+    }
+    if (x2d.is_cpu() && !cpu_runs_fp8_kernels()) {
+        // The emulation's arithmetic (operands widened and scaled, one float32 product, one
+        // rounding) with this library's widening; the sums' order is MKL's either way.
+        auto y = at::empty({x2d.size(0), w8.size(0)}, x2d.options().dtype(at::kBFloat16));
+        kernels::widened_linear_into(xq.to(at::kFloat) * x_scale, w8, w_scale.view({-1}), {}, y);
+        return y.to(x2d.scalar_type());
     }
     return at::_scaled_mm(xq, w8.t(), x_scale, w_scale, /*bias=*/std::nullopt, /*scale_result=*/std::nullopt,
                           at::kBFloat16, /*use_fast_accum=*/false)
@@ -138,7 +168,15 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
     } else {
         const auto scale = weight_scale.to(x.scalar_type());
         if (int8pack_takes(x2d, weight)) y = at::_weight_int8pack_mm(x2d, weight, scale);
-        if (!y.defined()) y = kernels::linear(x2d, weight.to(x.scalar_type())) * scale;
+        if (!y.defined() && x2d.is_cpu() && kernels::product_compute_dtype(x2d) == at::kFloat) {
+            // The product is computed in float32 anyway: the int8 values widened straight to it, a
+            // block at a time (for bf16 x the same sums as through a bf16 copy of the weight, with
+            // one pass and one whole-weight copy fewer).
+            y = at::empty({x2d.size(0), out}, x2d.options());
+            kernels::widened_linear_into(x2d.to(at::kFloat), weight, {}, {}, y);
+            y = y * scale;
+        }
+        if (!y.defined()) y = kernels::linear(x2d, kernels::widen_weight(weight, x.scalar_type())) * scale;
     }
     if (bias.defined()) y = y + bias;
     auto sizes = x.sizes().vec();
