@@ -214,16 +214,15 @@ def main() -> None:
         # must not make our rate look closer to the roofline.
         bandwidths.append(measure_bandwidth())
         bandwidth = max(bandwidths)
-        # Where glmimage computes bf16 products in float32 (a CPU without oneDNN bf16 kernels), the
-        # tokens are compared with the reference run the same way too (tests/python/reference_shims.py);
-        # its timed runs above are the reference as it is.
-        # Greedy tokens of a random-weight model part at the first near tie of two logits (one bf16
-        # step apart at |logit| ~ 100 is 0.5), so the logits are also compared step by step on the
-        # reference's tokens (teacher-forced): logits_max_abs_diff.
+        # The check against the reference. Where glmimage computes bf16 products in float32 (a CPU
+        # without oneDNN bf16 kernels) the reference is run that way too (tests/python/
+        # reference_shims.py; its timed runs above are the reference as it is). Greedy tokens of a
+        # random-weight model part at the first near tie of two logits (one bf16 step at
+        # |logit| ~ 100 is 0.5), so the logits are also compared step by step on the reference's
+        # tokens (teacher-forced). At the real widths the shimmed reference widens every weight at
+        # every token (about a second a token here): the check covers the first --check-tokens.
         from reference_shims import reference_bf16_products_as_ours
 
-        # At the real widths the reference run that way widens every weight at every token (about
-        # a second a token here), so the check covers the first --check-tokens tokens there.
         n_check = min(n_new, args.check_tokens or (n_new if args.preset == "small" else 16))
         ref_tokens_as_run = ref_tokens[:, :n_check]
         ours_checked = ours_tokens[:, :n_check]
