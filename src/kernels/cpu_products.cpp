@@ -52,8 +52,12 @@ void widened_linear_into(const at::Tensor& xf, const at::Tensor& w, const at::Te
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-    if (product_compute_dtype(x) == x.scalar_type() || w.scalar_type() != x.scalar_type())
-        return at::linear(x, w, b);
+    const bool int8 = w.scalar_type() == at::kChar;
+    const auto dt = product_compute_dtype(x);
+    if (!int8 && (dt == x.scalar_type() || w.scalar_type() != x.scalar_type())) return at::linear(x, w, b);
+    // int8 values are exact in every floating dtype: in x's where the product is computed there
+    if (int8 && !(x.is_cpu() && dt == at::kFloat)) return at::linear(x, widen_weight(w, x.scalar_type()), b);
+    // computed in float32: the weight widened straight to it, a block at a time
     const auto xf = x.reshape({-1, w.size(1)}).to(at::kFloat);
     auto y = at::empty({xf.size(0), w.size(0)}, x.options());
     widened_linear_into(xf, w, {}, b, y);

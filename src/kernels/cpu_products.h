@@ -31,6 +31,9 @@ at::ScalarType product_compute_dtype(const at::Tensor& x);
 // the weights' memory: a pass over them (2 bytes read, 4 written and read back per weight) against
 // a product of 2 x rows FLOPs per weight, small beside it wherever rows are many (the DiT's
 // thousands of tokens; fewer than 5 rows take kernels::gemv, which reads bf16 directly).
+// w may also be int8 (Linear::quantize_int8's values, the caller applying the scales): its values
+// widened exactly, straight to float32 where the product is computed there (a CPU float32 or
+// bf16-in-float32 x), to x's dtype otherwise.
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
 
 // y [M, N] (any dtype) = xf W^T (+ b) computed in float32: xf float32 [M, K]; W [N, K] in bf16,

@@ -47,10 +47,6 @@ GLMI_AVX2 inline void store16_bf16(uint16_t* out, __m256 lo, __m256 hi) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), packed);
 }
 
-inline float value(uint16_t w) { return to_float(w); }
-inline float value(int8_t w) { return static_cast<float>(w); }
-inline float value(E4m3 w) { return static_cast<float>(c10::Float8_e4m3fn(w.bits, c10::Float8_e4m3fn::from_bits())); }
-
 // Rows [n0, n1): Out is float (times the row's scale where there is one) or uint16_t (bf16 bits).
 template <typename W, typename Out>
 GLMI_AVX2 void widen_rows(const W* w, const float* scale, int64_t K, int64_t n0, int64_t n1, Out* out) {
@@ -58,8 +54,8 @@ GLMI_AVX2 void widen_rows(const W* w, const float* scale, int64_t K, int64_t n0,
     for (int64_t n = n0; n < n1; ++n) {
         const W* wn = w + n * K;
         Out* on = out + n * K;
-        const float s = scale ? scale[n] : 1.0f;
-        const __m256 unit = _mm256_set1_ps(load_unit * s);
+        const float row_unit = load_unit * (scale ? scale[n] : 1.0f);
+        const __m256 unit = _mm256_set1_ps(row_unit);
         int64_t k = 0;
         for (; k + 16 <= K; k += 16) {
             __m256 lo, hi;
@@ -72,7 +68,7 @@ GLMI_AVX2 void widen_rows(const W* w, const float* scale, int64_t K, int64_t n0,
             }
         }
         for (; k < K; ++k) {
-            const float v = scale ? value(wn[k]) * s : value(wn[k]);
+            const float v = to_float(wn[k]) * row_unit;  // the vector loop's arithmetic, one value
             if constexpr (std::is_same_v<Out, float>) {
                 on[k] = v;
             } else {

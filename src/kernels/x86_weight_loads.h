@@ -1,5 +1,5 @@
 // Reading weights into AVX2 float32 vectors, for the CPU kernels that stream them (kernels::gemv,
-// kernels::dequantize_weight): bf16, float32, int8 and fp8 e4m3 storage, exact widening in every
+// kernels::widen_weight): bf16, float32, int8 and fp8 e4m3 storage, exact widening in every
 // case. Internal to the library; x86-64 with GCC or Clang only (GLMI_X86_WEIGHT_LOADS), each
 // function compiled for AVX2 + FMA + F16C on its own (the library's flags stay generic), so callers
 // must check cpu_has_avx2_fma_f16c() before running one.

@@ -10,7 +10,6 @@
 #include "core/check.h"
 #include "kernels/cpu_products.h"
 #include "kernels/gemv.h"
-#include "kernels/widen_weight.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
@@ -114,9 +113,9 @@ bool cpu_runs_fp8_kernels() {
 // dynamic scale (max |x| / 448, as the weight was per output channel), w8 is [N, K] e4m3 and
 // w_scale float32 [1, N]. CUDA's row-wise kernel writes bf16; the result is cast to x's dtype.
 // With `few_rows_gemv`, a CPU input of a few rows (the AR decode) takes kernels::gemv on the same
-// quantized x instead (float32 sums of the e4m3 values, both scales, one bf16 rounding): oneDNN
-// emulates fp8 on CPUs without it, measured at 6.4 tok/s on the small preset's AR decode (bf16:
-// 347) on a 2-core AVX2 EPYC.
+// quantized x instead (float32 sums of the e4m3 values, both scales, one bf16 rounding): through
+// _scaled_mm's emulation the small preset's AR decode ran at 6.4 tok/s (bf16: 347) on a 2-core
+// AVX2 EPYC.
 at::Tensor fp8_matmul(const at::Tensor& x2d, const at::Tensor& w8, const at::Tensor& w_scale, bool few_rows_gemv) {
     const auto xf = x2d.to(at::kFloat);
     const auto x_scale = xf.abs().amax({1}, /*keepdim=*/true).clamp_min(1e-12) / kE4m3Max;
@@ -168,15 +167,7 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
     } else {
         const auto scale = weight_scale.to(x.scalar_type());
         if (int8pack_takes(x2d, weight)) y = at::_weight_int8pack_mm(x2d, weight, scale);
-        if (!y.defined() && x2d.is_cpu() && kernels::product_compute_dtype(x2d) == at::kFloat) {
-            // The product is computed in float32 anyway: the int8 values widened straight to it, a
-            // block at a time (for bf16 x the same sums as through a bf16 copy of the weight, with
-            // one pass and one whole-weight copy fewer).
-            y = at::empty({x2d.size(0), out}, x2d.options());
-            kernels::widened_linear_into(x2d.to(at::kFloat), weight, {}, {}, y);
-            y = y * scale;
-        }
-        if (!y.defined()) y = kernels::linear(x2d, kernels::widen_weight(weight, x.scalar_type())) * scale;
+        if (!y.defined()) y = kernels::linear(x2d, weight) * scale;
     }
     if (bias.defined()) y = y + bias;
     auto sizes = x.sizes().vec();

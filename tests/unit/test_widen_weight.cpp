@@ -119,6 +119,17 @@ TEST(WidenWeight, LinearManyRows) {
                        int8.bias)
                           .view({3, 37, 48});
     EXPECT_TRUE(at::equal(int8.forward(x), want));
+    // float32 inputs: the int8 values widened straight to float32 (kernels::linear takes int8),
+    // beside LibTorch's linear on the whole widened weight
+    Linear int8f(96, 48, /*bias=*/true, at::TensorOptions().device(at::kMeta).dtype(at::kFloat));
+    int8f.replace_parameter("weight", at::randn({48, 96}));
+    int8f.replace_parameter("bias", at::randn({48}));
+    int8f.quantize_int8(at::kFloat);
+    const auto xf32 = at::randn({3, 37, 96});
+    const auto want32 = at::linear(xf32, int8f.weight.to(at::kFloat)) * int8f.weight_scale + int8f.bias;
+    const double diff32 = (int8f.forward(xf32) - want32).abs().max().item<double>();
+    std::cout << "  int8 Linear, float32, 111 rows: max abs diff " << diff32 << " against LibTorch's linear\n";
+    EXPECT_LE(diff32, want32.abs().max().item<double>() * 1e-5);
 
     Linear fp8(96, 48, /*bias=*/false, opts);
     fp8.replace_parameter("weight", at::randn({48, 96}).to(at::kBFloat16));
