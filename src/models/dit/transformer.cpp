@@ -6,6 +6,7 @@
 
 #include "core/check.h"
 #include "kernels/attention.h"
+#include "kernels/gelu.h"
 #include "kernels/mul_add.h"
 
 namespace glmimage {
@@ -67,8 +68,8 @@ DiTFeedForward::DiTFeedForward(int64_t in, int64_t hidden, int64_t out, Activati
 at::Tensor DiTFeedForward::forward(const at::Tensor& x) const {
     auto h = proj_in->forward(x);
     switch (act) {
-        case Activation::kGeluExact: h = at::gelu(h); break;
-        case Activation::kGeluTanh: h = at::gelu(h, "tanh"); break;
+        case Activation::kGeluExact: h = kernels::gelu(h); break;
+        case Activation::kGeluTanh: h = kernels::gelu(h, "tanh"); break;
         case Activation::kSilu: h = at::silu(h); break;
     }
     return proj_out->forward(h);

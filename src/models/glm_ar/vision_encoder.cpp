@@ -10,6 +10,7 @@
 #include "glmimage/errors.h"
 #include "kernels/attention.h"
 #include "kernels/cpu_products.h"
+#include "kernels/gelu.h"
 #include "models/glm_ar/token_grid.h"
 
 namespace glmimage {
@@ -85,7 +86,7 @@ at::Tensor vision_block(const GlmVisionBlock& b, const GlmVisionConfig& c, const
     const at::Tensor attn = kernels::segment_attention(q, k, v, lengths, ao).transpose(1, 2);
     at::Tensor y = x + b.proj->forward(attn.reshape({n, -1}));
     // hidden_act "gelu": the exact erf form
-    return y + b.fc2->forward(at::gelu(b.fc1->forward(b.norm2->forward(y))));
+    return y + b.fc2->forward(kernels::gelu(b.fc1->forward(b.norm2->forward(y))));
 }
 
 at::Tensor l2_normalize_rows(const at::Tensor& x) {
