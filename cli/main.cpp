@@ -102,8 +102,9 @@ generate options [default]:
                           graph: one fixed-shape step captured as a CUDA graph, replayed per
                           token [auto: graph on a CUDA device when this build has CUDA, else eager]
   --cfg-passes M          auto, joint or apart: guidance's two DiT passes as one forward or two
-                          (apart is diffusers' way; joint fills a GPU better) [auto: joint on a
-                          CUDA device, else apart]
+                          (apart is diffusers' way; joint reads the weights once a step) [auto:
+                          joint on a CUDA device and where the CPU runs the DiT's products as
+                          float32 GEMMs, apart where oneDNN's bf16 kernels run]
   --no-cpu-block-cache    take fresh pages for every large CPU block instead of reusing the
                           generation's freed ones (same images; slower, less memory held while
                           it runs) [reuse, up to 4 GiB, given back when the generation ends]

@@ -46,12 +46,13 @@ struct LoadOptions {
     std::string ar_decode = "auto";
     // How the denoising loop runs classifier-free guidance's conditional and unconditional passes
     // (GenerateResult's decoder timing says which ran):
-    //   "auto":  "joint" where the DiT is on a CUDA device, else "apart"
+    //   "auto":  "joint" where the DiT is on a CUDA device, or on the CPU where its products are
+    //            float32 GEMMs (float32, or bf16 on a CPU without oneDNN bf16 kernels); else "apart"
     //   "joint": one DiT forward over both passes (every linear over both passes' rows, attention
     //            and the text's feed-forward per pass): fewer weight reads and kernel launches
-    //   "apart": two forwards, as diffusers runs them. On the CPU the joint forward gained little
-    //            and oneDNN may compute the doubled row count with other kernels: bf16 images
-    //            moved 8-9 levels from diffusers' at 256x256, so the CPU keeps the two passes.
+    //   "apart": two forwards, as diffusers runs them. Where oneDNN's bf16 kernels run (a CPU with
+    //            AVX-512), they may compute the doubled row count with other kernels: bf16 images
+    //            moved 8-9 levels from diffusers' at 256x256, so "auto" keeps the two passes there.
     std::string cfg_passes = "auto";
     // Each generation reuses its large CPU blocks (1 MiB and more) instead of taking fresh pages
     // from the kernel for every activation (src/core/cpu_block_cache.h): at 1024² on a CPU a DiT

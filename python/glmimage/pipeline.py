@@ -379,8 +379,9 @@ class Pipeline(_C.Pipeline):
         timings, key "ar_decode".
         cfg_passes: how guidance's conditional and unconditional DiT passes run: "joint" (one
         forward over both: fewer weight reads and kernel launches), "apart" (two, as diffusers) or
-        "auto" (joint on a CUDA device, else apart: on the CPU the joint forward gained little and
-        oneDNN may compute its doubled row count with other kernels, moving bf16 images from
+        "auto" (joint on a CUDA device, and on the CPU where the DiT's products are float32 GEMMs:
+        float32, or bf16 on a CPU without oneDNN bf16 kernels; apart where oneDNN's bf16 kernels
+        run, which may compute the doubled row count with other kernels, moving bf16 images from
         diffusers'). The way that ran is in the timings, key "cfg" ("joint", "apart" or "none").
         cpu_block_cache: each generation reuses its large CPU blocks (1 MiB and more) instead of
         taking fresh pages from the kernel for every activation (a DiT step at 1024² on a CPU: 66.9 s

@@ -1,6 +1,7 @@
 #include "kernels/cpu_products.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/InferenceMode.h>
 
 #include <algorithm>
 #include <array>
@@ -19,6 +20,24 @@ bool ask_libtorch_for_bf16_kernels() {
     return op->typed<bool()>().call();
 }
 
+// Whether LibTorch's float32 linear gives rows of kRowBitsMinRows and more the same bits alone as
+// inside a longer call: a 300 x 256 x 256 product against its first and last m rows computed
+// alone, m from kRowBitsMinRows to 64.
+bool probe_float32_row_bits() {
+    c10::InferenceMode guard;
+    auto values = [](int64_t rows, int64_t cols, double phase) {
+        return at::sin(at::arange(rows * cols, at::kFloat) * 0.37 + phase).view({rows, cols});
+    };
+    const int64_t n = 300, k = 256;
+    const auto x = values(n, k, 0.0), w = values(k, k, 1.0), b = values(1, k, 2.0).view({k});
+    const auto all = at::linear(x, w, b);
+    for (int64_t m : {kRowBitsMinRows, kRowBitsMinRows + 1, int64_t{17}, int64_t{25}, int64_t{31}, int64_t{64}})
+        for (int64_t first : {int64_t{0}, n - m})
+            if (!at::equal(at::linear(x.narrow(0, first, m).contiguous(), w, b), all.narrow(0, first, m)))
+                return false;
+    return true;
+}
+
 // Weight rows widened at once: 32 MiB of float32.
 constexpr int64_t kWidenedWeightBytes = int64_t{32} << 20;
 
@@ -29,9 +48,17 @@ bool cpu_bf16_products_in_float32() {
     return in_float32;
 }
 
-at::ScalarType product_compute_dtype(const at::Tensor& x) {
-    if (x.is_cpu() && x.scalar_type() == at::kBFloat16 && cpu_bf16_products_in_float32()) return at::kFloat;
-    return x.scalar_type();
+at::ScalarType product_compute_dtype(const at::Device& device, at::ScalarType dtype) {
+    if (device.is_cpu() && dtype == at::kBFloat16 && cpu_bf16_products_in_float32()) return at::kFloat;
+    return dtype;
+}
+
+at::ScalarType product_compute_dtype(const at::Tensor& x) { return product_compute_dtype(x.device(), x.scalar_type()); }
+
+bool products_keep_row_bits(const at::Device& device, at::ScalarType dtype) {
+    if (!device.is_cpu() || product_compute_dtype(device, dtype) != at::kFloat) return false;
+    static const bool keep = probe_float32_row_bits();
+    return keep;
 }
 
 void widened_linear_into(const at::Tensor& xf, const at::Tensor& w, const at::Tensor& row_scale,

@@ -5,6 +5,7 @@
 
 #include "core/check.h"
 #include "core/cpu_block_cache.h"
+#include "kernels/cpu_products.h"
 #include "models/dit/kv_cache.h"
 #include "models/dit/transformer.h"
 #include "models/t5/t5_encoder.h"
@@ -138,9 +139,14 @@ DiTStepConditioning for_both_passes(const DiTStepConditioning& step) {
 
 }  // namespace
 
-const char* cfg_passes(const DecoderRuntime& rt, const at::Device& device, double guidance) {
+bool cfg_passes_joint_by_default(const at::Device& device, at::ScalarType dtype) {
+    if (device.is_cuda()) return true;
+    return kernels::products_keep_row_bits(device, dtype);
+}
+
+const char* cfg_passes(const DecoderRuntime& rt, const at::Device& device, at::ScalarType dtype, double guidance) {
     if (guidance <= 1.0) return "none";
-    return rt.batch_cfg.value_or(device.is_cuda()) ? "joint" : "apart";
+    return rt.batch_cfg.value_or(cfg_passes_joint_by_default(device, dtype)) ? "joint" : "apart";
 }
 
 at::Tensor glyph_embeddings(const DiffusionDecoderModels& m, const std::vector<std::string>& prompts,
@@ -177,7 +183,7 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
     const int64_t n = o.images_per_prompt;
     const int64_t batch = static_cast<int64_t>(o.prompts.size()) * n;
     // The guidance rule (cfg_passes) decides both whether there is an unconditional pass and how it runs.
-    const std::string passes = cfg_passes(rt, device, o.guidance);
+    const std::string passes = cfg_passes(rt, device, m.dtype(), o.guidance);
     const bool cfg = passes != "none";
 
     // Conditioning that does not change between steps, computed once. The text encoder is in

@@ -35,20 +35,32 @@ struct ConditionImage {
 // What one call needs besides the request's settings.
 struct DecoderRuntime {
     // Run the conditional and unconditional passes as one forward (LoadOptions::cfg_passes
-    // "joint"; the DiT's text groups). Unset ("auto"): yes on a CUDA device, where it halves the
-    // weight reads and kernel launches of a step; no on the CPU, which keeps the reference's two
-    // passes: there oneDNN may compute the doubled row count with other kernels (bf16 images 8-9
-    // levels from diffusers' at 256x256, small preset), and the joint forward gained little (one
-    // real-width DiT block, bf16, 2 threads: 0.209 against 0.230 s at 256x256, the same time at
-    // 512x512 and 1024x1024).
+    // "joint"; the DiT's text groups). Unset ("auto"): joint where the DiT's products are float32
+    // GEMMs (cfg_passes_joint_by_default), apart elsewhere.
     std::optional<bool> batch_cfg;
     std::function<void(int64_t step, int64_t total)> on_step;  // after each denoising step
     const std::atomic<bool>* cancel = nullptr;                 // checked before each step
 };
 
+// Whether "auto" runs the CFG passes as one forward for a DiT computing in `dtype` on `device`:
+// - a CUDA device: yes; it halves the weight reads and kernel launches of a step;
+// - the CPU, where the products are float32 GEMMs that give a row the same bits whatever the
+//   call's other rows (kernels::products_keep_row_bits: float32, or bf16 on a CPU that computes bf16
+//   products in float32): yes. Every product of the joint forward then has at least the image
+//   tokens' rows (256 at 256x256; from kernels::kRowBitsMinRows up the bits are the separate
+//   passes'), the text's feed-forward running per pass as before: the same images as apart. It
+//   saves a step's second reading (and, in bf16, widening) of every block weight: small preset,
+//   256x256, 2 threads, AVX2 EPYC: fp32 130 -> 128 ms a step, bf16 165 -> 140;
+// - the CPU with oneDNN's bf16 kernels (and float16): no. oneDNN picks its kernels by row count,
+//   and the doubled rows moved bf16 images 8-9 levels from diffusers' at 256x256 (small preset);
+//   the joint forward gained little there (one real-width block, bf16, 2 threads: 0.209 against
+//   0.230 s at 256x256, the same from 512x512 up).
+bool cfg_passes_joint_by_default(const at::Device& device, at::ScalarType dtype);
+
 // How a call's CFG passes run, by the rule of DecoderRuntime::batch_cfg: "joint" (one forward),
-// "apart" (two, as the reference) or "none" (guidance <= 1: one conditional pass).
-const char* cfg_passes(const DecoderRuntime& runtime, const at::Device& device, double guidance);
+// "apart" (two, as the reference) or "none" (guidance <= 1: one conditional pass); `device` and
+// `dtype` are the DiT's.
+const char* cfg_passes(const DecoderRuntime& runtime, const at::Device& device, at::ScalarType dtype, double guidance);
 
 // The components the decoder runs on (owned elsewhere, e.g. by Model::Impl).
 struct DiffusionDecoderModels {

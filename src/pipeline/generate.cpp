@@ -145,7 +145,7 @@ std::vector<Image> run_decoder_stage(const Model::Impl& m, const GenerateRequest
     if (m.options.cfg_passes != "auto") rt.batch_cfg = m.options.cfg_passes == "joint";
     rt.cancel = call.cancel;
     if (call.progress) rt.on_step = [&](int64_t step, int64_t total) { call.progress({"denoise", step, total}); };
-    if (cfg) *cfg = cfg_passes(rt, m.decoder_models().device(), req.guidance);
+    if (cfg) *cfg = cfg_passes(rt, m.decoder_models().device(), m.decoder_models().dtype(), req.guidance);
     at::Tensor pixels = run_diffusion_decoder(m.decoder_models(), rows_tensor(prior.ids), conds, req, rt).contiguous();
     std::vector<Image> images;
     for (int64_t i = 0; i < pixels.size(0); ++i) images.push_back(tensor_to_image(pixels[i]));

@@ -200,7 +200,11 @@ def test_decoder_bf16_small_preset_equal(small_bf16, prompt):
     widths do not tell such choices apart: one FF call over both streams' tokens (instead of the
     reference's one call per stream) passed the tiny test with 0 levels and moved these images by
     10 (checked); both CFG passes in one batch, once the CPU default, moved the unquoted prompt's
-    by 8 (the doubled row count takes other kernels at 256x256), so the CPU now runs them apart."""
+    by 8 (the doubled row count takes other kernels at 256x256), so a CPU with oneDNN's bf16 kernels
+    runs them apart. On a CPU that computes bf16 products in float32 (MKL's sgemm: a row's bits do
+    not depend on the call's other rows from 12 rows up) the default is one forward over both
+    passes, with the quoted prompt's glyph rows in the image rows' feed-forward call: this test
+    then holds that path to diffusers (run with its products in float32 too)."""
     ref_pipe, ours = small_bf16
     prior, ref = small_prior_and_reference(ref_pipe, 256, SMALL_PROMPTS[prompt])
     got = _testing.decode(ours, prior, [SMALL_PROMPTS[prompt]], 256, 256, steps=2, guidance=1.5, seed=7)

@@ -65,6 +65,10 @@ class DiTBlock : public ParamModule {
     std::pair<at::Tensor, std::vector<at::Tensor>> attention(const at::Tensor& x, const std::vector<at::Tensor>& texts,
                                                              const std::vector<int64_t>& offsets, const DiTRope& rope,
                                                              DiTKVCache* kv, int64_t layer) const;
+    // ff over the image rows x [B, S, D] and each text group's rows [B_g, L_g, D]: returns the
+    // outputs in the same shapes (see the definition for which rows share a call).
+    std::pair<at::Tensor, std::vector<at::Tensor>> feed_forward(const at::Tensor& x,
+                                                                const std::vector<at::Tensor>& texts) const;
 };
 
 // What one denoising step's timestep gives every block: the embedding and each adaLN's output.
