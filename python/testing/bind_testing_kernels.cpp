@@ -23,11 +23,18 @@ void register_testing_kernels(pybind11::module_& m) {
     using Guard = py::call_guard<c10::InferenceMode>;
     m.def("set_fused_kernels", &kernels::set_fused_kernels_enabled, py::arg("enabled"),
           "Process-wide: False runs LibTorch's op sequences instead of every fused kernel (the AR "
-          "decoder's, the DiT's RoPE and modulations), for a comparison.");
+          "decoder's, the DiT's RoPE and modulations, the 16-bit GELU table), for a comparison.");
     m.def("fused_kernels_enabled", &kernels::fused_kernels_enabled, "Whether the fused kernels are on (the default).");
     m.def("cpu_bf16_products_in_float32", &kernels::cpu_bf16_products_in_float32,
           "Whether bf16 linears and convolutions on the CPU are computed in float32 and rounded once (a CPU "
           "where LibTorch has no oneDNN bf16 kernels: AVX2-only x86).");
+    m.def(
+        "products_keep_row_bits",
+        [](const at::Tensor& like) { return kernels::products_keep_row_bits(like.device(), like.scalar_type()); },
+        py::arg("like"),
+        "Whether products for tensors of like's device and dtype give a row the same bits whatever the call's other "
+        "rows (from 12 rows up): the CPU's float32 GEMMs, probed once. Where True, cfg_passes='auto' runs both CFG "
+        "passes as one forward and the DiT's feed-forward shares one call between its streams.");
     m.def(
         "decoder_fused_available",
         [](const at::Tensor& like) { return kernels::decoder_fused_available(like.device(), like.scalar_type()); },
