@@ -200,7 +200,10 @@ std::pair<at::Tensor, std::vector<at::Tensor>> DiTBlock::feed_forward(const at::
     // (products_keep_row_bits: the CPU's float32 GEMMs), the image rows and every text group of
     // kRowBitsMinRows rows or more share one call, with the same bits: the text groups' products
     // then run at the image rows' GEMM rate (a 25-row call ran at 70 GFLOP/s against 160 for 512
-    // rows, 2-core AVX2 EPYC) and, in bf16, their weights are not widened again per group.
+    // rows, 2-core AVX2 EPYC) and, in bf16, their weights are not widened again per group. (The
+    // GELU between is per value too, except LibTorch's float32 scalar loop at the end of a
+    // thread's piece where the piece is not whole vectors, which may round a value one step from
+    // its vector loop: with the model's hidden widths and 2 threads the pieces are whole vectors.)
     const int64_t d = x.size(-1);
     const auto rows_of = [&](const at::Tensor& t) { return t.numel() / d; };
     const bool share = kernels::products_keep_row_bits(x.device(), x.scalar_type()) &&
