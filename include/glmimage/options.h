@@ -48,8 +48,8 @@ struct LoadOptions {
     // (GenerateResult's decoder timing says which ran):
     //   "auto":  "joint" where the DiT is on a CUDA device, or on the CPU where its products are
     //            float32 GEMMs (float32, or bf16 on a CPU without oneDNN bf16 kernels); else "apart"
-    //   "joint": one DiT forward over both passes (every linear over both passes' rows, attention
-    //            and the text's feed-forward per pass): fewer weight reads and kernel launches
+    //   "joint": one DiT forward over both passes (every linear over both passes' rows but the
+    //            text's feed-forward, attention per pass): fewer weight reads and kernel launches
     //   "apart": two forwards, as diffusers runs them. Where oneDNN's bf16 kernels run (a CPU with
     //            AVX-512), they may compute the doubled row count with other kernels: bf16 images
     //            moved 8-9 levels from diffusers' at 256x256, so "auto" keeps the two passes there.

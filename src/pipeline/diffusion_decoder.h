@@ -48,9 +48,10 @@ struct DecoderRuntime {
 //   call's other rows (kernels::products_keep_row_bits: float32, or bf16 on a CPU that computes bf16
 //   products in float32): yes. Every product of the joint forward then has at least the image
 //   tokens' rows (256 at 256x256; from kernels::kRowBitsMinRows up the bits are the separate
-//   passes'), the text's feed-forward running per pass as before: the same images as apart. It
-//   saves a step's second reading (and, in bf16, widening) of every block weight: small preset,
-//   256x256, 2 threads, AVX2 EPYC: fp32 130 -> 128 ms a step, bf16 165 -> 140;
+//   passes'), and the text's feed-forward takes the rules of DiTBlock::feed_forward: the same
+//   images as apart. It saves a step's second reading (and, in bf16, widening) of every block
+//   weight: small preset, 256x256, 2 threads, AVX2 EPYC, this change alone: fp32 130 -> 128 ms a
+//   step, bf16 165 -> 140;
 // - the CPU with oneDNN's bf16 kernels (and float16): no. oneDNN picks its kernels by row count,
 //   and the doubled rows moved bf16 images 8-9 levels from diffusers' at 256x256 (small preset);
 //   the joint forward gained little there (one real-width block, bf16, 2 threads: 0.209 against
