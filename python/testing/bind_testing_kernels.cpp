@@ -8,6 +8,7 @@
 #include <torch/extension.h>
 
 #include <optional>
+#include <string>
 #include <tuple>
 
 #include "kernels/cpu_products.h"
@@ -28,13 +29,16 @@ void register_testing_kernels(pybind11::module_& m) {
     m.def("cpu_bf16_products_in_float32", &kernels::cpu_bf16_products_in_float32,
           "Whether bf16 linears and convolutions on the CPU are computed in float32 and rounded once (a CPU "
           "where LibTorch has no oneDNN bf16 kernels: AVX2-only x86).");
+    const std::string row_bits_doc =
+        "Whether products for tensors of like's device and dtype give a row the same bits whatever the call's other "
+        "rows (from " + std::to_string(kernels::kRowBitsMinRows) +
+        " rows up): the CPU's float32 GEMMs, probed once. Where True, cfg_passes='auto' runs both CFG passes as one "
+        "forward and the DiT's feed-forward shares one call between its streams.";
     m.def(
         "products_keep_row_bits",
         [](const at::Tensor& like) { return kernels::products_keep_row_bits(like.device(), like.scalar_type()); },
         py::arg("like"),
-        "Whether products for tensors of like's device and dtype give a row the same bits whatever the call's other "
-        "rows (from 12 rows up): the CPU's float32 GEMMs, probed once. Where True, cfg_passes='auto' runs both CFG "
-        "passes as one forward and the DiT's feed-forward shares one call between its streams.");
+        row_bits_doc.c_str());
     m.def(
         "decoder_fused_available",
         [](const at::Tensor& like) { return kernels::decoder_fused_available(like.device(), like.scalar_type()); },
