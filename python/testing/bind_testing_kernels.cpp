@@ -82,6 +82,8 @@ void register_testing_kernels(pybind11::module_& m) {
         "The DiT's RoPE on tokens [skip, S) of x [B, S, heads, D] (float32 tables [S - skip, D]).");
     m.def("fused_mul_add", &kernels::mul_add, py::arg("a"), py::arg("g"), py::arg("c"), Guard(),
           "a * g + c (the DiT's modulations and gated residuals): a [B, S, D], g [B|1, 1, D], c a's shape or as g.");
+    m.def("fused_mul_add_into", &kernels::mul_add_into, py::arg("a"), py::arg("g"), py::arg("c"), py::arg("y"), Guard(),
+          "fused_mul_add written into y (a's shape, rows contiguous, e.g. rows of a longer sequence), in place.");
 }
 
 }  // namespace glmimage::python

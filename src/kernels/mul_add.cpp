@@ -20,12 +20,13 @@ namespace glmimage::kernels {
 namespace {
 
 template <typename T>
-void run(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c, at::Tensor& y) {
+void run(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c, at::Tensor y) {  // y: a handle to write through
     const int64_t B = a.size(0), S = a.size(1), D = a.size(2);
     const bool g_per_sample = g.size(0) == B && B > 1;
     const bool c_full = c.sizes() == a.sizes();
     const bool c_per_sample = !c_full && c.size(0) == B && B > 1;
-    const int64_t sa0 = a.stride(0), sa1 = a.stride(1);  // a's rows may sit in a longer sequence
+    const int64_t sa0 = a.stride(0), sa1 = a.stride(1);  // a's and y's rows may sit in longer sequences
+    const int64_t sy0 = y.stride(0), sy1 = y.stride(1);
     const T* pa = fused::data<T>(a);
     const T* pg = fused::data<T>(g);
     const T* pc = fused::data<T>(c);
@@ -33,7 +34,7 @@ void run(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c, at::Tens
 #ifdef GLMI_WITH_CUDA_KERNELS
     if constexpr (!std::is_same_v<T, c10::Half>) {
         if (a.is_cuda()) {
-            const cuda::MulAddArgs m{B, S, D, sa0, sa1, g_per_sample, c_full, c_per_sample};
+            const cuda::MulAddArgs m{B, S, D, sa0, sa1, g_per_sample, c_full, c_per_sample, sy0, sy1};
             launch_on(a, "mul_add", [&](void* s) { return cuda::launch_mul_add(pa, pg, pc, py, m, s); });
             return;
         }
@@ -46,7 +47,7 @@ void run(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c, at::Tens
             const T* av = pa + b * sa0 + s * sa1;
             const T* gv = pg + (g_per_sample ? b * D : 0);
             const T* cv = c_full ? pc + bs * D : pc + (c_per_sample ? b * D : 0);
-            T* yv = py + bs * D;
+            T* yv = py + b * sy0 + s * sy1;
             for (int64_t d = 0; d < D; ++d) yv[d] = fused::mul_add(av[d], gv[d], cv[d]);
         }
     });
@@ -67,12 +68,24 @@ bool mul_add_takes(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c
     return vector_of(g, a) && (c.sizes() == a.sizes() || vector_of(c, a));
 }
 
+bool mul_add_into_takes(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c, const at::Tensor& y) {
+    return mul_add_takes(a, g, c) && y.device() == a.device() && y.scalar_type() == a.scalar_type() &&
+           y.sizes() == a.sizes() && y.stride(2) == 1;
+}
+
+void mul_add_into(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c, const at::Tensor& y) {
+    GLMI_CHECK(mul_add_into_takes(a, g, c, y), "mul_add: unsupported inputs ", a.sizes(), " ", a.scalar_type(), " on ",
+               a.device(), ", ", g.sizes(), " ", g.scalar_type(), ", ", c.sizes(), " ", c.scalar_type(), " into ",
+               y.sizes(), " ", y.strides(), " ", y.scalar_type(), " on ", y.device());
+    if (y.numel() == 0) return;
+    fused::dispatch(a.scalar_type(), /*with_half=*/true, [&](auto tag) { run<decltype(tag)>(a, g, c, y); });
+}
+
 at::Tensor mul_add(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c) {
     GLMI_CHECK(mul_add_takes(a, g, c), "mul_add: unsupported inputs ", a.sizes(), " ", a.scalar_type(), " on ",
                a.device(), ", ", g.sizes(), " ", g.scalar_type(), ", ", c.sizes(), " ", c.scalar_type());
     auto y = at::empty(a.sizes(), a.options().memory_format(at::MemoryFormat::Contiguous));
-    if (y.numel() == 0) return y;
-    fused::dispatch(a.scalar_type(), /*with_half=*/true, [&](auto tag) { run<decltype(tag)>(a, g, c, y); });
+    mul_add_into(a, g, c, y);
     return y;
 }
 

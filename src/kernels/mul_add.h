@@ -23,4 +23,13 @@ bool mul_add_takes(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c
 // a * g + c as LibTorch computes (a * g) + c, contiguous [B, S, D].
 at::Tensor mul_add(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c);
 
+// Whether mul_add_into() runs these: mul_add_takes(a, g, c), and y of a's shape, dtype and device
+// with its rows contiguous (any sample and token strides: rows of a longer sequence).
+bool mul_add_into_takes(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c, const at::Tensor& y);
+
+// The same written into y, where the next op reads it (the DiT's [text; image] rows of each
+// sample in one buffer) instead of into a new tensor that is then copied there. y must not
+// overlap a, g or c.
+void mul_add_into(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c, const at::Tensor& y);
+
 }  // namespace glmimage::kernels

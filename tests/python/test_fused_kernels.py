@@ -146,6 +146,11 @@ def test_mul_add(device, dtype):
                     ("full", _rand(B, S, D, device=device, dtype=dtype, seed=34, scale=7.0)),
                     ("shared_vector", _rand(1, 1, D, device=device, dtype=dtype, seed=35))):
         assert record(f"fused_mul_add_{name}_{tag}", _testing.fused_mul_add(a, g, c), a * g + c, atol=0.0)["ok"]
+        # into the image rows of [text; image] samples, as the DiT fills its attention input
+        buffer = torch.full((B, 3 + S, D), 42.0, device=device, dtype=dtype)
+        _testing.fused_mul_add_into(a, g, c, buffer[:, 3:])
+        assert record(f"fused_mul_add_into_{name}_{tag}", buffer[:, 3:], a * g + c, atol=0.0)["ok"]
+        assert bool((buffer[:, :3] == 42.0).all()), "wrote outside the rows it was given"
 
 
 def test_bad_inputs_are_refused():

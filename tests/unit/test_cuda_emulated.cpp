@@ -152,13 +152,17 @@ TEST(CudaEmulated, MulAdd) {
     const auto g = at::randn({B, 1, D}).to(at::kBFloat16);
     for (const auto& c : {at::randn({B, 1, D}).to(at::kBFloat16), at::randn({B, S, D}).to(at::kBFloat16),
                           at::randn({1, 1, D}).to(at::kBFloat16)}) {
-        auto y = at::empty({B, S, D}, at::kBFloat16);
+        // y: rows of a longer sequence too (mul_add_into's case), its other rows left as they are
+        const auto y_buffer = at::zeros({B, S + 2, D}, at::kBFloat16);
+        auto y = y_buffer.narrow(1, 2, S);
         const bool c_full = c.sizes() == a.sizes();
-        cuda::MulAddArgs m{B, S, D, a.stride(0), a.stride(1), true, c_full, !c_full && c.size(0) == B};
+        cuda::MulAddArgs m{B,      S,      D, a.stride(0), a.stride(1), true, c_full, !c_full && c.size(0) == B,
+                           y.stride(0), y.stride(1)};
         emulate(cuda::row_grid(B * S, D), [&] {
             cuda::mul_add_kernel<bf16_t>(data<bf16_t>(a), data<bf16_t>(g), data<bf16_t>(c), data<bf16_t>(y), m);
         });
         expect_equal(y, mul_add(a, g, c), "mul_add");
+        EXPECT_EQ(y_buffer.narrow(1, 0, 2).abs().max().item<float>(), 0.0f) << "wrote outside y's rows";
     }
 }
 

@@ -39,6 +39,31 @@ TEST(MulAdd, EqualsLibTorchOps) {
     }
 }
 
+TEST(MulAdd, IntoRowsOfALongerSequence) {
+    for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf}) {
+        SCOPED_TRACE(::testing::Message() << dt);
+        const int64_t B = 2, S = 37, D = 96, L = 5;
+        at::manual_seed(7);
+        const auto a = (at::randn({B, S, D}) * 3).to(dt), g = (at::randn({B, 1, D}) + 1).to(dt);
+        const auto c = (at::randn({B, S, D}) * 5).to(dt);
+        // y: the image rows of [text; image] samples, as the DiT fills its attention input
+        const auto buffer = at::full({B, L + S, D}, 42.0, dt);
+        const auto y = buffer.slice(1, L);
+        ASSERT_TRUE(kernels::mul_add_into_takes(a, g, c, y));
+        kernels::mul_add_into(a, g, c, y);
+        const auto want = a * g + c;
+        const double diff = (y.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>();
+        std::printf("mul_add_into %s: max abs diff %g\n", c10::toString(dt), diff);
+        EXPECT_TRUE(at::equal(y, want));
+        EXPECT_TRUE(at::equal(buffer.slice(1, 0, L), at::full({B, L, D}, 42.0, dt))) << "wrote outside y's rows";
+    }
+    const auto a = at::randn({2, 5, 8}), g = at::randn({2, 1, 8}), c = at::randn({2, 5, 8});
+    EXPECT_FALSE(kernels::mul_add_into_takes(a, g, c, at::empty({2, 8, 5}).transpose(1, 2)));  // y's rows strided
+    EXPECT_FALSE(kernels::mul_add_into_takes(a, g, c, at::empty({2, 6, 8})));                  // another shape
+    EXPECT_FALSE(kernels::mul_add_into_takes(a, g, c, at::empty({2, 5, 8}, at::kBFloat16)));   // another dtype
+    EXPECT_THROW(kernels::mul_add_into(a, g, c, at::empty({2, 6, 8})), std::exception);
+}
+
 TEST(MulAdd, RefusesWhatItDoesNotRun) {
     const auto a = at::randn({2, 5, 8}), g = at::randn({2, 1, 8}), c = at::randn({2, 5, 8});
     EXPECT_TRUE(kernels::mul_add_takes(a, g, c));

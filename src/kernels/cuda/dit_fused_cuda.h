@@ -22,6 +22,7 @@ const char* launch_rope(const T* x, const float* cos, const float* sin, T* out, 
 struct MulAddArgs {
     int64_t B, S, D, sa0, sa1;
     bool g_per_sample, c_full, c_per_sample;
+    int64_t sy0, sy1;  // y's sample and token strides (its rows contiguous)
 };
 template <typename T>
 const char* launch_mul_add(const T* a, const T* g, const T* c, T* y, const MulAddArgs& m, void* stream);

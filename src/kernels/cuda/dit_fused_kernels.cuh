@@ -52,7 +52,7 @@ __global__ void mul_add_kernel(const T* a, const T* g, const T* c, T* y, MulAddA
         const T* av = a + b * m.sa0 + s * m.sa1;
         const T* gv = g + (m.g_per_sample ? b * m.D : 0);
         const T* cv = m.c_full ? c + r * m.D : c + (m.c_per_sample ? b * m.D : 0);
-        T* yv = y + r * m.D;
+        T* yv = y + b * m.sy0 + s * m.sy1;
         GLMI_FOR_COLS(d, m.D) yv[d] = fused::mul_add(av[d], gv[d], cv[d]);
     }
 }
