@@ -1,7 +1,6 @@
 #include "models/dit/rope.h"
 
 #include "core/check.h"
-#include "kernels/rotary.h"
 
 namespace glmimage {
 
@@ -33,9 +32,10 @@ at::Tensor apply_dit_rope(const at::Tensor& x, const DiTRope& rope) {
     return (x.to(at::kFloat) * cos + rotated.to(at::kFloat) * sin).to(x.scalar_type());
 }
 
-at::Tensor apply_dit_rope_to_image_tokens(const at::Tensor& x, const DiTRope& rope, int64_t n_text) {
+at::Tensor apply_dit_rope_to_image_tokens(const at::Tensor& x, const DiTRope& rope, int64_t n_text,
+                                          kernels::RotaryLayout layout) {
     if (kernels::rotary_half_takes(x, rope.cos, rope.sin, n_text))
-        return kernels::rotary_half(x, rope.cos, rope.sin, n_text, kernels::RotaryLayout::kHeadMajor);
+        return kernels::rotary_half(x, rope.cos, rope.sin, n_text, layout);
     return at::cat({x.slice(1, 0, n_text), apply_dit_rope(x.slice(1, n_text), rope)}, 1);
 }
 

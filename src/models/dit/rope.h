@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "kernels/rotary.h"
+
 namespace glmimage {
 
 // cos / sin tables for a grid of grid_h x grid_w patches, each [grid_h * grid_w, head_dim],
@@ -29,10 +31,10 @@ DiTRope make_dit_rope(int64_t head_dim, int64_t grid_h, int64_t grid_w, at::Devi
 at::Tensor apply_dit_rope(const at::Tensor& x, const DiTRope& rope);
 
 // x: [B, n_text + S, heads, head_dim], text tokens first: the text tokens as they are (they take no
-// rotation), the S image tokens as apply_dit_rope gives them. On the CPU one fused pass
-// (kernels::rotary_half, the same bits) that lays the result out head-major, so that its
-// transpose(1, 2), the [B, heads, tokens, head_dim] attention takes, is contiguous; elsewhere
-// contiguous as x is ordered.
-at::Tensor apply_dit_rope_to_image_tokens(const at::Tensor& x, const DiTRope& rope, int64_t n_text);
+// rotation), the S image tokens as apply_dit_rope gives them. On the CPU (and CUDA with this
+// build's kernels) one fused pass (kernels::rotary_half, the same bits) that lays the result out as
+// `layout` says; elsewhere contiguous as x is ordered (token-major).
+at::Tensor apply_dit_rope_to_image_tokens(const at::Tensor& x, const DiTRope& rope, int64_t n_text,
+                                          kernels::RotaryLayout layout);
 
 }  // namespace glmimage

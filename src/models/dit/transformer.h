@@ -21,6 +21,10 @@ class DiTFeedForward : public ParamModule {
     enum class Activation { kGeluExact, kGeluTanh, kSilu };
     DiTFeedForward(int64_t in, int64_t hidden, int64_t out, Activation act, at::TensorOptions options);
     at::Tensor forward(const at::Tensor& x) const;
+    // forward() of each input, as separate products, layer by layer: each weight's products follow
+    // one another, so that those of a few rows read the weight from the cache where the first, of
+    // many rows, has just left it.
+    std::vector<at::Tensor> forward_each(const std::vector<at::Tensor>& xs) const;
 
     std::shared_ptr<Linear> proj_in;   // net.0.proj
     std::shared_ptr<Linear> proj_out;  // net.2
@@ -60,15 +64,31 @@ class DiTBlock : public ParamModule {
     int64_t n_heads, head_dim;
 
   private:
-    // Joint attention over [text, image] within each group (group g: x's rows [offsets[g],
-    // offsets[g + 1])); returns the image outputs [B, S, D] and each group's text outputs.
-    std::pair<at::Tensor, std::vector<at::Tensor>> attention(const at::Tensor& x, const std::vector<at::Tensor>& texts,
-                                                             const std::vector<int64_t>& offsets, const DiTRope& rope,
-                                                             DiTKVCache* kv, int64_t layer) const;
-    // ff over the image rows x [B, S, D] and each text group's rows [B_g, L_g, D]: returns the
-    // outputs in the same shapes (see the definition for which rows share a call).
-    std::pair<at::Tensor, std::vector<at::Tensor>> feed_forward(const at::Tensor& x,
-                                                                const std::vector<at::Tensor>& texts) const;
+    // Where the attention's rows sit in one [rows, D] buffer: each sample's [text; image] tokens,
+    // sample after sample and group after group (group g: samples[g] samples of n_text[g] + n_image
+    // tokens from row first[g]).
+    struct JointRows {
+        JointRows(const std::vector<at::Tensor>& texts, int64_t n_image);
+        at::Tensor group(const at::Tensor& buffer, size_t g) const;  // [B_g, n_text + n_image, D] view
+        at::Tensor text(const at::Tensor& buffer, size_t g) const;   // [B_g, n_text, D] view
+        at::Tensor image(const at::Tensor& buffer, size_t g) const;  // [B_g, n_image, D] view
+        std::vector<int64_t> first, samples, n_text;
+        int64_t n_image = 0, rows = 0;
+    };
+    // Joint attention over [text, image] within each group, seq laid out as `rows` says; returns
+    // the output projection's rows in the same layout.
+    at::Tensor attention(const at::Tensor& seq, const JointRows& rows, const DiTRope& rope, DiTKVCache* kv,
+                         int64_t layer) const;
+    // norm * (1 + scale) + shift, scale and shift one vector per sample [B, D], for the call that
+    // computes it to write where its reader wants it.
+    struct Modulated {
+        at::Tensor norm, scale, shift;
+    };
+    // ff over the image rows x [B, S, D] and each text group's rows [B_g, L_g, D], given as the
+    // modulations that make them: returns the outputs in the same shapes (see the definition for
+    // which rows share a call).
+    std::pair<at::Tensor, std::vector<at::Tensor>> feed_forward(const Modulated& x,
+                                                                const std::vector<Modulated>& texts) const;
 };
 
 // What one denoising step's timestep gives every block: the embedding and each adaLN's output.
