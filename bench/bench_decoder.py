@@ -16,7 +16,8 @@ max_pixel_diff_ref_as_run is the difference from the reference as timed).
 
 The roofline of the same work on this machine, measured in the same run (`roofline_s`): the DiT's
 FLOPs over all steps divided by the GEMM rate of an n x n x n matmul (n = 2048) in the same dtype
-(for bf16 the higher of that and the float32 one's, gemm_rate) and thread count (measured before and after the timed runs, the higher taken). FLOPs per step =
+(for bf16 the higher of that and the float32 one's, gemm_rate) and thread count (measured before,
+during and after the timed runs, the highest taken). FLOPs per step =
 the sum over the two CFG passes of [2 x S x (the blocks' attention and feed-forward weights) +
 4 x S^2 x inner_dim x layers], S = that pass's glyph tokens (the prompt's, or the empty text's one)
 + (H/16)(W/16) image tokens. The VAE, T5 and
@@ -27,7 +28,11 @@ The denoising step alone, which is what that roofline describes: `ours_dit_s_per
 `ref_dit_s_per_step` are the median time between consecutive step callbacks (each side's own:
 glmimage's `callback`, diffusers' `callback_on_step_end`; the first step, which follows the set-up,
 is left out), over the timed repeats; `dit_step_of_roofline` = roofline_s / steps /
-ours_dit_s_per_step.
+ours_dit_s_per_step. This machine's GEMM rate moves (a shared host: 110 to 186 GFLOP/s within one
+run, 2 threads, float32), so each repeat of ours also measures it just before its own decode:
+`dit_step_of_roofline_paired` is the median over the repeats of that repeat's median step against
+that moment's roofline, and `gemm_gflop_s_range` the lowest and highest of all the measurements
+(roofline_s takes the highest).
 """
 
 from __future__ import annotations
@@ -92,6 +97,10 @@ def dit_flops_per_step(_testing, pipe, model_dir: str, h: int, w: int) -> float:
                for seq in (text + (h // 16) * (w // 16), 1 + (h // 16) * (w // 16)))
 
 
+def median(xs: list) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
 def same_arithmetic_path(out: str) -> str:
     return out.removesuffix(".npy") + "_same_arithmetic.npy"
 
@@ -142,13 +151,18 @@ def run_side(args) -> None:
         from bench_ar_decode import print_profile
 
         print_profile(once, f"ours, {args.steps} steps at {h}x{w}")
-    best, intervals = float("inf"), []
+    best, intervals, rates, paired = float("inf"), [], [], []
     for _ in range(args.repeats):
+        if args.side == "ours":
+            rates.append(gemm_rate(dtype))  # this repeat's moment of the machine
         stamps.clear()
         t0 = time.perf_counter()
         img = once()
         best = min(best, time.perf_counter() - t0)
-        intervals += [b - a for a, b in zip(stamps, stamps[1:])]
+        steps_here = [b - a for a, b in zip(stamps, stamps[1:])]
+        if args.side == "ours" and steps_here:
+            paired.append(flops / args.steps / rates[-1] / median(steps_here))
+        intervals += steps_here
     if len(intervals) == 0:
         raise SystemExit(f"--steps {args.steps}: the per-step time needs at least 2 steps")
     np.save(args.out, img)
@@ -161,13 +175,17 @@ def run_side(args) -> None:
             if shimmed:
                 np.save(same_arithmetic_path(args.out), once())
     # VmHWM, not ru_maxrss: a forked child's ru_maxrss starts from its parent's peak.
-    out = {"seconds": best, "dit_s_per_step": sorted(intervals)[len(intervals) // 2],
+    out = {"seconds": best, "dit_s_per_step": median(intervals),
            "peak_rss_mb": proc_status_kib("VmHWM") / 1024,
            "rss_anon_mb": proc_status_kib("RssAnon") / 1024}
     if args.side == "ours":
-        # The GEMM rate before and after the timed runs, the higher taken: a slow moment of a
-        # shared machine must not make our time look closer to the roofline.
-        out["roofline_s"] = flops / max(rate_before, gemm_rate(dtype))
+        # The GEMM rate before, during (before each repeat) and after the timed runs, the highest
+        # taken: a slow moment of a shared machine must not make our time look closer to the
+        # roofline. The paired ratio sets each repeat against the rate measured just before it.
+        rates += [rate_before, gemm_rate(dtype)]
+        out["roofline_s"] = flops / max(rates)
+        out["step_of_roofline_paired"] = median(paired)
+        out["gemm_gflop_s_range"] = [round(min(rates) / 1e9, 1), round(max(rates) / 1e9, 1)]
     print(json.dumps(out))
 
 
@@ -229,6 +247,8 @@ def main() -> int:
         "ours_dit_s_per_step": round(res["ours"]["dit_s_per_step"], 5),
         "ref_dit_s_per_step": round(res["ref"]["dit_s_per_step"], 5),
         "dit_step_of_roofline": round(res["ours"]["roofline_s"] / args.steps / res["ours"]["dit_s_per_step"], 3),
+        "dit_step_of_roofline_paired": round(res["ours"]["step_of_roofline_paired"], 3),
+        "gemm_gflop_s_range": res["ours"]["gemm_gflop_s_range"],
         "speedup_dit_step": round(res["ref"]["dit_s_per_step"] / res["ours"]["dit_s_per_step"], 3),
         "ours_peak_rss_mb": round(res["ours"]["peak_rss_mb"], 1), "ref_peak_rss_mb": round(res["ref"]["peak_rss_mb"], 1),
         "ours_rss_anon_mb": round(res["ours"]["rss_anon_mb"], 1), "ref_rss_anon_mb": round(res["ref"]["rss_anon_mb"], 1),
