@@ -90,6 +90,30 @@ void register_testing_dit(pybind11::module_& m) {
         py::arg("pipe"), py::arg("hidden_states"), py::arg("encoder_hidden_states"), py::arg("prior_token_id"),
         py::arg("prior_token_drop"), py::arg("timestep"), py::arg("target_size"), py::arg("crop_coords"));
 
+    // Several text groups in one forward (as the sampler runs both CFG passes): group g's samples
+    // are the next B_g rows of the batch, with their own text length.
+    m.def(
+        "dit_forward_groups",
+        [](Pipeline& p, const at::Tensor& hidden_states, const std::vector<at::Tensor>& encoder_hidden_states,
+           const at::Tensor& prior_token_id, const at::Tensor& timestep, const at::Tensor& target_size,
+           const at::Tensor& crop_coords) {
+            const auto& model = dit(p);
+            py::gil_scoped_release release;
+            at::NoGradGuard no_grad;
+            const int64_t b = hidden_states.size(0), ph = model.config.patch_size;
+            auto rope = model.make_rope(hidden_states.size(2), hidden_states.size(3));
+            std::vector<at::Tensor> texts;
+            for (const auto& e : encoder_hidden_states) texts.push_back(model.project_text(e));
+            auto prior = model.project_prior(prior_token_id, at::Tensor(), b,
+                                             (hidden_states.size(2) / ph) * (hidden_states.size(3) / ph));
+            auto step = model.condition_step(model.embed_time(timestep, target_size, crop_coords, b));
+            return model.forward_projected(hidden_states, texts, prior, step, rope);
+        },
+        py::arg("pipe"), py::arg("hidden_states"), py::arg("encoder_hidden_states"), py::arg("prior_token_id"),
+        py::arg("timestep"), py::arg("target_size"), py::arg("crop_coords"),
+        "The DiT over a batch in text groups: encoder_hidden_states one [B_g, L_g, text_dim] per group, the B_g "
+        "summing to the batch; the other inputs the whole batch's.");
+
     m.def(
         "dit_rope",
         [](Pipeline& p, int64_t latent_h, int64_t latent_w) {
