@@ -19,27 +19,23 @@ constexpr double kNormEps = 1e-5;  // every DiT LayerNorm (AdaLN, qk, norm_out):
 at::Tensor layer_norm(const at::Tensor& x) { return at::layer_norm(x, {x.size(-1)}, {}, {}, kNormEps); }
 
 // a * g + c with g one vector per sample ([B, D]) and c either a's shape or such a vector: one pass
-// on the CPU (kernels::mul_add), with the bits of LibTorch's mul then add.
-at::Tensor mul_add(const at::Tensor& a, const at::Tensor& g_rows, const at::Tensor& c) {
+// on the CPU (kernels::mul_add), with the bits of LibTorch's mul then add. Written into y where
+// given (a's shape, rows contiguous: rows of a longer buffer the next op reads), else into a new
+// tensor.
+at::Tensor mul_add(const at::Tensor& a, const at::Tensor& g_rows, const at::Tensor& c, at::Tensor y = {}) {
     const auto g = g_rows.unsqueeze(1).contiguous();  // [B, 1, D]: a copy only for a batch of several
-    if (kernels::mul_add_takes(a, g, c)) return kernels::mul_add(a, g, c);
-    return a * g + c;
+    if (!y.defined()) return kernels::mul_add_takes(a, g, c) ? kernels::mul_add(a, g, c) : a * g + c;
+    if (kernels::mul_add_into_takes(a, g, c, y)) {
+        kernels::mul_add_into(a, g, c, y);
+    } else {
+        at::add_out(y, a * g, c);
+    }
+    return y;
 }
 
-// The same written into y (rows of a longer buffer, y.stride(2) == 1).
-void mul_add_into(const at::Tensor& a, const at::Tensor& g_rows, const at::Tensor& c, const at::Tensor& y) {
-    const auto g = g_rows.unsqueeze(1).contiguous();
-    if (kernels::mul_add_into_takes(a, g, c, y)) return kernels::mul_add_into(a, g, c, y);
-    y.copy_(a * g + c);
-}
-
-// norm * (1 + scale) + shift, the vectors broadcast over the sequence.
-at::Tensor modulate(const at::Tensor& norm, const at::Tensor& scale, const at::Tensor& shift) {
-    return mul_add(norm, scale + 1, shift.unsqueeze(1).contiguous());
-}
-
-void modulate_into(const at::Tensor& norm, const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& y) {
-    mul_add_into(norm, scale + 1, shift.unsqueeze(1).contiguous(), y);
+// norm * (1 + scale) + shift, the vectors broadcast over the sequence (into y as mul_add).
+at::Tensor modulate(const at::Tensor& norm, const at::Tensor& scale, const at::Tensor& shift, at::Tensor y = {}) {
+    return mul_add(norm, scale + 1, shift.unsqueeze(1).contiguous(), std::move(y));
 }
 
 // diffusers get_timestep_embedding(flip_sin_to_cos=True, downscale_freq_shift=0): [cos | sin],
@@ -199,8 +195,8 @@ std::pair<at::Tensor, std::vector<at::Tensor>> DiTBlock::forward(const at::Tenso
     const auto seq = at::empty({rows.rows, d}, x.options());
     const auto x_norm = layer_norm(x).to(dtype);
     for (size_t g = 0; g < texts.size(); ++g) {
-        modulate_into(layer_norm(texts[g]).to(dtype), of_group(m[3], g), of_group(m[1], g), rows.text(seq, g));
-        modulate_into(of_group(x_norm, g), of_group(m[2], g), of_group(m[0], g), rows.image(seq, g));
+        modulate(layer_norm(texts[g]).to(dtype), of_group(m[3], g), of_group(m[1], g), rows.text(seq, g));
+        modulate(of_group(x_norm, g), of_group(m[2], g), of_group(m[0], g), rows.image(seq, g));
     }
     const auto o = attention(seq, rows, rope, kv, layer);
     // Gated residuals (x + out * gate), then one feed-forward shared by both streams.
@@ -208,7 +204,7 @@ std::pair<at::Tensor, std::vector<at::Tensor>> DiTBlock::forward(const at::Tenso
     std::vector<at::Tensor> c1;
     std::vector<Modulated> c_ff_in;
     for (size_t g = 0; g < texts.size(); ++g) {
-        mul_add_into(rows.image(o, g), of_group(m[4], g), of_group(x, g), of_group(x1, g));
+        mul_add(rows.image(o, g), of_group(m[4], g), of_group(x, g), of_group(x1, g));
         c1.push_back(mul_add(rows.text(o, g), of_group(m[5], g), texts[g]));
         c_ff_in.push_back({layer_norm(c1[g]), of_group(m[9], g), of_group(m[7], g)});
     }
@@ -251,7 +247,7 @@ std::pair<at::Tensor, std::vector<at::Tensor>> DiTBlock::feed_forward(const Modu
         const auto rows = at::empty({shared_rows, d}, x.norm.options());
         int64_t row = 0;
         const auto place = [&](const Modulated& m) {
-            modulate_into(m.norm, m.scale, m.shift, rows.narrow(0, row, rows_of(m.norm)).view(m.norm.sizes()));
+            modulate(m.norm, m.scale, m.shift, rows.narrow(0, row, rows_of(m.norm)).view(m.norm.sizes()));
             row += rows_of(m.norm);
         };
         place(x);
