@@ -1,5 +1,5 @@
 // glmimage_testing entry points of the fused kernels (kernels/decoder_fused.h, rotary.h,
-// mul_add.h), each on tensors of any device the build supports, and the process-wide switch
+// mul_add.h, layer_norm.h), each on tensors of any device the build supports, and the process-wide switch
 // between them and the LibTorch op sequences they replace (fused_switch.h); and where the CPU's
 // bf16 products run (kernels/cpu_products.h).
 // tests/python/test_fused_kernels.py compares the two.
@@ -14,6 +14,7 @@
 #include "kernels/cpu_products.h"
 #include "kernels/decoder_fused.h"
 #include "kernels/fused_switch.h"
+#include "kernels/layer_norm.h"
 #include "kernels/mul_add.h"
 #include "kernels/rotary.h"
 
@@ -84,6 +85,12 @@ void register_testing_kernels(pybind11::module_& m) {
           "a * g + c (the DiT's modulations and gated residuals): a [B, S, D], g [B|1, 1, D], c a's shape or as g.");
     m.def("fused_mul_add_into", &kernels::mul_add_into, py::arg("a"), py::arg("g"), py::arg("c"), py::arg("y"), Guard(),
           "fused_mul_add written into y (a's shape, rows contiguous, e.g. rows of a longer sequence), in place.");
+    m.def("layer_norm", &kernels::layer_norm, py::arg("x"), py::arg("eps"), Guard(),
+          "LayerNorm over the last dimension without weight or bias (the DiT's), by the library's loop where "
+          "layer_norm_by_loop(x), else LibTorch's op.");
+    m.def("layer_norm_by_loop", &kernels::layer_norm_by_kernel, py::arg("x"),
+          "Whether layer_norm(x) runs the library's loop (float32 CPU rows of a multiple of 8 on a CPU where "
+          "LibTorch runs its AVX2 kernels and the first-use probe found its bits).");
 }
 
 }  // namespace glmimage::python

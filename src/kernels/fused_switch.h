@@ -1,8 +1,8 @@
-// Whether the fused elementwise kernels (decoder_fused.h, rotary.h, mul_add.h) run: a process-wide
-// switch, on by default (off, the models run the LibTorch op sequences those kernels replace: the
-// same bits, more passes, so that a bench can measure what the kernels gain in one process; the
-// research hooks' set_fused_kernels; not meant to be flipped while a generation runs), and the one
-// rule of which devices have them.
+// Whether the fused elementwise kernels (decoder_fused.h, rotary.h, mul_add.h; also layer_norm.h's
+// loop and gelu.h's table) run: a process-wide switch, on by default (off, the models run the
+// LibTorch ops those kernels replace: the same bits, more passes, so that a bench can measure what
+// the kernels gain in one process; the research hooks' set_fused_kernels; not meant to be flipped
+// while a generation runs), and the one rule of which devices have them.
 #pragma once
 
 #include <c10/core/Device.h>

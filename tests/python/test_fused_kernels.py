@@ -153,6 +153,19 @@ def test_mul_add(device, dtype):
         assert bool((buffer[:, :3] == 42.0).all()), "wrote outside the rows it was given"
 
 
+@pytest.mark.parametrize("shape", [(1, 281, 8, 64), (2, 256, 512), (1, 1, 512), (3, 40, 13696)], ids=str)
+def test_dit_layer_norm(shape):
+    """The DiT's LayerNorm without weight or bias against torch's, bit for bit: the per-head q/k
+    rows, the streams, the empty text's one token, a wide row (a cascade of many chunks)."""
+    x = _rand(*shape, device="cpu", dtype=torch.float32, seed=41, scale=3.0) + 0.25
+    got = _testing.layer_norm(x, 1e-5)
+    tag = "x".join(map(str, shape))
+    assert record(f"dit_layer_norm_{tag}", got, F.layer_norm(x, shape[-1:], eps=1e-5), atol=0.0)["ok"]
+    assert torch.equal(got.view(torch.int32), F.layer_norm(x, shape[-1:], eps=1e-5).view(torch.int32))
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":
+        assert _testing.layer_norm_by_loop(x), "LibTorch runs its AVX2 kernels here: the loop should run"
+
+
 def test_bad_inputs_are_refused():
     x = torch.randn(2, 8)
     with pytest.raises(Exception, match="rms_norm"):

@@ -8,6 +8,7 @@
 #include "kernels/attention.h"
 #include "kernels/cpu_products.h"
 #include "kernels/gelu.h"
+#include "kernels/layer_norm.h"
 #include "kernels/mul_add.h"
 
 namespace glmimage {
@@ -16,7 +17,7 @@ namespace {
 
 constexpr double kNormEps = 1e-5;  // every DiT LayerNorm (AdaLN, qk, norm_out): no affine
 
-at::Tensor layer_norm(const at::Tensor& x) { return at::layer_norm(x, {x.size(-1)}, {}, {}, kNormEps); }
+at::Tensor layer_norm(const at::Tensor& x) { return kernels::layer_norm(x, kNormEps); }
 
 // a * g + c with g one vector per sample ([B, D]) and c either a's shape or such a vector: one pass
 // on the CPU (kernels::mul_add), with the bits of LibTorch's mul then add. Written into y where

@@ -1,0 +1,40 @@
+// LayerNorm over the last dimension without weight or bias (the DiT's: the adaLN streams', the
+// per-head q/k norms, norm_out) as LibTorch's at::layer_norm computes it on the CPU, faster.
+//
+// Profile-led: LibTorch's CPU kernel normalizes a row that has no weight or bias in a scalar loop;
+// LibTorch's profiler put the DiT's layer norms at about 6 ms of a 115-125 ms float32 step (small
+// preset, 256², 2 threads, 2-core AVX2 EPYC). Timed alone (test_kernels prints it) a [1, 281, 8, 64]
+// call took 0.12 ms and a [2, 256, 512] one 0.13 ms there; this loop 0.09 and 0.06.
+//
+// The bits: a row's mean and variance are LibTorch's (ATen/native/cpu/moments_utils.h: Welford
+// over vectors of 8 lanes in chunks of 16 vectors, the chunks merged in a binary cascade, then
+// the 8 lanes merged in order), then each value is (x + (-mean)) * rstd, rstd = 1 / sqrt(var + eps),
+// with the same roundings in the same order as LibTorch's AVX2 kernel. Which of that kernel's
+// multiply-adds its compiler fused into one rounding is not in the source: it was measured (the
+// lanes' scalar merge fused, the vector merge's mean not), and is checked twice: the loop runs only
+// where LibTorch's CPU capability is AVX2 (its AVX-512 kernel merges 16 lanes, its generic one
+// rounds every product), and a probe at first use compares rows of several widths with
+// at::layer_norm. Anywhere else at::layer_norm runs.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace glmimage::kernels {
+
+// Whether layer_norm() runs its own loop for x (and the fused kernels' switch of fused_switch.h is
+// on): a contiguous float32 CPU tensor whose last dimension is a positive multiple of 8, on a CPU
+// where LibTorch runs its AVX2 kernels and the probe found LibTorch's bits.
+bool layer_norm_by_kernel(const at::Tensor& x);
+
+// at::layer_norm(x, {x.size(-1)}, {}, {}, eps): by the loop where layer_norm_by_kernel(x),
+// LibTorch's op otherwise.
+at::Tensor layer_norm(const at::Tensor& x, double eps);
+
+namespace detail {
+// The probe: whether the loop gives at::layer_norm's bits on this CPU with the kernels LibTorch
+// picked (rows of widths 8 to 4096 of varied scale). False where the loop cannot run (no AVX2 and
+// FMA, or not an x86-64 build).
+bool layer_norm_loop_matches_libtorch();
+}  // namespace detail
+
+}  // namespace glmimage::kernels

@@ -1,0 +1,156 @@
+// kernels::layer_norm against LibTorch's at::layer_norm without weight and bias: bit for bit on rows
+// of many widths and scales, special values and the DiT's shapes; where its loop runs and where it
+// leaves the op to LibTorch; the probe, which must tell a LibTorch kernel that rounds otherwise
+// (ctest runs this file a second time with ATEN_CPU_CAPABILITY=default: LibTorch's generic kernel,
+// whose multiply-adds round twice).
+#include <gtest/gtest.h>
+
+#include <ATen/Parallel.h>
+#include <ATen/Version.h>
+
+#include <cstdio>
+#include <limits>
+#include <vector>
+
+#include "kernels/fused_switch.h"
+#include "kernels/layer_norm.h"
+#include "mean_ms.h"
+
+namespace glmimage {
+namespace {
+
+constexpr double kEps = 1e-5;
+
+at::Tensor reference(const at::Tensor& x) { return at::layer_norm(x, {x.size(-1)}, {}, {}, kEps); }
+
+// The same bits, NaN payloads and signed zeros included.
+bool same_bits(const at::Tensor& a, const at::Tensor& b) {
+    return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
+           at::equal(a.contiguous().view(at::kInt), b.contiguous().view(at::kInt));
+}
+
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+    const auto finite = a.isfinite() & b.isfinite();
+    if (a.numel() == 0) return 0.0;
+    return (a.to(at::kDouble) - b.to(at::kDouble)).masked_fill(~finite, 0).abs().max().item<double>();
+}
+
+// Where the loop must run: an x86-64 CPU with AVX2 and FMA whose LibTorch runs its AVX2 kernels.
+bool loop_expected() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
+           at::get_cpu_capability() == "AVX2";
+#else
+    return false;
+#endif
+}
+
+// Rows of varied offset and spread: [rows, n].
+at::Tensor varied_rows(int64_t rows, int64_t n) {
+    return at::randn({rows, n}) * (at::rand({rows, 1}) * 10) + at::randn({rows, 1}) * 3;
+}
+
+TEST(LayerNorm, RunsWhereLibTorchRunsItsAvx2Kernels) {
+    const auto x = at::randn({4, 64});
+    std::printf("LibTorch CPU capability %s: the loop %s\n", at::get_cpu_capability().c_str(),
+                kernels::layer_norm_by_kernel(x) ? "runs" : "does not run");
+    EXPECT_EQ(kernels::layer_norm_by_kernel(x), loop_expected());
+}
+
+TEST(LayerNorm, TheProbeTellsLibTorchsKernel) {
+    // With LibTorch's AVX2 kernel the probe must find its bits; with its generic one (ctest's
+    // second run) the products round before their sums there, and the probe must see it.
+    const bool has_fma =
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+        false;
+#endif
+    const auto capability = at::get_cpu_capability();
+    const bool matches = kernels::detail::layer_norm_loop_matches_libtorch();
+    std::printf("capability %s: the probe %s\n", capability.c_str(), matches ? "matches" : "does not match");
+    if (capability == "AVX2" && has_fma) {
+        EXPECT_TRUE(matches);
+    }
+    if (capability == "DEFAULT") {
+        EXPECT_FALSE(matches);
+    }
+}
+
+TEST(LayerNorm, RowsEqualLibTorchBitForBit) {
+    at::manual_seed(11);
+    for (int64_t n : {8, 16, 24, 64, 128, 136, 512, 1536, 2048, 4096, 13696, 16392}) {
+        SCOPED_TRACE(::testing::Message() << "width " << n);
+        const int64_t rows = std::max<int64_t>(64, 400000 / n);
+        for (double scale : {1.0, 1e-20, 1e20}) {
+            const auto x = varied_rows(rows, n) * scale;
+            const auto got = kernels::layer_norm(x, kEps), want = reference(x);
+            if (scale == 1.0) std::printf("width %ld, %ld rows: max abs diff %g\n", static_cast<long>(n),
+                                          static_cast<long>(rows), max_abs_diff(got, want));
+            EXPECT_TRUE(same_bits(got, want)) << "scale " << scale;
+        }
+    }
+}
+
+TEST(LayerNorm, SpecialRowsEqualLibTorch) {
+    const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+    const float denormal = std::numeric_limits<float>::denorm_min();
+    for (int64_t n : {8, 64, 512}) {
+        SCOPED_TRACE(::testing::Message() << "width " << n);
+        auto x = at::zeros({10, n});
+        x[1].fill_(3.5);                                    // constant: variance 0, rstd 1 / sqrt(eps)
+        x[2].normal_().mul_(1e-3).add_(1e4);                // a small spread far from 0
+        x[3].normal_(), x[3][n / 2] = inf;                  // inf and NaN propagate as LibTorch's
+        x[4].normal_(), x[4][0] = nan;
+        x[5].fill_(denormal), x[5][0] = -denormal;          // subnormals
+        x[6][0] = 100, x[6][1] = -100, x[6][2] = -denormal;  // a product that underflows: LibTorch's sign
+        x[7].normal_().mul_(3e38);                          // the sums overflow
+        x[0].normal_().add_(0.5).mul_(1e20);                // the variance overflows: rstd 0
+        x[8].uniform_(-1, 1).sign_();                       // +-1: means and deviations exact
+        x[9].normal_();
+        EXPECT_TRUE(same_bits(kernels::layer_norm(x, kEps), reference(x)));
+        EXPECT_TRUE(same_bits(kernels::layer_norm(x, 1e-6), at::layer_norm(x, {n}, {}, {}, 1e-6)));
+    }
+}
+
+TEST(LayerNorm, DiTShapesEqualLibTorch) {
+    // The q/k norms per head ([B, tokens, heads, head_dim]: the small preset's and the real
+    // model's), the streams' ([B, tokens, width]), the empty text's one token, no rows at all.
+    at::manual_seed(12);
+    for (auto shape : {std::vector<int64_t>{1, 281, 8, 64}, {2, 256, 512}, {1, 25, 512}, {1, 1, 512},
+                       {1, 1050, 32, 128}, {1, 64, 4096}, {0, 512}}) {
+        SCOPED_TRACE(::testing::Message() << at::IntArrayRef(shape));
+        const auto x = at::randn(shape) * 2 + 0.5;
+        EXPECT_EQ(kernels::layer_norm_by_kernel(x), loop_expected());
+        EXPECT_TRUE(same_bits(kernels::layer_norm(x, kEps), reference(x)));
+    }
+}
+
+TEST(LayerNorm, LeavesTheRestToLibTorch) {
+    at::manual_seed(13);
+    const auto x = at::randn({6, 64});
+    std::vector<at::Tensor> others = {x.to(at::kBFloat16), x.to(at::kDouble), x.t(), at::randn({6, 12}),
+                                      at::randn({6, 0})};
+    for (const auto& t : others) {
+        SCOPED_TRACE(::testing::Message() << t.scalar_type() << " " << t.sizes() << (t.is_contiguous() ? "" : " strided"));
+        EXPECT_FALSE(kernels::layer_norm_by_kernel(t));
+        EXPECT_TRUE(at::equal(kernels::layer_norm(t, kEps), reference(t)));
+    }
+    kernels::set_fused_kernels_enabled(false);
+    EXPECT_FALSE(kernels::layer_norm_by_kernel(x));
+    EXPECT_TRUE(same_bits(kernels::layer_norm(x, kEps), reference(x)));
+    kernels::set_fused_kernels_enabled(true);
+}
+
+TEST(LayerNorm, TimingAgainstLibTorch) {
+    for (auto shape : {std::vector<int64_t>{1, 281, 8, 64}, {2, 256, 512}, {1, 1050, 32, 128}}) {
+        const auto x = at::randn(shape);
+        std::printf("%s float32, %d threads: layer_norm %.3f ms (LibTorch's %.3f)\n",
+                    c10::str(at::IntArrayRef(shape)).c_str(), at::get_num_threads(),
+                    testing::mean_ms([&] { return kernels::layer_norm(x, kEps); }, 50),
+                    testing::mean_ms([&] { return reference(x); }, 50));
+    }
+}
+
+}  // namespace
+}  // namespace glmimage
