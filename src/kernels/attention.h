@@ -1,6 +1,7 @@
 // The one attention entry point of every model (AR decoder, vision encoder, T5, DiT, VAE).
 // Model files say what attends to what; this file decides how: the layout SDPA gets, the
-// grouped-query trick for single-token decode, the mask form; and which SDPA backend that gets.
+// grouped-query trick for single-token decode, the mask form, and which SDPA backend that gets;
+// on the CPU one query token per head may go to this library's loop instead (cpu_decode_attention.h).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -22,7 +23,8 @@ struct AttentionOptions {
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask = {},
                      const AttentionOptions& options = {});
 
-// The SDPA backend LibTorch chooses for what attention() runs on these inputs: "math",
+// What attention() runs on these inputs: "cpu_decode" (this library's loop for one query token per
+// head on the CPU, kernels/cpu_decode_attention.h; attention.cpp says where), else the SDPA backend LibTorch chooses: "math",
 // "flash_attention", "efficient_attention", "cudnn_attention" or "overrideable" (for benches and
 // device checks: whether the fused kernels run, or the math fallback).
 std::string attention_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -17,13 +17,6 @@ namespace {
 
 using namespace weight_loads;
 
-GLMI_AVX2 inline float horizontal_sum(__m256 v) {
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    return _mm_cvtss_f32(h);
-}
-
 // How far ahead of the loads each thread asks for the weight's next lines. The hardware prefetcher
 // alone kept one streaming thread at about 13 GB/s on a 2-core Xeon (2 GB weight, 2 threads: 26.4
 // GB/s; a plain sum reads 34.5 there); asking 1 KB ahead gave 30.5 (256 B: 28.6, 512 B: 29.8,

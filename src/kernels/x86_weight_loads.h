@@ -1,6 +1,6 @@
 // Reading weights into AVX2 float32 vectors, for the CPU kernels that stream them (kernels::gemv,
-// kernels::widen_weight): bf16, float32, int8 and fp8 e4m3 storage, exact widening in every
-// case. Internal to the library; x86-64 with GCC or Clang only (GLMI_X86_WEIGHT_LOADS), each
+// kernels::widen_weight, and the KV cache rows of kernels::cpu_decode_attention): bf16, float32,
+// int8 and fp8 e4m3 storage, exact widening in every case; a vector's horizontal sum. Internal to the library; x86-64 with GCC or Clang only (GLMI_X86_WEIGHT_LOADS), each
 // function compiled for AVX2 + FMA + F16C on its own (the library's flags stay generic), so callers
 // must check cpu_has_avx2_fma_f16c() before running one.
 #pragma once
@@ -71,6 +71,14 @@ GLMI_AVX2 inline void load_weights(const W* w, __m256 (&out)[V]) {
     } else {
         for (int v = 0; v < V; ++v) out[v] = load8(w + 8 * v);
     }
+}
+
+// The sum of a vector's eight lanes (pairwise: lanes i and i + 4, then i and i + 2, then the two).
+GLMI_AVX2 inline float horizontal_sum(__m256 v) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
 }
 
 inline float to_float(uint16_t w) {

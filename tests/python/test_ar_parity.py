@@ -321,13 +321,16 @@ def test_ar_sampling_stop_rules(ref, pipe, decode):
 @pytest.mark.parity
 def test_ar_bf16(pipe):
     """bf16 weights and activations: prefill + decode logits (|logit| < 64) against the reference in bf16.
-    Against its default SDPA attention: atol 0.25 = two bf16 ulps at the largest logits (observed: 0).
+    Against its default SDPA attention: atol 0.5 = four bf16 ulps at the largest logits, the
+    difference between the reference's own two attention paths (below). Observed: 0 while the
+    decode step ran SDPA here too; 0.25 (two ulps) since on an AVX2 CPU it runs this library's
+    decode loop (kernels/cpu_decode_attention.h: SDPA's arithmetic, its sums in another order).
     Against eager attention, whose bf16 probabilities are rounded before P.V: atol 1.0, since the
     reference's own eager and SDPA paths already differ by 0.5 here."""
     pipe16 = glmimage.Pipeline.from_pretrained(str(TINY), dtype="bfloat16")
     inputs = CASES["t2i"]()
     L = inputs["input_ids"].shape[1]
-    for attn, atol in (("sdpa", 0.25), ("eager", 1.0)):
+    for attn, atol in (("sdpa", 0.5), ("eager", 1.0)):
         ref16 = _reference(torch.bfloat16, attn)
         with torch.no_grad():
             out = ref16.generate(**inputs, max_new_tokens=4, do_sample=False, output_logits=True,
