@@ -22,9 +22,9 @@ constexpr int64_t kMaxHeadDim = 256;  // a limit of the checks, not of the loops
 
 using namespace weight_loads;
 
-// e^x for eight floats, within 2 ulp: x = n ln2 + r, |r| <= ln2 / 2, e^r by its degree-7
-// polynomial (Cephes' expf coefficients), times 2^n. Below -87.3 (where e^x leaves the normal
-// floats) it gives 0, as it does for -inf; NaN stays NaN.
+// e^x for eight floats x <= 88.3 (the softmax's s - max <= 0), within 2 ulp: x = n ln2 + r,
+// |r| <= ln2 / 2, e^r by its degree-7 polynomial (Cephes' expf coefficients), times 2^n. Below
+// -87.3 (where e^x leaves the normal floats) it gives 0, as it does for -inf; NaN stays NaN.
 GLMI_AVX2 inline __m256 exp8(__m256 x) {
     const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447505531f);
     const __m256 xc = _mm256_min_ps(hi, x);  // min(a, NaN) returns the NaN
@@ -81,7 +81,7 @@ struct Problem {
     float scale;
 };
 
-// The mask's value at key t of row m: 0 (attend) or -inf for a bool mask, the value otherwise.
+// Element i of a mask row: 0 (attend) or -inf for a bool mask, the value otherwise.
 inline float mask_value(const void* m, at::ScalarType dt, int64_t i) {
     switch (dt) {
         case at::kBool: return static_cast<const bool*>(m)[i] ? 0.0f : -std::numeric_limits<float>::infinity();

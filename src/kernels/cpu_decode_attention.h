@@ -13,7 +13,8 @@
 // multiplies P.V in bf16); the weighted sum divided by the sum (a product by its reciprocal) and
 // rounded once to the output's dtype. The order of the sums and the exp differ (this exp is within
 // 2 ulp of the true value), so results differ from SDPA's in the last bits: float32 outputs by
-// about 1e-7 relative, bf16 now and then by one step (test_kernels measures both against SDPA;
+// about 1e-7 relative, bf16 ones by one step in 1-18 % of the outputs, as accurate as SDPA's
+// against the same attention in float64 (test_kernels measures both;
 // test_ar_parity holds the decoder's logits to the reference's within its tolerances).
 #pragma once
 
