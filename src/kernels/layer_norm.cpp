@@ -19,7 +19,7 @@ namespace glmimage::kernels {
 
 namespace {
 
-#if GLMI_X86_WEIGHT_LOADS
+#ifdef GLMI_X86_WEIGHT_LOADS
 
 constexpr int64_t kLanes = 8;   // LibTorch's AVX2 Vectorized<float>
 constexpr int64_t kChunk = 16;  // vectors per Welford chunk (moments_utils.h's kChunkSize)
@@ -142,7 +142,7 @@ bool shape_fits(const at::Tensor& x) {
 namespace detail {
 
 bool layer_norm_loop_matches_libtorch() {
-#if GLMI_X86_WEIGHT_LOADS
+#ifdef GLMI_X86_WEIGHT_LOADS
     if (!weight_loads::cpu_has_avx2_fma_f16c()) return false;
     c10::InferenceMode guard;
     // Deterministic rows (the global generator stays untouched) of varied offset and scale: the
@@ -165,7 +165,7 @@ bool layer_norm_loop_matches_libtorch() {
 }  // namespace detail
 
 bool layer_norm_by_kernel(const at::Tensor& x) {
-#if GLMI_X86_WEIGHT_LOADS
+#ifdef GLMI_X86_WEIGHT_LOADS
     if (!shape_fits(x) || !fused_kernels_run_on(x.device(), x.scalar_type()) || !libtorch_runs_avx2()) return false;
     static const bool matches = detail::layer_norm_loop_matches_libtorch();
     return matches;
@@ -176,7 +176,7 @@ bool layer_norm_by_kernel(const at::Tensor& x) {
 }
 
 at::Tensor layer_norm(const at::Tensor& x, double eps) {
-#if GLMI_X86_WEIGHT_LOADS
+#ifdef GLMI_X86_WEIGHT_LOADS
     if (layer_norm_by_kernel(x)) {
         auto y = at::empty_like(x, at::MemoryFormat::Contiguous);
         run(x, y, eps);
