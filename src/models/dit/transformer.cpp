@@ -57,20 +57,16 @@ void check_rows(const char* name, const at::Tensor& t, int64_t batch, int64_t co
                                          t.sizes(), " ", t.scalar_type()));
 }
 
-// Row offsets of each group's samples in the batch: group g holds rows [offsets[g], offsets[g + 1]).
-std::vector<int64_t> group_offsets(const std::vector<at::Tensor>& texts) {
-    std::vector<int64_t> offsets{0};
-    for (const auto& c : texts) offsets.push_back(offsets.back() + c.size(0));
-    return offsets;
-}
-
 }  // namespace
 
 // One [rows, D] buffer for every sample's attention rows, so that one projection covers every row
 // of the batch whatever the groups' text lengths.
 DiTBlock::JointRows::JointRows(const std::vector<at::Tensor>& texts, int64_t n_image_) : n_image(n_image_) {
+    int64_t sample = 0;
     for (const auto& t : texts) {
         first.push_back(rows);
+        first_sample.push_back(sample);
+        sample += t.size(0);
         samples.push_back(t.size(0));
         n_text.push_back(t.size(1));
         rows += t.size(0) * (t.size(1) + n_image);
@@ -80,6 +76,10 @@ DiTBlock::JointRows::JointRows(const std::vector<at::Tensor>& texts, int64_t n_i
 at::Tensor DiTBlock::JointRows::group(const at::Tensor& buffer, size_t g) const {
     const int64_t n = n_text[g] + n_image;
     return buffer.narrow(0, first[g], samples[g] * n).view({samples[g], n, buffer.size(-1)});
+}
+
+at::Tensor DiTBlock::JointRows::samples_of(const at::Tensor& batch, size_t g) const {
+    return batch.narrow(0, first_sample[g], samples[g]);
 }
 
 at::Tensor DiTBlock::JointRows::text(const at::Tensor& buffer, size_t g) const {
@@ -167,10 +167,10 @@ at::Tensor DiTBlock::attention(const at::Tensor& seq, const JointRows& rows, con
         const int64_t nb = rows.samples[g], n_text = rows.n_text[g], n = n_text + rows.n_image;
         auto heads = [&](const at::Tensor& t) { return rows.group(t, g).view({nb, n, n_heads, head_dim}); };
         // [B_g, heads, seq, head_dim] views; the layouts as kernels/rotary.h says why
-        auto qg = apply_dit_rope_to_image_tokens(layer_norm(heads(q)).to(seq.scalar_type()), rope, n_text,
+        auto qg = apply_dit_rope_to_image_tokens(layer_norm(heads(q)), rope, n_text,
                                                  kernels::RotaryLayout::kTokenMajor)
                       .transpose(1, 2);
-        auto kg = apply_dit_rope_to_image_tokens(layer_norm(heads(k)).to(seq.scalar_type()), rope, n_text,
+        auto kg = apply_dit_rope_to_image_tokens(layer_norm(heads(k)), rope, n_text,
                                                  kernels::RotaryLayout::kHeadMajor)
                       .transpose(1, 2);
         auto vg = heads(v).transpose(1, 2);
@@ -186,17 +186,14 @@ std::pair<at::Tensor, std::vector<at::Tensor>> DiTBlock::forward(const at::Tenso
                                                                  DiTKVCache* kv, int64_t layer) const {
     // Chunk order: shift, c_shift, scale, c_scale, gate, c_gate for attention, then the same for the MLP.
     auto m = modulation.chunk(12, 1);
-    const auto offsets = group_offsets(texts);
-    // Group g's samples of x or of a per-sample chunk.
-    auto of_group = [&](const at::Tensor& t, size_t g) { return t.narrow(0, offsets[g], offsets[g + 1] - offsets[g]); };
-    const auto dtype = x.scalar_type();
     const int64_t d = x.size(2);
     // The modulated streams written straight into the attention's rows (no concatenation).
     const JointRows rows(texts, x.size(1));
+    auto of_group = [&](const at::Tensor& t, size_t g) { return rows.samples_of(t, g); };
     const auto seq = at::empty({rows.rows, d}, x.options());
-    const auto x_norm = layer_norm(x).to(dtype);
+    const auto x_norm = layer_norm(x);
     for (size_t g = 0; g < texts.size(); ++g) {
-        modulate(layer_norm(texts[g]).to(dtype), of_group(m[3], g), of_group(m[1], g), rows.text(seq, g));
+        modulate(layer_norm(texts[g]), of_group(m[3], g), of_group(m[1], g), rows.text(seq, g));
         modulate(of_group(x_norm, g), of_group(m[2], g), of_group(m[0], g), rows.image(seq, g));
     }
     const auto o = attention(seq, rows, rope, kv, layer);

@@ -66,13 +66,14 @@ class DiTBlock : public ParamModule {
   private:
     // Where the attention's rows sit in one [rows, D] buffer: each sample's [text; image] tokens,
     // sample after sample and group after group (group g: samples[g] samples of n_text[g] + n_image
-    // tokens from row first[g]).
+    // tokens from row first[g]; the batch's samples from first_sample[g]).
     struct JointRows {
         JointRows(const std::vector<at::Tensor>& texts, int64_t n_image);
         at::Tensor group(const at::Tensor& buffer, size_t g) const;  // [B_g, n_text + n_image, D] view
         at::Tensor text(const at::Tensor& buffer, size_t g) const;   // [B_g, n_text, D] view
         at::Tensor image(const at::Tensor& buffer, size_t g) const;  // [B_g, n_image, D] view
-        std::vector<int64_t> first, samples, n_text;
+        at::Tensor samples_of(const at::Tensor& batch, size_t g) const;  // group g's samples of [B, ...]
+        std::vector<int64_t> first, first_sample, samples, n_text;
         int64_t n_image = 0, rows = 0;
     };
     // Joint attention over [text, image] within each group, seq laid out as `rows` says; returns
