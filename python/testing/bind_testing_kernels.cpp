@@ -17,6 +17,7 @@
 #include "kernels/layer_norm.h"
 #include "kernels/mul_add.h"
 #include "kernels/rotary.h"
+#include "kernels/row_sum.h"
 
 namespace glmimage::python {
 
@@ -73,6 +74,12 @@ void register_testing_kernels(pybind11::module_& m) {
         "Returns q rotated [B, hq, S, D]; writes k rotated and v into the caches (in place).");
     m.def("fused_silu_mul", &kernels::silu_mul, py::arg("gate_up"), Guard(),
           "up * silu(gate) of a [..., 2I] gate_up projection (gate first).");
+    m.def("row_sums", &kernels::row_sums, py::arg("x"), Guard(),
+          "x.sum(-1) of float32 rows, by the library's loop (LibTorch's order of additions) where "
+          "row_sum_matches_libtorch(x.size(-1)), else LibTorch's op.");
+    m.def("row_sum_matches_libtorch", &kernels::row_sum_matches_libtorch, py::arg("n"),
+          "Whether the library's row-sum loop gives LibTorch's sum bits for rows of n floats here (the first-use "
+          "probe found LibTorch's vector width, and n < 32768).");
     m.def(
         "fused_dit_rope",
         [](const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t skip, bool head_major) {

@@ -8,6 +8,7 @@
 #include "kernels/fused_math_cpu.h"
 #include "kernels/cuda_launch.h"
 #include "kernels/fused_switch.h"
+#include "kernels/row_sum.h"
 #ifdef GLMI_WITH_CUDA_KERNELS
 #include "kernels/cuda/decoder_fused_cuda.h"
 #endif
@@ -87,13 +88,19 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& sq, const at::Tensor&
             return;
         }
 #endif
-        const auto sums = sq.sum(-1);  // LibTorch's reduction: the mean's bits (inverse_rms_from_sum)
+        // The mean's bits are LibTorch's sum's (inverse_rms_from_sum): row_sum.h's loop where it
+        // matches that sum, else LibTorch's reduction.
+        const bool own_sums = row_sum_matches_libtorch(D);
+        const auto sums = own_sums ? at::Tensor() : sq.sum(-1);
         const T *px = data<T>(x), *pw = data<T>(weight);
-        const float* ps = data<float>(sums);
+        const float* psq = data<float>(sq);
+        const float* ps = own_sums ? nullptr : data<float>(sums);
         T* py = data<T>(y);
         parallel_for_cpu(rows, grain_for(D * 2 * sizeof(T)), [&](int64_t b, int64_t e) {
             for (int64_t row = b; row < e; ++row) {
-                const float r = fused::inverse_rms_from_sum(ps[row], D, eps);
+                const float* sq_row = psq + row * D;
+                const float sum = own_sums ? libtorch_row_sum([sq_row](int64_t d) { return sq_row[d]; }, D) : ps[row];
+                const float r = fused::inverse_rms_from_sum(sum, D, eps);
                 for (int64_t d = 0; d < D; ++d) py[row * D + d] = fused::rms_scale(px[row * D + d], r, pw[d]);
             }
         });
@@ -109,12 +116,11 @@ ResidualNorm residual_rms_norm(const at::Tensor& residual, const at::Tensor& h, 
     const int64_t D = h.size(-1), rows = D ? h.numel() / D : 0;
     ResidualNorm res{at::empty_like(h), at::empty(h.sizes(), h.options().dtype(at::kFloat))};
     if (h.numel() == 0) return res;
-    const auto sq = squares(h);
     dispatch(h.scalar_type(), [&](auto tag) {
         using T = decltype(tag);
 #ifdef GLMI_WITH_CUDA_KERNELS
         if (h.is_cuda()) {
-            const auto mean = sq.mean(-1, /*keepdim=*/true);
+            const auto mean = squares(h).mean(-1, /*keepdim=*/true);
             launch_on(h, "residual_rms_scale", [&](void* s) {
                 return cuda::launch_residual_rms_scale(data<T>(residual), data<T>(h), data<float>(mean), data<T>(weight),
                                                        static_cast<float>(eps), data<T>(res.out),
@@ -123,14 +129,20 @@ ResidualNorm residual_rms_norm(const at::Tensor& residual, const at::Tensor& h, 
             return;
         }
 #endif
-        const auto sums = sq.sum(-1);
+        // h's squares summed as they are read where row_sum.h's loop matches LibTorch's sum (no
+        // squares tensor), else stored and summed by LibTorch.
+        const bool own_sums = row_sum_matches_libtorch(D);
+        const auto sums = own_sums ? at::Tensor() : squares(h).sum(-1);
         const T *pres = data<T>(residual), *ph = data<T>(h), *pw = data<T>(weight);
-        const float* psum = data<float>(sums);
+        const float* psum = own_sums ? nullptr : data<float>(sums);
         T* po = data<T>(res.out);
         float* ps = data<float>(res.out_squares);
         parallel_for_cpu(rows, grain_for(D * (3 * sizeof(T) + sizeof(float))), [&](int64_t b, int64_t e) {
             for (int64_t row = b; row < e; ++row) {
-                const float r = fused::inverse_rms_from_sum(psum[row], D, eps);
+                const T* h_row = ph + row * D;
+                const float sum = own_sums ? libtorch_row_sum([h_row](int64_t d) { return fused::square(h_row[d]); }, D)
+                                           : psum[row];
+                const float r = fused::inverse_rms_from_sum(sum, D, eps);
                 for (int64_t d = 0; d < D; ++d) {
                     const int64_t i = row * D + d;
                     const T y = fused::sum(pres[i], fused::rms_scale(ph[i], r, pw[d]));

@@ -24,13 +24,15 @@ bool decoder_fused_available(const at::Device& device, at::ScalarType dtype);
 at::Tensor squares(const at::Tensor& x);
 
 // RMSNorm of x given `sq` = squares(x):  weight * (x.float() * rsqrt(sq.mean(-1) + eps)).to(x.dtype).
-// The sum behind the mean is LibTorch's own reduction, so it is the same bits as the op sequence's;
-// on the CPU the division, the epsilon and the rsqrt happen in the pass that scales x (three ATen
-// ops fewer a norm, each more dispatch than work at the decode step), on CUDA in its kernel.
+// The sum behind the mean is LibTorch's own reduction's bits: on the CPU row_sum.h's loop where its
+// probe found them (else LibTorch's sum), with the division, the epsilon and the rsqrt in the pass
+// that scales x (four ATen ops fewer a norm, each more dispatch than work at the decode step); on
+// CUDA LibTorch's mean, the rest in its kernel.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& sq, const at::Tensor& weight, double eps);
 
 // residual + rms_norm(h), and its squares: a post-norm, its residual sum and the next RMSNorm's
-// squares in one pass over h.
+// squares in one pass over h (on the CPU h's squares are summed as they are read where row_sum.h's
+// loop runs, not stored).
 struct ResidualNorm {
     at::Tensor out, out_squares;
 };

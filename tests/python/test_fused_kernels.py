@@ -51,7 +51,7 @@ def _rotate(x, cos, sin):  # NeoX pairs: x * cos + rotate_half(x) * sin
 
 # Widths a power of two and not (the mean's division is then inexact), and an epsilon that float32
 # does not hold exactly: the CPU folds the division, the epsilon and the rsqrt into its pass.
-@pytest.mark.parametrize("width,eps", [(320, 1e-5), (1000, 1e-6), (4096, 1e-5)], ids=str)
+@pytest.mark.parametrize("width,eps", [(5, 1e-5), (320, 1e-5), (1000, 1e-6), (4096, 1e-5)], ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("device", DEVICES)
 def test_rms_norms(device, dtype, width, eps):
@@ -66,6 +66,15 @@ def test_rms_norms(device, dtype, width, eps):
     want = x + _rms_norm(h, w, eps)
     assert record(f"fused_residual_rms_norm_{tag}", out, want, atol=0.0)["ok"]
     assert record(f"fused_residual_rms_norm_squares_{tag}", sq, want.float().pow(2), atol=0.0)["ok"]
+
+
+@pytest.mark.parametrize("width", [1, 7, 8, 100, 512, 4096, 13696], ids=str)
+def test_row_sums(width):
+    """The RMSNorms' sums (row_sum.h) against torch's sum, the op behind transformers' mean: the
+    loop runs on this CPU (its probe found LibTorch's vector width) and gives its bits."""
+    x = _rand(3, 5, width, device="cpu", dtype=torch.float32, seed=width, scale=7.0) ** 3
+    assert _testing.row_sum_matches_libtorch(width)
+    assert record(f"row_sums_{width}", _testing.row_sums(x), x.sum(-1), atol=0.0)["ok"]
 
 
 @pytest.mark.parametrize("rotary_dim", [8, 16], ids=["partial", "whole"])
