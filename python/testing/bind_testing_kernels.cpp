@@ -74,6 +74,9 @@ void register_testing_kernels(pybind11::module_& m) {
         "Returns q rotated [B, hq, S, D]; writes k rotated and v into the caches (in place).");
     m.def("fused_silu_mul", &kernels::silu_mul, py::arg("gate_up"), Guard(),
           "up * silu(gate) of a [..., 2I] gate_up projection (gate first).");
+    m.def("silu_mul_by_table", &kernels::silu_mul_by_table, py::arg("gate_up"),
+          "Whether fused_silu_mul(gate_up) looks its silu up in LibTorch's table (16-bit CPU rows, I a multiple "
+          "of 64).");
     m.def("row_sums", &kernels::row_sums, py::arg("x"), Guard(),
           "x.sum(-1) of float32 rows, by the library's loop (LibTorch's order of additions) where "
           "row_sum_matches_libtorch(x.size(-1)), else LibTorch's op.");

@@ -1,6 +1,8 @@
 #include "kernels/decoder_fused.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <utility>
 
 #include "core/check.h"
@@ -8,6 +10,7 @@
 #include "kernels/fused_math_cpu.h"
 #include "kernels/cuda_launch.h"
 #include "kernels/fused_switch.h"
+#include "kernels/half_float_table.h"
 #include "kernels/row_sum.h"
 #ifdef GLMI_WITH_CUDA_KERNELS
 #include "kernels/cuda/decoder_fused_cuda.h"
@@ -40,10 +43,45 @@ void check_rows(const at::Tensor& x, const at::Tensor& weight, const char* what)
                weight.sizes(), " ", weight.scalar_type());
 }
 
+// LibTorch's vector loop gives a 16-bit float's silu the table's bits in runs of whole pairs of
+// its vectors: 16 or 32 elements (AVX2, AVX-512); a multiple of 64 covers both.
+constexpr int64_t kSiluTableRun = 64;
+
+// act = up * silu(gate) row by row: silu by LibTorch's table (half_float_table.h), the product in
+// float rounded once, as LibTorch's mul of two 16-bit tensors (the product of two such values is
+// exact in float).
+template <typename T>
+void silu_mul_rows(const at::Tensor& gate_up, at::Tensor& act, int64_t I) {
+    static_assert(sizeof(T) == sizeof(uint16_t), "a 16-bit float");
+    const uint16_t* silu = half_float_table(gate_up.scalar_type(), TabledOp::silu);
+    const T* pg = data<T>(gate_up);
+    T* pa = data<T>(act);
+    parallel_for_cpu(act.numel() / I, grain_for(I * 3 * sizeof(T)), [&](int64_t b, int64_t e) {
+        for (int64_t row = b; row < e; ++row) {
+            const T *gate = pg + row * 2 * I, *up = gate + I;
+            T* out = pa + row * I;
+            for (int64_t i = 0; i < I; ++i) {
+                uint16_t g;
+                T s;
+                std::memcpy(&g, gate + i, sizeof(g));
+                std::memcpy(&s, silu + g, sizeof(s));
+                out[i] = fused::product(up[i], s);
+            }
+        }
+    });
+}
+
 }  // namespace
 
 bool decoder_fused_available(const at::Device& device, at::ScalarType dtype) {
     return (dtype == at::kFloat || dtype == at::kBFloat16) && fused_kernels_run_on(device, dtype);
+}
+
+bool silu_mul_by_table(const at::Tensor& gate_up) {
+    const auto dt = gate_up.scalar_type();
+    return (dt == at::kBFloat16 || dt == at::kHalf) && gate_up.device().is_cpu() && gate_up.is_contiguous() &&
+           gate_up.size(-1) % (2 * kSiluTableRun) == 0 && gate_up.numel() > 0 &&
+           fused_kernels_run_on(gate_up.device(), dt);
 }
 
 at::Tensor squares(const at::Tensor& x) {
@@ -248,6 +286,16 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
         return act;
     }
 #endif
+    if (silu_mul_by_table(gate_up)) {
+        auto sizes = gate_up.sizes().vec();
+        sizes.back() = I;
+        auto act = at::empty(sizes, gate_up.options());
+        if (gate_up.scalar_type() == at::kBFloat16)
+            silu_mul_rows<fused::bf16_t>(gate_up, act, I);
+        else
+            silu_mul_rows<c10::Half>(gate_up, act, I);
+        return act;
+    }
     return gate_up.narrow(-1, I, I) * at::silu(gate_up.narrow(-1, 0, I));
 }
 

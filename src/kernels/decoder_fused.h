@@ -49,8 +49,16 @@ at::Tensor rotary_qkv_to_cache(const at::Tensor& q, const at::Tensor& k, const a
                                at::Tensor& cache_k, at::Tensor& cache_v);
 
 // up * silu(gate) of a gate_up projection [..., 2I] (gate first): [..., I]. One kernel on a GPU
-// (where decoder_fused_available); elsewhere, and with the switch off, LibTorch's silu (whose exp a
-// CPU loop here would not reproduce) and product: the decoder's one place for this formula.
+// (where decoder_fused_available); on the CPU where silu_mul_by_table, one pass that looks the silu
+// up in LibTorch's own table (half_float_table.h; profile-led: LibTorch's silu and product were 12
+// ATen calls a small-preset bf16 decode token, about 4 us each) and multiplies as LibTorch's mul
+// does; elsewhere, and with the switch off, LibTorch's silu (whose exp a CPU loop here would not
+// reproduce) and product: the decoder's one place for this formula.
 at::Tensor silu_mul(const at::Tensor& gate_up);
+
+// Whether silu_mul(gate_up) looks its silu up: a contiguous bfloat16 or float16 CPU tensor whose I
+// is a multiple of 64 (LibTorch's vector loop, the one the table holds, then computes every element
+// of a row: it takes two vectors of 16 or 32 elements a step), and the switch on.
+bool silu_mul_by_table(const at::Tensor& gate_up);
 
 }  // namespace glmimage::kernels

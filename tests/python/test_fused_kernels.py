@@ -110,13 +110,35 @@ def test_rotary_qkv_to_cache(device, dtype, rotary_dim):
             assert record(f"fused_rotary_{name}_S{S}_{tag}", got, want, atol=0.0)["ok"]
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+# 96: LibTorch's ops (a 16-bit run whose end LibTorch computes in its scalar loop); 128 and 1536 (the
+# small preset's): on the CPU a 16-bit silu is looked up in LibTorch's own table (half_float_table.h).
+@pytest.mark.parametrize("inter", [96, 128, 1536], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES + [torch.float16], ids=str)
 @pytest.mark.parametrize("device", DEVICES)
-def test_silu_mul(device, dtype):
-    gu = _rand(3, 2, 2 * 96, device=device, dtype=dtype, seed=7, scale=4.0)
-    want = gu[..., 96:] * F.silu(gu[..., :96])
-    tag = f"{device}_{str(dtype).split('.')[-1]}"
+def test_silu_mul(device, dtype, inter):
+    gu = _rand(3, 2, 2 * inter, device=device, dtype=dtype, seed=7, scale=4.0)
+    want = gu[..., inter:] * F.silu(gu[..., :inter])
+    tag = f"{device}_{str(dtype).split('.')[-1]}_{inter}"
+    by_table = device == "cpu" and dtype != torch.float32 and inter % 64 == 0
+    assert _testing.silu_mul_by_table(gu) == by_table
     assert record(f"fused_silu_mul_{tag}", _testing.fused_silu_mul(gu), want, atol=0.0)["ok"]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_silu_mul_every_gate_input(dtype):
+    """Every bit pattern of the gate (NaNs, infinities, subnormals, signed zeros) against LibTorch's
+    silu and product, up random and scaled so that products also overflow and underflow; NaNs
+    compared as NaNs."""
+    gate = torch.arange(-32768, 32768, dtype=torch.int16).view(dtype)
+    up = _rand(65536, device="cpu", dtype=torch.float32, seed=8) * torch.logspace(-30, 30, 65536)
+    gu = torch.cat([gate, up.to(dtype)]).view(1, 2 * 65536)
+    want = gu[..., 65536:] * F.silu(gu[..., :65536])
+    got = _testing.fused_silu_mul(gu)
+    nan = want.isnan()
+    assert torch.equal(got.isnan(), nan)
+    # The bit patterns as integers (infinities compare too), NaNs set to one pattern.
+    got_bits, want_bits = (t.masked_fill(nan, 0.0).view(torch.int16).int() for t in (got, want))
+    assert record(f"fused_silu_mul_every_gate_{str(dtype).split('.')[-1]}_bits", got_bits, want_bits, atol=0.0)["ok"]
 
 
 @pytest.mark.parametrize("head_major", [False, True], ids=["token_major", "head_major"])
@@ -202,7 +224,22 @@ class _Unfused:
 @pytest.mark.parametrize("device", DEVICES)
 def test_decoder_fused_equals_unfused(device, dtype):
     _needs_kernels(device, getattr(torch, dtype))
-    pipe = glmimage.Pipeline.from_pretrained(TINY, dtype=dtype, device=device)
+    _check_decoder_fused_equals_unfused(glmimage.Pipeline.from_pretrained(TINY, dtype=dtype, device=device), device,
+                                        f"{device}_{dtype}")
+
+
+def test_decoder_fused_equals_unfused_small_bf16(tmp_path):
+    """The small preset (hidden 512, intermediate 1536) in bf16: on the CPU its silu is looked up
+    in LibTorch's table (the tiny checkpoint's intermediate 96 keeps LibTorch's silu)."""
+    import make_tiny_checkpoint as mk
+
+    ckpt = mk.build(tmp_path / "small", "small", "bfloat16", 0)
+    assert _testing.silu_mul_by_table(torch.empty(1, 2 * 1536, dtype=torch.bfloat16))
+    _check_decoder_fused_equals_unfused(glmimage.Pipeline.from_pretrained(ckpt, dtype="bfloat16", device="cpu"), "cpu",
+                                        "cpu_bfloat16_small")
+
+
+def _check_decoder_fused_equals_unfused(pipe, device, tag):
     g = torch.Generator().manual_seed(3)
     ids = torch.cat([torch.randint(80, 656, (2, 11), generator=g), torch.full((2, 1), 64)], 1)
     grids = torch.tensor([[1, 3, 4], [1, 2, 3]] * 2)
@@ -210,7 +247,6 @@ def test_decoder_fused_equals_unfused(device, dtype):
     fused_logits, fused_layers = _testing.ar_forward(pipe, ids, pos)
     with _Unfused():
         logits, layers = _testing.ar_forward(pipe, ids, pos)
-    tag = f"{device}_{dtype}"
     assert record(f"decoder_fused_prefill_logits_{tag}", fused_logits, logits, atol=0.0)["ok"]
     for i, (a, b) in enumerate(zip(fused_layers, layers)):
         assert record(f"decoder_fused_prefill_layer{i}_{tag}", a, b, atol=0.0)["ok"]
