@@ -80,7 +80,7 @@ bool decoder_fused_available(const at::Device& device, at::ScalarType dtype) {
 bool silu_mul_by_table(const at::Tensor& gate_up) {
     const auto dt = gate_up.scalar_type();
     return (dt == at::kBFloat16 || dt == at::kHalf) && gate_up.device().is_cpu() && gate_up.is_contiguous() &&
-           gate_up.size(-1) % (2 * kSiluTableRun) == 0 && gate_up.numel() > 0 &&
+           gate_up.dim() >= 1 && gate_up.size(-1) % (2 * kSiluTableRun) == 0 && gate_up.numel() > 0 &&
            fused_kernels_run_on(gate_up.device(), dt);
 }
 

@@ -4,10 +4,10 @@
 // A bf16 or float16 GELU has 65536 possible inputs, and LibTorch computes each one in float32 and
 // rounds it back, the same way wherever the element sits (its vector loop; see below). So the
 // result of every input is looked up in a table that LibTorch's own at::gelu wrote once per
-// process, per dtype and form (half_float_table.h): the bits of the op, without its arithmetic. Profile-led: in the
-// DiT's feed-forward the tanh form took 7.9 ms of a 140 ms small-preset bf16 step on a 2-core AVX2
-// EPYC (LibTorch's vectorized tanh runs at about 0.3 G elements/s a core there); a table lookup is
-// a load per element.
+// process, per dtype and form (half_float_table.h): the bits of the op, without its arithmetic.
+// Profile-led: in the DiT's feed-forward the tanh form took 7.9 ms of a 140 ms small-preset bf16
+// step on a 2-core AVX2 EPYC (LibTorch's vectorized tanh runs at about 0.3 G elements/s a core
+// there); a table lookup is a load per element.
 //
 // The one place LibTorch itself is not per-value: its scalar loop (std::tanh, std::erf) computes
 // the last few elements of each thread's piece when a piece is not a multiple of twice its vector

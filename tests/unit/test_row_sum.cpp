@@ -117,6 +117,11 @@ TEST(RowSum, SpecialValues) {
 TEST(RowSum, KeepsLibTorchsOpElsewhere) {
     EXPECT_FALSE(kernels::row_sum_matches_libtorch(0));
     EXPECT_FALSE(kernels::row_sum_matches_libtorch(32768));  // LibTorch splits such a row between threads
+    const bool found = kernels::detail::libtorch_sum_lanes() != 0;
+    EXPECT_EQ(kernels::row_sum_matches_libtorch(1), found);
+    EXPECT_EQ(kernels::row_sum_matches_libtorch(32767), found);
+    // Each below takes LibTorch's op: a loop that read them as contiguous float32 rows would give
+    // other values or throw.
     const auto d = at::randn({3, 40}, at::kDouble);
     EXPECT_TRUE(at::equal(kernels::row_sums(d), d.sum(-1)));
     const auto strided = at::randn({40, 3}).t();
