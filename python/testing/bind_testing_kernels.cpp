@@ -50,7 +50,8 @@ void register_testing_kernels(pybind11::module_& m) {
     m.def(
         "fused_rms_norm",
         [](const at::Tensor& x, const at::Tensor& weight, double eps) {
-            return kernels::rms_norm(x, kernels::squares(x), weight, eps);
+            return kernels::rms_norm(x, kernels::norm_needs_squares(x) ? kernels::squares(x) : at::Tensor(), weight,
+                                     eps);
         },
         py::arg("x"), py::arg("weight"), py::arg("eps"), Guard(),
         "GlmImage's RMSNorm: weight * (x.float() * rsqrt(mean(x.float()^2) + eps)).to(x.dtype).");
@@ -58,10 +59,14 @@ void register_testing_kernels(pybind11::module_& m) {
         "fused_residual_rms_norm",
         [](const at::Tensor& residual, const at::Tensor& h, const at::Tensor& weight, double eps) {
             auto r = kernels::residual_rms_norm(residual, h, weight, eps);
-            return std::make_tuple(r.out, r.out_squares);
+            return std::make_tuple(r.out, r.out_squares.defined() ? py::cast(r.out_squares) : py::none());
         },
         py::arg("residual"), py::arg("h"), py::arg("weight"), py::arg("eps"), Guard(),
-        "(residual + rms_norm(h), its float32 squares): a post-norm with its residual sum.");
+        "(residual + rms_norm(h), its float32 squares or None where norm_needs_squares(h) is false): a post-norm "
+        "with its residual sum.");
+    m.def("norm_needs_squares", &kernels::norm_needs_squares, py::arg("x"),
+          "Whether the fused RMSNorms need x's float32 squares stored: CUDA, or a CPU where the row-sum loop does "
+          "not give LibTorch's sum (else they square x as they read it).");
     m.def(
         "fused_rotary_qkv_to_cache",
         [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos, const at::Tensor& sin,

@@ -24,9 +24,10 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                      const AttentionOptions& options = {});
 
 // What attention() runs on these inputs: "cpu_decode" (this library's loop for one query token per
-// head on the CPU, kernels/cpu_decode_attention.h; attention.cpp says where), else the SDPA backend LibTorch chooses: "math",
-// "flash_attention", "efficient_attention", "cudnn_attention" or "overrideable" (for benches and
-// device checks: whether the fused kernels run, or the math fallback).
+// head on the CPU, kernels/cpu_decode_attention.h; attention.cpp says where), else the SDPA
+// backend LibTorch chooses: "math", "flash_attention", "efficient_attention", "cudnn_attention"
+// or "overrideable" (for benches and device checks: whether the fused kernels run, or the math
+// fallback).
 std::string attention_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                               const at::Tensor& mask = {}, const AttentionOptions& options = {});
 

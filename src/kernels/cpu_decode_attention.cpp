@@ -52,15 +52,7 @@ GLMI_AVX2 inline __m256 round_to_bf16(__m256 x) {
     return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
 }
 
-// A float as the storage T holds it (bf16: rounded to nearest, ties to even).
-template <typename T>
-inline T stored(float f) {
-    if constexpr (std::is_same_v<T, float>)
-        return f;
-    else
-        return fused::from_float<fused::bf16_t>(f).bits;
-}
-
+// Eight floats stored as T (bf16 bits: rounded to nearest, ties to even, NaN kept).
 template <typename T>
 GLMI_AVX2 inline void store8(T* out, __m256 v) {
     if constexpr (std::is_same_v<T, float>) {
@@ -68,7 +60,7 @@ GLMI_AVX2 inline void store8(T* out, __m256 v) {
     } else {
         alignas(32) float f[8];
         _mm256_store_ps(f, v);
-        for (int i = 0; i < 8; ++i) out[i] = stored<T>(f[i]);
+        for (int i = 0; i < 8; ++i) out[i] = fused::from_float<fused::bf16_t>(f[i]).bits;
     }
 }
 

@@ -84,6 +84,10 @@ bool silu_mul_by_table(const at::Tensor& gate_up) {
            fused_kernels_run_on(gate_up.device(), dt);
 }
 
+bool norm_needs_squares(const at::Tensor& x) {
+    return !(x.device().is_cpu() && x.dim() >= 1 && row_sum_matches_libtorch(x.size(-1)));
+}
+
 at::Tensor squares(const at::Tensor& x) {
     GLMI_CHECK(x.is_contiguous() && x.dim() >= 1, "squares: x must be contiguous, got ", x.sizes());
     auto sq = at::empty(x.sizes(), x.options().dtype(at::kFloat));
@@ -109,8 +113,10 @@ at::Tensor squares(const at::Tensor& x) {
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& sq, const at::Tensor& weight, double eps) {
     check_rows(x, weight, "rms_norm");
-    GLMI_CHECK(sq.sizes() == x.sizes() && sq.scalar_type() == at::kFloat, "rms_norm: squares must be float32 ",
-               x.sizes(), ", got ", sq.sizes(), " ", sq.scalar_type());
+    const bool own_sums = !norm_needs_squares(x);  // the CPU: x squared and summed as it is read
+    GLMI_CHECK(own_sums || (sq.defined() && sq.sizes() == x.sizes() && sq.scalar_type() == at::kFloat),
+               "rms_norm: squares must be float32 ", x.sizes(), ", got ",
+               sq.defined() ? sq.sizes() : at::IntArrayRef{}, sq.defined() ? sq.scalar_type() : at::ScalarType::Undefined);
     const int64_t D = x.size(-1), rows = D ? x.numel() / D : 0;
     auto y = at::empty_like(x);
     if (x.numel() == 0) return y;
@@ -126,18 +132,17 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& sq, const at::Tensor&
             return;
         }
 #endif
-        // The mean's bits are LibTorch's sum's (inverse_rms_from_sum): row_sum.h's loop where it
-        // matches that sum, else LibTorch's reduction.
-        const bool own_sums = row_sum_matches_libtorch(D);
+        // The mean's bits are LibTorch's sum's (inverse_rms_from_sum): row_sum.h's loop over x's
+        // squares where it matches that sum, else LibTorch's reduction of the stored squares.
         const auto sums = own_sums ? at::Tensor() : sq.sum(-1);
         const T *px = data<T>(x), *pw = data<T>(weight);
-        const float* psq = data<float>(sq);
         const float* ps = own_sums ? nullptr : data<float>(sums);
         T* py = data<T>(y);
         parallel_for_cpu(rows, grain_for(D * 2 * sizeof(T)), [&](int64_t b, int64_t e) {
             for (int64_t row = b; row < e; ++row) {
-                const float* sq_row = psq + row * D;
-                const float sum = own_sums ? libtorch_row_sum([sq_row](int64_t d) { return sq_row[d]; }, D) : ps[row];
+                const T* x_row = px + row * D;
+                const float sum = own_sums ? libtorch_row_sum([x_row](int64_t d) { return fused::square(x_row[d]); }, D)
+                                           : ps[row];
                 const float r = fused::inverse_rms_from_sum(sum, D, eps);
                 for (int64_t d = 0; d < D; ++d) py[row * D + d] = fused::rms_scale(px[row * D + d], r, pw[d]);
             }
@@ -152,7 +157,9 @@ ResidualNorm residual_rms_norm(const at::Tensor& residual, const at::Tensor& h, 
                    residual.device() == h.device(),
                "residual_rms_norm: the residual ", residual.sizes(), " must match h ", h.sizes());
     const int64_t D = h.size(-1), rows = D ? h.numel() / D : 0;
-    ResidualNorm res{at::empty_like(h), at::empty(h.sizes(), h.options().dtype(at::kFloat))};
+    const bool own_sums = !norm_needs_squares(h);  // the CPU: h squared and summed as it is read
+    ResidualNorm res{at::empty_like(h),
+                     own_sums ? at::Tensor() : at::empty(h.sizes(), h.options().dtype(at::kFloat))};
     if (h.numel() == 0) return res;
     dispatch(h.scalar_type(), [&](auto tag) {
         using T = decltype(tag);
@@ -167,14 +174,13 @@ ResidualNorm residual_rms_norm(const at::Tensor& residual, const at::Tensor& h, 
             return;
         }
 #endif
-        // h's squares summed as they are read where row_sum.h's loop matches LibTorch's sum (no
-        // squares tensor), else stored and summed by LibTorch.
-        const bool own_sums = row_sum_matches_libtorch(D);
+        // h's squares summed as they are read where row_sum.h's loop matches LibTorch's sum, else
+        // stored and summed by LibTorch.
         const auto sums = own_sums ? at::Tensor() : squares(h).sum(-1);
         const T *pres = data<T>(residual), *ph = data<T>(h), *pw = data<T>(weight);
         const float* psum = own_sums ? nullptr : data<float>(sums);
         T* po = data<T>(res.out);
-        float* ps = data<float>(res.out_squares);
+        float* ps = own_sums ? nullptr : data<float>(res.out_squares);
         parallel_for_cpu(rows, grain_for(D * (3 * sizeof(T) + sizeof(float))), [&](int64_t b, int64_t e) {
             for (int64_t row = b; row < e; ++row) {
                 const T* h_row = ph + row * D;
@@ -185,7 +191,7 @@ ResidualNorm residual_rms_norm(const at::Tensor& residual, const at::Tensor& h, 
                     const int64_t i = row * D + d;
                     const T y = fused::sum(pres[i], fused::rms_scale(ph[i], r, pw[d]));
                     po[i] = y;
-                    ps[i] = fused::square(y);
+                    if (ps) ps[i] = fused::square(y);
                 }
             }
         });

@@ -23,16 +23,20 @@ bool decoder_fused_available(const at::Device& device, at::ScalarType dtype);
 // x.to(float32).pow(2) of a contiguous [..., D] tensor.
 at::Tensor squares(const at::Tensor& x);
 
-// RMSNorm of x given `sq` = squares(x):  weight * (x.float() * rsqrt(sq.mean(-1) + eps)).to(x.dtype).
-// The sum behind the mean is LibTorch's own reduction's bits: on the CPU row_sum.h's loop where its
-// probe found them (else LibTorch's sum), with the division, the epsilon and the rsqrt in the pass
-// that scales x (four ATen ops fewer a norm, each more dispatch than work at the decode step); on
-// CUDA LibTorch's mean, the rest in its kernel.
+// Whether the RMSNorms below need x's float32 squares stored (squares(x)) for their mean: on CUDA,
+// and on the CPU where row_sum.h's loop does not give LibTorch's sum for rows of x's width (its
+// probe found no lane width); elsewhere they square x as they read it and sum in LibTorch's order.
+bool norm_needs_squares(const at::Tensor& x);
+
+// RMSNorm of x:  weight * (x.float() * rsqrt(mean(x.float()^2) + eps)).to(x.dtype), given `sq` =
+// squares(x) where norm_needs_squares(x) (else `sq` is not read and may be undefined). The sum behind
+// the mean has LibTorch's reduction's bits: on the CPU row_sum.h's loop or LibTorch's sum of `sq`,
+// with the division, the epsilon and the rsqrt in the pass that scales x (ATen ops fewer a norm,
+// each more dispatch than work at the decode step); on CUDA LibTorch's mean, the rest in its kernel.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& sq, const at::Tensor& weight, double eps);
 
-// residual + rms_norm(h), and its squares: a post-norm, its residual sum and the next RMSNorm's
-// squares in one pass over h (on the CPU h's squares are summed as they are read where row_sum.h's
-// loop runs, not stored).
+// residual + rms_norm(h) in one pass over h (a post-norm and its residual sum), and the output's
+// squares for the next RMSNorm where norm_needs_squares(h) (else undefined).
 struct ResidualNorm {
     at::Tensor out, out_squares;
 };

@@ -66,20 +66,20 @@ at::Tensor rotate(const at::Tensor& x_rot, const at::Tensor& cos, const at::Tens
 }  // namespace
 
 GlmTextDecoder::Hidden GlmTextDecoder::start(const at::Tensor& x) const {
-    if (!kernels::decoder_fused_available(x.device(), x.scalar_type()) || !x.is_contiguous()) return {x, {}};
-    return {x, kernels::squares(x)};
+    if (!kernels::decoder_fused_available(x.device(), x.scalar_type()) || !x.is_contiguous()) return {x, {}, false};
+    return {x, kernels::norm_needs_squares(x) ? kernels::squares(x) : at::Tensor(), true};
 }
 
 at::Tensor GlmTextDecoder::final_norm(const Hidden& h) const {
     const auto& norm = *model_.language_model->norm;
-    return h.squares.defined() ? kernels::rms_norm(h.x, h.squares, norm.weight, norm.eps) : norm.forward(h.x);
+    return h.fused ? kernels::rms_norm(h.x, h.squares, norm.weight, norm.eps) : norm.forward(h.x);
 }
 
 GlmTextDecoder::Hidden GlmTextDecoder::layer_forward(const GlmDecoderLayer& layer, size_t index, const Hidden& in,
                                                      const at::Tensor& cos, const at::Tensor& sin, at::Tensor& mask,
                                                      const at::Tensor& slot, KVCache& cache) const {
     const at::Tensor& x = in.x;
-    const bool fused = in.squares.defined();
+    const bool fused = in.fused;
     const int64_t B = x.size(0), S = x.size(1), c0 = cache.length, T = c0 + S;
     const int64_t rd = rotary_dim_, D = head_dim_;
 
@@ -140,12 +140,12 @@ GlmTextDecoder::Hidden GlmTextDecoder::layer_forward(const GlmDecoderLayer& laye
                                                                 mlp_in_norm.eps));
         auto x2 = kernels::residual_rms_norm(x1.out, layer.down_proj->forward(kernels::silu_mul(gu)), mlp_norm.weight,
                                              mlp_norm.eps);
-        return {x2.out, x2.out_squares};
+        return {x2.out, x2.out_squares, true};
     }
     auto x1 = x + layer.post_self_attn_layernorm->forward(o);
     auto gu = layer.gate_up_proj->forward(layer.post_attention_layernorm->forward(x1));
     h = layer.post_mlp_layernorm->forward(layer.down_proj->forward(kernels::silu_mul(gu)));
-    return {x1 + h, {}};
+    return {x1 + h, {}, false};
 }
 
 at::Tensor GlmTextDecoder::forward(const at::Tensor& input_ids, const at::Tensor& cos, const at::Tensor& sin,

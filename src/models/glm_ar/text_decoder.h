@@ -60,10 +60,12 @@ class GlmTextDecoder {
     const GlmTextConfig& config() const { return model_.config.text; }
 
   private:
-    // A layer's input or output: the hidden states and, where the fused kernels run
-    // (kernels/decoder_fused.h), their float32 squares for the next RMSNorm (else undefined).
+    // A layer's input or output: the hidden states, whether the fused kernels run for them
+    // (kernels/decoder_fused.h), and then, where their norms need them stored
+    // (kernels::norm_needs_squares), their float32 squares for the next RMSNorm (else undefined).
     struct Hidden {
         at::Tensor x, squares;
+        bool fused = false;
     };
     Hidden start(const at::Tensor& x) const;
     at::Tensor final_norm(const Hidden& h) const;
