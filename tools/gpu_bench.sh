@@ -16,7 +16,8 @@
 #              1 level), and the module's import probe;
 #   fused      the fused kernels against the op sequences they replace, on the GPU
 #              (tests/python/test_fused_kernels.py: bit for bit, each kernel and the whole AR decoder);
-#              if that check fails, every run below takes the op sequences (--unfused) and says so;
+#              if the device's tests fail, every run below takes the op sequences (--unfused) and says
+#              so; the CPU's own tests run after them, reported apart (fused_check_cpu);
 #   resident   ours at SIZE x SIZE and STEPS steps, weights resident (the AR decode as a CUDA graph;
 #              if the capture fails, the run says so and is made again with the eager decode);
 #   profile    3 decoder steps and the VAE, then the AR stage at 256² with the static decode, under
@@ -175,26 +176,36 @@ fi
 if want fused; then
   begin "fused kernels against the op sequences"
   # Each comparison writes a JSON row (max abs diff, tolerance 0); the log gets their count, the
-  # failed ones and the largest diff.
+  # failed ones and the largest diff. Two runs of the file: the tests of the device's kernels
+  # (parametrized by device: `-k $DEVICE`), which decide whether the runs below use them; then the
+  # CPU's own (its loops with their probes against that machine's LibTorch and CPU: the only
+  # AVX-512 CPU these tests may meet), reported apart: a CPU loop that differs there says nothing
+  # of the device's kernels (and falls back to LibTorch's ops by itself where its probe fails).
   if python3 -c "import pytest" 2>/dev/null; then
-    # The rows through the parity log, not the console's, where pytest's progress dots begin lines.
-    : >"$RESULTS/fused_rows.jsonl"
-    GLMI_PARITY_LOG="$RESULTS/fused_rows.jsonl" timeout "$STAGE_TIMEOUT" python3 -m pytest -q -s -p no:cacheprovider \
-      tests/python/test_fused_kernels.py >"$RESULTS/fused_check.txt" 2>&1 && fused_ok=true || fused_ok=false
-    python3 -c 'import json, sys
+    fused_check() {  # fused_check NAME PYTEST_K: runs the selection, logs its row; 0 if pytest passed
+      local ok=true
+      # The rows through the parity log, not the console's, where pytest's progress dots begin lines.
+      : >"$RESULTS/$1_rows.jsonl"
+      GLMI_PARITY_LOG="$RESULTS/$1_rows.jsonl" timeout "$STAGE_TIMEOUT" python3 -m pytest -q -s -p no:cacheprovider \
+        tests/python/test_fused_kernels.py -k "$2" >"$RESULTS/$1.txt" 2>&1 || ok=false
+      python3 -c 'import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 bad = [r["name"] for r in rows if not r["ok"]]
-print(json.dumps({"bench": "fused_check", "pytest_passed": sys.argv[2] == "true", "comparisons": len(rows),
-                  "failed": bad, "max_abs_diff": max([r["max_abs_diff"] for r in rows] or [None])}))' \
-      "$RESULTS/fused_rows.jsonl" "$fused_ok" | tee -a "$LOG"
-    tail -5 "$RESULTS/fused_check.txt" >&2
-    if ! $fused_ok; then
+print(json.dumps({"bench": sys.argv[3], "selection": sys.argv[4], "pytest_passed": sys.argv[2] == "true",
+                  "comparisons": len(rows), "failed": bad,
+                  "max_abs_diff": max([r["max_abs_diff"] for r in rows] or [None])}))' \
+        "$RESULTS/$1_rows.jsonl" "$ok" "$1" "$2" | tee -a "$LOG"
+      tail -5 "$RESULTS/$1.txt" >&2
+      $ok
+    }
+    if ! fused_check fused_check "$DEVICE"; then
       # A kernel that differs from its op sequence there (or kills the process) would make every
       # figure below one of wrong code, or none at all: the runs below take the op sequences
       # instead, and say so. The fused_check rows and fused_check.txt say which kernel.
       UNFUSED_ALL=(--unfused)
       echo '{"bench": "fused_kernels", "state": "off in every run below: the device check failed"}' | tee -a "$LOG"
     fi
+    fused_check fused_check_cpu "not $DEVICE" || true
   else
     # .whl carries pytest (tools/gpu_bench_prepare.sh); without it the tiny stage's CUDA-vs-CPU
     # images are the only check of the kernels on the device, and they stay on.
