@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -82,25 +83,27 @@ void run(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias, con
     const X* xp = x.data_ptr<X>();
     const float x_unit = std::is_same_v<W, E4m3> ? kE4m3Unit : 1.0f;
     for (int64_t i = 0; i < M * K; ++i) xf[i] = static_cast<float>(xp[i]) * x_unit;
-    std::vector<float> sums(static_cast<size_t>(M * N));
+    // Written whole by the pieces below before any is read: no zeroing.
+    const std::unique_ptr<float[]> sums(new float[static_cast<size_t>(M * N)]);
     const auto* wp = reinterpret_cast<const W*>(w.data_ptr());
+    const X* bp = bias.defined() ? bias.data_ptr<X>() : nullptr;
+    const X* sp = scale.defined() ? scale.data_ptr<X>() : nullptr;
+    X* yp = y.data_ptr<X>();
     // Pieces worth a thread (parallel_min_piece_bytes: 256 KB on LibTorch's OpenMP team, 4 MB on
     // the fallback pool); the real size's weights are 32-224 MB each, the small preset's 0.5-16 MB.
     const int64_t grain = std::max<int64_t>(1, parallel_min_piece_bytes() / (K * static_cast<int64_t>(sizeof(W))));
     parallel_for_cpu(N, grain, [&](int64_t n0, int64_t n1) {
-        gemv_rows_dispatch<W>(M, wp, xf.data(), K, N, n0, n1, sums.data());
+        gemv_rows_dispatch<W>(M, wp, xf.data(), K, N, n0, n1, sums.get());
+        // Each piece finishes its own outputs (no serial pass after the team). One rounding,
+        // after the scale and the bias: as LibTorch's gemm with beta = 1 does.
+        for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = n0; n < n1; ++n) {
+                float v = sums[m * N + n];
+                if (sp) v *= static_cast<float>(sp[n]);
+                if (bp) v += static_cast<float>(bp[n]);
+                yp[m * N + n] = X(v);
+            }
     });
-    // One rounding, after the scale and the bias: as LibTorch's gemm with beta = 1 does.
-    const X* bp = bias.defined() ? bias.data_ptr<X>() : nullptr;
-    const X* sp = scale.defined() ? scale.data_ptr<X>() : nullptr;
-    X* yp = y.data_ptr<X>();
-    for (int64_t m = 0; m < M; ++m)
-        for (int64_t n = 0; n < N; ++n) {
-            float v = sums[m * N + n];
-            if (sp) v *= static_cast<float>(sp[n]);
-            if (bp) v += static_cast<float>(bp[n]);
-            yp[m * N + n] = X(v);
-        }
 }
 
 #endif  // GLMI_X86_WEIGHT_LOADS
