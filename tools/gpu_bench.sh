@@ -177,7 +177,7 @@ if want fused; then
   begin "fused kernels against the op sequences"
   # Each comparison writes a JSON row (max abs diff, tolerance 0); the log gets their count, the
   # failed ones and the largest diff. Two runs of the file: the tests of the device's kernels
-  # (parametrized by device: `-k $DEVICE`), which decide whether the runs below use them; then the
+  # (parametrized by device: `-k` the device's type), which decide whether the runs below use them; then the
   # CPU's own (its loops with their probes against that machine's LibTorch and CPU: the only
   # AVX-512 CPU these tests may meet), reported apart: a CPU loop that differs there says nothing
   # of the device's kernels (and falls back to LibTorch's ops by itself where its probe fails).
@@ -198,14 +198,15 @@ print(json.dumps({"bench": sys.argv[3], "selection": sys.argv[4], "pytest_passed
       tail -5 "$RESULTS/$1.txt" >&2
       $ok
     }
-    if ! fused_check fused_check "$DEVICE"; then
+    device_type="${DEVICE%%:*}"  # the tests' ids name the device type: cuda:1 -> cuda
+    if ! fused_check fused_check "$device_type"; then
       # A kernel that differs from its op sequence there (or kills the process) would make every
       # figure below one of wrong code, or none at all: the runs below take the op sequences
       # instead, and say so. The fused_check rows and fused_check.txt say which kernel.
       UNFUSED_ALL=(--unfused)
       echo '{"bench": "fused_kernels", "state": "off in every run below: the device check failed"}' | tee -a "$LOG"
     fi
-    fused_check fused_check_cpu "not $DEVICE" || true
+    fused_check fused_check_cpu "not $device_type" || true
   else
     # .whl carries pytest (tools/gpu_bench_prepare.sh); without it the tiny stage's CUDA-vs-CPU
     # images are the only check of the kernels on the device, and they stay on.
