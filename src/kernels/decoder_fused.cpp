@@ -43,6 +43,13 @@ void check_rows(const at::Tensor& x, const at::Tensor& weight, const char* what)
                weight.sizes(), " ", weight.scalar_type());
 }
 
+// The float32 squares of a row of D values summed in LibTorch's order (row_sum.h), squared as they
+// are read: the norms' own sums where !norm_needs_squares.
+template <typename T>
+float sum_of_squares(const T* row, int64_t D) {
+    return libtorch_row_sum([row](int64_t d) { return fused::square(row[d]); }, D);
+}
+
 // LibTorch's vector loop gives a 16-bit float's silu the table's bits in runs of whole pairs of
 // its vectors: 16 or 32 elements (AVX2, AVX-512); a multiple of 64 covers both.
 constexpr int64_t kSiluTableRun = 64;
@@ -115,8 +122,8 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& sq, const at::Tensor&
     check_rows(x, weight, "rms_norm");
     const bool own_sums = !norm_needs_squares(x);  // the CPU: x squared and summed as it is read
     GLMI_CHECK(own_sums || (sq.defined() && sq.sizes() == x.sizes() && sq.scalar_type() == at::kFloat),
-               "rms_norm: squares must be float32 ", x.sizes(), ", got ",
-               sq.defined() ? sq.sizes() : at::IntArrayRef{}, sq.defined() ? sq.scalar_type() : at::ScalarType::Undefined);
+               "rms_norm: squares must be float32 ", x.sizes(), ", got ", sq.defined() ? sq.sizes() : at::IntArrayRef{},
+               " ", sq.defined() ? sq.scalar_type() : at::ScalarType::Undefined);
     const int64_t D = x.size(-1), rows = D ? x.numel() / D : 0;
     auto y = at::empty_like(x);
     if (x.numel() == 0) return y;
@@ -140,10 +147,7 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& sq, const at::Tensor&
         T* py = data<T>(y);
         parallel_for_cpu(rows, grain_for(D * 2 * sizeof(T)), [&](int64_t b, int64_t e) {
             for (int64_t row = b; row < e; ++row) {
-                const T* x_row = px + row * D;
-                const float sum = own_sums ? libtorch_row_sum([x_row](int64_t d) { return fused::square(x_row[d]); }, D)
-                                           : ps[row];
-                const float r = fused::inverse_rms_from_sum(sum, D, eps);
+                const float r = fused::inverse_rms_from_sum(own_sums ? sum_of_squares(px + row * D, D) : ps[row], D, eps);
                 for (int64_t d = 0; d < D; ++d) py[row * D + d] = fused::rms_scale(px[row * D + d], r, pw[d]);
             }
         });
@@ -183,10 +187,8 @@ ResidualNorm residual_rms_norm(const at::Tensor& residual, const at::Tensor& h, 
         float* ps = own_sums ? nullptr : data<float>(res.out_squares);
         parallel_for_cpu(rows, grain_for(D * (3 * sizeof(T) + sizeof(float))), [&](int64_t b, int64_t e) {
             for (int64_t row = b; row < e; ++row) {
-                const T* h_row = ph + row * D;
-                const float sum = own_sums ? libtorch_row_sum([h_row](int64_t d) { return fused::square(h_row[d]); }, D)
-                                           : psum[row];
-                const float r = fused::inverse_rms_from_sum(sum, D, eps);
+                const float r =
+                    fused::inverse_rms_from_sum(own_sums ? sum_of_squares(ph + row * D, D) : psum[row], D, eps);
                 for (int64_t d = 0; d < D; ++d) {
                     const int64_t i = row * D + d;
                     const T y = fused::sum(pres[i], fused::rms_scale(ph[i], r, pw[d]));

@@ -4,7 +4,6 @@
 #include <cstdint>
 #include <memory>
 #include <type_traits>
-#include <vector>
 
 #include "core/check.h"
 #include "core/parallel.h"
@@ -78,7 +77,7 @@ template <typename W, typename X>
 void run(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& scale, at::Tensor& y) {
     const int64_t M = x2d.size(0), K = x2d.size(1), N = w.size(0);
     // x once in float32: the kernel's loads of it hit the cache, the weight's stream from memory.
-    std::vector<float> xf(static_cast<size_t>(M * K));
+    const std::unique_ptr<float[]> xf(new float[static_cast<size_t>(M * K)]);  // written whole below
     const auto x = x2d.contiguous();
     const X* xp = x.data_ptr<X>();
     const float x_unit = std::is_same_v<W, E4m3> ? kE4m3Unit : 1.0f;
@@ -93,7 +92,7 @@ void run(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias, con
     // the fallback pool); the real size's weights are 32-224 MB each, the small preset's 0.5-16 MB.
     const int64_t grain = std::max<int64_t>(1, parallel_min_piece_bytes() / (K * static_cast<int64_t>(sizeof(W))));
     parallel_for_cpu(N, grain, [&](int64_t n0, int64_t n1) {
-        gemv_rows_dispatch<W>(M, wp, xf.data(), K, N, n0, n1, sums.get());
+        gemv_rows_dispatch<W>(M, wp, xf.get(), K, N, n0, n1, sums.get());
         // Each piece finishes its own outputs (no serial pass after the team). One rounding,
         // after the scale and the bias: as LibTorch's gemm with beta = 1 does.
         for (int64_t m = 0; m < M; ++m)

@@ -10,6 +10,7 @@
 
 #include "core/parallel.h"
 #include "kernels/fused_switch.h"
+#include "kernels/libtorch_ceil_log2.h"
 #include "kernels/x86_weight_loads.h"
 
 // Built with -ffp-contract=off (CMakeLists.txt): every product below is rounded before its sum
@@ -58,17 +59,10 @@ GLMI_AVX2 inline void merge_lane(int64_t add_count, float add_mean, float add_m2
     count = n;
 }
 
-// LibTorch's utils::CeilLog2: the cascade's depth for `chunks` chunks (1 for up to 2).
-int cascade_depth(int64_t chunks) {
-    int depth = 1;
-    while ((int64_t{1} << depth) < chunks) ++depth;
-    return depth;
-}
-
 // One row of n values (a multiple of kLanes): y = (x + (-mean)) * rstd.
 GLMI_AVX2 void normalize_row(const float* x, float* y, int64_t n, float eps) {
     const int64_t vectors = n / kLanes, chunks = (vectors + kChunk - 1) / kChunk;
-    const int depth = cascade_depth(chunks);
+    const int depth = static_cast<int>(libtorch_ceil_log2(chunks));  // the cascade's levels
     // The reciprocals 1 / (j + 1) of Welford's update, as LibTorch's table holds them.
     static const std::array<float, kChunk> inverse = [] {
         std::array<float, kChunk> r{};
@@ -76,7 +70,9 @@ GLMI_AVX2 void normalize_row(const float* x, float* y, int64_t n, float eps) {
         return r;
     }();
     std::array<LaneMoments, kMaxDepth> stack;
-    for (int i = 0; i < depth; ++i) stack[i].mean = stack[i].m2 = _mm256_setzero_ps();
+    // Level 0 always exists (the depth is at least 1), which the compiler cannot see through the loop.
+    stack[0].mean = stack[0].m2 = _mm256_setzero_ps();
+    for (int i = 1; i < depth; ++i) stack[i].mean = stack[i].m2 = _mm256_setzero_ps();
     for (int64_t i = 0; i < chunks; ++i) {
         // Welford within the chunk, per lane, then merged into the cascade's first level.
         const float* xc = x + i * kChunk * kLanes;

@@ -23,15 +23,11 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/libtorch_ceil_log2.h"
+
 namespace glmimage::kernels {
 
 namespace detail {
-
-inline int64_t ceil_log2_at_least_1(int64_t x) {  // LibTorch's utils::CeilLog2
-    int64_t bits = 1;
-    while ((int64_t{1} << bits) < x) ++bits;
-    return bits;
-}
 
 // The cascade over `vectors` vectors of L lanes, the i-th float given by `load(i)`: into `out`, the
 // lanes of LibTorch's first partial sum once the other three are added into it.
@@ -39,7 +35,7 @@ template <int L, typename Load>
 void libtorch_cascade_vectors(const Load& load, int64_t vectors, float (&out)[L]) {
     constexpr int kLevels = 4, kSideBySide = 4;
     const int64_t chunks = vectors / kSideBySide;
-    const int64_t power = std::max<int64_t>(4, ceil_log2_at_least_1(chunks) / kLevels);
+    const int64_t power = std::max<int64_t>(4, libtorch_ceil_log2(chunks) / kLevels);
     const int64_t step = int64_t{1} << power, mask = step - 1;
 
     float acc[kLevels][kSideBySide][L] = {};

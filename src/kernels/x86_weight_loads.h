@@ -1,8 +1,9 @@
 // Reading weights into AVX2 float32 vectors, for the CPU kernels that stream them (kernels::gemv,
 // kernels::widen_weight, and the KV cache rows of kernels::cpu_decode_attention): bf16, float32,
 // int8 and fp8 e4m3 storage, exact widening in every case; a vector's horizontal sum. Internal to
-// the library; x86-64 with GCC or Clang only (GLMI_X86_WEIGHT_LOADS), each function compiled for AVX2 + FMA + F16C on its own (the library's flags stay generic), so callers
-// must check cpu_has_avx2_fma_f16c() before running one.
+// the library; x86-64 with GCC or Clang only (GLMI_X86_WEIGHT_LOADS), each function compiled for
+// AVX2 + FMA + F16C on its own (the library's flags stay generic), so callers must check
+// cpu_has_avx2_fma_f16c() before running one.
 #pragma once
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
