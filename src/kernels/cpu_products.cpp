@@ -1,10 +1,14 @@
 #include "kernels/cpu_products.h"
 
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
 #include <array>
+#include <map>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 #include "kernels/widen_weight.h"
@@ -21,20 +25,26 @@ bool ask_libtorch_for_bf16_kernels() {
 }
 
 // Whether LibTorch's float32 linear gives rows of kRowBitsMinRows and more the same bits alone as
-// inside a longer call: a 300 x 256 x 256 product against its first and last m rows computed
-// alone, m from kRowBitsMinRows to 64.
+// inside a longer call, with the threads it has now: products of 557 rows against their first and
+// last m rows computed alone, m from kRowBitsMinRows to 257, at three widths. One width is not
+// enough: on a 2-core Intel Xeon with AVX-512 MKL's float32 GEMM kept the rows' bits at 256 -> 256
+// and parted at 512 -> 256 (12 and 13 rows), and with 2 threads at 1024 -> 256 and 2048 -> 512
+// (12 to 128 rows); a 2-core AVX2 EPYC (Zen 3) kept them at every width and row count tried.
 bool probe_float32_row_bits() {
     c10::InferenceMode guard;
     auto values = [](int64_t rows, int64_t cols, double phase) {
         return at::sin(at::arange(rows * cols, at::kFloat) * 0.37 + phase).view({rows, cols});
     };
-    const int64_t n = 300, k = 256;
-    const auto x = values(n, k, 0.0), w = values(k, k, 1.0), b = values(1, k, 2.0).view({k});
-    const auto all = at::linear(x, w, b);
-    for (int64_t m : {kRowBitsMinRows, kRowBitsMinRows + 1, int64_t{17}, int64_t{25}, int64_t{31}, int64_t{64}})
-        for (int64_t first : {int64_t{0}, n - m})
-            if (!at::equal(at::linear(x.narrow(0, first, m).contiguous(), w, b), all.narrow(0, first, m)))
-                return false;
+    const int64_t rows = 557;
+    for (auto [k, n] : {std::pair<int64_t, int64_t>{512, 256}, {1024, 256}, {2048, 512}}) {
+        const auto x = values(rows, k, 0.0), w = values(n, k, 1.0), b = values(1, n, 2.0).view({n});
+        const auto all = at::linear(x, w, b);
+        for (int64_t m : {kRowBitsMinRows, kRowBitsMinRows + 1, int64_t{16}, int64_t{25}, int64_t{31}, int64_t{64},
+                          int64_t{128}, int64_t{257}})
+            for (int64_t first : {int64_t{0}, rows - m})
+                if (!at::equal(at::linear(x.narrow(0, first, m).contiguous(), w, b), all.narrow(0, first, m)))
+                    return false;
+    }
     return true;
 }
 
@@ -57,8 +67,15 @@ at::ScalarType product_compute_dtype(const at::Tensor& x) { return product_compu
 
 bool products_keep_row_bits(const at::Device& device, at::ScalarType dtype) {
     if (!device.is_cpu() || product_compute_dtype(device, dtype) != at::kFloat) return false;
-    static const bool keep = probe_float32_row_bits();
-    return keep;
+    // MKL splits a product among the threads by its shape and the thread count, so the answer is
+    // per thread count (probed at the first call with each).
+    static std::mutex mutex;
+    static std::map<int, bool> keep_by_threads;
+    const int threads = at::get_num_threads();
+    std::lock_guard<std::mutex> lock(mutex);
+    const auto found = keep_by_threads.find(threads);
+    if (found != keep_by_threads.end()) return found->second;
+    return keep_by_threads[threads] = probe_float32_row_bits();
 }
 
 void widened_linear_into(const at::Tensor& xf, const at::Tensor& w, const at::Tensor& row_scale,

@@ -27,16 +27,19 @@ at::ScalarType product_compute_dtype(const at::Tensor& x);
 at::ScalarType product_compute_dtype(const at::Device& device, at::ScalarType dtype);
 
 // The row count from which MKL's float32 GEMM (x86, LibTorch's CPU linear) gives a row the same
-// bits whatever other rows the call holds. Measured on an AVX2 EPYC (Zen 3): rows of 12 to 257
-// alone against the same rows at the ends of a call 513 rows longer, widths 64 to 16384: equal;
-// below 12 rows it takes other kernels (1-3, 5-7 and 9-11 rows differed).
+// bits whatever other rows the call holds, where it does at all. Measured on an AVX2 EPYC (Zen 3):
+// rows of 12 to 257 alone against the same rows at the ends of a call 513 rows longer, widths 64
+// to 16384: equal; below 12 rows it takes other kernels (1-3, 5-7 and 9-11 rows differed). On an
+// AVX-512 Xeon it does not hold at any row count (products_keep_row_bits finds it so).
 constexpr int64_t kRowBitsMinRows = 12;
 
 // Whether products computed for `dtype` on `device` give each row, in a call of kRowBitsMinRows
 // rows or more, the same bits whatever the call's other rows: the CPU where they are float32 GEMMs
-// (product_compute_dtype), and LibTorch's linear found so here (once per process: a probe of 300
-// rows against slices of 12 to 64 of them). Where it holds, rows of separate products may share
-// one call (the DiT's two CFG passes, its feed-forward's image and text rows) with the same results.
+// (product_compute_dtype), and LibTorch's linear found so here with the current thread count
+// (probed once per thread count: products of 557 rows at three widths against slices of 12 to 257
+// of their rows). Where it holds, rows of separate products may share one call (the DiT's two CFG
+// passes, its feed-forward's image and text rows) with the same results; where not, they keep the
+// reference's calls.
 bool products_keep_row_bits(const at::Device& device, at::ScalarType dtype);
 
 // at::linear(x, w, b), computed in product_compute_dtype(x). In float32 the weight is widened a

@@ -11,9 +11,10 @@
 //
 // The one place LibTorch itself is not per-value: its scalar loop (std::tanh, std::erf) computes
 // the last few elements of each thread's piece when a piece is not a multiple of twice its vector
-// width, and can round those one bf16 step apart from its vector loop. The table holds the vector
-// loop's values (it is written in pieces that are whole vectors), so in such positions ours and
-// LibTorch's may differ by that step. The DiT's and the vision encoder's feed-forwards, whose
+// width, and can round those one bf16 step apart from its vector loop (or, for the tanh form below
+// x = -4, where 1 + tanh cancels, give a value of about 1e-7 where the vector loop gives -0). The
+// table holds the vector loop's values (it is written in pieces that are whole vectors), so in such
+// positions ours and LibTorch's may differ by that much. The DiT's and the vision encoder's feed-forwards, whose
 // pieces are whole vectors, give LibTorch's bits (test_kernels checks every input and those shapes).
 #pragma once
 

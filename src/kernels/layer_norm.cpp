@@ -120,9 +120,11 @@ void run(const at::Tensor& x, at::Tensor& y, double eps) {
     });
 }
 
-// LibTorch picks its CPU kernels once per process (ATEN_CPU_CAPABILITY may lower the pick).
-bool libtorch_runs_avx2() {
-    static const bool avx2 = at::get_cpu_capability() == "AVX2";
+// Whether LibTorch runs the AVX2 build of its layer norm: under capability AVX2, and AVX512 (no
+// AVX-512 build registered; the probe checks the bits). It picks its CPU kernels once per process
+// (ATEN_CPU_CAPABILITY may lower the pick).
+bool libtorch_runs_avx2_layer_norm() {
+    static const bool avx2 = at::get_cpu_capability() == "AVX2" || at::get_cpu_capability() == "AVX512";
     return avx2;
 }
 
@@ -162,7 +164,8 @@ bool layer_norm_loop_matches_libtorch() {
 
 bool layer_norm_by_kernel(const at::Tensor& x) {
 #ifdef GLMI_X86_WEIGHT_LOADS
-    if (!shape_fits(x) || !fused_kernels_run_on(x.device(), x.scalar_type()) || !libtorch_runs_avx2()) return false;
+    if (!shape_fits(x) || !fused_kernels_run_on(x.device(), x.scalar_type()) || !libtorch_runs_avx2_layer_norm())
+        return false;
     static const bool matches = detail::layer_norm_loop_matches_libtorch();
     return matches;
 #else

@@ -12,7 +12,9 @@
 // with the same roundings in the same order as LibTorch's AVX2 kernel. Which of that kernel's
 // multiply-adds its compiler fused into one rounding is not in the source: it was measured (the
 // lanes' scalar merge fused, the vector merge's mean not), and is checked twice: the loop runs only
-// where LibTorch's CPU capability is AVX2 (its AVX-512 kernel merges 16 lanes, its generic one
+// where LibTorch's CPU capability is AVX2, or AVX512, under which LibTorch runs the AVX2 build of
+// this kernel (it registers no AVX-512 one: a 2-core Xeon gave the same bits with
+// ATEN_CPU_CAPABILITY=avx2 as without, torch 2.13), not where it runs its generic kernel (which
 // rounds every product), and a probe at first use compares rows of several widths with
 // at::layer_norm. Anywhere else at::layer_norm runs.
 #pragma once
@@ -23,7 +25,7 @@ namespace glmimage::kernels {
 
 // Whether layer_norm() runs its own loop for x (and the fused kernels' switch of fused_switch.h is
 // on): a contiguous float32 CPU tensor whose last dimension is a positive multiple of 8, on a CPU
-// where LibTorch runs its AVX2 kernels and the probe found LibTorch's bits.
+// where LibTorch's capability is AVX2 or AVX512 and the probe found LibTorch's bits.
 bool layer_norm_by_kernel(const at::Tensor& x);
 
 // at::layer_norm(x, {x.size(-1)}, {}, {}, eps): by the loop where layer_norm_by_kernel(x),

@@ -5,6 +5,8 @@
 // loops accumulate in float32 in another order). float32 is LibTorch's call everywhere. Prints each max abs diff.
 #include <gtest/gtest.h>
 
+#include <ATen/Parallel.h>
+
 #include <cstdio>
 
 #include "kernels/cpu_products.h"
@@ -38,30 +40,42 @@ TEST(CpuProducts, ComputeDtypeFollowsTheRule) {
 }
 
 TEST(CpuProducts, RowBitsRuleHoldsWideAndAtItsThreshold) {
-    // products_keep_row_bits probes one shape once; the claim it stands for, on this CPU: rows of
-    // kRowBitsMinRows and more computed alone equal the same rows at either end of a longer call,
-    // at the DiT's widths and the real model's. Where the probe says no, the rule's users keep
-    // the reference's row counts, and nothing here is claimed.
-    const bool keep = kernels::products_keep_row_bits(at::kCPU, at::kFloat);
-    const bool in_float32 = kernels::cpu_bf16_products_in_float32();
-    EXPECT_EQ(kernels::products_keep_row_bits(at::kCPU, at::kBFloat16), keep && in_float32);
-    EXPECT_FALSE(kernels::products_keep_row_bits(at::kCPU, at::kHalf));
-    EXPECT_FALSE(kernels::products_keep_row_bits(at::Device(at::kCUDA, 0), at::kFloat));
-    std::printf("float32 products keep a row's bits from %lld rows here: %s\n",
-                static_cast<long long>(kernels::kRowBitsMinRows), keep ? "yes" : "no");
-    if (!keep) GTEST_SKIP() << "LibTorch's float32 linear here gives rows other bits at other row counts";
-    at::manual_seed(5);
-    int checked = 0;
-    for (auto [k, n] : {std::pair<int64_t, int64_t>{512, 2048}, {2048, 512}, {64, 512}, {4096, 4096}})
-        for (int64_t m : {int64_t{12}, int64_t{13}, int64_t{16}, int64_t{25}, int64_t{31}, int64_t{64}, int64_t{257}}) {
-            SCOPED_TRACE(::testing::Message() << "k " << k << " n " << n << " m " << m);
-            const auto w = at::randn({n, k}), b = at::randn({n}), x = at::randn({m + 300, k});
-            const auto all = at::linear(x, w, b);
-            EXPECT_TRUE(at::equal(at::linear(x.narrow(0, 0, m).contiguous(), w, b), all.narrow(0, 0, m)));
-            EXPECT_TRUE(at::equal(at::linear(x.narrow(0, 300, m).contiguous(), w, b), all.narrow(0, 300, m)));
-            checked += 2;
-        }
-    std::printf("rows alone against rows in a longer call: %d cases checked\n", checked);
+    // products_keep_row_bits probes a few shapes once per thread count; the claim it stands for,
+    // on this CPU with that many threads: rows of kRowBitsMinRows and more computed alone equal the
+    // same rows at either end of a longer call, at the DiT's widths and the real model's. Where the
+    // probe says no, the rule's users keep the reference's row counts, and nothing is claimed (the
+    // cases that part are counted, for the log).
+    const int threads = at::get_num_threads();
+    for (int t : {1, threads}) {
+        at::set_num_threads(t);
+        const bool keep = kernels::products_keep_row_bits(at::kCPU, at::kFloat);
+        const bool in_float32 = kernels::cpu_bf16_products_in_float32();
+        EXPECT_EQ(kernels::products_keep_row_bits(at::kCPU, at::kBFloat16), keep && in_float32);
+        EXPECT_FALSE(kernels::products_keep_row_bits(at::kCPU, at::kHalf));
+        EXPECT_FALSE(kernels::products_keep_row_bits(at::Device(at::kCUDA, 0), at::kFloat));
+        at::manual_seed(5);
+        int checked = 0, parted = 0;
+        for (auto [k, n] : {std::pair<int64_t, int64_t>{512, 2048}, {2048, 512}, {64, 512}, {4096, 4096}})
+            for (int64_t m : {int64_t{12}, int64_t{13}, int64_t{16}, int64_t{25}, int64_t{31}, int64_t{64},
+                              int64_t{257}}) {
+                SCOPED_TRACE(::testing::Message() << t << " threads, k " << k << " n " << n << " m " << m);
+                const auto w = at::randn({n, k}), b = at::randn({n}), x = at::randn({m + 300, k});
+                const auto all = at::linear(x, w, b);
+                for (int64_t first : {int64_t{0}, int64_t{300}}) {
+                    const bool same = at::equal(at::linear(x.narrow(0, first, m).contiguous(), w, b),
+                                                all.narrow(0, first, m));
+                    if (keep) {
+                        EXPECT_TRUE(same);
+                    }
+                    parted += !same;
+                    ++checked;
+                }
+            }
+        std::printf("%d threads: float32 products keep a row's bits from %lld rows here: %s; rows alone against "
+                    "rows in a longer call: %d of %d cases parted\n",
+                    t, static_cast<long long>(kernels::kRowBitsMinRows), keep ? "yes" : "no", parted, checked);
+    }
+    at::set_num_threads(threads);
 }
 
 TEST(CpuProducts, LinearFollowsTheRule) {

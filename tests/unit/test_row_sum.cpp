@@ -7,8 +7,10 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <limits>
+#include <vector>
 
 #include "kernels/fused_math_cpu.h"
 #include "kernels/row_sum.h"
@@ -27,20 +29,24 @@ at::Tensor varied_rows(int64_t rows, int64_t n, double scale) {
     return at::randn({rows, n}) * at::exp(at::randn({rows, n}) * 2) * scale + at::randn({rows, 1}) * scale;
 }
 
-int expected_lanes() {
+// The lane widths LibTorch's float32 sum may run with here; empty where not known.
+std::vector<int> expected_lanes() {
     const auto capability = at::get_cpu_capability();
-    if (capability == "AVX512") return 16;
+    // Under AVX512 LibTorch runs a kernel's AVX2 build unless the kernel registers an AVX-512 one:
+    // its sum ran with 8 lanes on a 2-core Xeon (torch 2.13); either width is its own.
+    if (capability == "AVX512") return {8, 16};
 #if defined(__x86_64__)
-    if (capability == "AVX2" || capability == "DEFAULT") return 8;
+    if (capability == "AVX2" || capability == "DEFAULT") return {8};
 #endif
-    return -1;  // not known here: the test only prints what the probe found
+    return {};  // not known here: the test only prints what the probe found
 }
 
 TEST(RowSum, TheProbeFindsLibTorchsLaneWidth) {
     const int lanes = kernels::detail::libtorch_sum_lanes();
     std::printf("LibTorch CPU capability %s: the probe found %d lanes\n", at::get_cpu_capability().c_str(), lanes);
-    if (expected_lanes() > 0) {
-        EXPECT_EQ(lanes, expected_lanes());
+    const auto expected = expected_lanes();
+    if (!expected.empty()) {
+        EXPECT_NE(std::find(expected.begin(), expected.end(), lanes), expected.end()) << lanes << " lanes";
     }
 }
 
