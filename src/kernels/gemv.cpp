@@ -17,11 +17,17 @@ namespace {
 
 using namespace weight_loads;
 
-// How far ahead of the loads each thread asks for the weight's next lines. The hardware prefetcher
-// alone kept one streaming thread at about 13 GB/s on a 2-core Xeon (2 GB weight, 2 threads: 26.4
-// GB/s; a plain sum reads 34.5 there); asking 1 KB ahead gave 30.5 (256 B: 28.6, 512 B: 29.8,
-// 2 KB: 29.1, 4 KB: 26.0, which is too far: the lines come back evicted or late).
-constexpr int64_t kPrefetchBytes = 1024;
+// How far ahead of the loads each thread asks for the weight's next lines: the distance that keeps
+// enough lines in flight depends on the memory's latency, so no one value is best everywhere.
+// - A 2-core Xeon (2 GB weight, 2 threads): the hardware prefetcher alone 26.4 GB/s (a plain sum
+//   reads 34.5 there); 256 B ahead 28.6, 512 B 29.8, 1 KB 30.5, 2 KB 29.1, 4 KB 26.0.
+// - A 2-core Xeon with AMX and a 300 MB L3 (2026-12-06; int8 weights of 5 x 112 MB in turn, 2
+//   threads, against a plain sum in the same run): none 0.48-0.53 of the sum, 1 KB 0.64-0.75,
+//   2 KB 0.84-0.89, 4 KB 0.93-0.99, 8 and 16 KB 0.85-0.91. The real widths' int8 decode (2
+//   layers, a token's 476 MB): 27.7-31.5 ms a token at 4 KB, 28.2-35.2 at 2 KB, 33.3-39.5 at 1 KB;
+//   bf16: 50.3-53.3 ms at 4 KB against 57.2-68.1 at 1 KB (this host's noise: 10-20 %).
+// 2 KB: within 5 % of the best on the first, within noise of it on the second.
+constexpr int64_t kPrefetchBytes = 2048;
 
 // Output rows [n0, n1) of y = x W^T for M input rows: each weight row is read once, V vectors of
 // eight at a time, into M x V independent float32 accumulators (V shrinks as M grows so that
