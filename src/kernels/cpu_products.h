@@ -37,9 +37,9 @@ constexpr int64_t kRowBitsMinRows = 12;
 // rows or more, the same bits whatever the call's other rows: the CPU where they are float32 GEMMs
 // (product_compute_dtype), and LibTorch's linear found so here with the current thread count
 // (probed once per thread count: products of 557 rows at three widths against slices of 12 to 257
-// of their rows). Where it holds, rows of separate products may share one call (the DiT's two CFG
-// passes, its feed-forward's image and text rows) with the same results; where not, they keep the
-// reference's calls.
+// of their rows, about 5 GFLOP where every slice agrees). Where it holds, rows of separate products
+// may share one call (the DiT's two CFG passes, its feed-forward's image and text rows) with the
+// same results; where not, they keep the reference's calls.
 bool products_keep_row_bits(const at::Device& device, at::ScalarType dtype);
 
 // at::linear(x, w, b), computed in product_compute_dtype(x). In float32 the weight is widened a

@@ -14,8 +14,9 @@
 // width, and can round those one bf16 step apart from its vector loop (or, for the tanh form below
 // x = -4, where 1 + tanh cancels, give a value of about 1e-7 where the vector loop gives -0). The
 // table holds the vector loop's values (it is written in pieces that are whole vectors), so in such
-// positions ours and LibTorch's may differ by that much. The DiT's and the vision encoder's feed-forwards, whose
-// pieces are whole vectors, give LibTorch's bits (test_kernels checks every input and those shapes).
+// positions ours and LibTorch's may differ by that much. The DiT's and the vision encoder's
+// feed-forwards, whose pieces are whole vectors, give LibTorch's bits (test_kernels checks every
+// input and those shapes).
 #pragma once
 
 #include <ATen/ATen.h>
