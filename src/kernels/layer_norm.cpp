@@ -120,14 +120,6 @@ void run(const at::Tensor& x, at::Tensor& y, double eps) {
     });
 }
 
-// Whether LibTorch runs the AVX2 build of its layer norm: under capability AVX2, and AVX512 (no
-// AVX-512 build registered; the probe checks the bits). It picks its CPU kernels once per process
-// (ATEN_CPU_CAPABILITY may lower the pick).
-bool libtorch_runs_avx2_layer_norm() {
-    static const bool avx2 = at::get_cpu_capability() == "AVX2" || at::get_cpu_capability() == "AVX512";
-    return avx2;
-}
-
 bool shape_fits(const at::Tensor& x) {
     return x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() >= 1 && x.is_contiguous() &&
            x.size(-1) > 0 && x.size(-1) % kLanes == 0;
@@ -164,8 +156,9 @@ bool layer_norm_loop_matches_libtorch() {
 
 bool layer_norm_by_kernel(const at::Tensor& x) {
 #ifdef GLMI_X86_WEIGHT_LOADS
-    if (!shape_fits(x) || !fused_kernels_run_on(x.device(), x.scalar_type()) || !libtorch_runs_avx2_layer_norm())
-        return false;
+    if (!shape_fits(x) || !fused_kernels_run_on(x.device(), x.scalar_type())) return false;
+    // LibTorch picks its CPU kernels once per process (ATEN_CPU_CAPABILITY may lower the pick), so
+    // one probe decides for the process.
     static const bool matches = detail::layer_norm_loop_matches_libtorch();
     return matches;
 #else

@@ -11,12 +11,12 @@
 // the 8 lanes merged in order), then each value is (x + (-mean)) * rstd, rstd = 1 / sqrt(var + eps),
 // with the same roundings in the same order as LibTorch's AVX2 kernel. Which of that kernel's
 // multiply-adds its compiler fused into one rounding is not in the source: it was measured (the
-// lanes' scalar merge fused, the vector merge's mean not), and is checked twice: the loop runs only
-// where LibTorch's CPU capability is AVX2, or AVX512, under which LibTorch runs the AVX2 build of
-// this kernel (it registers no AVX-512 one: a 2-core Xeon gave the same bits with
-// ATEN_CPU_CAPABILITY=avx2 as without, torch 2.13), not where it runs its generic kernel (which
-// rounds every product), and a probe at first use compares rows of several widths with
-// at::layer_norm. Anywhere else at::layer_norm runs.
+// lanes' scalar merge fused, the vector merge's mean not), and is checked by a probe at first use
+// that compares rows of several widths with at::layer_norm: the loop runs only where it finds
+// LibTorch's bits. It does under capability AVX2, and under AVX512, where LibTorch runs the AVX2
+// build of this kernel (it registers no AVX-512 one: a 2-core Xeon gave the same bits with
+// ATEN_CPU_CAPABILITY=avx2 as without, torch 2.13); not under its generic kernel (which rounds every
+// product; test_kernels runs a second time there). Anywhere else at::layer_norm runs.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -25,7 +25,7 @@ namespace glmimage::kernels {
 
 // Whether layer_norm() runs its own loop for x (and the fused kernels' switch of fused_switch.h is
 // on): a contiguous float32 CPU tensor whose last dimension is a positive multiple of 8, on a CPU
-// where LibTorch's capability is AVX2 or AVX512 and the probe found LibTorch's bits.
+// where the probe found LibTorch's bits (capability AVX2 or AVX512, as tested).
 bool layer_norm_by_kernel(const at::Tensor& x);
 
 // at::layer_norm(x, {x.size(-1)}, {}, {}, eps): by the loop where layer_norm_by_kernel(x),
