@@ -33,6 +33,14 @@ run, 2 threads, float32), so each repeat of ours also measures it just before it
 `dit_step_of_roofline_paired` is the median over the repeats of that repeat's median step against
 that moment's roofline, and `gemm_gflop_s_range` the lowest and highest of all the measurements
 (roofline_s takes the highest).
+
+How far the step is from its own products: `dit_products_alone_s_per_step` times each of the
+blocks' products of one step alone, at its shape (rows S, q/k/v as one product), and sums them;
+`dit_step_of_products_alone_paired` = the median over the repeats of that (measured just before
+the repeat, like the paired GEMM rate) / the repeat's median step. Its gap to 1 is the time the step
+spends outside its products (attention, GELU, norms, copies) or loses in them; the gap between it and
+dit_step_of_roofline_paired is the GEMM kernels' own loss at the step's shapes (the small preset's
+products have 257-281 rows and widths 512-2048) against an n^3 product.
 """
 
 from __future__ import annotations
@@ -97,6 +105,33 @@ def dit_flops_per_step(_testing, pipe, model_dir: str, h: int, w: int) -> float:
                for seq in (text + (h // 16) * (w // 16), 1 + (h // 16) * (w // 16)))
 
 
+def products_alone_s_per_step(_testing, pipe, model_dir: str, h: int, w: int, dtype) -> float:
+    """The DiT blocks' products of one step, each timed alone at its own shape (LibTorch's linear on
+    random values in the dtype glmimage computes them in, best of 5): per CFG pass of S rows and per block, S x inner -> 3 inner
+    (q/k/v as one), S x inner -> inner, S x inner -> ff and S x ff -> inner. What those products
+    take at their shapes on this machine's GEMM kernels, with nothing else of the step around them:
+    small shapes run well below the n^3 rate that roofline_s uses."""
+    import torch
+
+    if dtype == torch.bfloat16 and _testing.cpu_bf16_products_in_float32():
+        dtype = torch.float32  # glmimage computes them in float32 there (cpu_products.h)
+    cfg = json.loads((Path(model_dir) / "transformer" / "config.json").read_text())
+    ff, inner = _testing.state_dict(pipe, "transformer")["transformer_blocks.0.ff.net.0.proj.weight"].shape
+    text = _testing.glyph_embeddings(pipe, [PROMPT]).shape[1]
+    total = 0.0
+    for seq in (text + (h // 16) * (w // 16), 1 + (h // 16) * (w // 16)):
+        for k, n in ((inner, 3 * inner), (inner, inner), (inner, ff), (ff, inner)):
+            x, wt, b = torch.randn(seq, k).to(dtype), torch.randn(n, k).to(dtype), torch.randn(n).to(dtype)
+            torch.nn.functional.linear(x, wt, b)
+            best = float("inf")
+            for _ in range(5):
+                t0 = time.perf_counter()
+                torch.nn.functional.linear(x, wt, b)
+                best = min(best, time.perf_counter() - t0)
+            total += best * cfg["num_layers"]
+    return total
+
+
 def median(xs: list) -> float:
     return sorted(xs)[len(xs) // 2]
 
@@ -152,9 +187,11 @@ def run_side(args) -> None:
 
         print_profile(once, f"ours, {args.steps} steps at {h}x{w}")
     best, intervals, rates, paired = float("inf"), [], [], []
+    alone, alone_paired = [], []  # products_alone_s_per_step before each repeat, and against its steps
     for _ in range(args.repeats):
         if args.side == "ours":
             rates.append(gemm_rate(dtype))  # this repeat's moment of the machine
+            alone.append(products_alone_s_per_step(_testing, pipe, args.model, h, w, dtype))
         stamps.clear()
         t0 = time.perf_counter()
         img = once()
@@ -162,6 +199,7 @@ def run_side(args) -> None:
         steps_here = [b - a for a, b in zip(stamps, stamps[1:])]
         if args.side == "ours" and steps_here:
             paired.append(flops / args.steps / rates[-1] / median(steps_here))
+            alone_paired.append(alone[-1] / median(steps_here))
         intervals += steps_here
     if len(intervals) == 0:
         raise SystemExit(f"--steps {args.steps}: the per-step time needs at least 2 steps")
@@ -183,6 +221,8 @@ def run_side(args) -> None:
         # taken: a slow moment of a shared machine must not make our time look closer to the
         # roofline. The paired ratio sets each repeat against the rate measured just before it.
         rates += [rate_before, gemm_rate(dtype)]
+        out["products_alone_s_per_step"] = min(alone)
+        out["step_of_products_alone_paired"] = median(alone_paired)
         out["roofline_s"] = flops / max(rates)
         out["step_of_roofline_paired"] = median(paired)
         out["gemm_gflop_s_range"] = [round(min(rates) / 1e9, 1), round(max(rates) / 1e9, 1)]
@@ -249,6 +289,8 @@ def main() -> int:
         "dit_step_of_roofline": round(res["ours"]["roofline_s"] / args.steps / res["ours"]["dit_s_per_step"], 3),
         "dit_step_of_roofline_paired": round(res["ours"]["step_of_roofline_paired"], 3),
         "gemm_gflop_s_range": res["ours"]["gemm_gflop_s_range"],
+        "dit_products_alone_s_per_step": round(res["ours"]["products_alone_s_per_step"], 5),
+        "dit_step_of_products_alone_paired": round(res["ours"]["step_of_products_alone_paired"], 3),
         "speedup_dit_step": round(res["ref"]["dit_s_per_step"] / res["ours"]["dit_s_per_step"], 3),
         "ours_peak_rss_mb": round(res["ours"]["peak_rss_mb"], 1), "ref_peak_rss_mb": round(res["ref"]["peak_rss_mb"], 1),
         "ours_rss_anon_mb": round(res["ours"]["rss_anon_mb"], 1), "ref_rss_anon_mb": round(res["ref"]["rss_anon_mb"], 1),
