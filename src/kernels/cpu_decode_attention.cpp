@@ -10,6 +10,7 @@
 #include "core/check.h"
 #include "core/parallel.h"
 #include "kernels/fused_math.h"
+#include "kernels/profile_scope.h"
 #include "kernels/x86_weight_loads.h"
 
 namespace glmimage::kernels {
@@ -281,6 +282,7 @@ at::Tensor cpu_decode_attention(const at::Tensor& q, const at::Tensor& k, const 
                                 double scale) {
     GLMI_CHECK(cpu_decode_attention_takes(q, k, v, mask), "cpu_decode_attention: unsupported inputs q ", q.sizes(),
                " ", q.scalar_type(), ", k ", k.sizes(), ", v ", v.sizes());
+    GLMI_KERNEL_SCOPE("glmimage::cpu_decode_attention", q, k, v);
     auto out = at::empty({q.size(0), q.size(1), 1, q.size(3)}, q.options());
 #ifdef GLMI_X86_WEIGHT_LOADS
     Problem P{q.size(0), q.size(1), k.size(1), k.size(2), q.size(3),

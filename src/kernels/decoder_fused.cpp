@@ -11,6 +11,7 @@
 #include "kernels/cuda_launch.h"
 #include "kernels/fused_switch.h"
 #include "kernels/half_float_table.h"
+#include "kernels/profile_scope.h"
 #include "kernels/row_sum.h"
 #ifdef GLMI_WITH_CUDA_KERNELS
 #include "kernels/cuda/decoder_fused_cuda.h"
@@ -100,6 +101,7 @@ at::Tensor squares(const at::Tensor& x) {
     auto sq = at::empty(x.sizes(), x.options().dtype(at::kFloat));
     const int64_t n = x.numel();
     if (n == 0) return sq;
+    GLMI_KERNEL_SCOPE("glmimage::squares", x);
     dispatch(x.scalar_type(), [&](auto tag) {
         using T = decltype(tag);
 #ifdef GLMI_WITH_CUDA_KERNELS
@@ -127,6 +129,7 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& sq, const at::Tensor&
     const int64_t D = x.size(-1), rows = D ? x.numel() / D : 0;
     auto y = at::empty_like(x);
     if (x.numel() == 0) return y;
+    GLMI_KERNEL_SCOPE("glmimage::rms_norm", x, weight);
     dispatch(x.scalar_type(), [&](auto tag) {
         using T = decltype(tag);
 #ifdef GLMI_WITH_CUDA_KERNELS
@@ -165,6 +168,7 @@ ResidualNorm residual_rms_norm(const at::Tensor& residual, const at::Tensor& h, 
     ResidualNorm res{at::empty_like(h),
                      own_sums ? at::Tensor() : at::empty(h.sizes(), h.options().dtype(at::kFloat))};
     if (h.numel() == 0) return res;
+    GLMI_KERNEL_SCOPE("glmimage::residual_rms_norm", residual, h, weight);
     dispatch(h.scalar_type(), [&](auto tag) {
         using T = decltype(tag);
 #ifdef GLMI_WITH_CUDA_KERNELS
@@ -235,6 +239,7 @@ at::Tensor rotary_qkv_to_cache(const at::Tensor& q, const at::Tensor& k, const a
                    ") exceed the capacity ", cap);
     auto q_out = at::empty({B, hq, S, D}, q.options());
     if (q_out.numel() == 0) return q_out;
+    GLMI_KERNEL_SCOPE("glmimage::rotary_qkv_to_cache", q, k, v);
     dispatch(q.scalar_type(), [&](auto tag) {
         using T = decltype(tag);
         const T *pq = data<T>(q), *pk = data<T>(k), *pv = data<T>(v), *pc = data<T>(cos), *ps = data<T>(sin);
@@ -282,6 +287,7 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
     const int64_t I = gate_up.size(-1) / 2;
 #ifdef GLMI_WITH_CUDA_KERNELS
     if (gate_up.is_cuda() && gate_up.is_contiguous() && decoder_fused_available(gate_up.device(), gate_up.scalar_type())) {
+        GLMI_KERNEL_SCOPE("glmimage::silu_mul", gate_up);
         auto sizes = gate_up.sizes().vec();
         sizes.back() = I;
         auto act = at::empty(sizes, gate_up.options());
@@ -295,6 +301,7 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
     }
 #endif
     if (silu_mul_by_table(gate_up)) {
+        GLMI_KERNEL_SCOPE("glmimage::silu_mul", gate_up);
         auto sizes = gate_up.sizes().vec();
         sizes.back() = I;
         auto act = at::empty(sizes, gate_up.options());

@@ -7,6 +7,7 @@
 #include "core/parallel.h"
 #include "kernels/fused_switch.h"
 #include "kernels/half_float_table.h"
+#include "kernels/profile_scope.h"
 
 namespace glmimage::kernels {
 
@@ -20,6 +21,7 @@ at::Tensor gelu(const at::Tensor& x, std::string_view approximate) {
     GLMI_CHECK(approximate == "none" || approximate == "tanh", "gelu: approximate must be 'none' or 'tanh', got '",
                std::string(approximate), "'");
     if (!gelu_by_table(x)) return at::gelu(x, approximate);
+    GLMI_KERNEL_SCOPE("glmimage::gelu", x);
     const uint16_t* t = half_float_table(x.scalar_type(), approximate == "tanh" ? TabledOp::gelu_tanh : TabledOp::gelu);
     auto y = at::empty_like(x, at::MemoryFormat::Contiguous);
     const auto* in = static_cast<const uint16_t*>(x.data_ptr());

@@ -7,6 +7,7 @@
 
 #include "core/check.h"
 #include "core/parallel.h"
+#include "kernels/profile_scope.h"
 #include "kernels/x86_weight_loads.h"
 
 namespace glmimage::kernels {
@@ -138,6 +139,7 @@ bool gemv_takes(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bi
 at::Tensor gemv(const at::Tensor& x2d, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& scale) {
     GLMI_CHECK(gemv_takes(x2d, w, bias, scale), "gemv does not take x ", x2d.sizes(), " ", x2d.scalar_type(),
                " with W ", w.sizes(), " ", w.scalar_type(), scale.defined() ? " and a scale" : "");
+    GLMI_KERNEL_SCOPE("glmimage::gemv", x2d, w);
 #ifdef GLMI_X86_WEIGHT_LOADS
     auto y = at::empty({x2d.size(0), w.size(0)}, x2d.options());
     const bool bf16 = x2d.scalar_type() == at::kBFloat16;

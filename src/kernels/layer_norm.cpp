@@ -11,6 +11,7 @@
 #include "core/parallel.h"
 #include "kernels/fused_switch.h"
 #include "kernels/libtorch_ceil_log2.h"
+#include "kernels/profile_scope.h"
 #include "kernels/x86_weight_loads.h"
 
 // Built with -ffp-contract=off (CMakeLists.txt): every product below is rounded before its sum
@@ -170,6 +171,7 @@ bool layer_norm_by_kernel(const at::Tensor& x) {
 at::Tensor layer_norm(const at::Tensor& x, double eps) {
 #ifdef GLMI_X86_WEIGHT_LOADS
     if (layer_norm_by_kernel(x)) {
+        GLMI_KERNEL_SCOPE("glmimage::layer_norm", x);
         auto y = at::empty_like(x, at::MemoryFormat::Contiguous);
         run(x, y, eps);
         return y;

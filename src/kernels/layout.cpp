@@ -5,6 +5,7 @@
 
 #include "core/check.h"
 #include "core/parallel.h"
+#include "kernels/profile_scope.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define GLMI_LAYOUT_SSE2 1
@@ -105,6 +106,7 @@ bool tiled(const at::Tensor& x) {
 at::Tensor to_channels_last(const at::Tensor& x) {
     if (!tiled(x)) return x.contiguous(at::MemoryFormat::ChannelsLast);
     if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) return x;
+    GLMI_KERNEL_SCOPE("glmimage::to_channels_last", x);
     const auto src = x.contiguous();
     auto out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
     // Per image: [C, H*W] -> [H*W, C].
@@ -116,6 +118,7 @@ at::Tensor to_channels_last(const at::Tensor& x) {
 at::Tensor to_channels_first(const at::Tensor& x) {
     if (!tiled(x)) return x.contiguous();
     if (x.is_contiguous()) return x;
+    GLMI_KERNEL_SCOPE("glmimage::to_channels_first", x);
     const auto src = x.contiguous(at::MemoryFormat::ChannelsLast);
     auto out = at::empty(x.sizes(), x.options());
     // Per image: [H*W, C] -> [C, H*W].

@@ -9,6 +9,7 @@
 #include "kernels/cuda_launch.h"
 #include "kernels/fused_math_cpu.h"
 #include "kernels/fused_switch.h"
+#include "kernels/profile_scope.h"
 #ifdef GLMI_WITH_CUDA_KERNELS
 #include "kernels/cuda/dit_fused_cuda.h"
 #endif
@@ -78,6 +79,7 @@ void mul_add_into(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c,
                a.device(), ", ", g.sizes(), " ", g.scalar_type(), ", ", c.sizes(), " ", c.scalar_type(), " into ",
                y.sizes(), " ", y.strides(), " ", y.scalar_type(), " on ", y.device());
     if (y.numel() == 0) return;
+    GLMI_KERNEL_SCOPE("glmimage::mul_add", a, g, c);
     fused::dispatch(a.scalar_type(), /*with_half=*/true, [&](auto tag) { run<decltype(tag)>(a, g, c, y); });
 }
 

@@ -9,6 +9,7 @@
 #include "kernels/cuda_launch.h"
 #include "kernels/fused_math_cpu.h"
 #include "kernels/fused_switch.h"
+#include "kernels/profile_scope.h"
 #ifdef GLMI_WITH_CUDA_KERNELS
 #include "kernels/cuda/dit_fused_cuda.h"
 #endif
@@ -73,6 +74,7 @@ at::Tensor rotary_half(const at::Tensor& x, const at::Tensor& cos, const at::Ten
     auto out = head_major ? at::empty({x.size(0), x.size(2), x.size(1), x.size(3)}, opts).transpose(1, 2)
                           : at::empty(x.sizes(), opts);
     if (out.numel() == 0) return out;
+    GLMI_KERNEL_SCOPE("glmimage::rotary_half", x, cos, sin);
     fused::dispatch(x.scalar_type(), /*with_half=*/true, [&](auto tag) {
         using T = decltype(tag);
 #ifdef GLMI_WITH_CUDA_KERNELS

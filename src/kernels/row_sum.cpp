@@ -6,6 +6,7 @@
 
 #include "core/check.h"
 #include "core/parallel.h"
+#include "kernels/profile_scope.h"
 
 namespace glmimage::kernels {
 
@@ -64,6 +65,7 @@ at::Tensor row_sums(const at::Tensor& x) {
     const int64_t n = x.size(-1);
     if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || !x.is_contiguous() || !row_sum_matches_libtorch(n))
         return x.sum(-1);
+    GLMI_KERNEL_SCOPE("glmimage::row_sums", x);
     auto out = at::empty(x.sizes().slice(0, x.dim() - 1), x.options());
     const int64_t rows = x.numel() / n;
     const float* px = x.const_data_ptr<float>();

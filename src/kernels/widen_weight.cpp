@@ -6,6 +6,7 @@
 
 #include "core/check.h"
 #include "core/parallel.h"
+#include "kernels/profile_scope.h"
 #include "kernels/x86_weight_loads.h"
 
 namespace glmimage::kernels {
@@ -109,6 +110,7 @@ void widen_weight_into(const at::Tensor& w, at::Tensor& out, const at::Tensor& r
     const bool f32 = to == at::kFloat, kernel_writes = f32 || (to == at::kBFloat16 && wt != at::kBFloat16);
     if (kernel_writes && w.is_cpu() && out.is_cpu() && w.is_contiguous() && out.is_contiguous() && scale_ok &&
         cpu_has_avx2_fma_f16c()) {
+        GLMI_KERNEL_SCOPE("glmimage::widen_weight", w);
         if (wt == at::kBFloat16)
             run<uint16_t, float>(w, row_scale, out);
         else if (wt == at::kChar)
