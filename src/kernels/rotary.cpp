@@ -10,6 +10,7 @@
 #include "kernels/fused_math_cpu.h"
 #include "kernels/fused_switch.h"
 #include "kernels/profile_scope.h"
+#include "kernels/x86_weight_loads.h"
 #ifdef GLMI_WITH_CUDA_KERNELS
 #include "kernels/cuda/dit_fused_cuda.h"
 #endif
@@ -21,15 +22,34 @@ namespace glmimage::kernels {
 
 namespace {
 
+// One head's row of D channels: x * cos + rotate_half(x) * sin. Built twice, as mul_add.cpp's
+// row loop: for the generic target, and for AVX2 where the compiler vectorizes the same formula.
+template <typename T>
+[[gnu::always_inline]] inline void rope_row(const T* x, const float* cos, const float* sin, T* y, int64_t D) {
+    const int64_t half = D / 2;
+    for (int64_t d = 0; d < half; ++d) y[d] = fused::rope_channel(x[d], -fused::to_float(x[d + half]), cos[d], sin[d]);
+    for (int64_t d = half; d < D; ++d) y[d] = fused::rope_channel(x[d], fused::to_float(x[d - half]), cos[d], sin[d]);
+}
+
+#ifdef GLMI_X86_WEIGHT_LOADS
+template <typename T>
+GLMI_AVX2 void rope_row_avx2(const T* x, const float* cos, const float* sin, T* y, int64_t D) {
+    rope_row(x, cos, sin, y, D);  // inlined here, so compiled for AVX2
+}
+#endif
+
 template <typename T>
 void rotate_rows(const at::Tensor& x, const float* cos, const float* sin, int64_t skip, RotaryLayout layout, T* out) {
-    const int64_t B = x.size(0), S = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
+    const int64_t B = x.size(0), S = x.size(1), H = x.size(2), D = x.size(3);
     const int64_t sb = x.stride(0), ss = x.stride(1), sh = x.stride(2);
     const T* base = fused::data<T>(x);
     // Output row (b, s, h) starts at b * S*H*D + s * out_s + h * out_h.
     const bool head_major = layout == RotaryLayout::kHeadMajor;
     const int64_t out_s = head_major ? D : H * D, out_h = head_major ? S * D : D;
     const int64_t grain = std::max<int64_t>(1, parallel_min_piece_bytes() / (2 * H * D * static_cast<int64_t>(sizeof(T))));
+#ifdef GLMI_X86_WEIGHT_LOADS
+    const bool avx2 = weight_loads::cpu_has_avx2_fma_f16c();
+#endif
     parallel_for_cpu(B * S, grain, [&](int64_t begin, int64_t end) {
         for (int64_t bs = begin; bs < end; ++bs) {
             const int64_t b = bs / S, s = bs % S;
@@ -42,10 +62,13 @@ void rotate_rows(const at::Tensor& x, const float* cos, const float* sin, int64_
                 }
                 const float* c = cos + (s - skip) * D;
                 const float* n = sin + (s - skip) * D;
-                for (int64_t d = 0; d < half; ++d)
-                    yr[d] = fused::rope_channel(xr[d], -fused::to_float(xr[d + half]), c[d], n[d]);
-                for (int64_t d = half; d < D; ++d)
-                    yr[d] = fused::rope_channel(xr[d], fused::to_float(xr[d - half]), c[d], n[d]);
+#ifdef GLMI_X86_WEIGHT_LOADS
+                if (avx2) {
+                    rope_row_avx2(xr, c, n, yr, D);
+                    continue;
+                }
+#endif
+                rope_row(xr, c, n, yr, D);
             }
         }
     });

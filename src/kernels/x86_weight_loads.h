@@ -3,7 +3,8 @@
 // int8 and fp8 e4m3 storage, exact widening in every case; a vector's horizontal sum. Internal to
 // the library; x86-64 with GCC or Clang only (GLMI_X86_WEIGHT_LOADS), each function compiled for
 // AVX2 + FMA + F16C on its own (the library's flags stay generic), so callers must check
-// cpu_has_avx2_fma_f16c() before running one.
+// cpu_has_avx2_fma_f16c() before running one. The same attribute and check also build and guard the
+// elementwise row loops compiled for AVX2 beside their generic build (mul_add.cpp, rotary.cpp).
 #pragma once
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

@@ -5,10 +5,13 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "kernels/mul_add.h"
 #include "mean_ms.h"
+#include "same_bits.h"
 
 namespace glmimage {
 namespace {
@@ -35,6 +38,27 @@ TEST(MulAdd, EqualsLibTorchOps) {
                     EXPECT_TRUE(at::equal(got, want));
                 }
             }
+        }
+    }
+}
+
+// Every bf16 bit pattern as a (NaNs, infinities, subnormals, both zeros) and as c, at row widths
+// that are not multiples of the vector loop's width (its tail), in each dtype: the CPU loop is
+// built for AVX2 as well as the generic target, and both must give LibTorch's bits.
+TEST(MulAdd, EveryBf16PatternAtRaggedWidths) {
+    const auto patterns = at::arange(0, 65536, at::kInt).to(at::kShort).view(at::kBFloat16);
+    for (auto dt : {at::kBFloat16, at::kFloat, at::kHalf}) {
+        for (int64_t D : {1, 7, 9, 17, 33, 100, 4096}) {
+            SCOPED_TRACE(::testing::Message() << dt << " D " << D);
+            const int64_t S = (65536 + D - 1) / D;
+            at::manual_seed(D);
+            // a: the patterns in order (the first repeated to fill the last row); c: shuffled
+            const auto a = at::cat({patterns, patterns.narrow(0, 0, S * D - 65536)}).to(dt).view({1, S, D});
+            const auto c = a.flatten().index_select(0, at::randperm(S * D)).view({1, S, D});
+            auto g = (at::randn({1, 1, D}) * 2).to(dt);
+            const float specials[] = {INFINITY, NAN, 0.0f, -0.0f, 1e-40f, -3.0f};
+            for (int64_t i = 0; i < std::min<int64_t>(D, 6); ++i) g.index_put_({0, 0, i}, specials[i]);
+            testing::expect_same_bits_nan_aside(kernels::mul_add(a, g, c), a * g + c);
         }
     }
 }

@@ -9,6 +9,7 @@
 
 #include "kernels/rotary.h"
 #include "mean_ms.h"
+#include "same_bits.h"
 
 namespace glmimage {
 namespace {
@@ -46,6 +47,27 @@ TEST(Rotary, EqualsLibTorchOps) {
                             static_cast<long long>(skip), head_major ? " head-major" : "", diff);
                 EXPECT_TRUE(at::equal(got, want));
             }
+        }
+    }
+}
+
+// Every bf16 bit pattern as x (NaNs, infinities, subnormals, both zeros), at head widths whose
+// halves are not multiples of the vector loop's width (its tail), in each dtype: the CPU loop is
+// built for AVX2 as well as the generic target, and both must give the op sequence's bits (NaN at
+// the same places).
+TEST(Rotary, EveryBf16PatternAtRaggedWidths) {
+    const auto patterns = at::arange(0, 65536, at::kInt).to(at::kShort).view(at::kBFloat16);
+    for (auto dt : {at::kBFloat16, at::kFloat, at::kHalf}) {
+        for (int64_t D : {2, 6, 18, 34, 128}) {
+            SCOPED_TRACE(::testing::Message() << dt << " D " << D);
+            const int64_t H = 3, skip = 2, rows = (65536 + H * D - 1) / (H * D), S = rows + skip;
+            const auto x = at::cat({patterns, patterns.narrow(0, 0, S * H * D - 65536)}).to(dt).view({1, S, H, D});
+            at::manual_seed(D);
+            const auto angles = at::randn({S - skip, D}) * 3;
+            const auto cos = angles.cos(), sin = angles.sin();
+            const auto got = kernels::rotary_half(x, cos, sin, skip, kernels::RotaryLayout::kTokenMajor);
+            const auto want = reference(x, cos, sin, skip);
+            testing::expect_same_bits_nan_aside(got, want);
         }
     }
 }
