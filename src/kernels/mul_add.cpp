@@ -59,7 +59,9 @@ void run(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c, at::Tens
 #endif
     const int64_t grain = std::max<int64_t>(1, parallel_min_piece_bytes() / (3 * D * static_cast<int64_t>(sizeof(T))));
 #ifdef GLMI_X86_WEIGHT_LOADS
-    const bool avx2 = weight_loads::cpu_has_avx2_fma_f16c();
+    const auto row = weight_loads::cpu_has_avx2_fma_f16c() ? &mul_add_row_avx2<T> : &mul_add_row<T>;
+#else
+    const auto row = &mul_add_row<T>;
 #endif
     parallel_for_cpu(B * S, grain, [&](int64_t begin, int64_t end) {
         for (int64_t bs = begin; bs < end; ++bs) {
@@ -68,13 +70,7 @@ void run(const at::Tensor& a, const at::Tensor& g, const at::Tensor& c, at::Tens
             const T* gv = pg + (g_per_sample ? b * D : 0);
             const T* cv = c_full ? pc + bs * D : pc + (c_per_sample ? b * D : 0);
             T* yv = py + b * sy0 + s * sy1;
-#ifdef GLMI_X86_WEIGHT_LOADS
-            if (avx2) {
-                mul_add_row_avx2(av, gv, cv, yv, D);
-                continue;
-            }
-#endif
-            mul_add_row(av, gv, cv, yv, D);
+            row(av, gv, cv, yv, D);
         }
     });
 }

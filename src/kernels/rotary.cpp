@@ -48,7 +48,9 @@ void rotate_rows(const at::Tensor& x, const float* cos, const float* sin, int64_
     const int64_t out_s = head_major ? D : H * D, out_h = head_major ? S * D : D;
     const int64_t grain = std::max<int64_t>(1, parallel_min_piece_bytes() / (2 * H * D * static_cast<int64_t>(sizeof(T))));
 #ifdef GLMI_X86_WEIGHT_LOADS
-    const bool avx2 = weight_loads::cpu_has_avx2_fma_f16c();
+    const auto row = weight_loads::cpu_has_avx2_fma_f16c() ? &rope_row_avx2<T> : &rope_row<T>;
+#else
+    const auto row = &rope_row<T>;
 #endif
     parallel_for_cpu(B * S, grain, [&](int64_t begin, int64_t end) {
         for (int64_t bs = begin; bs < end; ++bs) {
@@ -62,13 +64,7 @@ void rotate_rows(const at::Tensor& x, const float* cos, const float* sin, int64_
                 }
                 const float* c = cos + (s - skip) * D;
                 const float* n = sin + (s - skip) * D;
-#ifdef GLMI_X86_WEIGHT_LOADS
-                if (avx2) {
-                    rope_row_avx2(xr, c, n, yr, D);
-                    continue;
-                }
-#endif
-                rope_row(xr, c, n, yr, D);
+                row(xr, c, n, yr, D);
             }
         }
     });
