@@ -107,10 +107,10 @@ def dit_flops_per_step(_testing, pipe, model_dir: str, h: int, w: int) -> float:
 
 def products_alone_s_per_step(_testing, pipe, model_dir: str, h: int, w: int, dtype) -> float:
     """The DiT blocks' products of one step, each timed alone at its own shape (LibTorch's linear on
-    random values in the dtype glmimage computes them in, best of 5): per CFG pass of S rows and per block, S x inner -> 3 inner
-    (q/k/v as one), S x inner -> inner, S x inner -> ff and S x ff -> inner. What those products
-    take at their shapes on this machine's GEMM kernels, with nothing else of the step around them:
-    small shapes run well below the n^3 rate that roofline_s uses."""
+    random values in the dtype glmimage computes them in, best of 5): per CFG pass of S rows and per
+    block, S x inner -> 3 inner (q/k/v as one), S x inner -> inner, S x inner -> ff and S x ff ->
+    inner. What those products take at their shapes on this machine's GEMM kernels, with nothing
+    else of the step around them: small shapes run well below the n^3 rate that roofline_s uses."""
     import torch
 
     if dtype == torch.bfloat16 and _testing.cpu_bf16_products_in_float32():

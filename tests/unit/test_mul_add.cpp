@@ -43,8 +43,8 @@ TEST(MulAdd, EqualsLibTorchOps) {
 }
 
 // Every bf16 bit pattern as a (NaNs, infinities, subnormals, both zeros) and as c, at row widths
-// that are not multiples of the vector loop's width (its tail), in each dtype: the CPU loop is
-// built for AVX2 as well as the generic target, and both must give LibTorch's bits.
+// that are not multiples of the vector loop's width (its tail), in each dtype: LibTorch's bits from
+// whichever build of the row loop this CPU runs (the AVX2 one where it has AVX2, else the generic).
 TEST(MulAdd, EveryBf16PatternAtRaggedWidths) {
     const auto patterns = at::arange(0, 65536, at::kInt).to(at::kShort).view(at::kBFloat16);
     for (auto dt : {at::kBFloat16, at::kFloat, at::kHalf}) {

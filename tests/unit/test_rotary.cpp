@@ -52,9 +52,9 @@ TEST(Rotary, EqualsLibTorchOps) {
 }
 
 // Every bf16 bit pattern as x (NaNs, infinities, subnormals, both zeros), at head widths whose
-// halves are not multiples of the vector loop's width (its tail), in each dtype: the CPU loop is
-// built for AVX2 as well as the generic target, and both must give the op sequence's bits (NaN at
-// the same places).
+// halves are not multiples of the vector loop's width (its tail), in each dtype: the op sequence's
+// bits (NaN at the same places) from whichever build of the row loop this CPU runs (the AVX2 one
+// where it has AVX2, else the generic).
 TEST(Rotary, EveryBf16PatternAtRaggedWidths) {
     const auto patterns = at::arange(0, 65536, at::kInt).to(at::kShort).view(at::kBFloat16);
     for (auto dt : {at::kBFloat16, at::kFloat, at::kHalf}) {
