@@ -8,8 +8,9 @@
 namespace glmimage::testing {
 
 // Equal where not NaN, bit for bit (signed zeros, infinities, subnormals), and NaN at the same
-// places. LibTorch's NaN payload depends on which of its loops wrote the element (its bf16 vector
-// loop writes 0xFFFF, its scalar tail c10::BFloat16's 0x7FC0), so payloads are not compared.
+// places. NaN payloads and signs are not compared: LibTorch's depend on which of its loops wrote
+// the element (its bf16 vector loop writes 0xFFFF, its scalar tail c10::BFloat16's 0x7FC0), and a
+// loop's own on the order the compiler gives two NaN operands.
 inline void expect_same_bits_nan_aside(const at::Tensor& got, const at::Tensor& want) {
     ASSERT_EQ(got.sizes(), want.sizes());
     ASSERT_EQ(got.scalar_type(), want.scalar_type());
