@@ -11,15 +11,12 @@
 #include "kernels/fused_switch.h"
 #include "kernels/gelu.h"
 #include "mean_ms.h"
+#include "same_bits.h"
 
 namespace glmimage {
 namespace {
 
-// The same bits, NaN payloads included (at::equal would call every NaN unequal).
-bool same_bits(const at::Tensor& a, const at::Tensor& b) {
-    return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
-           at::equal(a.contiguous().view(at::kShort), b.contiguous().view(at::kShort));
-}
+using testing::same_bits;
 
 TEST(Gelu, EveryInputEqualsLibTorch) {
     for (auto dt : {at::kBFloat16, at::kHalf})

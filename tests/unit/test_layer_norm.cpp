@@ -24,11 +24,7 @@ constexpr double kEps = 1e-5;
 
 at::Tensor reference(const at::Tensor& x) { return at::layer_norm(x, {x.size(-1)}, {}, {}, kEps); }
 
-// The same bits, NaN payloads and signed zeros included.
-bool same_bits(const at::Tensor& a, const at::Tensor& b) {
-    return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
-           at::equal(a.contiguous().view(at::kInt), b.contiguous().view(at::kInt));
-}
+using testing::same_bits;
 
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
     const auto finite = a.isfinite() & b.isfinite();
@@ -115,8 +111,10 @@ TEST(LayerNorm, SpecialRowsEqualLibTorch) {
         // NaN operands an x86 operation passes on is the compiler's choice of operand order (an
         // ASan build at -O2 gave each NaN row here the other sign than the Release build, whose
         // NaNs matched LibTorch's), and NaN signs carry nothing.
-        testing::expect_same_bits_nan_aside(kernels::layer_norm(x, kEps), reference(x));
-        testing::expect_same_bits_nan_aside(kernels::layer_norm(x, 1e-6), at::layer_norm(x, {n}, {}, {}, 1e-6));
+        testing::expect_same_bits_nan_aside(kernels::layer_norm(x, kEps), reference(x),
+                                            "layer_norm special rows, width " + std::to_string(n));
+        testing::expect_same_bits_nan_aside(kernels::layer_norm(x, 1e-6), at::layer_norm(x, {n}, {}, {}, 1e-6),
+                                            "layer_norm special rows, eps 1e-6, width " + std::to_string(n));
     }
 }
 

@@ -58,7 +58,9 @@ TEST(MulAdd, EveryBf16PatternAtRaggedWidths) {
             auto g = (at::randn({1, 1, D}) * 2).to(dt);
             const float specials[] = {INFINITY, NAN, 0.0f, -0.0f, 1e-40f, -3.0f};
             for (int64_t i = 0; i < std::min<int64_t>(D, 6); ++i) g.index_put_({0, 0, i}, specials[i]);
-            testing::expect_same_bits_nan_aside(kernels::mul_add(a, g, c), a * g + c);
+            testing::expect_same_bits_nan_aside(kernels::mul_add(a, g, c), a * g + c,
+                                                std::string("mul_add every bf16 pattern, ") + c10::toString(dt) +
+                                                    ", D " + std::to_string(D));
         }
     }
 }

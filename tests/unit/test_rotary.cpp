@@ -67,7 +67,8 @@ TEST(Rotary, EveryBf16PatternAtRaggedWidths) {
             const auto cos = angles.cos(), sin = angles.sin();
             const auto got = kernels::rotary_half(x, cos, sin, skip, kernels::RotaryLayout::kTokenMajor);
             const auto want = reference(x, cos, sin, skip);
-            testing::expect_same_bits_nan_aside(got, want);
+            testing::expect_same_bits_nan_aside(got, want, std::string("rotary_half every bf16 pattern, ") + c10::toString(dt) +
+                                                                  ", D " + std::to_string(D));
         }
     }
 }

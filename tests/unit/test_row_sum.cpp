@@ -15,14 +15,12 @@
 #include "kernels/fused_math_cpu.h"
 #include "kernels/row_sum.h"
 #include "mean_ms.h"
+#include "same_bits.h"
 
 namespace glmimage {
 namespace {
 
-bool same_bits(const at::Tensor& a, const at::Tensor& b) {
-    return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
-           at::equal(a.contiguous().view(at::kInt), b.contiguous().view(at::kInt));
-}
+using testing::same_bits;
 
 // [rows, n] of varied magnitude within and between rows: the order of additions shows in most sums.
 at::Tensor varied_rows(int64_t rows, int64_t n, double scale) {
