@@ -94,32 +94,39 @@ def _matmul_rate(dtype, n: int) -> float:
     return 2 * n**3 / best
 
 
-def dit_flops_per_step(_testing, pipe, model_dir: str, h: int, w: int) -> float:
+def dit_shapes(_testing, pipe, model_dir: str, h: int, w: int) -> dict:
+    """What the step's work is made of, read once: the blocks' weights per token, inner and
+    feed-forward widths, layers, and each CFG pass's rows (the prompt's glyph rows or the empty
+    text's one, + the image tokens)."""
     cfg = json.loads((Path(model_dir) / "transformer" / "config.json").read_text())
     state = _testing.state_dict(pipe, "transformer")
-    per_token = sum(t.numel() for k, t in state.items()
-                    if k.startswith("transformer_blocks.") and (".attn1." in k or ".ff." in k) and k.endswith(".weight"))
-    text = _testing.glyph_embeddings(pipe, [PROMPT]).shape[1]
-    inner = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-    return sum(2 * seq * per_token + 4 * seq * seq * inner * cfg["num_layers"]  # the two CFG passes
-               for seq in (text + (h // 16) * (w // 16), 1 + (h // 16) * (w // 16)))
+    image = (h // 16) * (w // 16)
+    return {
+        "per_token": sum(t.numel() for k, t in state.items() if k.startswith("transformer_blocks.")
+                         and (".attn1." in k or ".ff." in k) and k.endswith(".weight")),
+        "inner": cfg["num_attention_heads"] * cfg["attention_head_dim"],
+        "ff": state["transformer_blocks.0.ff.net.0.proj.weight"].shape[0],
+        "layers": cfg["num_layers"],
+        "seqs": (_testing.glyph_embeddings(pipe, [PROMPT]).shape[1] + image, 1 + image),
+    }
 
 
-def products_alone_s_per_step(_testing, pipe, model_dir: str, h: int, w: int, dtype) -> float:
+def dit_flops_per_step(shapes: dict) -> float:
+    return sum(2 * seq * shapes["per_token"] + 4 * seq * seq * shapes["inner"] * shapes["layers"]
+               for seq in shapes["seqs"])  # the two CFG passes
+
+
+def products_alone_s_per_step(shapes: dict, dtype) -> float:
     """The DiT blocks' products of one step, each timed alone at its own shape (LibTorch's linear on
-    random values in the dtype glmimage computes them in, best of 5): per CFG pass of S rows and per
-    block, S x inner -> 3 inner (q/k/v as one), S x inner -> inner, S x inner -> ff and S x ff ->
-    inner. What those products take at their shapes on this machine's GEMM kernels, with nothing
-    else of the step around them: small shapes run well below the n^3 rate that roofline_s uses."""
+    random values in `dtype`, best of 5): per CFG pass of S rows and per block, S x inner -> 3 inner
+    (q/k/v as one), S x inner -> inner, S x inner -> ff and S x ff -> inner. What those products
+    take at their shapes on this machine's GEMM kernels, with nothing else of the step around them:
+    small shapes run well below the n^3 rate that roofline_s uses."""
     import torch
 
-    if dtype == torch.bfloat16 and _testing.cpu_bf16_products_in_float32():
-        dtype = torch.float32  # glmimage computes them in float32 there (cpu_products.h)
-    cfg = json.loads((Path(model_dir) / "transformer" / "config.json").read_text())
-    ff, inner = _testing.state_dict(pipe, "transformer")["transformer_blocks.0.ff.net.0.proj.weight"].shape
-    text = _testing.glyph_embeddings(pipe, [PROMPT]).shape[1]
+    inner, ff = shapes["inner"], shapes["ff"]
     total = 0.0
-    for seq in (text + (h // 16) * (w // 16), 1 + (h // 16) * (w // 16)):
+    for seq in shapes["seqs"]:
         for k, n in ((inner, 3 * inner), (inner, inner), (inner, ff), (ff, inner)):
             x, wt, b = torch.randn(seq, k).to(dtype), torch.randn(n, k).to(dtype), torch.randn(n).to(dtype)
             torch.nn.functional.linear(x, wt, b)
@@ -128,7 +135,7 @@ def products_alone_s_per_step(_testing, pipe, model_dir: str, h: int, w: int, dt
                 t0 = time.perf_counter()
                 torch.nn.functional.linear(x, wt, b)
                 best = min(best, time.perf_counter() - t0)
-            total += best * cfg["num_layers"]
+            total += best * shapes["layers"]
     return total
 
 
@@ -155,7 +162,12 @@ def run_side(args) -> None:
         import glmimage_testing as _testing
 
         pipe = glmimage.Pipeline.from_pretrained(args.model, dtype=args.dtype, quantize=args.quantize)
-        flops = dit_flops_per_step(_testing, pipe, args.model, h, w) * args.steps
+        shapes = dit_shapes(_testing, pipe, args.model, h, w)
+        flops = dit_flops_per_step(shapes) * args.steps
+        # the dtype glmimage computes the products in (cpu_products.h: float32 for bf16 on a CPU
+        # without oneDNN's bf16 kernels)
+        product_dtype = (torch.float32 if dtype == torch.bfloat16 and _testing.cpu_bf16_products_in_float32()
+                         else dtype)
         rate_before = gemm_rate(dtype)
 
         def once():
@@ -191,7 +203,7 @@ def run_side(args) -> None:
     for _ in range(args.repeats):
         if args.side == "ours":
             rates.append(gemm_rate(dtype))  # this repeat's moment of the machine
-            alone.append(products_alone_s_per_step(_testing, pipe, args.model, h, w, dtype))
+            alone.append(products_alone_s_per_step(shapes, product_dtype))
         stamps.clear()
         t0 = time.perf_counter()
         img = once()
