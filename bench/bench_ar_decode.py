@@ -28,7 +28,9 @@ the lowest and highest of all the measurements.
 --quantize int8|fp8 runs ours with quantized weights (the reference stays in --dtype).
 --decode static runs ours through the fixed-shape decode step (the one a CUDA graph replays on a
 GPU; here run eagerly, attending over the whole KV cache under a mask) instead of the eager one.
---profile prints where our decode's time goes (LibTorch's profiler, ops by self CPU time) to stderr.
+--profile prints where our decode's time goes (LibTorch's profiler, ops by self CPU time) to stderr,
+then each product shape's rate and weight bytes per second against the
+bandwidth measured in the same run (bench/profile_products.py).
 --unfused-too also times ours with the fused kernels off (kernels/fused_switch.h: the LibTorch op
 sequences instead), interleaved with the other runs: ours_unfused_decode_tok_s and
 fused_speedup, and whether the two paths' tokens are equal (they must be).
@@ -104,15 +106,22 @@ def equal_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
     return int(differ[0]) if differ.numel() else n
 
 
-def print_profile(fn, what: str, rows: int = 18) -> None:
+def print_profile(fn, what: str, rows: int = 18, gemm_rate: float | None = None, bandwidth: float | None = None,
+                  weight_bytes: float = 2) -> None:
     """Runs fn once under LibTorch's profiler (it sees the ATen ops our C++ calls, as they share
-    this process's LibTorch) and prints the ops by self CPU time to stderr."""
+    this process's LibTorch) and prints the ops by self CPU time to stderr, then the products and
+    attention calls by shape against the limits given (profile_products.py; `weight_bytes` a
+    weight element's)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    import profile_products
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         fn()
     print(f"== profile: {what}", file=sys.stderr)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows), file=sys.stderr)
+    print(profile_products.table(prof.key_averages(group_by_input_shape=True), False, gemm_rate, bandwidth,
+                                 weight_bytes, limit=rows), file=sys.stderr)
 
 
 def main() -> None:
@@ -181,7 +190,8 @@ def main() -> None:
         ours_tokens = ours(n_new)["generated"]  # also the warm-up
         unfused_tokens = unfused(n_new)["generated"] if args.unfused_too else None
         if args.profile:
-            print_profile(lambda: ours(n_new), f"ours, {n_new} tokens")
+            print_profile(lambda: ours(n_new), f"ours, {n_new} tokens", bandwidth=bandwidth,
+                          weight_bytes=1 if args.quantize != "none" else 2 if args.dtype == "bfloat16" else 4)
         rss_ours = rss_mb()  # before the reference is loaded
 
         import transformers

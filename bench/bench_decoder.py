@@ -12,7 +12,9 @@ max_pixel_diff_ref_as_run is the difference from the reference as timed).
     python3 bench/bench_decoder.py [--size 256] [--steps 8] [--threads 2] [--dtype float32|bfloat16]
                                    [--quantize none|int8|fp8] [--profile]
 
---profile prints where our decode's time goes (LibTorch's profiler, ops by self CPU time) to stderr.
+--profile prints where our decode's time goes (LibTorch's profiler, ops by self CPU time) to stderr,
+then each product and attention shape's rate against the GEMM rate measured
+in the same run (bench/profile_products.py).
 
 The roofline of the same work on this machine, measured in the same run (`roofline_s`): the DiT's
 FLOPs over all steps divided by the GEMM rate of an n x n x n matmul (n = 2048) in the same dtype
@@ -197,7 +199,8 @@ def run_side(args) -> None:
     if args.profile and args.side == "ours":
         from bench_ar_decode import print_profile
 
-        print_profile(once, f"ours, {args.steps} steps at {h}x{w}")
+        print_profile(once, f"ours, {args.steps} steps at {h}x{w}", gemm_rate=rate_before,
+                      weight_bytes=1 if args.quantize != "none" else dtype.itemsize)
     best, intervals, rates, paired = float("inf"), [], [], []
     alone, alone_paired = [], []  # products_alone_s_per_step before each repeat, and against its steps
     for _ in range(args.repeats):

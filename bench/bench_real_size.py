@@ -181,17 +181,25 @@ def device_limits(device: str, threads: int) -> tuple[float, float]:
     return bandwidth, gemm
 
 
-def profiled(fn, table: Path, cuda: bool):
+def profiled(fn, table: Path, cuda: bool, limits: tuple[float, float], weight_bytes: float):
     """fn() under torch.profiler; the ops (on a GPU with their kernels' device time) written to
     `table`, sorted by self device time on a GPU and self CPU time on a CPU. LibTorch's profiler sees
-    the ATen ops and kernels of our C++, as it shares this process's LibTorch."""
+    the ATen ops and kernels of our C++, as it shares this process's LibTorch. Then the products
+    and attention calls by shape against `limits` (bandwidth, GEMM rate) measured before the run
+    (profile_products.py; `weight_bytes` a weight element's)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+    import profile_products
+
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []),
+                 record_shapes=True) as prof:
         result = fn()
         sync("cuda" if cuda else "cpu")
     sort = "self_device_time_total" if cuda else "self_cpu_time_total"
-    table.write_text(prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=90) + "\n")
+    bandwidth, gemm = limits
+    table.write_text(prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=90) + "\n"
+                     + profile_products.table(prof.key_averages(group_by_input_shape=True), cuda, gemm,
+                                              bandwidth, weight_bytes))
     return result
 
 
@@ -401,7 +409,9 @@ def main() -> int:
                     help="skip the AR stage: denoise from random prior tokens (AR keys null)")
     ap.add_argument("--profile", metavar="FILE",
                     help="the denoising call under torch.profiler, its ops by self device (GPU) or CPU time "
-                         "written to FILE; the stage timings then carry the profiler's cost")
+                         "written to FILE, then each product and attention shape against the measured GEMM "
+                         "rate and bandwidth (profile_products.py); the stage timings then carry the "
+                         "profiler's cost")
     ap.add_argument("--profile-ar", metavar="FILE",
                     help="the same for the AR stage (with --ar-decode static its steps' kernels show one by one; "
                          "a CUDA graph's replay shows as the graph)")
@@ -467,6 +477,7 @@ def main() -> int:
     dit_block_weights = sum(t.numel() for k, t in dit_state.items() if k.startswith("transformer_blocks.")
                             and (".attn1." in k or ".ff." in k) and k.endswith(".weight"))
     del ar_state, dit_state
+    weight_bytes = 2 if args.quantize == "none" else 1  # the profile's products' weights, stored
     cfg = json.loads((out / "transformer" / "config.json").read_text())
 
     stamps: dict[str, list[float]] = {"ar": [], "denoise": []}
@@ -506,7 +517,8 @@ def main() -> int:
             return pipe.generate_prior_tokens(PROMPT, height=args.size, width=args.size, image=condition, seed=1,
                                               callback=progress, progress=False)
 
-        prior = profiled(ar_stage, Path(args.profile_ar), cuda) if args.profile_ar else ar_stage()
+        prior = (profiled(ar_stage, Path(args.profile_ar), cuda, limits_before, weight_bytes) if args.profile_ar
+                 else ar_stage())
         ar_mapped_gb, ar_pmd_mapped_gb = file_mapped_gb()
         ar = stamps["ar"]
         ar_s_per_token = (time.perf_counter() - ar[0]) / (len(ar) - 1)
@@ -517,7 +529,7 @@ def main() -> int:
                     num_inference_steps=args.steps, seed=1, callback=progress, progress=False)
 
     if args.profile:
-        output = profiled(denoise, Path(args.profile), cuda)
+        output = profiled(denoise, Path(args.profile), cuda, limits_before, weight_bytes)
     else:
         output = denoise()
     sync(args.device)

@@ -21,7 +21,9 @@
 #   resident   ours at SIZE x SIZE and STEPS steps, weights resident (the AR decode as a CUDA graph;
 #              if the capture fails, the run says so and is made again with the eager decode);
 #   profile    3 decoder steps and the VAE, then the AR stage at 256² with the static decode, under
-#              torch.profiler: the ops by device time, in $OUT/dit_profile.txt and $OUT/ar_profile.txt;
+#              torch.profiler: the ops by device time, then each product and attention shape's
+#              TFLOP/s and GB/s against the card's measured rates, in $OUT/dit_profile.txt and
+#              $OUT/ar_profile.txt;
 #   unfused    ours resident, 2 steps, every fused kernel off: what they gain per AR token and per
 #              DiT step;
 #   cfg_apart  ours resident, decoder only, 4 steps, the CFG passes apart: what one joint forward gains;
@@ -245,10 +247,13 @@ if want profile; then
   real_size profiled --size "$SIZE" --steps 3 --residency resident --decoder-only --image /tmp/glmi_profile.png \
     --profile "$RESULTS/dit_profile.txt" || failed profiled
   head -25 "$RESULTS/dit_profile.txt" >&2 || true
+  # Then how well each product and attention shape used the card (bench/profile_products.py).
+  sed -n '/^== products and attention/,$p' "$RESULTS/dit_profile.txt" | head -14 >&2 || true
   # The AR decode's kernels one by one: the static step (what the graph replays), at 256².
   real_size profiled_ar --size 256 --steps 1 --residency resident --ar-decode static --image /tmp/glmi_profile_ar.png \
     --profile-ar "$RESULTS/ar_profile.txt" || failed profiled_ar
   head -25 "$RESULTS/ar_profile.txt" >&2 || true
+  sed -n '/^== products and attention/,$p' "$RESULTS/ar_profile.txt" | head -14 >&2 || true
   took profile
 fi
 
