@@ -132,6 +132,12 @@ TEST(WidenWeight, LinearManyRows) {
     std::cout << "  int8 Linear, float32, 111 rows: max abs diff " << diff32 << " against LibTorch's linear\n";
     EXPECT_LE(diff32, want32.abs().max().item<double>() * 1e-5);
 
+    // Where this CPU's products of many rows take LibTorch's _scaled_mm (oneDNN's fp8 kernels, on
+    // AMX) and this LibTorch's takes no per-row scales (2.11's), the load refuses fp8 (the same probe).
+    if (const std::string refused = Linear::fp8_unsupported_reason(at::kCPU); !refused.empty()) {
+        std::cout << "  fp8 Linear, 111 rows: the load refuses fp8 here: " << refused << "\n";
+        return;
+    }
     Linear fp8(96, 48, /*bias=*/false, opts);
     fp8.replace_parameter("weight", at::randn({48, 96}).to(at::kBFloat16));
     ASSERT_TRUE(fp8.quantize_fp8(at::kBFloat16));
