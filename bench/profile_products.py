@@ -6,15 +6,15 @@ table (by self time) says where the time goes; this one says how well each shape
 
 A row's FLOPs: 2 M K N for a product of [M, K] by [K, N] (addmm, mm, _addmm_activation, _scaled_mm;
 bmm and baddbmm per batch; _weight_int8pack_mm and this library's CPU gemv, whose weight is
-[N, K]); 4 B H Sq Sk D for an
-attention call (q [B, H, Sq, D], k [B, H, Sk, D]: Q K^T and P V). Its bytes: the product's second
-operand (the weight, read once a call; `weight_bytes` per element, as the profiler records shapes,
-not dtypes), none for attention. Its time: a product's self time (the op's own kernels: device
-time on a GPU, CPU time on a CPU); an attention op's total time, since on a GPU its kernel runs in
-a child op (_flash_attention_forward) whose inputs are laid out otherwise. The math attention
-backend is left out: its products are rows of their own.
+[N, K]); 4 B H Sq Sk D for an SDPA call (q [B, H, Sq, D], k [B, H, Sk, D]: Q K^T and P V; the
+library's own CPU decode attention is not counted). Its bytes: the product's weight operand, read
+once a call (`weight_bytes` per element: the profiler records shapes, not dtypes), none for
+attention. Its time: a product's self time (the op's own kernels: device time on a GPU, CPU time
+on a CPU); an attention op's total time, since on a GPU its kernel runs in a child op
+(_flash_attention_forward) whose inputs are laid out otherwise. The math attention backend is left
+out: its products are rows of their own.
 
-Records shapes only when the profile is taken with record_shapes=True.
+Needs a profile taken with record_shapes=True: without shapes no op makes a row.
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ def attention_flops(shapes: list) -> int | None:
     return 4 * b * h * sq * sk * d
 
 
-def rows(averages, device: bool, weight_bytes: float) -> list[dict]:
+def rows(averages, device_time: bool, weight_bytes: float) -> list[dict]:
     """One dict per (op, shapes) of key_averages(group_by_input_shape=True) that is a product or
     an attention call: op, kind ("product" or "attention"), shapes, calls, seconds, flops, bytes
-    (totals over the calls)."""
+    (totals over the calls). device_time: the ops' device (GPU) time, else their CPU time."""
     out = []
     for e in averages:
         if e.key in _PRODUCTS:
@@ -72,13 +72,13 @@ def rows(averages, device: bool, weight_bytes: float) -> list[dict]:
                 continue
             b, m, k, n = shape
             flops, nbytes = 2 * b * m * k * n, b * k * n * weight_bytes
-            us = e.self_device_time_total if device else e.self_cpu_time_total
+            us = e.self_device_time_total if device_time else e.self_cpu_time_total
         elif e.key in _ATTENTION:
             flops = attention_flops(e.input_shapes)
             if flops is None:
                 continue
             nbytes = 0
-            us = e.device_time_total if device else e.cpu_time_total
+            us = e.device_time_total if device_time else e.cpu_time_total
         else:
             continue
         out.append({"op": e.key.removeprefix("aten::"), "kind": "attention" if e.key in _ATTENTION else "product",
@@ -87,12 +87,12 @@ def rows(averages, device: bool, weight_bytes: float) -> list[dict]:
     return sorted(out, key=lambda r: -r["seconds"])
 
 
-def table(averages, device: bool, gemm_rate: float | None = None, bandwidth: float | None = None,
+def table(averages, device_time: bool, gemm_rate: float | None = None, bandwidth: float | None = None,
           weight_bytes: float = 2, limit: int = 30) -> str:
     """rows() as text, the largest time first: each row's TFLOP/s and, where `gemm_rate` (FLOP/s)
     is given, its share of it; where `bandwidth` (B/s) is given, the weight's GB/s and its share of
     it; then the totals of the products and of the attention calls."""
-    rs = rows(averages, device, weight_bytes)
+    rs = rows(averages, device_time, weight_bytes)
     head = f"{'op':34s} {'calls':>6s} {'s':>9s} {'TFLOP/s':>8s}"
     head += f" {'of GEMM':>7s}" if gemm_rate else ""
     head += f" {'GB/s':>7s} {'of bw':>6s}" if bandwidth else ""
