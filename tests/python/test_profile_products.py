@@ -72,3 +72,26 @@ def test_shapes_it_cannot_read_are_not_rows():
     assert profile_products.product_shape("aten::add", [[6, 16], [6, 16]]) is None
     assert profile_products.product_shape("glmimage::gemv", [[1, 16], [24, 16]]) == (1, 1, 16, 24)
     assert profile_products.attention_flops([[1, 4, 9]]) is None
+
+
+def test_device_time_on_a_gpu():
+    # What a CUDA profile's averages hold (no GPU here): a product's kernels are its self device
+    # time; an attention op's kernel runs in a child op, so only its total device time holds it.
+    from types import SimpleNamespace as Event
+
+    events = [
+        Event(key="aten::mm", input_shapes=[[1, 4096], [4096, 16384]], count=2, self_cpu_time_total=30.0,
+              cpu_time_total=30.0, self_device_time_total=4000.0, device_time_total=4000.0),
+        Event(key="aten::_scaled_dot_product_flash_attention", input_shapes=[[1, 32, 4106, 128]] * 3 + [[], []],
+              count=1, self_cpu_time_total=20.0, cpu_time_total=25.0, self_device_time_total=0.0,
+              device_time_total=9000.0),
+        Event(key="aten::_flash_attention_forward", input_shapes=[[1, 4106, 32, 128]] * 3, count=1,
+              self_cpu_time_total=5.0, cpu_time_total=5.0, self_device_time_total=9000.0, device_time_total=9000.0),
+    ]
+    got = {r["op"]: r for r in profile_products.rows(events, True, 2)}
+    assert set(got) == {"mm", "_scaled_dot_product_flash_attention"}  # the child op's kernel counted once
+    assert got["mm"]["seconds"] == 4000e-6 and got["mm"]["bytes"] == 2 * 4096 * 16384 * 2
+    attention = got["_scaled_dot_product_flash_attention"]
+    assert attention["seconds"] == 9000e-6 and attention["flops"] == 4 * 32 * 4106 * 4106 * 128
+    on_cpu = {r["op"]: r["seconds"] for r in profile_products.rows(events, False, 2)}
+    assert on_cpu == {"mm": 30e-6, "_scaled_dot_product_flash_attention": 25e-6}
