@@ -191,7 +191,7 @@ def main() -> None:
         unfused_tokens = unfused(n_new)["generated"] if args.unfused_too else None
         if args.profile:
             print_profile(lambda: ours(n_new), f"ours, {n_new} tokens", bandwidth=bandwidth,
-                          weight_bytes=1 if args.quantize != "none" else 2 if args.dtype == "bfloat16" else 4)
+                          weight_bytes=1 if args.quantize != "none" else getattr(torch, args.dtype).itemsize)
         rss_ours = rss_mb()  # before the reference is loaded
 
         import transformers

@@ -26,11 +26,7 @@ at::Tensor reference(const at::Tensor& x) { return at::layer_norm(x, {x.size(-1)
 
 using testing::same_bits;
 
-double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
-    const auto finite = a.isfinite() & b.isfinite();
-    if (a.numel() == 0) return 0.0;
-    return (a.to(at::kDouble) - b.to(at::kDouble)).masked_fill(~finite, 0).abs().max().item<double>();
-}
+using testing::max_abs_diff_finite;
 
 // Where the loop must run: an x86-64 CPU with AVX2 and FMA whose LibTorch runs the AVX2 build of
 // its layer norm (capability AVX2, or AVX512, under which torch 2.13 runs it too).
@@ -85,7 +81,7 @@ TEST(LayerNorm, RowsEqualLibTorchBitForBit) {
             const auto x = varied_rows(rows, n) * scale;
             const auto got = kernels::layer_norm(x, kEps), want = reference(x);
             if (scale == 1.0) std::printf("width %ld, %ld rows: max abs diff %g\n", static_cast<long>(n),
-                                          static_cast<long>(rows), max_abs_diff(got, want));
+                                          static_cast<long>(rows), max_abs_diff_finite(got, want));
             EXPECT_TRUE(same_bits(got, want)) << "scale " << scale;
         }
     }
