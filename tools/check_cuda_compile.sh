@@ -6,6 +6,8 @@
 # is found (PATH, CUDA_HOME, /usr/local/cuda). Nothing is linked or run (that needs a GPU:
 # tools/gpu_bench.sh).
 #   tools/check_cuda_compile.sh [CACHE_DIR]   (default build/cuda_headers)
+# GLMI_CXX_STANDARD: the C++ standard of the build (CMakeLists.txt reads it from LibTorch's ATen.h;
+# its ctest passes it), default 17.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${1:-$ROOT/build/cuda_headers}"
@@ -26,7 +28,7 @@ N="$CACHE/x/nvidia"
 ABI="$("$PY" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')"
 status=0
 for src in $(grep -rlE "GLMI_WITH_CUDA_(GRAPHS|KERNELS)" "$ROOT/src" --include=*.cpp); do
-  if ${CXX:-c++} -std=c++17 -fsyntax-only -Wall -Wextra -Werror -DGLMI_WITH_CUDA_GRAPHS=1 \
+  if ${CXX:-c++} -std=c++"${GLMI_CXX_STANDARD:-17}" -fsyntax-only -Wall -Wextra -Werror -DGLMI_WITH_CUDA_GRAPHS=1 \
       -DGLMI_WITH_CUDA_KERNELS=1 \
       -D_GLIBCXX_USE_CXX11_ABI="$ABI" -I"$ROOT/include" -I"$ROOT/src" -I"$CACHE/stub" \
       -isystem "$TORCH_INC" -isystem "$TORCH_INC/torch/csrc/api/include" \
