@@ -416,7 +416,7 @@ int run_generate(GenerateArgs& g) {
             req.prompts = {prompts[i]};
             if (!images.empty()) req.images = {images};
             if (prompts.size() > 1)
-                bar.set_prefix("[" + std::to_string(i + 1) + "/" + std::to_string(prompts.size()) + "] ");
+                bar.set_prefix(std::string("[") + std::to_string(i + 1) + "/" + std::to_string(prompts.size()) + "] ");
             auto on_progress = [&](const glmimage::Progress& p) {
                 if (g_interrupted) pipe->cancel();
                 bar.update(p);

@@ -473,7 +473,7 @@ void write_file_atomic(const std::string& path, const std::vector<uint8_t>& byte
     const fs::path target(path);
     // Same directory as the target, so rename() is atomic (same filesystem); hidden, so a
     // crash leaves nothing that looks like a finished image.
-    std::string tmpl = (parent_dir(target) / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
+    std::string tmpl = (parent_dir(target) / (std::string(".") + target.filename().string() + ".tmp-XXXXXX")).string();
     std::vector<char> name(tmpl.begin(), tmpl.end());
     name.push_back('\0');
     const int fd = ::mkstemp(name.data());

@@ -70,7 +70,8 @@ void ProgressBar::draw(bool force) {
     const bool done = total_ > 0 && step_ >= total_;
 
     const std::string total_text = std::to_string(total_);
-    std::string right = " " + std::to_string(step_) + "/" + total_text + " " + unit_of(stage_);
+    std::string right = " ";
+    right += std::to_string(step_) + "/" + total_text + " " + unit_of(stage_);
     // The first report comes after the first step, at `start_`: measure from there.
     if (elapsed > 0.05 && step_ > first_step_) {
         const double rate = (step_ - first_step_) / elapsed;

@@ -43,7 +43,7 @@ Image image_from_array(const py::array& any, const std::string& what) {
 py::array image_to_array(const Image& img) {
     U8Array out({img.height, img.width, int64_t{3}});
     if (!img.rgb.empty()) std::memcpy(out.mutable_data(), img.rgb.data(), img.rgb.size());
-    return std::move(out);
+    return py::array(std::move(out));
 }
 
 // Keeps what the progress callback saw go wrong on the Python side (an exception raised by the

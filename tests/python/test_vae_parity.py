@@ -234,10 +234,12 @@ def test_vae_decode_bf16(ref_f32):
 def test_vae_bad_inputs(pipe_f32, attn_vae):
     _, handle = attn_vae
     for target in (pipe_f32, handle):
-        with pytest.raises(ValueError, match="4 channels"):
+        with pytest.raises(ValueError, match=r"4 channels, got shape \[1, 3, 4, 6\]"):
             _testing.vae_decode(target, torch.zeros(1, 3, 4, 6))
-        with pytest.raises(ValueError, match="4-D"):
+        with pytest.raises(ValueError, match=r"4-D .*got shape \[4, 4, 6\]"):
             _testing.vae_decode(target, torch.zeros(4, 4, 6))
+        with pytest.raises(ValueError, match=r"empty tensor of shape \[1, 4, 0, 6\]"):
+            _testing.vae_decode(target, torch.zeros(1, 4, 0, 6))
         with pytest.raises(ValueError, match="3 channels"):
             _testing.vae_encode(target, torch.zeros(1, 4, 32, 48))
         with pytest.raises(ValueError, match="4-D"):

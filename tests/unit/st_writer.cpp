@@ -52,7 +52,10 @@ std::string safetensors_file(const std::vector<StTensor>& tensors) {
     std::string data;
     for (const auto& t : tensors) {
         std::string shape;
-        for (size_t i = 0; i < t.shape.size(); ++i) shape += (i ? "," : "") + std::to_string(t.shape[i]);
+        for (size_t i = 0; i < t.shape.size(); ++i) {
+            if (i) shape += ',';
+            shape += std::to_string(t.shape[i]);
+        }
         header += ",\"" + t.name + "\":{\"dtype\":\"" + t.dtype + "\",\"shape\":[" + shape +
                   "],\"data_offsets\":[" + std::to_string(data.size()) + "," +
                   std::to_string(data.size() + t.bytes.size()) + "]}";

@@ -35,12 +35,6 @@ double finfo_min(at::ScalarType t) {
     return v;
 }
 
-std::string shape_str(const at::Tensor& t) {
-    std::string s = "[";
-    for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
-    return s + "]";
-}
-
 }  // namespace
 
 T5Block::T5Block(const T5Config& c, bool has_relative_bias, at::TensorOptions o)
@@ -126,12 +120,12 @@ at::Tensor T5Encoder::position_bias(int64_t length) const {
 at::Tensor T5Encoder::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask) const {
     if (!input_ids.defined() || input_ids.dim() != 2)
         throw InputError(str_cat("t5 encoder: input_ids must be 2-D (batch, length), got ",
-                                 input_ids.defined() ? shape_str(input_ids) : std::string("none")));
+                                 input_ids.defined() ? str_cat(input_ids.sizes()) : std::string("none")));
     if (at::isFloatingType(input_ids.scalar_type()) || input_ids.scalar_type() == at::kBool ||
         at::isComplexType(input_ids.scalar_type()))
         throw InputError(str_cat("t5 encoder: input_ids must be integer, got ", input_ids.scalar_type()));
     const int64_t B = input_ids.size(0), L = input_ids.size(1);
-    if (B == 0 || L == 0) throw InputError(str_cat("t5 encoder: empty input_ids ", shape_str(input_ids)));
+    if (B == 0 || L == 0) throw InputError(str_cat("t5 encoder: empty input_ids ", input_ids.sizes()));
     const at::Device device = shared->weight.device();
     auto ids = input_ids.to(device, at::kLong);
     const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
@@ -143,8 +137,8 @@ at::Tensor T5Encoder::forward(const at::Tensor& input_ids, const at::Tensor& att
     auto bias = position_bias(L);   // computed once by block 0, shared by every layer
     if (attention_mask.defined()) {
         if (attention_mask.sizes() != input_ids.sizes())
-            throw InputError(str_cat("t5 encoder: attention_mask shape ", shape_str(attention_mask),
-                                     ": expected ", shape_str(input_ids)));
+            throw InputError(str_cat("t5 encoder: attention_mask shape ", attention_mask.sizes(),
+                                     ": expected ", input_ids.sizes()));
         auto keep = attention_mask.to(device).ne(0).view({B, 1, 1, L});
         const double min = finfo_min(bias.scalar_type());
         bias = at::where(keep, bias, at::scalar_tensor(min, bias.options()));

@@ -12,21 +12,15 @@ using detail::str_cat;
 namespace {
 constexpr double kGroupNormEps = 1e-6;  // diffusers' VAE blocks use 1e-6 everywhere
 
-std::string shape_str(const at::Tensor& t) {
-    std::string s = "[";
-    for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
-    return s + "]";
-}
-
 // InputError unless x is a non-empty floating (B, channels, H, W) tensor.
 void check_nchw(const char* what, const at::Tensor& x, int64_t channels) {
     if (!x.defined()) throw InputError(str_cat("vae ", what, ": no tensor given"));
     if (x.dim() != 4)
         throw InputError(str_cat("vae ", what, ": expected a 4-D (batch, ", channels, ", height, width) tensor, got shape ",
-                                 shape_str(x)));
+                                 x.sizes()));
     if (x.size(1) != channels)
-        throw InputError(str_cat("vae ", what, ": expected ", channels, " channels, got shape ", shape_str(x)));
-    if (x.numel() == 0) throw InputError(str_cat("vae ", what, ": empty tensor of shape ", shape_str(x)));
+        throw InputError(str_cat("vae ", what, ": expected ", channels, " channels, got shape ", x.sizes()));
+    if (x.numel() == 0) throw InputError(str_cat("vae ", what, ": empty tensor of shape ", x.sizes()));
     if (!at::isFloatingType(x.scalar_type()))
         throw InputError(str_cat("vae ", what, ": expected a floating tensor, got ", x.scalar_type()));
 }

@@ -51,7 +51,10 @@ VAEConfig VAEConfig::from_file(const std::string& path) {
 
 std::string VAEConfig::to_string() const {
     std::string ch;
-    for (size_t i = 0; i < block_out_channels.size(); ++i) ch += (i ? "," : "") + std::to_string(block_out_channels[i]);
+    for (size_t i = 0; i < block_out_channels.size(); ++i) {
+        if (i) ch += ',';
+        ch += std::to_string(block_out_channels[i]);
+    }
     return str_cat("VAE: channels (", ch, "), ", layers_per_block, " layers per block, latent ", latent_channels,
                    ", groups ", norm_num_groups, ", quant_conv ", use_quant_conv, ", post_quant_conv ",
                    use_post_quant_conv, ", mid attention ", mid_block_add_attention, ", scale factor ",
