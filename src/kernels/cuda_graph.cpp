@@ -4,21 +4,21 @@
 
 #include "glmimage/errors.h"
 
-// Capturing a sampling step needs its (non-default) generator registered with the graph before
-// capture: CUDAGraph::register_generator_state(const Generator&), LibTorch 2.3 to 2.13
-// (CMakeLists.txt asks for 2.5). From 2.14 a capture keeps a state of its own for each generator
-// it draws from, and that overload is gone (its Python binding is a deprecated no-op).
-#define GLMI_GRAPH_REGISTERS_GENERATORS (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 14)
-
 #ifdef GLMI_WITH_CUDA_GRAPHS
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/core/Event.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/version.h>
+
+// Capturing a sampling step needs its (non-default) generator registered with the graph before
+// capture: CUDAGraph::register_generator_state(const Generator&), LibTorch 2.3 to 2.13
+// (CMakeLists.txt asks for 2.5). From 2.14 a capture keeps a state of its own for each generator
+// it draws from, and that overload is gone (its Python binding is a deprecated no-op).
 #ifndef TORCH_VERSION_MINOR
 #error "torch/version.h did not define TORCH_VERSION_MINOR, which says whether to register the generator"
 #endif
+#define GLMI_GRAPH_REGISTERS_GENERATORS (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 14)
 #endif
 
 namespace glmimage::kernels {
@@ -67,6 +67,8 @@ void StepGraph::capture(const std::function<void()>& step, const at::Generator& 
     if (impl_->captured) throw Error("StepGraph: already captured");
 #if GLMI_GRAPH_REGISTERS_GENERATORS
     if (generator.defined()) impl_->graph.register_generator_state(generator);
+#else
+    (void)generator;  // the capture keeps its state by itself
 #endif
     impl_->graph.capture_begin();
     try {
