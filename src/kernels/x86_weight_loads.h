@@ -12,6 +12,7 @@
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Float8_e4m3fn.h>
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cstdint>
@@ -22,8 +23,13 @@
 namespace glmimage::kernels::weight_loads {
 
 inline bool cpu_has_avx2_fma_f16c() {
-    static const bool has =
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    static const bool has = [] {
+        // F16C from CPUID leaf 1 itself: Clang's __builtin_cpu_supports has no "f16c" before
+        // Clang 17 (a compile error with Clang 14). The AVX2 check covers the OS's AVX state.
+        unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+        const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+        return f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }();
     return has;
 }
 

@@ -12,14 +12,15 @@
 
 #include "kernels/attention.h"
 #include "kernels/cpu_decode_attention.h"
+#include "kernels/x86_weight_loads.h"
 #include "mean_ms.h"
 
 namespace glmimage {
 namespace {
 
 bool runs_here() {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#ifdef GLMI_X86_WEIGHT_LOADS
+    return kernels::weight_loads::cpu_has_avx2_fma_f16c();
 #else
     return false;
 #endif

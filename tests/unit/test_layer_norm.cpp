@@ -14,6 +14,7 @@
 
 #include "kernels/fused_switch.h"
 #include "kernels/layer_norm.h"
+#include "kernels/x86_weight_loads.h"
 #include "mean_ms.h"
 #include "same_bits.h"
 
@@ -31,8 +32,8 @@ using testing::max_abs_diff_finite;
 // Where the loop must run: an x86-64 CPU with AVX2 and FMA whose LibTorch runs the AVX2 build of
 // its layer norm (capability AVX2, or AVX512, under which torch 2.13 runs it too).
 bool loop_expected() {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
+#ifdef GLMI_X86_WEIGHT_LOADS
+    return kernels::weight_loads::cpu_has_avx2_fma_f16c() &&
            (at::get_cpu_capability() == "AVX2" || at::get_cpu_capability() == "AVX512");
 #else
     return false;
@@ -56,8 +57,8 @@ TEST(LayerNorm, TheProbeTellsLibTorchsKernel) {
     // with its generic one (ctest's second run) the products round before their sums there, and
     // the probe must see it.
     const bool has_fma =
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#ifdef GLMI_X86_WEIGHT_LOADS
+        kernels::weight_loads::cpu_has_avx2_fma_f16c();
 #else
         false;
 #endif
