@@ -54,6 +54,8 @@ sys.path[:0] = [str(REPO / "python"), str(REPO / "tools"), str(REPO / "tests" / 
 
 import torch  # noqa: E402
 
+import profile_products  # noqa: E402  (bench/, the script's own folder)
+
 
 def best_time(fn, repeats: int) -> float:
     best = float("inf")
@@ -113,8 +115,6 @@ def print_profile(fn, what: str, rows: int = 18, gemm_rate: float | None = None,
     attention calls by shape against the limits given (profile_products.py; `weight_bytes` a
     weight element's)."""
     from torch.profiler import ProfilerActivity, profile
-
-    import profile_products
 
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         fn()
@@ -191,7 +191,8 @@ def main() -> None:
         unfused_tokens = unfused(n_new)["generated"] if args.unfused_too else None
         if args.profile:
             print_profile(lambda: ours(n_new), f"ours, {n_new} tokens", bandwidth=bandwidth,
-                          weight_bytes=1 if args.quantize != "none" else getattr(torch, args.dtype).itemsize)
+                          weight_bytes=profile_products.stored_weight_bytes(args.quantize,
+                                                                            getattr(torch, args.dtype).itemsize))
         rss_ours = rss_mb()  # before the reference is loaded
 
         import transformers

@@ -58,6 +58,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "python"), str(REPO / "tools"), str(REPO / "tests" / "python")]  # + glmimage_testing
 
+import profile_products  # noqa: E402  (bench/, the script's own folder)
+
 PROMPT = 'A poster that says "GLM-Image" and “你好世界” in bold letters'
 
 
@@ -200,7 +202,7 @@ def run_side(args) -> None:
         from bench_ar_decode import print_profile
 
         print_profile(once, f"ours, {args.steps} steps at {h}x{w}", gemm_rate=rate_before,
-                      weight_bytes=1 if args.quantize != "none" else dtype.itemsize)
+                      weight_bytes=profile_products.stored_weight_bytes(args.quantize, dtype.itemsize))
     best, intervals, rates, paired = float("inf"), [], [], []
     alone, alone_paired = [], []  # products_alone_s_per_step before each repeat, and against its steps
     for _ in range(args.repeats):

@@ -78,6 +78,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "python"), str(REPO / "tests" / "python")]  # glmimage, glmimage_testing
 
+import profile_products  # noqa: E402  (bench/, the script's own folder)
+
 PROMPT = 'A poster that says "GLM-Image"'
 
 
@@ -188,8 +190,6 @@ def profiled(fn, table: Path, cuda: bool, limits: tuple[float, float], weight_by
     and attention calls by shape against `limits` (bandwidth, GEMM rate) measured before the run
     (profile_products.py; `weight_bytes` a weight element's)."""
     from torch.profiler import ProfilerActivity, profile
-
-    import profile_products
 
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []),
                  record_shapes=True) as prof:
@@ -477,7 +477,7 @@ def main() -> int:
     dit_block_weights = sum(t.numel() for k, t in dit_state.items() if k.startswith("transformer_blocks.")
                             and (".attn1." in k or ".ff." in k) and k.endswith(".weight"))
     del ar_state, dit_state
-    weight_bytes = 2 if args.quantize == "none" else 1  # the profile's products' weights, stored
+    weight_bytes = profile_products.stored_weight_bytes(args.quantize, torch.bfloat16.itemsize)  # for the profile
     cfg = json.loads((out / "transformer" / "config.json").read_text())
 
     stamps: dict[str, list[float]] = {"ar": [], "denoise": []}

@@ -27,6 +27,12 @@ _ATTENTION = {"aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scale
               "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_cudnn_attention"}
 
 
+def stored_weight_bytes(quantize: str, itemsize: int) -> int:
+    """A weight element's bytes as the products read it: the model dtype's `itemsize`, or one
+    byte where the linears were quantized (int8 and fp8 alike)."""
+    return itemsize if quantize == "none" else 1
+
+
 def product_shape(op: str, shapes: list) -> tuple[int, int, int, int] | None:
     """(batches, M, K, N) of a product op's recorded input shapes, or None for another op (or
     shapes it cannot read)."""
@@ -71,17 +77,17 @@ def rows(averages, device_time: bool, weight_bytes: float) -> list[dict]:
             if shape is None:
                 continue
             b, m, k, n = shape
-            flops, nbytes = 2 * b * m * k * n, b * k * n * weight_bytes
+            kind, flops, nbytes = "product", 2 * b * m * k * n, b * k * n * weight_bytes
             us = e.self_device_time_total if device_time else e.self_cpu_time_total
         elif e.key in _ATTENTION:
             flops = attention_flops(e.input_shapes)
             if flops is None:
                 continue
-            nbytes = 0
+            kind, nbytes = "attention", 0
             us = e.device_time_total if device_time else e.cpu_time_total
         else:
             continue
-        out.append({"op": e.key.removeprefix("aten::"), "kind": "attention" if e.key in _ATTENTION else "product",
+        out.append({"op": e.key.removeprefix("aten::"), "kind": kind,
                     "shapes": [s for s in e.input_shapes if s], "calls": e.count,
                     "seconds": us / 1e6, "flops": flops * e.count, "bytes": nbytes * e.count})
     return sorted(out, key=lambda r: -r["seconds"])

@@ -95,3 +95,11 @@ def test_device_time_on_a_gpu():
     assert attention["seconds"] == 9000e-6 and attention["flops"] == 4 * 32 * 4106 * 4106 * 128
     on_cpu = {r["op"]: r["seconds"] for r in profile_products.rows(events, False, 2)}
     assert on_cpu == {"mm": 30e-6, "_scaled_dot_product_flash_attention": 25e-6}
+
+
+def test_stored_weight_bytes():
+    """A weight element as the benches' profiles read it: the dtype's size, one byte quantized."""
+    assert profile_products.stored_weight_bytes("none", torch.bfloat16.itemsize) == 2
+    assert profile_products.stored_weight_bytes("none", torch.float32.itemsize) == 4
+    assert profile_products.stored_weight_bytes("int8", torch.bfloat16.itemsize) == 1
+    assert profile_products.stored_weight_bytes("fp8", torch.float32.itemsize) == 1
