@@ -89,6 +89,10 @@ generate options [default]:
                           'glmimage info MODEL_DIR' prints them]
   --greedy                pick the most likely token instead of sampling (flat images) [off]
   --images-per-prompt N   images per prompt; they share one token grid [1]
+  --first-block-cache T   approximate: where a step's first DiT block changes the image by at
+                          most T (relative) from the last full step, skip the other blocks and
+                          reuse their last change; 0.05-0.2 usual; prints how many passes it
+                          served [0: off, the reference's images]
   --dtype D               auto, float32, bfloat16 or float16 [auto: as stored in the checkpoint]
   --device D              cpu, cuda or cuda:N [cpu]
   --residency R           resident (every component on its device from the start) or staged
@@ -292,6 +296,7 @@ GenerateArgs parse_generate(Args& a) {
             r.ar.do_sample = false;
         }
         else if (t == "--images-per-prompt") r.images_per_prompt = parse_int(t, a.value(t), INT64_MIN, INT64_MAX);
+        else if (t == "--first-block-cache") r.first_block_cache = parse_double(t, a.value(t));
         else if (t == "--progress") {
             a.no_value(t);
             g.force_progress = true;
@@ -355,6 +360,7 @@ std::string settings_json(const GenerateArgs& g, const glmimage::ArSettings& sam
     else
         j["sampling"] = "greedy";
     j["images_per_prompt"] = r.images_per_prompt;
+    j["first_block_cache"] = r.first_block_cache;
     j["index"] = index;  // which of the prompt's images this is
     j["images"] = g.image_paths;
     j["dtype"] = g.load.dtype;
@@ -423,6 +429,9 @@ int run_generate(GenerateArgs& g) {
             };
             glmimage::GenerateResult res = pipe->generate(req, on_progress);
             bar.finish();
+            if (!g.quiet && req.first_block_cache > 0)
+                std::cerr << "glmimage: first-block cache served " << res.dit_passes_cached << " of " << res.dit_passes
+                          << " DiT passes\n";
             if (res.images.size() != static_cast<size_t>(req.images_per_prompt))
                 throw glmimage::Error("expected " + std::to_string(req.images_per_prompt) + " images, got " +
                                       std::to_string(res.images.size()));

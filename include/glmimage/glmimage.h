@@ -65,6 +65,14 @@ struct GenerateRequest {
     ArSettings ar;
     std::string timestep_label = "0.39";      // "0.39": the checkpoint's DiT timestep label; "0.40": diffusers >= 0.40
     int64_t max_sequence_length = 2048;       // glyph (quoted text) bytes per string, eos included
+    // First Block Cache, an approximation: 0 (the default) off, the reference's images. A
+    // threshold T > 0: at each denoising step every CFG pass runs the DiT's first block, and where
+    // the change it makes to the image tokens differs from the one at that pass's last full step by
+    // at most T (relative mean absolute difference), the other blocks do not run and their change
+    // at that step is reused. Higher skips more steps and moves further from the exact images;
+    // ParaAttention's FBCache suggests 0.05 to 0.2 (diffusers' FirstBlockCacheConfig default 0.05).
+    // GenerateResult::dit_passes_cached counts the passes it served.
+    double first_block_cache = 0;
 
     // InputError on any value outside the ranges above. Needs no model: the CLI and the Python
     // module call it before loading. Model::validate adds the checkpoint-dependent rules.
@@ -95,6 +103,11 @@ struct GenerateResult {
     std::vector<Image> images;  // prompts.size() * images_per_prompt, prompt-major
     PriorTokens prior_tokens;
     std::vector<StageTiming> timings;
+    // The denoising loop's DiT passes (each step's conditional and unconditional forward, counted
+    // apart however they ran) and how many of them ran the first block alone
+    // (GenerateRequest::first_block_cache; 0 when it is off).
+    int64_t dit_passes = 0;
+    int64_t dit_passes_cached = 0;
 };
 
 struct Progress {

@@ -57,6 +57,7 @@ class GenerateRequest:
     ar: ArSettings
     timestep_label: str
     max_sequence_length: int
+    first_block_cache: float
     def __init__(self) -> None: ...
     def set_images(self, per_prompt: Sequence[Sequence[npt.NDArray[np.uint8]]]) -> None: ...
     @property

@@ -258,7 +258,9 @@ class PipelineOutput:
     prior_token_ids: torch.Tensor        # [num_prompts, S]; shared by a prompt's images
     prior_token_image_ids: Optional[List[List[torch.Tensor]]]
     timings: Dict[str, Any]              # seconds per stage; "ar_decode": the AR decode path that ran;
-                                         # "cfg": how the CFG passes ran ("joint", "apart" or "none")
+                                         # "cfg": how the CFG passes ran ("joint", "apart" or "none");
+                                         # "dit_passes", "dit_passes_cached": the denoising loop's DiT
+                                         # passes and those the first-block cache served
 
 
 def _prior_output(native: _C.PriorTokens, height: int, width: int) -> PriorTokenOutput:
@@ -449,7 +451,8 @@ class Pipeline(_C.Pipeline):
     def _request(self, prompt: Any, image: Any, height: Any, width: Any, num_inference_steps: Any,
                  guidance_scale: Any, num_images_per_prompt: Any, generator: Any, seed: Any, do_sample: Any,
                  temperature: Any, top_p: Any, top_k: Any, max_sequence_length: Any,
-                 timestep_label: str, keep_in_codebook: Any = True) -> _C.GenerateRequest:
+                 timestep_label: str, keep_in_codebook: Any = True,
+                 first_block_cache: Any = 0.0) -> _C.GenerateRequest:
         prompts = self._prompts(prompt)
         height = _check_int("height", height)
         width = _check_int("width", width)
@@ -478,6 +481,7 @@ class Pipeline(_C.Pipeline):
         req.ar = ar
         req.max_sequence_length = _check_int("max_sequence_length", max_sequence_length)
         req.timestep_label = _check_str("timestep_label", timestep_label)
+        req.first_block_cache = _check_float("first_block_cache", first_block_cache)
         images = _normalize_images(image, len(prompts))
         if images is not None:
             req.set_images(images)
@@ -588,6 +592,7 @@ class Pipeline(_C.Pipeline):
         progress: bool = True,
         max_sequence_length: int = 2048,
         timestep_label: str = "0.39",
+        first_block_cache: float = 0.0,
     ) -> Union[PipelineOutput, Tuple[Any]]:
         """Prompt(s) [+ condition images] -> images. Arguments as diffusers' GlmImagePipeline.
 
@@ -599,12 +604,18 @@ class Pipeline(_C.Pipeline):
         generation_config.json, else transformers' defaults 1.0 / 1.0 / 50), as diffusers' pipeline
         takes them; ``pipe.sampling_defaults`` shows them. ``keep_in_codebook`` (default on) keeps sampled token ids inside the VQ codebook within a
         grid, so an unlucky sample cannot end a grid early; the reference has no such guard.
+        ``first_block_cache`` (default 0: off, the reference's images) is the First Block Cache's
+        threshold, an approximation: where the change the DiT's first block makes at a step differs
+        from that at the pass's last full step by at most this (relative mean absolute difference),
+        the other blocks do not run and their last change is reused. 0.05-0.2 are the usual values
+        (diffusers' FirstBlockCacheConfig default 0.05); the timings' "dit_passes_cached" counts the
+        passes it served.
         """
         if output_type not in _OUTPUT_TYPES:
             raise _fail(f"output_type must be 'pil' or 'np', got {output_type!r}")
         req = self._request(prompt, image, height, width, num_inference_steps, guidance_scale,
                             num_images_per_prompt, generator, seed, do_sample, temperature, top_p, top_k,
-                            max_sequence_length, timestep_label, keep_in_codebook)
+                            max_sequence_length, timestep_label, keep_in_codebook, first_block_cache)
         if prior_token_ids is None:
             if prior_token_image_ids is not None or source_image_grid_thw is not None:
                 raise _fail("prior_token_image_ids / source_image_grid_thw need prior_token_ids")

@@ -99,12 +99,16 @@ auto run_released(Pipeline& pipe, py::handle callback, F&& f) {
     return std::move(*result);
 }
 
-py::dict timings_dict(const std::vector<StageTiming>& timings) {
+py::dict timings_dict(const GenerateResult& r) {
     py::dict d;
-    for (const auto& t : timings) {
+    for (const auto& t : r.timings) {
         d[py::str(t.stage)] = t.seconds;
         if (t.stage == "ar" && !t.detail.empty()) d["ar_decode"] = t.detail;  // the path that ran
-        if (t.stage == "decoder" && !t.detail.empty()) d["cfg"] = t.detail;   // how the CFG passes ran
+        if (t.stage == "decoder") {
+            if (!t.detail.empty()) d["cfg"] = t.detail;  // how the CFG passes ran
+            d["dit_passes"] = r.dit_passes;
+            d["dit_passes_cached"] = r.dit_passes_cached;
+        }
     }
     return d;
 }
@@ -112,7 +116,8 @@ py::dict timings_dict(const std::vector<StageTiming>& timings) {
 py::tuple result_tuple(GenerateResult&& r) {
     py::list images;
     for (const auto& img : r.images) images.append(image_to_array(img));
-    return py::make_tuple(images, std::move(r.prior_tokens), timings_dict(r.timings));
+    auto timings = timings_dict(r);
+    return py::make_tuple(images, std::move(r.prior_tokens), timings);
 }
 
 // components: {folder: {"device": ..., "dtype": ..., "residency": ...}} overrides.
@@ -180,6 +185,7 @@ void register_pipeline(py::module_& m) {
         .def_readwrite("ar", &GenerateRequest::ar)
         .def_readwrite("timestep_label", &GenerateRequest::timestep_label)
         .def_readwrite("max_sequence_length", &GenerateRequest::max_sequence_length)
+        .def_readwrite("first_block_cache", &GenerateRequest::first_block_cache)
         // Condition images as numpy uint8 [H, W, 3] arrays, one list per prompt.
         .def("set_images",
              [](GenerateRequest& r, const std::vector<std::vector<py::array>>& per_prompt) {

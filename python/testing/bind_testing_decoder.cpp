@@ -13,7 +13,8 @@ void register_testing_decoder(pybind11::module_& m) {
         [](Pipeline& pipe, const at::Tensor& prior_token_ids, const std::vector<std::string>& prompts, int64_t height,
            int64_t width, int64_t steps, double guidance, uint64_t seed,
            const std::vector<std::vector<std::pair<at::Tensor, at::Tensor>>>& conditions, int64_t images_per_prompt,
-           std::optional<bool> batch_cfg, const std::string& label, int64_t max_sequence_length) {
+           std::optional<bool> batch_cfg, const std::string& label, int64_t max_sequence_length,
+           double first_block_cache, bool with_skips) -> py::object {
             GenerateRequest o;
             o.prompts = prompts;
             o.height = height;
@@ -24,6 +25,7 @@ void register_testing_decoder(pybind11::module_& m) {
             o.images_per_prompt = images_per_prompt;
             o.timestep_label = label;
             o.max_sequence_length = max_sequence_length;
+            o.first_block_cache = first_block_cache;
             o.validate();  // this hook is an API boundary: the request's rules, as Model::validate runs them
             DecoderRuntime rt;
             rt.batch_cfg = batch_cfg;
@@ -32,19 +34,28 @@ void register_testing_decoder(pybind11::module_& m) {
                 conds.emplace_back();
                 for (const auto& [px, ids] : list) conds.back().push_back({px, ids});
             }
-            py::gil_scoped_release release;
-            return run_diffusion_decoder(impl_of(pipe).decoder_models(), prior_token_ids, conds, o, rt);
+            std::vector<std::vector<bool>> skips;
+            rt.first_block_cache_skips = &skips;
+            at::Tensor images;
+            {
+                py::gil_scoped_release release;
+                images = run_diffusion_decoder(impl_of(pipe).decoder_models(), prior_token_ids, conds, o, rt);
+            }
+            if (with_skips) return py::make_tuple(images, skips);
+            return py::cast(images);
         },
         py::arg("pipe"), py::arg("prior_token_ids"), py::arg("prompts"), py::arg("height"), py::arg("width"),
         py::arg("steps") = 50, py::arg("guidance") = 1.5, py::arg("seed") = 0,
         py::arg("conditions") = std::vector<std::vector<std::pair<at::Tensor, at::Tensor>>>{},
         py::arg("images_per_prompt") = 1, py::arg("batch_cfg") = std::optional<bool>(), py::arg("label") = "0.39",
-        py::arg("max_sequence_length") = 2048,
+        py::arg("max_sequence_length") = 2048, py::arg("first_block_cache") = 0.0, py::arg("with_skips") = false,
         "The diffusion decoder from given prior tokens ([B, (H/16)(W/16)] int64): glyph embeddings, the "
         "condition-image cache (conditions: per prompt, a list of (pixels [H, W, 3] uint8, prior ids)), the "
         "Euler loop with CFG and the VAE; returns [B * images_per_prompt, H, W, 3] uint8. batch_cfg: None "
         "takes the 'auto' rule (joint on CUDA, apart on the CPU) whatever the pipeline's cfg_passes; True "
-        "runs both CFG passes as one DiT forward, False as two.");
+        "runs both CFG passes as one DiT forward, False as two. first_block_cache: GenerateRequest's threshold (0: "
+        "off). with_skips: return (images, skips), skips[pass][step] true where the first-block cache ran the "
+        "first block alone (the conditional pass first).");
     // The whole public Pipeline::generate, tensors in and out (e2e parity tests).
     m.def(
         "generate",

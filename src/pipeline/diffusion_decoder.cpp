@@ -238,6 +238,10 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
         // Both CFG passes as one forward (two text groups) where that is the runtime's choice.
         const bool batched = passes == "joint";
         const at::Tensor prior_cu = batched ? at::cat({prior_c, prior_u}) : at::Tensor();
+        // The first-block cache's state per CFG pass (conditional first), when the request asks for it.
+        std::vector<FirstBlockCachePass> fbc;
+        if (o.first_block_cache > 0) fbc.assign(cfg ? 2 : 1, FirstBlockCachePass(o.first_block_cache));
+        auto fbc_pass = [&](size_t i) { return fbc.empty() ? nullptr : &fbc[i]; };
         for (int64_t i = 0; i < schedule.n_steps(); ++i) {
             if (rt.cancel && rt.cancel->load()) throw CancelledError(str_cat("cancelled at denoising step ", i));
             auto x = latents.to(dtype);
@@ -248,18 +252,21 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
             if (i2i) cache.set_mode(DiTKVCache::Mode::kRead);
             at::Tensor v;
             if (batched) {
+                GlmImageTransformer::FirstBlockCachePasses both;
+                if (!fbc.empty()) both = {&fbc[0], &fbc[1]};
                 auto out = dit.forward_projected(at::cat({x, x}), {text_c, text_u}, prior_cu, for_both_passes(step),
-                                                 rope, i2i ? &cache : nullptr)
+                                                 rope, i2i ? &cache : nullptr, both)
                                .to(at::kFloat);
                 auto vc = out.narrow(0, 0, batch), vu = out.narrow(0, batch, batch);
                 v = vu + o.guidance * (vc - vu);
             } else {
-                auto vc =
-                    dit.forward_projected(x, text_c, prior_c, step, rope, i2i ? &cache : nullptr).to(at::kFloat);
+                auto vc = dit.forward_projected(x, text_c, prior_c, step, rope, i2i ? &cache : nullptr, fbc_pass(0))
+                              .to(at::kFloat);
                 if (cfg) {
                     if (i2i) cache.set_mode(DiTKVCache::Mode::kSkip);
-                    auto vu =
-                        dit.forward_projected(x, text_u, prior_u, step, rope, i2i ? &cache : nullptr).to(at::kFloat);
+                    auto vu = dit.forward_projected(x, text_u, prior_u, step, rope, i2i ? &cache : nullptr,
+                                                    fbc_pass(1))
+                                  .to(at::kFloat);
                     v = vu + o.guidance * (vc - vu);
                 } else {
                     v = vc;
@@ -267,6 +274,10 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
             }
             latents = flow_match_euler_step(schedule, i, latents, v);
             if (rt.on_step) rt.on_step(i + 1, schedule.n_steps());
+        }
+        if (rt.first_block_cache_skips) {
+            rt.first_block_cache_skips->clear();
+            for (const auto& p : fbc) rt.first_block_cache_skips->push_back(p.skipped());
         }
     }
     release_cached_cpu_blocks();

@@ -40,6 +40,10 @@ struct DecoderRuntime {
     std::optional<bool> batch_cfg;
     std::function<void(int64_t step, int64_t total)> on_step;  // after each denoising step
     const std::atomic<bool>* cancel = nullptr;                 // checked before each step
+    // Out, where set: per CFG pass (the conditional first), per step, whether the first-block
+    // cache (GenerateRequest::first_block_cache) ran the DiT's first block alone; empty when it
+    // is off (or the DiT has a single block).
+    std::vector<std::vector<bool>>* first_block_cache_skips = nullptr;
 };
 
 // Whether "auto" runs the CFG passes as one forward for a DiT computing in `dtype` on `device`:

@@ -74,11 +74,16 @@ struct CallContext {
     ProgressCallback progress;
 };
 
+// What the decoder stage tells besides its images.
+struct DecoderStageReport {
+    std::string cfg;                        // how the CFG passes ran (cfg_passes)
+    int64_t passes = 0, passes_cached = 0;  // GenerateResult::dit_passes, dit_passes_cached
+};
+
 // The two stages of a generation (generate.cpp). `req` has passed Model::validate.
-// The prior tokens carry the AR decode path that ran (PriorTokens::ar_decode); `cfg`, if given,
-// receives how the CFG passes ran (cfg_passes).
+// The prior tokens carry the AR decode path that ran (PriorTokens::ar_decode).
 PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const CallContext& call);
 std::vector<Image> run_decoder_stage(const Model::Impl& m, const GenerateRequest& req, const PriorTokens& prior,
-                                     const CallContext& call, std::string* cfg = nullptr);
+                                     const CallContext& call, DecoderStageReport& report);
 
 }  // namespace glmimage

@@ -1,5 +1,6 @@
 // Validation and description of the public request types: every rule a request must meet,
 // in one place (the CLI and the Python module call these rather than re-checking).
+#include <cmath>
 #include <sstream>
 
 #include "core/check.h"
@@ -44,6 +45,8 @@ void GenerateRequest::validate() const {
     if (!(guidance >= 0)) throw InputError(str_cat("guidance must be >= 0, got ", guidance));
     if (images_per_prompt < 1) throw InputError(str_cat("images_per_prompt must be >= 1, got ", images_per_prompt));
     if (max_sequence_length < 1) throw InputError("max_sequence_length must be >= 1");
+    if (!(first_block_cache >= 0 && std::isfinite(first_block_cache)))
+        throw InputError(str_cat("first_block_cache must be a finite threshold >= 0 (0: off), got ", first_block_cache));
     ar.validate();
     if (timestep_label != "0.39" && timestep_label != "0.40")
         throw InputError(str_cat("timestep_label must be '0.39' or '0.40', got '", timestep_label, "'"));
@@ -68,6 +71,7 @@ std::string GenerateRequest::to_string() const {
     if (ar.do_sample)
         os << "(temperature=" << opt(ar.temperature) << " top_p=" << opt(ar.top_p) << " top_k=" << opt(ar.top_k) << ")";
     os << " timestep_label=" << timestep_label;
+    if (first_block_cache > 0) os << " first_block_cache=" << first_block_cache;
     if (!images.empty()) os << " condition_images=" << images[0].size();
     return os.str();
 }

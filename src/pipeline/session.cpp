@@ -64,9 +64,11 @@ GenerateResult Session::generate(const GenerateRequest& request, const ProgressC
     r.prior_tokens = run_ar_stage(model_->impl(), request, ctx);
     r.timings.push_back({"ar", seconds_since(t0), r.prior_tokens.ar_decode});
     auto t1 = std::chrono::steady_clock::now();
-    std::string cfg;
-    r.images = run_decoder_stage(model_->impl(), request, r.prior_tokens, ctx, &cfg);
-    r.timings.push_back({"decoder", seconds_since(t1), cfg});
+    DecoderStageReport report;
+    r.images = run_decoder_stage(model_->impl(), request, r.prior_tokens, ctx, report);
+    r.timings.push_back({"decoder", seconds_since(t1), report.cfg});
+    r.dit_passes = report.passes;
+    r.dit_passes_cached = report.passes_cached;
     return r;
 }
 
@@ -82,9 +84,11 @@ GenerateResult Session::decode_prior_tokens(const GenerateRequest& request, cons
     Call call(*this);
     GenerateResult r;
     auto t0 = std::chrono::steady_clock::now();
-    std::string cfg;
-    r.images = run_decoder_stage(model_->impl(), request, prior, call.context(progress), &cfg);
-    r.timings.push_back({"decoder", seconds_since(t0), cfg});
+    DecoderStageReport report;
+    r.images = run_decoder_stage(model_->impl(), request, prior, call.context(progress), report);
+    r.timings.push_back({"decoder", seconds_since(t0), report.cfg});
+    r.dit_passes = report.passes;
+    r.dit_passes_cached = report.passes_cached;
     r.prior_tokens = prior;
     return r;
 }

@@ -54,3 +54,53 @@ def reference_bf16_products_as_ours():
         yield True
     finally:
         F.linear, F.conv2d, torch.einsum = linear, conv2d, einsum
+
+
+@contextlib.contextmanager
+def reference_first_block_cache(pipe, threshold: float):
+    """diffusers 0.39's First Block Cache (hooks/first_block_cache.py) on a GlmImagePipeline, the
+    reference for GenerateRequest::first_block_cache. diffusers ships the hook and the
+    transformer takes it (CacheMixin), but not for this model as it stands: its
+    TransformerBlockRegistry lacks GlmImageTransformerBlock (enable_cache fails), and
+    GlmImagePipeline sets no cache context (the first call fails: "No context is set"; with one
+    context for every call, the unconditional pass would be compared with the conditional one).
+    This registers the block's outputs (hidden_states, encoder_hidden_states) and runs each
+    transformer call in a context of its own pass: "cond" (no prior token dropped), "uncond"
+    (all dropped), and a fresh one for each condition image's cache write, which must run every
+    block to fill the cache. glmimage keeps the same state per CFG pass and per generation.
+    Yields {"cond": [...], "uncond": [...]}: per call of that pass, True where the blocks after the
+    first did not run. The hook is removed on exit."""
+    from diffusers.hooks import FirstBlockCacheConfig, HookRegistry
+    from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+    from diffusers.models.transformers.transformer_glm_image import GlmImageTransformerBlock
+
+    TransformerBlockRegistry.register(
+        model_class=GlmImageTransformerBlock,
+        metadata=TransformerBlockMetadata(return_hidden_states_index=0, return_encoder_hidden_states_index=1))
+    transformer = pipe.transformer
+    transformer.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+    head = HookRegistry.check_if_exists_or_initialize(transformer.transformer_blocks[0]).get_hook(
+        "fbc_leader_block_hook")
+    skipped = {"cond": [], "uncond": []}
+    writes = [0]
+    forward = transformer.forward
+
+    def forward_in_its_context(*args, **kwargs):
+        kv = kwargs.get("kv_caches")
+        if kv is not None and kv[0].mode == "write":
+            writes[0] += 1
+            context = f"condition write {writes[0]}"
+        else:
+            context = "uncond" if bool(kwargs["prior_token_drop"].all()) else "cond"
+        with transformer.cache_context(context):
+            out = forward(*args, **kwargs)
+            if context in skipped:
+                skipped[context].append(not head.state_manager.get_state().should_compute)
+        return out
+
+    transformer.forward = forward_in_its_context
+    try:
+        yield skipped
+    finally:
+        del transformer.forward  # the instance attribute; the class's forward again
+        transformer.disable_cache()

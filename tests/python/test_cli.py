@@ -167,6 +167,27 @@ def test_cfg_passes_is_stored(tmp_path):
         assert json.loads(img.text["glmimage"])["cfg_passes"] == "joint"
 
 
+def test_first_block_cache(tmp_path):
+    """The threshold is stored with the image and the passes it served are printed; 0 is the
+    exact path, byte for byte."""
+    size = ["--height", "64", "--width", "96", "--steps", "12", "--seed", "3"]
+    exact, cached, zero = tmp_path / "e.png", tmp_path / "c.png", tmp_path / "z.png"
+    for out, extra in ((exact, []), (cached, ["--first-block-cache", "0.3"]), (zero, ["--first-block-cache", "0"])):
+        res = run("A sign that says \"Open\"", *FAST, *size, "-o", out, *extra)
+        assert res.returncode == 0, res.stderr
+        served = [line for line in res.stderr.splitlines() if "first-block cache" in line]
+        if extra and extra[1] != "0":
+            assert len(served) == 1 and served[0].endswith(" of 24 DiT passes"), res.stderr
+            assert int(served[0].split("served ")[1].split(" of")[0]) > 0, served
+        else:
+            assert served == [], res.stderr
+    with Image.open(cached) as img:
+        assert json.loads(img.text["glmimage"])["first_block_cache"] == 0.3
+    assert exact.read_bytes() == zero.read_bytes()
+    with Image.open(exact) as a, Image.open(cached) as b:
+        assert a.tobytes() != b.tobytes()
+
+
 def test_random_seed_is_printed_and_stored(tmp_path):
     out = tmp_path / "r.png"
     res = run("noise", *FAST, "--seed", "-1", "--greedy", "-o", out)
@@ -233,6 +254,8 @@ def test_ctrl_c_stops_cleanly(tmp_path):
         (["x", "y"], 2, "quote the prompt"),
         (["x", "--quiet=yes"], 2, "takes no value"),
         (["x", "--cfg-passes", "both"], 2, "expected auto, joint or apart"),
+        (["x", "--first-block-cache", "-0.1"], 2, "first_block_cache must be a finite threshold >= 0"),
+        (["x", "--first-block-cache", "nan"], 2, "--first-block-cache: expected a number"),
     ],
 )
 def test_usage_errors(tmp_path, args, code, says):
@@ -343,7 +366,7 @@ def test_help_mentions_every_option():
     for opt in ["generate", "info", "--prompt-file", "--image", "--model", "--height", "--width", "--steps",
                 "--guidance", "--seed", "--temperature", "--top-p", "--top-k", "--greedy", "--images-per-prompt",
                 "--dtype", "--device", "--threads", "-o, --output", "--quiet", "--progress", "--help", "--version",
-                "--residency", "--no-cpu-block-cache", "GLM-Image", "[1024]", "[50]", "[1.5]", "generation_config.json", "[out.png]", "examples"]:
+                "--residency", "--no-cpu-block-cache", "--first-block-cache", "GLM-Image", "[1024]", "[50]", "[1.5]", "generation_config.json", "[out.png]", "examples"]:
         assert opt in res.stdout, opt
 
 

@@ -2,6 +2,7 @@
 // through the public API with zero missing or unexpected keys, in its dtype and cast.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -115,6 +116,29 @@ TEST(Session, CancelStopsTheRunningCall) {
                             }),
                  CancelledError);
     EXPECT_EQ(steps_seen, 2);
+}
+
+TEST(Session, FirstBlockCacheIsCountedAndOffByDefault) {
+    auto model = Model::load(kTiny);
+    Session s(model);
+    auto req = small_request(3);
+    req.steps = 12;
+    const auto exact = s.generate(req);
+    EXPECT_EQ(exact.dit_passes, 24);  // both CFG passes of every step
+    EXPECT_EQ(exact.dit_passes_cached, 0);
+    req.first_block_cache = 0.3;  // skips some of the tiny model's steps (test_first_block_cache.py)
+    const auto cached = s.generate(req);
+    EXPECT_EQ(cached.dit_passes, 24);
+    EXPECT_GT(cached.dit_passes_cached, 0);
+    EXPECT_LT(cached.dit_passes_cached, 22);  // each pass runs every block at its first step
+    EXPECT_EQ(cached.prior_tokens.ids, exact.prior_tokens.ids);  // the AR stage is not touched
+    EXPECT_NE(cached.images.at(0).rgb, exact.images.at(0).rgb);
+    req.guidance = 1.0;
+    EXPECT_EQ(s.generate(req).dit_passes, 12);
+    for (double bad : {-0.5, std::nan(""), HUGE_VAL}) {
+        req.first_block_cache = bad;
+        EXPECT_THROW(s.generate(req), InputError) << bad;
+    }
 }
 
 TEST(Placement, StagedGivesTheResidentImageAndRestsAsFileViews) {

@@ -379,7 +379,8 @@ DiTStepConditioning GlmImageTransformer::condition_step(const at::Tensor& temb) 
 at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_states,
                                                   const std::vector<at::Tensor>& text_groups,
                                                   const at::Tensor& prior_tokens, const DiTStepConditioning& step,
-                                                  const DiTRope& rope, DiTKVCache* kv_cache) const {
+                                                  const DiTRope& rope, DiTKVCache* kv_cache,
+                                                  const FirstBlockCachePasses& first_block_cache) const {
     const at::Tensor& temb = step.temb;
     check_latent(hidden_states);
     const int64_t batch = hidden_states.size(0), channels = hidden_states.size(1), p = config.patch_size;
@@ -394,6 +395,8 @@ at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_state
         grouped += t.size(0);
     }
     GLMI_CHECK(grouped == batch, "text groups of ", grouped, " samples for a batch of ", batch);
+    GLMI_CHECK(first_block_cache.empty() || first_block_cache.size() == text_groups.size(),
+               first_block_cache.size(), " first-block cache passes for ", text_groups.size(), " text groups");
     GLMI_CHECK(!kv_cache || text_groups.size() == 1 || kv_cache->mode() == DiTKVCache::Mode::kRead ||
                    kv_cache->mode() == DiTKVCache::Mode::kOff,
                "several text groups read the condition cache or leave it; they cannot write it");
@@ -410,9 +413,12 @@ at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_state
                  .permute({0, 2, 4, 1, 3, 5})
                  .reshape({batch, gh * gw, channels * p * p});
     x = image_projector->forward(x) + prior_tokens;
-    auto c = text_groups;
-    for (size_t i = 0; i < blocks.size(); ++i)
-        std::tie(x, c) = blocks[i]->forward(x, c, step.blocks[i], rope, kv_cache, static_cast<int64_t>(i));
+    if (first_block_cache.empty()) {
+        auto c = text_groups;
+        run_blocks(x, c, step, rope, kv_cache, 0, blocks.size());
+    } else {
+        x = run_blocks_cached(x, text_groups, step, rope, kv_cache, first_block_cache);
+    }
 
     // norm_out splits (scale, shift), the reverse of the blocks' order.
     auto so = step.norm_out.chunk(2, 1);
@@ -420,6 +426,74 @@ at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_state
     x = proj_out->forward(x);
     // Unpatchify.
     return x.reshape({batch, gh, gw, -1, p, p}).permute({0, 3, 1, 4, 2, 5}).reshape({batch, -1, gh * p, gw * p});
+}
+
+void GlmImageTransformer::run_blocks(at::Tensor& x, std::vector<at::Tensor>& texts, const DiTStepConditioning& step,
+                                     const DiTRope& rope, DiTKVCache* kv_cache, size_t from, size_t to) const {
+    for (size_t i = from; i < to; ++i)
+        std::tie(x, texts) = blocks[i]->forward(x, texts, step.blocks[i], rope, kv_cache, static_cast<int64_t>(i));
+}
+
+at::Tensor GlmImageTransformer::run_blocks_cached(at::Tensor x, std::vector<at::Tensor> texts,
+                                                  const DiTStepConditioning& step, const DiTRope& rope,
+                                                  DiTKVCache* kv_cache, const FirstBlockCachePasses& passes) const {
+    const size_t n_blocks = blocks.size();
+    const at::Tensor before = x;
+    run_blocks(x, texts, step, rope, kv_cache, 0, 1);
+    if (n_blocks == 1) return x;  // nothing after the first block to spare
+    const at::Tensor head = x;
+    const at::Tensor head_residual = head - before;
+
+    // Group g's samples are rows [first[g], first[g] + count[g]) of the batch; each group's pass decides.
+    const size_t n_groups = passes.size();
+    std::vector<int64_t> first(n_groups), count(n_groups);
+    std::vector<size_t> running;
+    for (size_t g = 0, row = 0; g < n_groups; ++g) {
+        first[g] = static_cast<int64_t>(row);
+        count[g] = texts[g].size(0);
+        row += static_cast<size_t>(count[g]);
+        if (passes[g]->must_run(head_residual.narrow(0, first[g], count[g]))) running.push_back(g);
+    }
+    auto rows_of = [&](const at::Tensor& t, size_t g) { return t.narrow(0, first[g], count[g]); };
+
+    std::vector<at::Tensor> after(n_groups);  // each running group's x after the last block
+    if (running.size() == n_groups) {
+        run_blocks(x, texts, step, rope, kv_cache, 1, n_blocks);
+        for (size_t g = 0; g < n_groups; ++g) after[g] = rows_of(x, g);
+    } else if (!running.empty()) {
+        // Some groups' blocks run, others' do not: the running groups alone, as a forward of
+        // their own samples would run them. The condition cache is the first group's alone.
+        std::vector<at::Tensor> xs, group_texts;
+        DiTStepConditioning sub;
+        for (size_t g : running) {
+            xs.push_back(rows_of(x, g));
+            group_texts.push_back(texts[g]);
+        }
+        for (size_t i = 0; i < n_blocks; ++i) {
+            std::vector<at::Tensor> m;
+            for (size_t g : running) m.push_back(rows_of(step.blocks[i], g));
+            sub.blocks.push_back(m.size() == 1 ? m[0] : at::cat(m));
+        }
+        at::Tensor xr = xs.size() == 1 ? xs[0] : at::cat(xs);
+        run_blocks(xr, group_texts, sub, rope, running.front() == 0 ? kv_cache : nullptr, 1, n_blocks);
+        int64_t row = 0;
+        for (size_t g : running) {
+            after[g] = xr.narrow(0, row, count[g]);
+            row += count[g];
+        }
+    }
+
+    std::vector<at::Tensor> out;
+    for (size_t g = 0; g < n_groups; ++g) {
+        if (after[g].defined()) {
+            passes[g]->keep_tail(after[g] - rows_of(head, g));
+            out.push_back(after[g]);
+        } else {
+            out.push_back(passes[g]->tail_residual() + rows_of(head, g));
+        }
+    }
+    if (running.size() == n_groups) return x;
+    return out.size() == 1 ? out[0] : at::cat(out);
 }
 
 at::Tensor GlmImageTransformer::forward(const at::Tensor& hidden_states, const at::Tensor& encoder_hidden_states,

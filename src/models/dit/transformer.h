@@ -9,6 +9,7 @@
 #include "layers/linear.h"
 #include "layers/norms.h"
 #include "models/dit/config.h"
+#include "models/dit/first_block_cache.h"
 #include "models/dit/kv_cache.h"
 #include "models/dit/rope.h"
 
@@ -135,19 +136,26 @@ class GlmImageTransformer : public ParamModule {
     // hidden_states as in forward(); the other tensors from the functions above.
     at::Tensor forward_projected(const at::Tensor& hidden_states, const at::Tensor& text_tokens,
                                  const at::Tensor& prior_tokens, const DiTStepConditioning& step,
-                                 const DiTRope& rope, DiTKVCache* kv_cache = nullptr) const {
+                                 const DiTRope& rope, DiTKVCache* kv_cache = nullptr,
+                                 FirstBlockCachePass* first_block_cache = nullptr) const {
         return forward_projected(hidden_states, std::vector<at::Tensor>{text_tokens}, prior_tokens, step, rope,
-                                 kv_cache);
+                                 kv_cache, first_block_cache ? FirstBlockCachePasses{first_block_cache}
+                                                             : FirstBlockCachePasses{});
     }
     // The batch in groups of samples whose texts differ in length (CFG's conditional and
     // unconditional passes in one forward): text_groups[g] is [B_g, L_g, D], the B_g summing to
     // the batch, the groups in the batch's row order. Each linear runs once over the rows of all
     // groups, except the text's feed-forward; attention and the text's feed-forward run per group,
     // as separate forwards run them. A kv_cache is read by the first group alone (it must be in
-    // read or off mode when there are several).
+    // read or off mode when there are several). first_block_cache: empty, or one pass state per
+    // group (the group's CFG pass), each deciding for its group's samples whether the blocks after
+    // the first run (first_block_cache.h); a group whose blocks run while another's do not runs
+    // them alone.
+    using FirstBlockCachePasses = std::vector<FirstBlockCachePass*>;
     at::Tensor forward_projected(const at::Tensor& hidden_states, const std::vector<at::Tensor>& text_groups,
                                  const at::Tensor& prior_tokens, const DiTStepConditioning& step,
-                                 const DiTRope& rope, DiTKVCache* kv_cache = nullptr) const;
+                                 const DiTRope& rope, DiTKVCache* kv_cache = nullptr,
+                                 const FirstBlockCachePasses& first_block_cache = {}) const;
     at::Tensor forward_projected(const at::Tensor& hidden_states, const at::Tensor& text_tokens,
                                  const at::Tensor& prior_tokens, const at::Tensor& temb, const DiTRope& rope,
                                  DiTKVCache* kv_cache = nullptr) const {
@@ -170,6 +178,13 @@ class GlmImageTransformer : public ParamModule {
 
   private:
     void check_latent(const at::Tensor& hidden_states) const;
+    // Blocks [from, to) over the image tokens x and the text groups, in place.
+    void run_blocks(at::Tensor& x, std::vector<at::Tensor>& texts, const DiTStepConditioning& step,
+                    const DiTRope& rope, DiTKVCache* kv_cache, size_t from, size_t to) const;
+    // The blocks with the first-block cache (one pass state per text group); returns x after the last.
+    at::Tensor run_blocks_cached(at::Tensor x, std::vector<at::Tensor> texts, const DiTStepConditioning& step,
+                                 const DiTRope& rope, DiTKVCache* kv_cache,
+                                 const FirstBlockCachePasses& passes) const;
 };
 
 }  // namespace glmimage

@@ -1,0 +1,148 @@
+"""The First Block Cache (GenerateRequest::first_block_cache, an approximation the request turns
+on) against diffusers 0.39's own First Block Cache hook on the same GlmImagePipeline
+(reference_shims.reference_first_block_cache: diffusers lacks the registration and the cache
+contexts this model needs). Both sides must skip the same steps of each CFG pass and give the
+same images (within 1 level), with the passes apart and in one forward, where the joint forward
+runs the later blocks for one pass alone when the other skips them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import REPO
+from parity import record
+from reference_shims import reference_first_block_cache
+from test_decoder_parity import condition, prior_ids, reference_images
+
+import glmimage
+import glmimage_testing as _testing
+
+TINY = REPO / "models" / "tiny"
+STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def ref_pipe():
+    from diffusers import GlmImagePipeline
+
+    pipe = GlmImagePipeline.from_pretrained(str(TINY))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def ours():
+    return glmimage.Pipeline.from_pretrained(str(TINY))
+
+
+def pattern(skips) -> list[str]:
+    """Per pass, one character a step: x where the blocks after the first did not run."""
+    return ["".join("x" if s else "." for s in per_pass) for per_pass in skips]
+
+
+def both(ref_pipe, ours, prompts, h, w, guidance, threshold, conds=None, batch_cfg=None, steps=STEPS, seed=1234):
+    prior = prior_ids(len(prompts), h, w, seed=5)
+    with reference_first_block_cache(ref_pipe, threshold) as ref_skips:
+        ref = reference_images(ref_pipe, prompts, prior, h, w, steps, guidance, seed, conds)
+    ref_skips = [ref_skips["cond"]] + ([ref_skips["uncond"]] if guidance > 1 else [])
+    got, skips = _testing.decode(ours, prior, prompts, h, w, steps=steps, guidance=guidance, seed=seed,
+                                 conditions=conds or [], batch_cfg=batch_cfg, first_block_cache=threshold,
+                                 with_skips=True)
+    return got, ref, skips, ref_skips
+
+
+CASES = {
+    "t2i": dict(prompts=['A poster that says "GLM"'], height=64, width=96, guidance=1.5),
+    "batch2": dict(prompts=['A sign "OPEN"', "a mug with 'Good morning' on it"], height=64, width=64, guidance=1.5),
+    "i2i": dict(prompts=['Make the sign say "SALE"'], height=64, width=64, guidance=1.5, conds=[[(64, 96)]]),
+    "no_cfg": dict(prompts=['A poster that says "GLM"'], height=64, width=96, guidance=1.0),
+}
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("batch_cfg", [True, False], ids=["joint", "apart"])
+@pytest.mark.parametrize("threshold", [0.1, 0.3])
+@pytest.mark.parametrize("name", list(CASES))
+def test_first_block_cache_matches_diffusers(ref_pipe, ours, name, threshold, batch_cfg):
+    case = CASES[name]
+    conds = None
+    if "conds" in case:
+        conds = [[condition(ch, cw, seed=100 * i + j) for j, (ch, cw) in enumerate(per)]
+                 for i, per in enumerate(case["conds"])]
+    got, ref, skips, ref_skips = both(ref_pipe, ours, case["prompts"], case["height"], case["width"],
+                                      case["guidance"], threshold, conds, batch_cfg)
+    print(name, threshold, "ours", pattern(skips), "diffusers", pattern(ref_skips))
+    assert pattern(skips) == pattern(ref_skips)
+    assert len(skips) == (2 if case["guidance"] > 1 else 1) and all(len(p) == STEPS for p in skips)
+    entry = record(f"first_block_cache_{name}_{threshold}" + ("_joint" if batch_cfg else "_apart"),
+                   got.long(), ref.long(), atol=1.0, skipped=pattern(skips))
+    assert entry["ok"]
+
+
+@pytest.mark.parity
+def test_first_block_cache_cases_exercise_the_paths(ref_pipe, ours):
+    """What the comparisons above rest on: at 0.3 each pass skips some steps and runs others (the
+    first always runs); at 0.1 the conditional pass skips a step the unconditional one runs, so the
+    joint forward runs the later blocks for one pass alone; and the cache moves the images (a test
+    of a cache that never skips, or skips without effect, could not fail)."""
+    case = CASES["t2i"]
+    args = (case["prompts"], case["height"], case["width"], case["guidance"])
+    got, _, skips, _ = both(ref_pipe, ours, *args, threshold=0.3, batch_cfg=True)
+    for per_pass in skips:
+        assert not per_pass[0] and any(per_pass) and not all(per_pass[1:]), pattern(skips)
+    _, _, skips_01, _ = both(ref_pipe, ours, *args, threshold=0.1, batch_cfg=True)
+    assert any(c != u for c, u in zip(*skips_01)), pattern(skips_01)
+    prior = prior_ids(1, case["height"], case["width"], seed=5)
+    exact = _testing.decode(ours, prior, case["prompts"], case["height"], case["width"], steps=STEPS,
+                            guidance=case["guidance"], seed=1234, batch_cfg=True)
+    moved = (got.long() - exact.long()).abs().max().item()
+    print("levels moved by the cache at 0.3:", moved)
+    assert moved > 1
+
+
+@pytest.mark.parity
+def test_first_block_cache_bf16_small_preset(tmp_path_factory):
+    """bf16 at the small preset's widths and its four blocks (so the blocks between the first and
+    the last are skipped too), 256x256, the CPU's default CFG passes: the same skipped steps and
+    images within 1 level, as the exact path holds (test_decoder_parity)."""
+    import make_tiny_checkpoint as mk
+    from diffusers import GlmImagePipeline
+
+    ckpt = mk.build(tmp_path_factory.mktemp("small_bf16_fbc") / "ckpt", "small", "bfloat16", 0)
+    ref_pipe = GlmImagePipeline.from_pretrained(str(ckpt), torch_dtype=torch.bfloat16)
+    ref_pipe.set_progress_bar_config(disable=True)
+    ours = glmimage.Pipeline.from_pretrained(str(ckpt), dtype="bfloat16")
+    got, ref, skips, ref_skips = both(ref_pipe, ours, ['A poster that says "GLM-Image"'], 256, 256, 1.5,
+                                      threshold=0.5, steps=8, seed=7)
+    print("small bf16", "ours", pattern(skips), "diffusers", pattern(ref_skips))
+    assert pattern(skips) == pattern(ref_skips)
+    assert any(any(p) for p in skips), pattern(skips)
+    assert record("first_block_cache_small_bf16_0.5", got.long(), ref.long(), atol=1.0,
+                  skipped=pattern(skips))["ok"]
+
+
+def test_first_block_cache_threshold_is_validated(ours):
+    prior = prior_ids(1, 64, 64, seed=5)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="first_block_cache"):
+            _testing.decode(ours, prior, ["x"], 64, 64, steps=1, first_block_cache=bad)
+    with pytest.raises(ValueError, match="first_block_cache"):
+        ours(["x"], height=64, width=64, num_inference_steps=1, first_block_cache=-1.0,
+             prior_token_ids=prior, progress=False)
+
+
+def test_first_block_cache_counts_in_the_public_api(ours):
+    """The Python call takes the threshold and reports the passes it served in the timings, the
+    count the research hook's per-step record gives; 0 (the default) serves none."""
+    case = CASES["t2i"]
+    h, w = case["height"], case["width"]
+    prior = prior_ids(1, h, w, seed=5)
+    _, skips = _testing.decode(ours, prior, case["prompts"], h, w, steps=STEPS, guidance=1.5, seed=1234,
+                               first_block_cache=0.3, with_skips=True)
+    out = ours(case["prompts"], height=h, width=w, num_inference_steps=STEPS, guidance_scale=1.5, seed=1234,
+               prior_token_ids=prior, first_block_cache=0.3, progress=False, output_type="np")
+    assert out.timings["dit_passes"] == 2 * STEPS
+    assert out.timings["dit_passes_cached"] == sum(map(sum, skips)) > 0
+    exact = ours(case["prompts"], height=h, width=w, num_inference_steps=STEPS, guidance_scale=1.5, seed=1234,
+                 prior_token_ids=prior, progress=False, output_type="np")
+    assert (exact.timings["dit_passes"], exact.timings["dit_passes_cached"]) == (2 * STEPS, 0)
