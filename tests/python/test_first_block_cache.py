@@ -9,30 +9,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import REPO
 from parity import record
 from reference_shims import reference_first_block_cache
-from test_decoder_parity import condition, prior_ids, reference_images
+# The decoder parity tests' helpers, and their fixtures (ref_pipe: diffusers' pipeline on
+# models/tiny; ours: glmimage's), which pytest takes from this import.
+from test_decoder_parity import condition, ours, prior_ids, ref_pipe, reference_images  # noqa: F401
 
 import glmimage
 import glmimage_testing as _testing
 
-TINY = REPO / "models" / "tiny"
 STEPS = 12
-
-
-@pytest.fixture(scope="module")
-def ref_pipe():
-    from diffusers import GlmImagePipeline
-
-    pipe = GlmImagePipeline.from_pretrained(str(TINY))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def ours():
-    return glmimage.Pipeline.from_pretrained(str(TINY))
 
 
 def pattern(skips) -> list[str]:
