@@ -42,7 +42,7 @@ struct DecoderRuntime {
     const std::atomic<bool>* cancel = nullptr;                 // checked before each step
     // Out, where set: per CFG pass (the conditional first), per step, whether the first-block
     // cache (GenerateRequest::first_block_cache) ran the DiT's first block alone; empty when it
-    // is off (or the DiT has a single block).
+    // is off, and each pass's list empty for a DiT of one block (nothing after it to skip).
     std::vector<std::vector<bool>>* first_block_cache_skips = nullptr;
 };
 

@@ -483,16 +483,12 @@ at::Tensor GlmImageTransformer::run_blocks_cached(at::Tensor x, std::vector<at::
         }
     }
 
-    std::vector<at::Tensor> out;
-    for (size_t g = 0; g < n_groups; ++g) {
-        if (after[g].defined()) {
-            passes[g]->keep_tail(after[g] - rows_of(head, g));
-            out.push_back(after[g]);
-        } else {
-            out.push_back(passes[g]->tail_residual() + rows_of(head, g));
-        }
-    }
+    for (size_t g : running) passes[g]->keep_tail(after[g] - rows_of(head, g));
     if (running.size() == n_groups) return x;
+    // A skipping group: the first block's output plus the later blocks' change kept at its last full step.
+    std::vector<at::Tensor> out;
+    for (size_t g = 0; g < n_groups; ++g)
+        out.push_back(after[g].defined() ? after[g] : passes[g]->tail_residual() + rows_of(head, g));
     return out.size() == 1 ? out[0] : at::cat(out);
 }
 
