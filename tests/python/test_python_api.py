@@ -81,7 +81,9 @@ def test_text_to_image_pil(pipe):
     # The prior tokens: the 2x2 AR grid of a 64x64 image, upsampled 2x.
     assert out.prior_token_ids.shape == (1, 16) and out.prior_token_ids.dtype == torch.int64
     assert out.prior_token_image_ids is None
-    assert set(out.timings) == {"ar", "decoder", "ar_decode", "cfg"} and out.timings["ar_decode"] == "eager"
+    assert set(out.timings) == {"ar", "decoder", "ar_decode", "cfg", "dit_passes", "dit_passes_cached"}
+    assert out.timings["ar_decode"] == "eager"
+    assert (out.timings["dit_passes"], out.timings["dit_passes_cached"]) == (2 * FAST["num_inference_steps"], 0)
     assert out.timings["ar"] >= 0 and out.timings["decoder"] >= 0
     assert out.timings["cfg"] == float32_cfg_default()
     assert pipe(PROMPT, seed=1, guidance_scale=1.0, **FAST).timings["cfg"] == "none"
