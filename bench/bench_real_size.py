@@ -34,7 +34,7 @@ taken, so that a slow moment of a shared machine cannot flatter the share of the
                                      [--device cpu|cuda] [--layers N] [--reference]
                                      [--decoder-only] [--no-cpu-block-cache] [--cfg-passes auto|joint|apart]
                                      [--profile FILE] [--profile-ar FILE] [--unfused]
-                                     [--condition PX] [--vae-only]
+                                     [--condition PX] [--vae-only] [--first-block-cache T]
 
 --condition PX makes the request image-to-image: one PX x PX condition image (a fixed pattern; PX
 a multiple of 32 from 512, the smallest the model takes). Its vision encoding and AR tokens join
@@ -49,6 +49,11 @@ random latents at --size, and prints vae_s, vae_roofline_s (the decoder's convol
 bf16 GEMM rate measured in the same run), vae_peak_anon_rise_mb (the largest RssAnon during the
 decode above the one before it: its activations, the weights being mapped or loaded beforehand),
 the reference's ref_vae_s and ref_vae_peak_anon_rise_mb, and max_abs_diff of the two images.
+--first-block-cache T runs the denoising loop with the First Block Cache at threshold T
+(GenerateRequest::first_block_cache) and adds dit_passes_cached. With a threshold no residual
+reaches (1e9) every step after the first runs each pass's first block alone, so dit_s_per_step is
+what such a step costs at this size (the random weights cannot tell how many steps the real
+model's residuals would let it skip).
 --decoder-only skips the AR stage (its keys are then null) and denoises from random prior tokens:
 the decoder at a size whose AR stage would take this CPU too long (1024²: about 1,300 tokens).
 With --reference it then runs diffusers' transformer for one denoising step (its two CFG passes,
@@ -422,6 +427,8 @@ def main() -> int:
                     help="image-to-image with one PX x PX condition image (PX a multiple of 32, from 512)")
     ap.add_argument("--vae-only", action="store_true",
                     help="the VAE decode alone, ours and diffusers' on the same latents (see above)")
+    ap.add_argument("--first-block-cache", type=float, default=0.0, metavar="T",
+                    help="the denoising loop with the First Block Cache at threshold T (0: off)")
     ap.add_argument("--side", choices=["reference"], help=argparse.SUPPRESS)
     ap.add_argument("--side-image", help=argparse.SUPPRESS)
     ap.add_argument("--glyph-rows", type=int, default=0, help=argparse.SUPPRESS)
@@ -526,7 +533,8 @@ def main() -> int:
     t_dec = time.perf_counter()
     def denoise():
         return pipe(PROMPT, image=condition, prior_token_ids=prior, height=args.size, width=args.size,
-                    num_inference_steps=args.steps, seed=1, callback=progress, progress=False)
+                    num_inference_steps=args.steps, seed=1, callback=progress, progress=False,
+                    first_block_cache=args.first_block_cache)
 
     if args.profile:
         output = profiled(denoise, Path(args.profile), cuda, limits_before, weight_bytes)
@@ -562,6 +570,7 @@ def main() -> int:
         "ar_decode_ran": None if args.decoder_only else prior.ar_decode,  # the path that produced the tokens
         "fused_kernels": _testing.fused_kernels_enabled(),
         "cfg": output.timings.get("cfg"),
+        "first_block_cache": args.first_block_cache, "dit_passes_cached": output.timings.get("dit_passes_cached"),
         "load_s": round(load_s, 2),
         "ar_tokens": None if args.decoder_only else len(stamps["ar"]),
         "ar_tok_s": round(1 / ar_s_per_token, 1) if ar_s_per_token else None, "total_s": round(t_end - t0, 2),

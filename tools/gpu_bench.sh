@@ -30,13 +30,15 @@
 #   ar_eager   ours resident, 2 steps, the eager AR decode: what the graph gains;
 #   i2i        ours resident, 4 steps, image-to-image with one COND x COND condition image: its
 #              vision encoding in the prefill, the condition cache, the joint CFG forward with it;
+#   fbc        ours resident, decoder only, 4 steps with the First Block Cache at a threshold no
+#              residual reaches: what a step costs whose passes run their first block alone;
 #   staged     ours at SIZE and STEPS with staged weights (peak memory);
 #   reference  diffusers 0.39 + transformers 5.24 on the same checkpoint and request
 #              (SKIP_REFERENCE=1 leaves it out).
 # The last two were measured already (2026-12-04), so they come last, where a call cut by its time
 # limit loses them first. Each stage's seconds go in a "stage_s" row; the build's log in
 # $OUT/build.log. The stages can be split over calls on one warm machine, e.g.
-#   STAGES="build checkpoint tiny fused resident profile" ... then STAGES="unfused cfg_apart ar_eager i2i staged reference"
+#   STAGES="build checkpoint tiny fused resident profile" ... then STAGES="unfused cfg_apart ar_eager i2i fbc staged reference"
 # Environment: SIZE (1024), STEPS (50), LAYERS (real), CKPT (/tmp/glmi_real), QUANTIZE (none),
 #              COND (SIZE, at least 512: the smallest condition image the model takes),
 #              SKIP_REFERENCE=1, STAGES (all of the above, in that order), DEVICE (cuda),
@@ -55,7 +57,7 @@ CKPT="${CKPT:-/tmp/glmi_real}"
 QUANTIZE="${QUANTIZE:-none}"
 DEVICE="${DEVICE:-cuda}"
 THREADS="${THREADS:-8}"
-STAGES="${STAGES:-build checkpoint tiny fused resident profile unfused cfg_apart ar_eager i2i staged reference}"
+STAGES="${STAGES:-build checkpoint tiny fused resident profile unfused cfg_apart ar_eager i2i fbc staged reference}"
 STAGE_TIMEOUT="${STAGE_TIMEOUT:-300}"
 RESULTS="${OUT:-/tmp}"
 mkdir -p "$RESULTS"
@@ -287,6 +289,13 @@ if want i2i; then
   took i2i
 fi
 
+if want fbc; then
+  begin "ours resident, decoder only, every step after the first from the first-block cache"
+  real_size fbc --size "$SIZE" --steps 4 --residency resident --decoder-only --first-block-cache 1e9 \
+    --image /tmp/glmi_fbc.png || failed fbc
+  took fbc
+fi
+
 # Last, what an earlier call measured already (staged: 2026-12-04; the reference's bytes and request
 # are the same), so that a call cut by its time limit loses these first.
 ours_in staged
@@ -319,6 +328,9 @@ for what in ("ar_s_per_token", "dit_s_per_step"):  # what the fused kernels gain
     fused, unfused = summary.get(f"resident.{what}"), summary.get(f"unfused.{what}")
     if fused and unfused:
         summary[f"fused_speedup_{what}"] = round(unfused / fused, 3)
+full, cached = summary.get("resident.dit_s_per_step"), summary.get("fbc.dit_s_per_step")
+if full and cached:  # a step served by the first-block cache, against one that ran every block
+    summary["fbc_cached_step_of_full"] = round(cached / full, 3)
 joint, apart = summary.get("resident.dit_s_per_step"), summary.get("cfg_apart.dit_s_per_step")
 if joint and apart and summary.get("resident.cfg") == "joint":  # joint by default on a GPU, apart on a CPU
     summary["cfg_joint_speedup_dit_step"] = round(apart / joint, 2)
