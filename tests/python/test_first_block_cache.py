@@ -26,14 +26,15 @@ def pattern(skips) -> list[str]:
     return ["".join("x" if s else "." for s in per_pass) for per_pass in skips]
 
 
-def both(ref_pipe, ours, prompts, h, w, guidance, threshold, conds=None, batch_cfg=None, steps=STEPS, seed=1234):
+def both(ref_pipe, ours, prompts, h, w, guidance, threshold, conds=None, batch_cfg=None, steps=STEPS, seed=1234,
+         n=1):
     prior = prior_ids(len(prompts), h, w, seed=5)
     with reference_first_block_cache(ref_pipe, threshold) as ref_skips:
-        ref = reference_images(ref_pipe, prompts, prior, h, w, steps, guidance, seed, conds)
+        ref = reference_images(ref_pipe, prompts, prior, h, w, steps, guidance, seed, conds, n=n)
     ref_skips = [ref_skips["cond"]] + ([ref_skips["uncond"]] if guidance > 1 else [])
     got, skips = _testing.decode(ours, prior, prompts, h, w, steps=steps, guidance=guidance, seed=seed,
                                  conditions=conds or [], batch_cfg=batch_cfg, first_block_cache=threshold,
-                                 with_skips=True)
+                                 with_skips=True, images_per_prompt=n)
     return got, ref, skips, ref_skips
 
 
@@ -42,6 +43,10 @@ CASES = {
     "batch2": dict(prompts=['A sign "OPEN"', "a mug with 'Good morning' on it"], height=64, width=64, guidance=1.5),
     "i2i": dict(prompts=['Make the sign say "SALE"'], height=64, width=64, guidance=1.5, conds=[[(64, 96)]]),
     "no_cfg": dict(prompts=['A poster that says "GLM"'], height=64, width=96, guidance=1.0),
+    # Two prompts with a condition image each, two images per prompt: one decision per pass over
+    # the four samples, as diffusers makes it over its batch.
+    "i2i_batch2_n2": dict(prompts=['A card "A"', 'A card "BB"'], height=64, width=64, guidance=1.5,
+                          conds=[[(64, 64)], [(64, 64)]], n=2),
 }
 
 
@@ -56,7 +61,7 @@ def test_first_block_cache_matches_diffusers(ref_pipe, ours, name, threshold, ba
         conds = [[condition(ch, cw, seed=100 * i + j) for j, (ch, cw) in enumerate(per)]
                  for i, per in enumerate(case["conds"])]
     got, ref, skips, ref_skips = both(ref_pipe, ours, case["prompts"], case["height"], case["width"],
-                                      case["guidance"], threshold, conds, batch_cfg)
+                                      case["guidance"], threshold, conds, batch_cfg, n=case.get("n", 1))
     print(name, threshold, "ours", pattern(skips), "diffusers", pattern(ref_skips))
     assert pattern(skips) == pattern(ref_skips)
     assert len(skips) == (2 if case["guidance"] > 1 else 1) and all(len(p) == STEPS for p in skips)
