@@ -10,7 +10,8 @@
 // tokens become the first block's output plus the other blocks' kept change. The first forward
 // always runs them. Each CFG pass keeps its own state (diffusers keeps one per cache context;
 // its GlmImagePipeline sets none, so the parity test gives each pass its own, see
-// tests/python/test_first_block_cache.py).
+// tests/python/test_first_block_cache.py). A pass holds two tensors of its image tokens' size
+// ([B, S, inner]: 32 MiB each at 1024² in bf16, B = 1).
 #pragma once
 
 #include <ATen/ATen.h>
