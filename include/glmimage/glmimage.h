@@ -65,6 +65,14 @@ struct GenerateRequest {
     ArSettings ar;
     std::string timestep_label = "0.39";      // "0.39": the checkpoint's DiT timestep label; "0.40": diffusers >= 0.40
     int64_t max_sequence_length = 2048;       // glyph (quoted text) bytes per string, eos included
+    // Custom denoising schedules, as diffusers' `timesteps=` / `sigmas=` (empty: the default, an
+    // even spacing of `steps` integer timesteps from 1000 and sigma = timestep / 1000). Either
+    // holds one value per step (`steps` must equal its size). timesteps: truncated to integers as
+    // the reference does, each the DiT's label (minus 1) at its step, finite, in [0, 1e9];
+    // sigmas: the noise levels before the resolution shift, finite, >= 0. The last sigma is
+    // always followed by 0.
+    std::vector<double> timesteps;
+    std::vector<double> sigmas;
     // First Block Cache, an approximation: 0 (the default) off, the reference's images. A
     // threshold T > 0: at each denoising step every CFG pass runs the DiT's first block, and where
     // the change it makes to the image tokens differs from the one at that pass's last full step by

@@ -58,6 +58,8 @@ class GenerateRequest:
     timestep_label: str
     max_sequence_length: int
     first_block_cache: float
+    timesteps: List[float]
+    sigmas: List[float]
     def __init__(self) -> None: ...
     def set_images(self, per_prompt: Sequence[Sequence[npt.NDArray[np.uint8]]]) -> None: ...
     @property

@@ -89,6 +89,19 @@ def _check_str(name: str, value: Any) -> str:
     return value
 
 
+def _schedule_list(name: str, value: Any) -> List[float]:
+    """A custom schedule (diffusers' `timesteps` / `sigmas`: a list, array or 1-D tensor of real
+    numbers) as floats; their ranges are the C++ request's rule."""
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise _fail(f"{name} must be a sequence of numbers: {e}") from None
+    if t.dtype.is_complex or t.dtype == torch.bool or t.dim() != 1 or t.numel() == 0:
+        raise _fail(f"{name} must be a non-empty 1-D sequence of real numbers, got {type(value).__name__} "
+                    f"of shape {list(t.shape)} and dtype {t.dtype}")
+    return t.detach().cpu().to(torch.float64).tolist()
+
+
 def _check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise _fail(f"{name} must be a bool, got {type(value).__name__}")
@@ -452,11 +465,16 @@ class Pipeline(_C.Pipeline):
                  guidance_scale: Any, num_images_per_prompt: Any, generator: Any, seed: Any, do_sample: Any,
                  temperature: Any, top_p: Any, top_k: Any, max_sequence_length: Any,
                  timestep_label: str, keep_in_codebook: Any = True,
-                 first_block_cache: Any = 0.0) -> _C.GenerateRequest:
+                 first_block_cache: Any = 0.0, timesteps: Any = None, sigmas: Any = None) -> _C.GenerateRequest:
         prompts = self._prompts(prompt)
         height = _check_int("height", height)
         width = _check_int("width", width)
         steps = _check_int("num_inference_steps", num_inference_steps)
+        # As diffusers: custom timesteps set the step count; custom sigmas alone need one per step.
+        timesteps = None if timesteps is None else _schedule_list("timesteps", timesteps)
+        sigmas = None if sigmas is None else _schedule_list("sigmas", sigmas)
+        if timesteps is not None:
+            steps = len(timesteps)
         guidance = _check_float("guidance_scale", guidance_scale)
         per_prompt = _check_int("num_images_per_prompt", num_images_per_prompt)
         if not isinstance(do_sample, (bool, np.bool_)):
@@ -482,6 +500,8 @@ class Pipeline(_C.Pipeline):
         req.max_sequence_length = _check_int("max_sequence_length", max_sequence_length)
         req.timestep_label = _check_str("timestep_label", timestep_label)
         req.first_block_cache = _check_float("first_block_cache", first_block_cache)
+        req.timesteps = timesteps or []
+        req.sigmas = sigmas or []
         images = _normalize_images(image, len(prompts))
         if images is not None:
             req.set_images(images)
@@ -593,6 +613,8 @@ class Pipeline(_C.Pipeline):
         max_sequence_length: int = 2048,
         timestep_label: str = "0.39",
         first_block_cache: float = 0.0,
+        timesteps: Optional[List[int]] = None,
+        sigmas: Optional[List[float]] = None,
     ) -> Union[PipelineOutput, Tuple[Any]]:
         """Prompt(s) [+ condition images] -> images. Arguments as diffusers' GlmImagePipeline.
 
@@ -609,13 +631,16 @@ class Pipeline(_C.Pipeline):
         from that at the pass's last full step by at most this (relative mean absolute difference),
         the other blocks do not run and their last change is reused. 0.05-0.2 are the usual values
         (diffusers' FirstBlockCacheConfig default 0.05); the timings' "dit_passes_cached" counts the
-        passes it served.
+        passes it served. ``timesteps`` / ``sigmas`` are diffusers' custom schedules: timesteps (the
+        DiT's labels, truncated to integers) set the step count and, unless sigmas are given too,
+        sigma = timestep / 1000; sigmas (before the resolution shift) need one per step.
         """
         if output_type not in _OUTPUT_TYPES:
             raise _fail(f"output_type must be 'pil' or 'np', got {output_type!r}")
         req = self._request(prompt, image, height, width, num_inference_steps, guidance_scale,
                             num_images_per_prompt, generator, seed, do_sample, temperature, top_p, top_k,
-                            max_sequence_length, timestep_label, keep_in_codebook, first_block_cache)
+                            max_sequence_length, timestep_label, keep_in_codebook, first_block_cache, timesteps,
+                            sigmas)
         if prior_token_ids is None:
             if prior_token_image_ids is not None or source_image_grid_thw is not None:
                 raise _fail("prior_token_image_ids / source_image_grid_thw need prior_token_ids")

@@ -186,6 +186,8 @@ void register_pipeline(py::module_& m) {
         .def_readwrite("timestep_label", &GenerateRequest::timestep_label)
         .def_readwrite("max_sequence_length", &GenerateRequest::max_sequence_length)
         .def_readwrite("first_block_cache", &GenerateRequest::first_block_cache)
+        .def_readwrite("timesteps", &GenerateRequest::timesteps)
+        .def_readwrite("sigmas", &GenerateRequest::sigmas)
         // Condition images as numpy uint8 [H, W, 3] arrays, one list per prompt.
         .def("set_images",
              [](GenerateRequest& r, const std::vector<std::vector<py::array>>& per_prompt) {

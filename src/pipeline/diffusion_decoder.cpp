@@ -233,6 +233,8 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
         so.patch_size = dit.config.patch_size;
         so.vae_scale_factor = vae_scale;
         so.label = parse_timestep_label(o.timestep_label);
+        if (!o.timesteps.empty()) so.timesteps = o.timesteps;
+        if (!o.sigmas.empty()) so.sigmas = o.sigmas;
         const FlowMatchSchedule schedule = m.scheduler->schedule(o.steps, o.height, o.width, so);
 
         // Both CFG passes as one forward (two text groups) where that is the runtime's choice.

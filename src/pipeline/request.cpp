@@ -1,6 +1,7 @@
 // Validation and description of the public request types: every rule a request must meet,
 // in one place (the CLI and the Python module call these rather than re-checking).
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 #include "core/check.h"
@@ -45,6 +46,17 @@ void GenerateRequest::validate() const {
     if (!(guidance >= 0)) throw InputError(str_cat("guidance must be >= 0, got ", guidance));
     if (images_per_prompt < 1) throw InputError(str_cat("images_per_prompt must be >= 1, got ", images_per_prompt));
     if (max_sequence_length < 1) throw InputError("max_sequence_length must be >= 1");
+    // Custom schedules: one value per step; timesteps within int64 truncation's reach.
+    auto check_schedule = [&](const std::vector<double>& values, const char* name, double max, const char* range) {
+        if (values.empty()) return;
+        if (static_cast<int64_t>(values.size()) != steps)
+            throw InputError(str_cat("custom ", name, ": one per step, so steps must be ", values.size(), ", got ", steps));
+        for (double v : values)
+            if (!(std::isfinite(v) && v >= 0 && v <= max))
+                throw InputError(str_cat("custom ", name, " must be finite numbers ", range, ", got ", v));
+    };
+    check_schedule(timesteps, "timesteps", 1e9, "in [0, 1e9]");
+    check_schedule(sigmas, "sigmas", std::numeric_limits<double>::max(), ">= 0");
     if (!(first_block_cache >= 0 && std::isfinite(first_block_cache)))
         throw InputError(str_cat("first_block_cache must be a finite threshold >= 0 (0: off), got ", first_block_cache));
     ar.validate();
@@ -72,6 +84,8 @@ std::string GenerateRequest::to_string() const {
         os << "(temperature=" << opt(ar.temperature) << " top_p=" << opt(ar.top_p) << " top_k=" << opt(ar.top_k) << ")";
     os << " timestep_label=" << timestep_label;
     if (first_block_cache > 0) os << " first_block_cache=" << first_block_cache;
+    if (!timesteps.empty()) os << " timesteps=custom";
+    if (!sigmas.empty()) os << " sigmas=custom";
     if (!images.empty()) os << " condition_images=" << images[0].size();
     return os.str();
 }

@@ -225,3 +225,46 @@ def test_decoder_bf16_small_preset_batched_cfg(small_bf16, prompt):
     got = _testing.decode(ours, prior, [SMALL_PROMPTS[prompt]], 512, 512, steps=2, guidance=1.5, seed=7,
                           batch_cfg=True)
     assert record(f"decoder_t2i_bf16_small_512_batched_cfg_{prompt}", got.long(), ref.long(), atol=1.0)["ok"]
+
+
+SCHEDULES = {
+    # diffusers' own arguments: timesteps set the step count (and sigma = t / 1000), truncated to
+    # integers; sigmas alone (before the shift) need one per step; both together.
+    "timesteps": dict(timesteps=[999.7, 750, 400.2, 90]),
+    "sigmas": dict(sigmas=[1.0, 0.7, 0.35, 0.1], num_inference_steps=4),
+    "both": dict(timesteps=[1000, 800, 500], sigmas=[0.95, 0.6, 0.2]),
+}
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_decoder_custom_schedules(ref_pipe, ours, name):
+    """Custom timesteps / sigmas through the public call give diffusers' images, and move them
+    from the default schedule's (so the arguments reach the loop)."""
+    kwargs = SCHEDULES[name]
+    prompt, h, w = 'A poster that says "GLM"', 64, 96
+    prior = prior_ids(1, h, w, seed=5)
+    ref = ref_pipe(prompt=prompt, prior_token_ids=prior, height=h, width=w, guidance_scale=1.5,
+                   generator=torch.Generator().manual_seed(1234), output_type="np", **kwargs).images
+    ref = torch.from_numpy((ref * 255).round().astype(np.uint8))
+    got = torch.from_numpy(ours(prompt, prior_token_ids=prior, height=h, width=w, guidance_scale=1.5, seed=1234,
+                                output_type="np", progress=False, **kwargs).images)
+    assert record(f"decoder_schedule_{name}", got.long(), ref.long(), atol=1.0)["ok"]
+    steps = len(kwargs.get("timesteps", kwargs.get("sigmas")))
+    default = ours(prompt, prior_token_ids=prior, height=h, width=w, guidance_scale=1.5, seed=1234,
+                   num_inference_steps=steps, output_type="np", progress=False).images
+    assert np.abs(default.astype(int) - got.numpy().astype(int)).max() > 1
+
+
+def test_decoder_custom_schedules_are_checked(ours):
+    prior = prior_ids(1, 64, 64, seed=5)
+    call = dict(prior_token_ids=prior, height=64, width=64, progress=False)
+    for kwargs, says in [(dict(sigmas=[1.0, 0.5], num_inference_steps=3), "steps must be 2"),
+                         (dict(timesteps=[1000, float("nan")]), "finite numbers in \\[0, 1e\\+?0?9\\]"),
+                         (dict(timesteps=[1000, -1]), "timesteps must be finite"),
+                         (dict(sigmas=[1.0, -0.5], num_inference_steps=2), "sigmas must be finite numbers >= 0"),
+                         (dict(sigmas=[[1.0]], num_inference_steps=1), "1-D"),
+                         (dict(timesteps=[]), "non-empty"),
+                         (dict(timesteps="abc"), "timesteps")]:
+        with pytest.raises(ValueError, match=says):
+            ours(["x"], **call, **kwargs)
