@@ -73,6 +73,14 @@ struct GenerateRequest {
     // always followed by 0.
     std::vector<double> timesteps;
     std::vector<double> sigmas;
+    // Initial latents instead of the seed's draw, as diffusers' `latents=`: finite float32 values,
+    // row-major, of shape latents_shape = [prompts x images_per_prompt, C, height / s, width / s]
+    // (C the DiT's in_channels and s the VAE's scale factor: 16 and 8 for GLM-Image; checked
+    // against the checkpoint by Model::validate). The loop starts from them in float32, which is
+    // where diffusers' first Euler step takes a caller's latents of any dtype. Empty: drawn from
+    // `seed` in the pipeline dtype, as diffusers draws them from its generator.
+    std::vector<float> latents;
+    std::vector<int64_t> latents_shape;
     // First Block Cache, an approximation: 0 (the default) off, the reference's images. A
     // threshold T > 0: at each denoising step every CFG pass runs the DiT's first block, and where
     // the change it makes to the image tokens differs from the one at that pass's last full step by

@@ -60,6 +60,8 @@ class GenerateRequest:
     first_block_cache: float
     timesteps: List[float]
     sigmas: List[float]
+    latents: List[float]
+    latents_shape: List[int]
     def __init__(self) -> None: ...
     def set_images(self, per_prompt: Sequence[Sequence[npt.NDArray[np.uint8]]]) -> None: ...
     @property

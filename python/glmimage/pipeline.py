@@ -465,7 +465,8 @@ class Pipeline(_C.Pipeline):
                  guidance_scale: Any, num_images_per_prompt: Any, generator: Any, seed: Any, do_sample: Any,
                  temperature: Any, top_p: Any, top_k: Any, max_sequence_length: Any,
                  timestep_label: str, keep_in_codebook: Any = True,
-                 first_block_cache: Any = 0.0, timesteps: Any = None, sigmas: Any = None) -> _C.GenerateRequest:
+                 first_block_cache: Any = 0.0, timesteps: Any = None, sigmas: Any = None,
+                 latents: Any = None) -> _C.GenerateRequest:
         prompts = self._prompts(prompt)
         height = _check_int("height", height)
         width = _check_int("width", width)
@@ -502,6 +503,17 @@ class Pipeline(_C.Pipeline):
         req.first_block_cache = _check_float("first_block_cache", first_block_cache)
         req.timesteps = timesteps or []
         req.sigmas = sigmas or []
+        if latents is not None:
+            if not isinstance(latents, (torch.Tensor, np.ndarray)):
+                raise _fail(f"latents must be a tensor or array, got {type(latents).__name__}")
+            t = torch.as_tensor(latents)
+            if not t.dtype.is_floating_point:
+                raise _fail(f"latents must hold floating-point values, got dtype {t.dtype}")
+            # float32 holds every value of bf16, fp16 and float32 exactly (the loop's dtype for them).
+            if t.dtype == torch.float64:
+                raise _fail("latents must be float32, bfloat16 or float16 (diffusers' loop keeps them in that dtype)")
+            req.latents_shape = list(t.shape)
+            req.latents = t.detach().to("cpu", torch.float32).contiguous().numpy().reshape(-1)
         images = _normalize_images(image, len(prompts))
         if images is not None:
             req.set_images(images)
@@ -615,6 +627,7 @@ class Pipeline(_C.Pipeline):
         first_block_cache: float = 0.0,
         timesteps: Optional[List[int]] = None,
         sigmas: Optional[List[float]] = None,
+        latents: Optional[torch.Tensor] = None,
     ) -> Union[PipelineOutput, Tuple[Any]]:
         """Prompt(s) [+ condition images] -> images. Arguments as diffusers' GlmImagePipeline.
 
@@ -634,13 +647,15 @@ class Pipeline(_C.Pipeline):
         passes it served. ``timesteps`` / ``sigmas`` are diffusers' custom schedules: timesteps (the
         DiT's labels, truncated to integers) set the step count and, unless sigmas are given too,
         sigma = timestep / 1000; sigmas (before the resolution shift) need one per step.
+        ``latents`` ([num_prompts * num_images_per_prompt, 16, height / 8, width / 8], float32, bf16
+        or fp16) replace the seed's initial noise, as diffusers' ``latents=``.
         """
         if output_type not in _OUTPUT_TYPES:
             raise _fail(f"output_type must be 'pil' or 'np', got {output_type!r}")
         req = self._request(prompt, image, height, width, num_inference_steps, guidance_scale,
                             num_images_per_prompt, generator, seed, do_sample, temperature, top_p, top_k,
                             max_sequence_length, timestep_label, keep_in_codebook, first_block_cache, timesteps,
-                            sigmas)
+                            sigmas, latents)
         if prior_token_ids is None:
             if prior_token_image_ids is not None or source_image_grid_thw is not None:
                 raise _fail("prior_token_image_ids / source_image_grid_thw need prior_token_ids")

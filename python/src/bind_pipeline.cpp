@@ -188,6 +188,8 @@ void register_pipeline(py::module_& m) {
         .def_readwrite("first_block_cache", &GenerateRequest::first_block_cache)
         .def_readwrite("timesteps", &GenerateRequest::timesteps)
         .def_readwrite("sigmas", &GenerateRequest::sigmas)
+        .def_readwrite("latents", &GenerateRequest::latents)
+        .def_readwrite("latents_shape", &GenerateRequest::latents_shape)
         // Condition images as numpy uint8 [H, W, 3] arrays, one list per prompt.
         .def("set_images",
              [](GenerateRequest& r, const std::vector<std::vector<py::array>>& per_prompt) {

@@ -219,10 +219,18 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
                                .to(fopts).view({1, 2}).repeat({batch, 1});
         auto crop = at::zeros({batch, 2}, fopts);
 
-        // Initial noise exactly as randn_tensor draws it: CPU generator, the prompt dtype.
-        auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
-        latents = at::randn({batch, dit.config.in_channels, lh, lw}, gen, at::TensorOptions().dtype(dtype))
-                      .to(device);
+        if (o.latents.empty()) {
+            // Initial noise exactly as randn_tensor draws it: CPU generator, the prompt dtype.
+            auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+            latents = at::randn({batch, dit.config.in_channels, lh, lw}, gen, at::TensorOptions().dtype(dtype))
+                          .to(device);
+        } else {
+            // The caller's, in float32: diffusers keeps them in their dtype, and its first Euler
+            // step widens them to float32 (exactly, from any dtype) before anything rounds them.
+            GLMI_CHECK(o.latents_shape == std::vector<int64_t>({batch, dit.config.in_channels, lh, lw}),
+                       "the request's latents were not validated against the model");
+            latents = at::tensor(o.latents, at::kFloat).view(o.latents_shape).to(device);
+        }
 
         DiTKVCache cache(dit.config.num_layers);
         if (i2i) write_condition_cache(m, conditions, condition_latents, cache);

@@ -57,6 +57,18 @@ void GenerateRequest::validate() const {
     };
     check_schedule(timesteps, "timesteps", 1e9, "in [0, 1e9]");
     check_schedule(sigmas, "sigmas", std::numeric_limits<double>::max(), ">= 0");
+    if (!latents.empty() || !latents_shape.empty()) {
+        int64_t count = 1;
+        for (int64_t d : latents_shape) count = d > 0 && count <= INT64_MAX / d ? count * d : -1;
+        if (latents_shape.size() != 4 || count != static_cast<int64_t>(latents.size())) {
+            std::string shape;
+            for (int64_t d : latents_shape) shape += str_cat(shape.empty() ? "" : ", ", d);
+            throw InputError(str_cat("latents: ", latents.size(), " values in shape [", shape,
+                                     "]: expected a 4-D shape [images, channels, height, width] holding them all"));
+        }
+        for (float v : latents)
+            if (!std::isfinite(v)) throw InputError(str_cat("latents must be finite, got ", v));
+    }
     if (!(first_block_cache >= 0 && std::isfinite(first_block_cache)))
         throw InputError(str_cat("first_block_cache must be a finite threshold >= 0 (0: off), got ", first_block_cache));
     ar.validate();
@@ -86,6 +98,7 @@ std::string GenerateRequest::to_string() const {
     if (first_block_cache > 0) os << " first_block_cache=" << first_block_cache;
     if (!timesteps.empty()) os << " timesteps=custom";
     if (!sigmas.empty()) os << " sigmas=custom";
+    if (!latents.empty()) os << " latents=given";
     if (!images.empty()) os << " condition_images=" << images[0].size();
     return os.str();
 }
@@ -135,6 +148,16 @@ void Model::validate(const GenerateRequest& r) const {
         throw InputError(str_cat(r.prompts.size() * static_cast<size_t>(r.images_per_prompt), " image(s) of ", r.width,
                                  "x", r.height, " need at least ", gib(need), " of working memory; ", gib(*avail),
                                  " is available on this machine"));
+    if (!r.latents.empty()) {
+        const int64_t s = m.vae->config.scale_factor();
+        const std::vector<int64_t> want = {static_cast<int64_t>(r.prompts.size()) * r.images_per_prompt,
+                                           m.transformer->config.in_channels, r.height / s, r.width / s};
+        if (r.latents_shape != want)
+            throw InputError(str_cat("latents: this request needs shape [", want[0], ", ", want[1], ", ", want[2], ", ",
+                                     want[3], "] (images, channels, height / ", s, ", width / ", s, "), got [",
+                                     r.latents_shape[0], ", ", r.latents_shape[1], ", ", r.latents_shape[2], ", ",
+                                     r.latents_shape[3], "]"));
+    }
     // Condition images, before the vision encoder sees them: the decoder encodes each at its
     // size floored to the patch cell, and that patch grid must be the AR token grid (the
     // smart_resize size / patch) doubled; it is from a short side of 512 up to a long side of

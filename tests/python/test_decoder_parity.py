@@ -268,3 +268,46 @@ def test_decoder_custom_schedules_are_checked(ours):
                          (dict(timesteps="abc"), "timesteps")]:
         with pytest.raises(ValueError, match=says):
             ours(["x"], **call, **kwargs)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("dtype, latents_dtype", [("float32", torch.float32), ("bfloat16", torch.float32),
+                                                   ("bfloat16", torch.bfloat16)])
+def test_decoder_given_latents(ref_pipe, ours, dtype, latents_dtype):
+    """diffusers' latents= through the public call: the same images as diffusers given the same
+    tensor, also float32 latents in a bf16 pipeline (diffusers keeps them float32 into its first
+    Euler step: a start rounded to bf16 first moved this image, see the last assertion)."""
+    from diffusers import GlmImagePipeline
+
+    if dtype == "bfloat16":
+        ref_pipe = GlmImagePipeline.from_pretrained(str(TINY), torch_dtype=torch.bfloat16)
+        ref_pipe.set_progress_bar_config(disable=True)
+        ours = glmimage.Pipeline.from_pretrained(str(TINY), dtype="bfloat16")
+    prompt, h, w, n = 'A poster that says "GLM"', 64, 96, 2
+    prior = prior_ids(1, h, w, seed=5)
+    latents = torch.randn(n, 4, h // 8, w // 8, generator=torch.Generator().manual_seed(80)).to(latents_dtype)
+    call = dict(prior_token_ids=prior, height=h, width=w, num_inference_steps=3, guidance_scale=1.5,
+                num_images_per_prompt=n, output_type="np")
+    ref = ref_pipe(prompt=prompt, latents=latents.clone(), **call).images
+    ref = torch.from_numpy((ref * 255).round().astype(np.uint8))
+    got = torch.from_numpy(ours(prompt, latents=latents, progress=False, **call).images)
+    assert record(f"decoder_latents_{dtype}_{str(latents_dtype)[6:]}", got.long(), ref.long(), atol=1.0)["ok"]
+    seeded = ours(prompt, seed=8, progress=False, **call).images
+    assert np.abs(seeded.astype(int) - got.numpy().astype(int)).max() > 1  # the latents were used
+    if dtype == "bfloat16" and latents_dtype == torch.float32:
+        rounded = ours(prompt, latents=latents.to(torch.bfloat16), progress=False, **call).images
+        assert np.abs(rounded.astype(int) - got.numpy().astype(int)).max() > 0
+
+
+def test_decoder_given_latents_are_checked(ours):
+    prior = prior_ids(1, 64, 96, seed=5)
+    call = dict(prior_token_ids=prior, height=64, width=96, progress=False)
+    for latents, says in [(torch.zeros(1, 4, 12, 8), r"needs shape \[1, 4, 8, 12\]"),  # height and width swapped
+                          (torch.zeros(2, 4, 8, 12), r"needs shape \[1, 4, 8, 12\]"),
+                          (torch.zeros(4, 8, 12), "4-D shape"),
+                          (torch.full((1, 4, 8, 12), float("nan")), "latents must be finite"),
+                          (torch.zeros(1, 4, 8, 12, dtype=torch.float64), "float32, bfloat16 or float16"),
+                          (torch.zeros(1, 4, 8, 12, dtype=torch.int64), "floating-point"),
+                          ([[0.0]], "tensor or array")]:
+        with pytest.raises(ValueError, match=says):
+            ours(["x"], latents=latents, **call)
