@@ -81,6 +81,10 @@ struct GenerateRequest {
     // `seed` in the pipeline dtype, as diffusers draws them from its generator.
     std::vector<float> latents;
     std::vector<int64_t> latents_shape;
+    // The DiT's crop conditioning, as diffusers' `crops_coords_top_left=(top, left)`: pixels,
+    // each in [0, 1e6]; (0, 0), the default, is the uncropped image the model was trained on.
+    int64_t crop_top = 0;
+    int64_t crop_left = 0;
     // First Block Cache, an approximation: 0 (the default) off, the reference's images. A
     // threshold T > 0: at each denoising step every CFG pass runs the DiT's first block, and where
     // the change it makes to the image tokens differs from the one at that pass's last full step by

@@ -62,6 +62,8 @@ class GenerateRequest:
     sigmas: List[float]
     latents: List[float]
     latents_shape: List[int]
+    crop_top: int
+    crop_left: int
     def __init__(self) -> None: ...
     def set_images(self, per_prompt: Sequence[Sequence[npt.NDArray[np.uint8]]]) -> None: ...
     @property

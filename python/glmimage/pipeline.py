@@ -466,7 +466,7 @@ class Pipeline(_C.Pipeline):
                  temperature: Any, top_p: Any, top_k: Any, max_sequence_length: Any,
                  timestep_label: str, keep_in_codebook: Any = True,
                  first_block_cache: Any = 0.0, timesteps: Any = None, sigmas: Any = None,
-                 latents: Any = None) -> _C.GenerateRequest:
+                 latents: Any = None, crops_coords_top_left: Any = (0, 0)) -> _C.GenerateRequest:
         prompts = self._prompts(prompt)
         height = _check_int("height", height)
         width = _check_int("width", width)
@@ -503,6 +503,10 @@ class Pipeline(_C.Pipeline):
         req.first_block_cache = _check_float("first_block_cache", first_block_cache)
         req.timesteps = timesteps or []
         req.sigmas = sigmas or []
+        if not isinstance(crops_coords_top_left, (tuple, list)) or len(crops_coords_top_left) != 2:
+            raise _fail(f"crops_coords_top_left must be a (top, left) pair, got {crops_coords_top_left!r}")
+        req.crop_top = _check_int("crops_coords_top_left[0]", crops_coords_top_left[0])
+        req.crop_left = _check_int("crops_coords_top_left[1]", crops_coords_top_left[1])
         if latents is not None:
             if not isinstance(latents, (torch.Tensor, np.ndarray)):
                 raise _fail(f"latents must be a tensor or array, got {type(latents).__name__}")
@@ -628,6 +632,7 @@ class Pipeline(_C.Pipeline):
         timesteps: Optional[List[int]] = None,
         sigmas: Optional[List[float]] = None,
         latents: Optional[torch.Tensor] = None,
+        crops_coords_top_left: Tuple[int, int] = (0, 0),
     ) -> Union[PipelineOutput, Tuple[Any]]:
         """Prompt(s) [+ condition images] -> images. Arguments as diffusers' GlmImagePipeline.
 
@@ -648,14 +653,15 @@ class Pipeline(_C.Pipeline):
         DiT's labels, truncated to integers) set the step count and, unless sigmas are given too,
         sigma = timestep / 1000; sigmas (before the resolution shift) need one per step.
         ``latents`` ([num_prompts * num_images_per_prompt, 16, height / 8, width / 8], float32, bf16
-        or fp16) replace the seed's initial noise, as diffusers' ``latents=``.
+        or fp16) replace the seed's initial noise, as diffusers' ``latents=``;
+        ``crops_coords_top_left`` is its crop conditioning.
         """
         if output_type not in _OUTPUT_TYPES:
             raise _fail(f"output_type must be 'pil' or 'np', got {output_type!r}")
         req = self._request(prompt, image, height, width, num_inference_steps, guidance_scale,
                             num_images_per_prompt, generator, seed, do_sample, temperature, top_p, top_k,
                             max_sequence_length, timestep_label, keep_in_codebook, first_block_cache, timesteps,
-                            sigmas, latents)
+                            sigmas, latents, crops_coords_top_left)
         if prior_token_ids is None:
             if prior_token_image_ids is not None or source_image_grid_thw is not None:
                 raise _fail("prior_token_image_ids / source_image_grid_thw need prior_token_ids")

@@ -190,6 +190,8 @@ void register_pipeline(py::module_& m) {
         .def_readwrite("sigmas", &GenerateRequest::sigmas)
         .def_readwrite("latents", &GenerateRequest::latents)
         .def_readwrite("latents_shape", &GenerateRequest::latents_shape)
+        .def_readwrite("crop_top", &GenerateRequest::crop_top)
+        .def_readwrite("crop_left", &GenerateRequest::crop_left)
         // Condition images as numpy uint8 [H, W, 3] arrays, one list per prompt.
         .def("set_images",
              [](GenerateRequest& r, const std::vector<std::vector<py::array>>& per_prompt) {

@@ -214,10 +214,16 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
         const int64_t vae_scale = m.vae->config.scale_factor();
         const int64_t lh = o.height / vae_scale, lw = o.width / vae_scale;
         auto rope = dit.make_rope(lh, lw);
-        // at::tensor cannot build half-precision tensors from a list directly: go through double.
-        auto target_size = at::tensor({static_cast<double>(o.height), static_cast<double>(o.width)}, at::kDouble)
-                               .to(fopts).view({1, 2}).repeat({batch, 1});
-        auto crop = at::zeros({batch, 2}, fopts);
+        // at::tensor cannot build half-precision tensors from a list directly: go through double
+        // (exact for these integers, so the one rounding is torch.tensor(..., dtype)'s).
+        auto pair = [&](int64_t a, int64_t b) {
+            return at::tensor({static_cast<double>(a), static_cast<double>(b)}, at::kDouble)
+                .to(fopts)
+                .view({1, 2})
+                .repeat({batch, 1});
+        };
+        auto target_size = pair(o.height, o.width);
+        auto crop = pair(o.crop_top, o.crop_left);
 
         if (o.latents.empty()) {
             // Initial noise exactly as randn_tensor draws it: CPU generator, the prompt dtype.

@@ -69,6 +69,8 @@ void GenerateRequest::validate() const {
         for (float v : latents)
             if (!std::isfinite(v)) throw InputError(str_cat("latents must be finite, got ", v));
     }
+    if (crop_top < 0 || crop_left < 0 || crop_top > 1000000 || crop_left > 1000000)
+        throw InputError(str_cat("crops_coords_top_left must be in [0, 1e6], got (", crop_top, ", ", crop_left, ")"));
     if (!(first_block_cache >= 0 && std::isfinite(first_block_cache)))
         throw InputError(str_cat("first_block_cache must be a finite threshold >= 0 (0: off), got ", first_block_cache));
     ar.validate();
@@ -99,6 +101,7 @@ std::string GenerateRequest::to_string() const {
     if (!timesteps.empty()) os << " timesteps=custom";
     if (!sigmas.empty()) os << " sigmas=custom";
     if (!latents.empty()) os << " latents=given";
+    if (crop_top || crop_left) os << " crop=(" << crop_top << ", " << crop_left << ")";
     if (!images.empty()) os << " condition_images=" << images[0].size();
     return os.str();
 }

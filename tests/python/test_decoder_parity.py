@@ -311,3 +311,24 @@ def test_decoder_given_latents_are_checked(ours):
                           ([[0.0]], "tensor or array")]:
         with pytest.raises(ValueError, match=says):
             ours(["x"], latents=latents, **call)
+
+
+@pytest.mark.parity
+def test_decoder_crop_conditioning(ref_pipe, ours):
+    """diffusers' crops_coords_top_left through the public call: its images, and not the uncropped
+    ones (the argument reaches the DiT's condition embedding)."""
+    prompt, h, w = 'A poster that says "GLM"', 64, 96
+    prior = prior_ids(1, h, w, seed=5)
+    call = dict(prior_token_ids=prior, height=h, width=w, num_inference_steps=3, guidance_scale=1.5,
+                output_type="np")
+    ref = ref_pipe(prompt=prompt, crops_coords_top_left=(48, 320), generator=torch.Generator().manual_seed(4),
+                   **call).images
+    ref = torch.from_numpy((ref * 255).round().astype(np.uint8))
+    got = torch.from_numpy(ours(prompt, crops_coords_top_left=(48, 320), seed=4, progress=False, **call).images)
+    assert record("decoder_crop_48_320", got.long(), ref.long(), atol=1.0)["ok"]
+    uncropped = ours(prompt, seed=4, progress=False, **call).images
+    assert np.abs(uncropped.astype(int) - got.numpy().astype(int)).max() > 1
+    for bad, says in [((-1, 0), r"in \[0, 1e6\]"), ((0, 10**7), r"in \[0, 1e6\]"), ((1, 2, 3), "pair"),
+                      ((0.5, 0), "integer")]:
+        with pytest.raises(ValueError, match=says):
+            ours(prompt, crops_coords_top_left=bad, progress=False, **call)
