@@ -60,12 +60,9 @@ void GenerateRequest::validate() const {
     if (!latents.empty() || !latents_shape.empty()) {
         int64_t count = 1;
         for (int64_t d : latents_shape) count = d > 0 && count <= INT64_MAX / d ? count * d : -1;
-        if (latents_shape.size() != 4 || count != static_cast<int64_t>(latents.size())) {
-            std::string shape;
-            for (int64_t d : latents_shape) shape += str_cat(shape.empty() ? "" : ", ", d);
-            throw InputError(str_cat("latents: ", latents.size(), " values in shape [", shape,
-                                     "]: expected a 4-D shape [images, channels, height, width] holding them all"));
-        }
+        if (latents_shape.size() != 4 || count != static_cast<int64_t>(latents.size()))
+            throw InputError(str_cat("latents: ", latents.size(), " values in shape ", c10::IntArrayRef(latents_shape),
+                                     ": expected a 4-D shape [images, channels, height, width] holding them all"));
         for (float v : latents)
             if (!std::isfinite(v)) throw InputError(str_cat("latents must be finite, got ", v));
     }
@@ -156,10 +153,9 @@ void Model::validate(const GenerateRequest& r) const {
         const std::vector<int64_t> want = {static_cast<int64_t>(r.prompts.size()) * r.images_per_prompt,
                                            m.transformer->config.in_channels, r.height / s, r.width / s};
         if (r.latents_shape != want)
-            throw InputError(str_cat("latents: this request needs shape [", want[0], ", ", want[1], ", ", want[2], ", ",
-                                     want[3], "] (images, channels, height / ", s, ", width / ", s, "), got [",
-                                     r.latents_shape[0], ", ", r.latents_shape[1], ", ", r.latents_shape[2], ", ",
-                                     r.latents_shape[3], "]"));
+            throw InputError(str_cat("latents: this request needs shape ", c10::IntArrayRef(want),
+                                     " (images, channels, height / ", s, ", width / ", s, "), got ",
+                                     c10::IntArrayRef(r.latents_shape)));
     }
     // Condition images, before the vision encoder sees them: the decoder encodes each at its
     // size floored to the patch cell, and that patch grid must be the AR token grid (the
