@@ -118,8 +118,9 @@ PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const
     return out;
 }
 
-std::vector<Image> run_decoder_stage(const Model::Impl& m, const GenerateRequest& req, const PriorTokens& prior,
-                                     const CallContext& call, DecoderStageReport& report) {
+void run_decoder_stage(const Model::Impl& m, const GenerateRequest& req, const PriorTokens& prior,
+                       const CallContext& call, GenerateResult& result) {
+    const auto t0 = std::chrono::steady_clock::now();
     const int64_t batch = static_cast<int64_t>(req.prompts.size());
     const int64_t cell = m.patch_cell();
     const size_t per_prompt = static_cast<size_t>((req.height / cell) * (req.width / cell));
@@ -147,16 +148,16 @@ std::vector<Image> run_decoder_stage(const Model::Impl& m, const GenerateRequest
     if (m.options.cfg_passes != "auto") rt.batch_cfg = m.options.cfg_passes == "joint";
     rt.cancel = call.cancel;
     if (call.progress) rt.on_step = [&](int64_t step, int64_t total) { call.progress({"denoise", step, total}); };
-    report.cfg = cfg_passes(rt, m.decoder_models().device(), m.decoder_models().dtype(), req.guidance);
+    const std::string cfg = cfg_passes(rt, m.decoder_models().device(), m.decoder_models().dtype(), req.guidance);
     std::vector<std::vector<bool>> skips;
     rt.first_block_cache_skips = &skips;
     at::Tensor pixels = run_diffusion_decoder(m.decoder_models(), rows_tensor(prior.ids), conds, req, rt).contiguous();
-    report.passes = req.steps * (report.cfg == "none" ? 1 : 2);
-    report.passes_cached = 0;
-    for (const auto& pass : skips) report.passes_cached += std::count(pass.begin(), pass.end(), true);
-    std::vector<Image> images;
-    for (int64_t i = 0; i < pixels.size(0); ++i) images.push_back(tensor_to_image(pixels[i]));
-    return images;
+    result.images.clear();
+    for (int64_t i = 0; i < pixels.size(0); ++i) result.images.push_back(tensor_to_image(pixels[i]));
+    result.timings.push_back({"decoder", seconds_since(t0), cfg});
+    result.dit_passes = req.steps * (cfg == "none" ? 1 : 2);
+    result.dit_passes_cached = 0;
+    for (const auto& pass : skips) result.dit_passes_cached += std::count(pass.begin(), pass.end(), true);
 }
 
 }  // namespace glmimage

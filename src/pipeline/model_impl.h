@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 
@@ -74,16 +75,17 @@ struct CallContext {
     ProgressCallback progress;
 };
 
-// What the decoder stage tells besides its images.
-struct DecoderStageReport {
-    std::string cfg;                        // how the CFG passes ran (cfg_passes)
-    int64_t passes = 0, passes_cached = 0;  // GenerateResult::dit_passes, dit_passes_cached
-};
+// Seconds from t0 to now: the stages' timings.
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 // The two stages of a generation (generate.cpp). `req` has passed Model::validate.
-// The prior tokens carry the AR decode path that ran (PriorTokens::ar_decode).
+// The prior tokens carry the AR decode path that ran (PriorTokens::ar_decode). The decoder stage
+// fills `result`'s images, its "decoder" timing (with how the CFG passes ran, cfg_passes) and
+// its DiT pass counts.
 PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const CallContext& call);
-std::vector<Image> run_decoder_stage(const Model::Impl& m, const GenerateRequest& req, const PriorTokens& prior,
-                                     const CallContext& call, DecoderStageReport& report);
+void run_decoder_stage(const Model::Impl& m, const GenerateRequest& req, const PriorTokens& prior,
+                       const CallContext& call, GenerateResult& result);
 
 }  // namespace glmimage

@@ -8,14 +8,6 @@
 
 namespace glmimage {
 
-namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-}  // namespace
-
 // One running call: holds the session's call lock (later calls queue behind it) and owns the
 // cancel flag cancel() sets while it runs; a cancel made before it started is carried over.
 class Session::Call {
@@ -63,12 +55,7 @@ GenerateResult Session::generate(const GenerateRequest& request, const ProgressC
     auto t0 = std::chrono::steady_clock::now();
     r.prior_tokens = run_ar_stage(model_->impl(), request, ctx);
     r.timings.push_back({"ar", seconds_since(t0), r.prior_tokens.ar_decode});
-    auto t1 = std::chrono::steady_clock::now();
-    DecoderStageReport report;
-    r.images = run_decoder_stage(model_->impl(), request, r.prior_tokens, ctx, report);
-    r.timings.push_back({"decoder", seconds_since(t1), report.cfg});
-    r.dit_passes = report.passes;
-    r.dit_passes_cached = report.passes_cached;
+    run_decoder_stage(model_->impl(), request, r.prior_tokens, ctx, r);
     return r;
 }
 
@@ -83,12 +70,7 @@ GenerateResult Session::decode_prior_tokens(const GenerateRequest& request, cons
     model_->validate(request);
     Call call(*this);
     GenerateResult r;
-    auto t0 = std::chrono::steady_clock::now();
-    DecoderStageReport report;
-    r.images = run_decoder_stage(model_->impl(), request, prior, call.context(progress), report);
-    r.timings.push_back({"decoder", seconds_since(t0), report.cfg});
-    r.dit_passes = report.passes;
-    r.dit_passes_cached = report.passes_cached;
+    run_decoder_stage(model_->impl(), request, prior, call.context(progress), r);
     r.prior_tokens = prior;
     return r;
 }
