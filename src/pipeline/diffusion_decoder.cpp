@@ -129,12 +129,8 @@ void write_condition_cache(const DiffusionDecoderModels& m, const std::vector<st
 // twice, the conditional copy first. The rows are the batch's own: the adaLN products run at the
 // row count the separate passes give them.
 DiTStepConditioning for_both_passes(const DiTStepConditioning& step) {
-    auto twice = [](const at::Tensor& t) { return at::cat({t, t}); };
-    DiTStepConditioning both;
-    both.temb = twice(step.temb);
-    for (const auto& b : step.blocks) both.blocks.push_back(twice(b));
-    both.norm_out = twice(step.norm_out);
-    return both;
+    const int64_t batch = step.temb().size(0);
+    return step.rows(at::arange(batch, at::kLong).repeat({2}));
 }
 
 }  // namespace

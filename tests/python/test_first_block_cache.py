@@ -7,13 +7,16 @@ runs the later blocks for one pass alone when the other skips them."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from parity import record
 from reference_shims import reference_first_block_cache
+from torch.profiler import ProfilerActivity, profile
 # The decoder parity tests' helpers, and their fixtures (ref_pipe: diffusers' pipeline on
 # models/tiny; ours: glmimage's), which pytest takes from this import.
-from test_decoder_parity import condition, ours, prior_ids, ref_pipe, reference_images  # noqa: F401
+from test_decoder_parity import TINY, condition, ours, prior_ids, ref_pipe, reference_images  # noqa: F401
 
 import glmimage
 import glmimage_testing as _testing
@@ -137,3 +140,29 @@ def test_first_block_cache_counts_in_the_public_api(ours):
     exact = ours(case["prompts"], height=h, width=w, num_inference_steps=STEPS, guidance_scale=1.5, seed=1234,
                  prior_token_ids=prior, progress=False, output_type="np")
     assert (exact.timings["dit_passes"], exact.timings["dit_passes_cached"]) == (2 * STEPS, 0)
+
+
+@pytest.mark.parametrize("batch_cfg", [True, False], ids=["joint", "apart"])
+def test_first_block_cache_skips_the_later_blocks_modulation(ours, batch_cfg):
+    """A step served by the cache does not compute the later blocks' adaLN products (at the real
+    size 1.5 GB of weights a step): the exact decode computes every block's once a step, shared by
+    both CFG passes; with a threshold no residual reaches, every step after the first computes only
+    the first block's. Counted as LibTorch's linear ops on an adaLN weight's shape [12 D, T]."""
+    c = json.loads((TINY / "transformer" / "config.json").read_text())
+    blocks, d, t = c["num_layers"], c["num_attention_heads"] * c["attention_head_dim"], c["time_embed_dim"]
+    case = CASES["t2i"]
+    h, w, steps = case["height"], case["width"], 4
+    prior = prior_ids(1, h, w, seed=5)
+
+    def adaln_products(threshold: float) -> int:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            _, skips = _testing.decode(ours, prior, case["prompts"], h, w, steps=steps, guidance=1.5, seed=1234,
+                                       batch_cfg=batch_cfg, first_block_cache=threshold, with_skips=True)
+        assert sum(map(sum, skips)) == (2 * (steps - 1) if threshold > 0 else 0)
+        return sum(e.count for e in prof.key_averages(group_by_input_shape=True)
+                   if e.key == "aten::linear" and [12 * d, t] in e.input_shapes)
+
+    exact, cached = adaln_products(0.0), adaln_products(1e9)
+    print("adaLN products: exact", exact, "cached", cached, "blocks", blocks, "steps", steps)
+    assert exact == blocks * steps
+    assert cached == blocks + (steps - 1)

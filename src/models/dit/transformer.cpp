@@ -367,13 +367,37 @@ at::Tensor GlmImageTransformer::embed_time(const at::Tensor& timestep, const at:
     return temb.expand({batch, -1});
 }
 
+DiTStepConditioning::DiTStepConditioning(std::vector<std::shared_ptr<Linear>> adaln, at::Tensor temb,
+                                         at::Tensor norm_out)
+    : products_(std::make_shared<Products>()), temb_(temb), norm_out_(std::move(norm_out)) {
+    products_->modulation.resize(adaln.size());
+    products_->adaln = std::move(adaln);
+    products_->temb = std::move(temb);
+}
+
+at::Tensor DiTStepConditioning::block(size_t i) const {
+    GLMI_CHECK(i < num_blocks(), "block ", i, " of a step conditioning for ", num_blocks());
+    at::Tensor& m = products_->modulation[i];
+    if (!m.defined()) m = products_->adaln[i]->forward(products_->temb);
+    return index_.defined() ? m.index_select(0, index_) : m;
+}
+
+DiTStepConditioning DiTStepConditioning::rows(const at::Tensor& index) const {
+    GLMI_CHECK(index.dim() == 1 && index.scalar_type() == at::kLong, "row index ", index.sizes(), " ",
+               index.scalar_type());
+    DiTStepConditioning out = *this;
+    const auto at_device = index.to(temb_.device());
+    out.index_ = index_.defined() ? index_.index_select(0, at_device) : at_device;
+    out.temb_ = temb_.index_select(0, at_device);
+    out.norm_out_ = norm_out_.index_select(0, at_device);
+    return out;
+}
+
 DiTStepConditioning GlmImageTransformer::condition_step(const at::Tensor& temb) const {
-    DiTStepConditioning step;
-    step.temb = temb;
-    step.blocks.reserve(blocks.size());
-    for (const auto& b : blocks) step.blocks.push_back(b->adaln->forward(temb));
-    step.norm_out = norm_out->forward(temb.to(dtype()));
-    return step;
+    std::vector<std::shared_ptr<Linear>> adaln;
+    adaln.reserve(blocks.size());
+    for (const auto& b : blocks) adaln.push_back(b->adaln);
+    return DiTStepConditioning(std::move(adaln), temb, norm_out->forward(temb.to(dtype())));
 }
 
 at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_states,
@@ -381,7 +405,7 @@ at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_state
                                                   const at::Tensor& prior_tokens, const DiTStepConditioning& step,
                                                   const DiTRope& rope, DiTKVCache* kv_cache,
                                                   const FirstBlockCachePasses& first_block_cache) const {
-    const at::Tensor& temb = step.temb;
+    const at::Tensor& temb = step.temb();
     check_latent(hidden_states);
     const int64_t batch = hidden_states.size(0), channels = hidden_states.size(1), p = config.patch_size;
     const int64_t gh = hidden_states.size(2) / p, gw = hidden_states.size(3) / p, d = config.inner_dim();
@@ -401,8 +425,8 @@ at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_state
                    kv_cache->mode() == DiTKVCache::Mode::kOff,
                "several text groups read the condition cache or leave it; they cannot write it");
     GLMI_CHECK(prior_tokens.sizes() == at::IntArrayRef({batch, gh * gw, d}), "prior tokens ", prior_tokens.sizes());
-    GLMI_CHECK(temb.dim() == 2 && temb.size(0) == batch && step.blocks.size() == blocks.size(), "temb ",
-               temb.sizes(), ", ", step.blocks.size(), " block modulations for ", blocks.size(), " blocks");
+    GLMI_CHECK(temb.dim() == 2 && temb.size(0) == batch && step.num_blocks() == blocks.size(), "temb ",
+               temb.sizes(), ", ", step.num_blocks(), " block modulations for ", blocks.size(), " blocks");
     if (kv_cache && kv_cache->num_layers() != config.num_layers)
         throw InputError(detail::str_cat("dit: kv cache has ", kv_cache->num_layers(), " layers, the model ",
                                          config.num_layers));
@@ -421,7 +445,7 @@ at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_state
     }
 
     // norm_out splits (scale, shift), the reverse of the blocks' order.
-    auto so = step.norm_out.chunk(2, 1);
+    auto so = step.norm_out().chunk(2, 1);
     x = modulate(layer_norm(x), so[0], so[1]);
     x = proj_out->forward(x);
     // Unpatchify.
@@ -431,7 +455,7 @@ at::Tensor GlmImageTransformer::forward_projected(const at::Tensor& hidden_state
 void GlmImageTransformer::run_blocks(at::Tensor& x, std::vector<at::Tensor>& texts, const DiTStepConditioning& step,
                                      const DiTRope& rope, DiTKVCache* kv_cache, size_t from, size_t to) const {
     for (size_t i = from; i < to; ++i)
-        std::tie(x, texts) = blocks[i]->forward(x, texts, step.blocks[i], rope, kv_cache, static_cast<int64_t>(i));
+        std::tie(x, texts) = blocks[i]->forward(x, texts, step.block(i), rope, kv_cache, static_cast<int64_t>(i));
 }
 
 at::Tensor GlmImageTransformer::run_blocks_cached(at::Tensor x, std::vector<at::Tensor> texts,
@@ -463,19 +487,15 @@ at::Tensor GlmImageTransformer::run_blocks_cached(at::Tensor x, std::vector<at::
     } else if (!running.empty()) {
         // Some groups' blocks run, others' do not: the running groups alone, as a forward of
         // their own samples would run them. The condition cache is the first group's alone.
-        std::vector<at::Tensor> xs, group_texts;
-        DiTStepConditioning sub;
+        std::vector<at::Tensor> xs, group_texts, index;
         for (size_t g : running) {
             xs.push_back(rows_of(x, g));
             group_texts.push_back(texts[g]);
-        }
-        for (size_t i = 0; i < n_blocks; ++i) {
-            std::vector<at::Tensor> m;
-            for (size_t g : running) m.push_back(rows_of(step.blocks[i], g));
-            sub.blocks.push_back(m.size() == 1 ? m[0] : at::cat(m));
+            index.push_back(at::arange(first[g], first[g] + count[g], at::kLong));
         }
         at::Tensor xr = xs.size() == 1 ? xs[0] : at::cat(xs);
-        run_blocks(xr, group_texts, sub, rope, running.front() == 0 ? kv_cache : nullptr, 1, n_blocks);
+        run_blocks(xr, group_texts, step.rows(at::cat(index)), rope, running.front() == 0 ? kv_cache : nullptr, 1,
+                   n_blocks);
         int64_t row = 0;
         for (size_t g : running) {
             after[g] = xr.narrow(0, row, count[g]);

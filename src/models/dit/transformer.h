@@ -95,11 +95,35 @@ class DiTBlock : public ParamModule {
 
 // What one denoising step's timestep gives every block: the embedding and each adaLN's output.
 // Both CFG passes of a step take the same, so the sampler computes it once per step: the adaLN
-// weights are 1.5 GB at the real size, read by one-row products (about 0.1 s a pass here).
-struct DiTStepConditioning {
-    at::Tensor temb;                 // [B, T]
-    std::vector<at::Tensor> blocks;  // per block: norm1.linear(temb), [B, 12 D]
-    at::Tensor norm_out;             // norm_out.linear(temb), [B, 2 D]
+// weights are 1.5 GB at the real size, read by one-row products (about 0.1 s a pass here). A
+// block's modulation is computed when a block first asks for it, so that a step whose later blocks
+// do not run (the first-block cache) never reads their weights; the conditionings made from one
+// (rows()) share those products.
+class DiTStepConditioning {
+  public:
+    DiTStepConditioning() = default;
+    // adaln: each block's norm1.linear; temb [B, T]; norm_out: norm_out.linear(temb) [B, 2 D].
+    DiTStepConditioning(std::vector<std::shared_ptr<Linear>> adaln, at::Tensor temb, at::Tensor norm_out);
+
+    size_t num_blocks() const { return products_ ? products_->adaln.size() : 0; }
+    const at::Tensor& temb() const { return temb_; }          // [rows, T]
+    const at::Tensor& norm_out() const { return norm_out_; }  // [rows, 2 D]
+    // Block i's modulation adaln_i(temb), [rows, 12 D]. The product runs over the step's own rows
+    // (the row count the reference's pass gives it) and is then gathered to these rows.
+    at::Tensor block(size_t i) const;
+    // This conditioning's rows `index` (int64, in order; rows may repeat): a batch and its copy
+    // for both CFG passes in one forward, or the groups that run alone.
+    DiTStepConditioning rows(const at::Tensor& index) const;
+
+  private:
+    struct Products {
+        std::vector<std::shared_ptr<Linear>> adaln;
+        at::Tensor temb;                     // the step's own rows
+        std::vector<at::Tensor> modulation;  // per block, undefined until asked
+    };
+    std::shared_ptr<Products> products_;
+    at::Tensor index_;  // rows of products_->temb; undefined: all, in order
+    at::Tensor temb_, norm_out_;
 };
 
 class GlmImageTransformer : public ParamModule {
