@@ -124,7 +124,7 @@ struct GenerateResult {
     PriorTokens prior_tokens;
     std::vector<StageTiming> timings;
     // The denoising loop's DiT passes (each step's conditional and unconditional forward, counted
-    // apart however they ran) and how many of them ran the first block alone
+    // apart however they ran; the steps taken, fewer where a DenoiseStepCallback stopped) and how many of them ran the first block alone
     // (GenerateRequest::first_block_cache; 0 when it is off).
     int64_t dit_passes = 0;
     int64_t dit_passes_cached = 0;
@@ -136,6 +136,20 @@ struct Progress {
     int64_t total = 0;
 };
 using ProgressCallback = std::function<void(const Progress&)>;
+
+// The latents after one denoising step, handed to a DenoiseStepCallback (diffusers'
+// `callback_on_step_end`). The callback may change the values, not their number: the next step
+// starts from them, and the VAE decodes them after the last. Setting `stop` ends the denoising
+// here, as diffusers' `pipe._interrupt` does: the images are decoded from these latents.
+struct DenoiseStep {
+    int64_t step = 0;            // the step just taken, from 0
+    int64_t total = 0;           // the schedule's steps
+    double sigma = 0;            // the noise level the step started from (the shifted schedule's), diffusers' `t`
+    std::vector<int64_t> shape;  // [prompts x images_per_prompt, C, height / s, width / s]
+    std::vector<float> latents;  // float32 values, row-major, prompt-major: finite when handed back
+    bool stop = false;
+};
+using DenoiseStepCallback = std::function<void(DenoiseStep&)>;
 
 // Per-component facts of a loaded checkpoint.
 struct ComponentInfo {
@@ -193,13 +207,17 @@ class Session {
     Session& operator=(const Session&) = delete;
 
     // Prompt(s) -> images: the AR stage, then the diffusion decoder. Throws InputError for bad
-    // requests (before any large work), CancelledError after cancel().
-    GenerateResult generate(const GenerateRequest& request, const ProgressCallback& progress = {});
+    // requests (before any large work), CancelledError after cancel(). `on_step_end`, where set,
+    // sees (and may change or stop at) the latents after each denoising step; an InputError if it
+    // hands back latents of another size or non-finite values.
+    GenerateResult generate(const GenerateRequest& request, const ProgressCallback& progress = {},
+                            const DenoiseStepCallback& on_step_end = {});
     // Only the AR stage.
     PriorTokens generate_prior_tokens(const GenerateRequest& request, const ProgressCallback& progress = {});
     // Only the diffusion decoder, from prior tokens (as diffusers' `prior_token_ids=`).
     GenerateResult decode_prior_tokens(const GenerateRequest& request, const PriorTokens& prior,
-                                       const ProgressCallback& progress = {});
+                                       const ProgressCallback& progress = {},
+                                       const DenoiseStepCallback& on_step_end = {});
 
     // Stops this session's running call at its next step, or, when none is running, the next
     // call to start (a cancel is never lost). Thread-safe; other sessions are not affected.
@@ -225,15 +243,17 @@ class Pipeline {
     // Another pipeline over the same loaded weights (no second copy), with its own session.
     explicit Pipeline(std::shared_ptr<const Model> model);
 
-    GenerateResult generate(const GenerateRequest& request, const ProgressCallback& progress = {}) {
-        return session_.generate(request, progress);
+    GenerateResult generate(const GenerateRequest& request, const ProgressCallback& progress = {},
+                            const DenoiseStepCallback& on_step_end = {}) {
+        return session_.generate(request, progress, on_step_end);
     }
     PriorTokens generate_prior_tokens(const GenerateRequest& request, const ProgressCallback& progress = {}) {
         return session_.generate_prior_tokens(request, progress);
     }
     GenerateResult decode_prior_tokens(const GenerateRequest& request, const PriorTokens& prior,
-                                       const ProgressCallback& progress = {}) {
-        return session_.decode_prior_tokens(request, prior, progress);
+                                       const ProgressCallback& progress = {},
+                                       const DenoiseStepCallback& on_step_end = {}) {
+        return session_.decode_prior_tokens(request, prior, progress, on_step_end);
     }
     void cancel() { session_.cancel(); }
 

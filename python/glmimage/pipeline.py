@@ -332,6 +332,54 @@ class _Progress:
             self.bar = None
 
 
+class _StepEnd:
+    """diffusers' ``callback_on_step_end(pipe, i, t, callback_kwargs)`` as the C++ step hook:
+    ``t`` is the step's sigma (what diffusers' GlmImagePipeline passes, ``scheduler.sigmas[i]``),
+    ``callback_kwargs["latents"]`` the float32 latents after the step (on the CPU, sharing the
+    values the next step starts from: changed in place or returned in the dict, they replace
+    them); ``pipe._interrupt = True`` ends the denoising there, the images decoded from them."""
+
+    def __init__(self, pipe: "Pipeline", fn: Callable[..., Any], tensor_inputs: List[str]):
+        self.pipe, self.fn, self.tensor_inputs = pipe, fn, tensor_inputs
+
+    @staticmethod
+    def make(pipe: "Pipeline", fn: Any, tensor_inputs: Any) -> Optional["_StepEnd"]:
+        if fn is None:
+            return None
+        if not callable(fn):
+            raise _fail(f"callback_on_step_end must be callable (pipe, step, t, callback_kwargs), got "
+                        f"{type(fn).__name__}")
+        # diffusers' PipelineCallback / MultiPipelineCallbacks name their own inputs.
+        inputs = getattr(fn, "tensor_inputs", tensor_inputs)
+        if isinstance(inputs, str) or not all(isinstance(k, str) for k in inputs):
+            raise _fail(f"callback_on_step_end_tensor_inputs must be a list of names, got {inputs!r}")
+        other = [k for k in inputs if k != "latents"]
+        if other:
+            raise _fail(f"callback_on_step_end_tensor_inputs: glmimage hands the callback 'latents' only "
+                        f"(not {other})")
+        return _StepEnd(pipe, fn, list(inputs))
+
+    def __call__(self, step: int, total: int, sigma: float, latents: np.ndarray) -> Tuple[np.ndarray, bool]:
+        given = torch.from_numpy(latents)
+        kwargs = {"latents": given} if "latents" in self.tensor_inputs else {}
+        out = self.fn(self.pipe, step, torch.tensor(sigma, dtype=torch.float32), kwargs)
+        if not isinstance(out, dict):
+            raise _fail(f"callback_on_step_end must return a dict (its callback_kwargs), got {type(out).__name__}")
+        unknown = [k for k in ("prompt_embeds", "negative_prompt_embeds") if k in out]
+        if unknown:
+            raise _fail(f"callback_on_step_end returned {unknown}: glmimage takes back 'latents' only")
+        back = out.get("latents", given)
+        if not isinstance(back, (torch.Tensor, np.ndarray)):
+            raise _fail(f"callback_on_step_end returned latents of type {type(back).__name__}, not a tensor")
+        back = torch.as_tensor(back)
+        if tuple(back.shape) != tuple(latents.shape) or not back.is_floating_point():
+            raise _fail(f"callback_on_step_end returned latents of shape {list(back.shape)} and dtype {back.dtype}; "
+                        f"expected floating-point values of shape {list(latents.shape)}")
+        if back is not given:
+            latents = back.detach().to("cpu", torch.float32).contiguous().numpy()
+        return latents, bool(getattr(self.pipe, "_interrupt", False))
+
+
 # ---------------------------------------------------------------------------------------------
 # The pipeline
 
@@ -580,14 +628,28 @@ class Pipeline(_C.Pipeline):
         native.condition_ids = cond
         return native
 
-    def _run(self, fn: Callable[..., Any], *args: Any, callback: Optional[ProgressFn], progress: bool) -> Any:
+    def _run(self, fn: Callable[..., Any], *args: Any, callback: Optional[ProgressFn], progress: bool,
+             step_end: Optional[_StepEnd] = None) -> Any:
         if callback is not None and not callable(callback):
             raise _fail(f"callback must be callable (stage, step, total), got {type(callback).__name__}")
         hook = _Progress(callback, bool(progress))
+        self._interrupt = False  # diffusers' flag, which a step-end callback sets to stop
         try:
-            return fn(*args, hook if (callback is not None or hook.tqdm is not None) else None)
+            extra = (step_end,) if step_end is not None else ()
+            return fn(*args, hook if (callback is not None or hook.tqdm is not None) else None, *extra)
         finally:
             hook.close()
+
+    @property
+    def interrupt(self) -> bool:
+        """diffusers' ``pipe.interrupt``: set ``pipe._interrupt = True`` in ``callback_on_step_end``
+        to end the denoising after that step."""
+        return bool(getattr(self, "_interrupt", False))
+
+    @property
+    def num_timesteps(self) -> int:
+        """diffusers' ``pipe.num_timesteps``: the denoising steps of the running (or last) call."""
+        return int(getattr(self, "_num_timesteps", 0))
 
     @staticmethod
     def _output(images: List[np.ndarray], prior: PriorTokenOutput, timings: Dict[str, float],
@@ -633,6 +695,8 @@ class Pipeline(_C.Pipeline):
         sigmas: Optional[List[float]] = None,
         latents: Optional[torch.Tensor] = None,
         crops_coords_top_left: Tuple[int, int] = (0, 0),
+        callback_on_step_end: Optional[Callable[..., Dict[str, Any]]] = None,
+        callback_on_step_end_tensor_inputs: List[str] = ["latents"],  # noqa: B006 (diffusers' default, never mutated)
     ) -> Union[PipelineOutput, Tuple[Any]]:
         """Prompt(s) [+ condition images] -> images. Arguments as diffusers' GlmImagePipeline.
 
@@ -654,21 +718,30 @@ class Pipeline(_C.Pipeline):
         sigma = timestep / 1000; sigmas (before the resolution shift) need one per step.
         ``latents`` ([num_prompts * num_images_per_prompt, 16, height / 8, width / 8], float32, bf16
         or fp16) replace the seed's initial noise, as diffusers' ``latents=``;
-        ``crops_coords_top_left`` is its crop conditioning.
+        ``crops_coords_top_left`` is its crop conditioning. ``callback_on_step_end(pipe, i, t,
+        callback_kwargs)`` is diffusers' step-end callback: after denoising step i, ``t`` the
+        step's sigma as diffusers passes it, ``callback_kwargs["latents"]`` the float32 latents on
+        the CPU (change them in place or return new ones in the dict; the next step starts from
+        them); ``pipe._interrupt = True`` ends the denoising there and decodes those latents.
+        ``callback_on_step_end_tensor_inputs`` may name "latents" only (not "prompt_embeds").
         """
         if output_type not in _OUTPUT_TYPES:
             raise _fail(f"output_type must be 'pil' or 'np', got {output_type!r}")
+        step_end = _StepEnd.make(self, callback_on_step_end, callback_on_step_end_tensor_inputs)
         req = self._request(prompt, image, height, width, num_inference_steps, guidance_scale,
                             num_images_per_prompt, generator, seed, do_sample, temperature, top_p, top_k,
                             max_sequence_length, timestep_label, keep_in_codebook, first_block_cache, timesteps,
                             sigmas, latents, crops_coords_top_left)
+        self._num_timesteps = req.steps
         if prior_token_ids is None:
             if prior_token_image_ids is not None or source_image_grid_thw is not None:
                 raise _fail("prior_token_image_ids / source_image_grid_thw need prior_token_ids")
-            images, native, timings = self._run(self._generate, req, callback=callback, progress=progress)
+            images, native, timings = self._run(self._generate, req, callback=callback, progress=progress,
+                                                step_end=step_end)
         else:
             prior = self._native_prior(req, prior_token_ids, prior_token_image_ids, source_image_grid_thw)
-            images, native, timings = self._run(self._decode, req, prior, callback=callback, progress=progress)
+            images, native, timings = self._run(self._decode, req, prior, callback=callback, progress=progress,
+                                                step_end=step_end)
         out = self._output(images, _prior_output(native, req.height, req.width), timings, output_type)
         return out if return_dict else (out.images,)
 

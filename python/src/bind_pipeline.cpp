@@ -77,19 +77,46 @@ ProgressCallback make_progress(Pipeline& pipe, py::handle callback, PendingError
     };
 }
 
+using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+// Builds the C++ step callback from `step_end(step, total, sigma, latents)`, latents a float32
+// array [B, C, h, w] of the step's values, which it returns, changed or not (or another array),
+// with whether to stop: (latents, stop). Python's errors are kept and cancel the call, as the
+// progress callback's are; a None callable makes an empty callback (no copies per step).
+DenoiseStepCallback make_step_end(Pipeline& pipe, py::handle step_end, PendingError& pending) {
+    if (!step_end || step_end.is_none()) return {};
+    return [&pipe, step_end, &pending](DenoiseStep& s) {
+        py::gil_scoped_acquire gil;
+        if (pending.error) return;  // already cancelling
+        try {
+            F32Array latents(s.shape);
+            std::memcpy(latents.mutable_data(), s.latents.data(), s.latents.size() * sizeof(float));
+            py::tuple out = step_end(s.step, s.total, s.sigma, latents);
+            F32Array back = F32Array::ensure(out[0]);
+            if (!back) throw py::error_already_set();
+            s.latents.assign(back.data(), back.data() + back.size());  // sizes checked by the decoder
+            s.stop = out[1].cast<bool>();
+        } catch (py::error_already_set& e) {
+            pending.error.emplace(std::move(e));
+            pipe.cancel();
+        }
+    };
+}
+
 // Runs one of the Pipeline's long calls with the GIL released, re-raising a pending Python error
 // (callback exception, KeyboardInterrupt) in preference to the CancelledError it caused.
 template <class F>
-auto run_released(Pipeline& pipe, py::handle callback, F&& f) {
+auto run_released(Pipeline& pipe, py::handle callback, F&& f, py::handle step_end = py::none()) {
     PendingError pending;
     ProgressCallback progress = make_progress(pipe, callback, pending);
-    using R = decltype(f(progress));
+    DenoiseStepCallback on_step_end = make_step_end(pipe, step_end, pending);
+    using R = decltype(f(progress, on_step_end));
     std::optional<R> result;
     std::exception_ptr failure;
     {
         py::gil_scoped_release release;
         try {
-            result.emplace(f(progress));
+            result.emplace(f(progress, on_step_end));
         } catch (...) {
             failure = std::current_exception();
         }
@@ -238,27 +265,36 @@ void register_pipeline(py::module_& m) {
         // -> (list of uint8 [H, W, 3] arrays, PriorTokens, {stage: seconds})
         .def(
             "_generate",
-            [](Pipeline& p, const GenerateRequest& req, py::object callback) {
+            [](Pipeline& p, const GenerateRequest& req, py::object callback, py::object step_end) {
                 return result_tuple(run_released(
-                    p, callback, [&](const ProgressCallback& prog) { return p.generate(req, prog); }));
+                    p, callback,
+                    [&](const ProgressCallback& prog, const DenoiseStepCallback& end) {
+                        return p.generate(req, prog, end);
+                    },
+                    step_end));
             },
-            py::arg("request"), py::arg("callback") = py::none())
+            py::arg("request"), py::arg("callback") = py::none(), py::arg("step_end") = py::none())
         .def(
             "_generate_prior_tokens",
             [](Pipeline& p, const GenerateRequest& req, py::object callback) {
-                return run_released(p, callback, [&](const ProgressCallback& prog) {
+                return run_released(p, callback, [&](const ProgressCallback& prog, const DenoiseStepCallback&) {
                     return p.generate_prior_tokens(req, prog);
                 });
             },
             py::arg("request"), py::arg("callback") = py::none())
         .def(
             "_decode",
-            [](Pipeline& p, const GenerateRequest& req, const PriorTokens& prior, py::object callback) {
-                return result_tuple(run_released(p, callback, [&](const ProgressCallback& prog) {
-                    return p.decode_prior_tokens(req, prior, prog);
-                }));
+            [](Pipeline& p, const GenerateRequest& req, const PriorTokens& prior, py::object callback,
+               py::object step_end) {
+                return result_tuple(run_released(
+                    p, callback,
+                    [&](const ProgressCallback& prog, const DenoiseStepCallback& end) {
+                        return p.decode_prior_tokens(req, prior, prog, end);
+                    },
+                    step_end));
             },
-            py::arg("request"), py::arg("prior"), py::arg("callback") = py::none())
+            py::arg("request"), py::arg("prior"), py::arg("callback") = py::none(),
+            py::arg("step_end") = py::none())
         .def("_sampling_defaults", [](const Pipeline& p) { return p.model().sampling_defaults(); })
         .def("_sampling_defaults_source", [](const Pipeline& p) { return p.model().sampling_defaults_source(); })
         // The checkpoint's rules for a request (GenerateRequest.validate plus condition-image fit).

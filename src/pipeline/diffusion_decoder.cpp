@@ -133,6 +133,27 @@ DiTStepConditioning for_both_passes(const DiTStepConditioning& step) {
     return step.rows(at::arange(batch, at::kLong).repeat({2}));
 }
 
+// The float32 latents after step i to the caller's on_step_end, and what it hands back (the
+// same number of finite values) as the next step's latents, where they were; `stop` as it set it.
+at::Tensor hand_to_caller(const DenoiseStepCallback& on_step_end, const at::Tensor& latents, int64_t i,
+                          const FlowMatchSchedule& schedule, bool& stop) {
+    const at::Tensor host = latents.to(at::kCPU, at::kFloat).contiguous();
+    DenoiseStep s;
+    s.step = i;
+    s.total = schedule.n_steps();
+    s.sigma = schedule.sigmas[static_cast<size_t>(i)];
+    s.shape = host.sizes().vec();
+    s.latents.assign(host.data_ptr<float>(), host.data_ptr<float>() + host.numel());
+    on_step_end(s);
+    if (s.latents.size() != static_cast<size_t>(host.numel()))
+        throw InputError(str_cat("the step-end callback handed back ", s.latents.size(), " latent values; the step's ",
+                                 host.sizes(), " latents hold ", host.numel()));
+    check_finite_latents(s.latents, "the latents the step-end callback handed back");
+    stop = s.stop;
+    return at::from_blob(s.latents.data(), host.sizes(), at::kFloat).to(latents.device(), latents.scalar_type(),
+                                                                        /*non_blocking=*/false, /*copy=*/true);
+}
+
 }  // namespace
 
 bool cfg_passes_joint_by_default(const at::Device& device, at::ScalarType dtype) {
@@ -254,6 +275,7 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
         std::vector<FirstBlockCachePass> fbc;
         if (o.first_block_cache > 0) fbc.assign(cfg ? 2 : 1, FirstBlockCachePass(o.first_block_cache));
         auto fbc_pass = [&](size_t i) { return fbc.empty() ? nullptr : &fbc[i]; };
+        int64_t steps_run = 0;
         for (int64_t i = 0; i < schedule.n_steps(); ++i) {
             if (rt.cancel && rt.cancel->load()) throw CancelledError(str_cat("cancelled at denoising step ", i));
             auto x = latents.to(dtype);
@@ -285,8 +307,13 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
                 }
             }
             latents = flow_match_euler_step(schedule, i, latents, v);
+            steps_run = i + 1;
+            bool stop = false;
+            if (rt.on_step_end) latents = hand_to_caller(rt.on_step_end, latents, i, schedule, stop);
             if (rt.on_step) rt.on_step(i + 1, schedule.n_steps());
+            if (stop) break;
         }
+        if (rt.steps_run) *rt.steps_run = steps_run;
         if (rt.first_block_cache_skips) {
             rt.first_block_cache_skips->clear();
             for (const auto& p : fbc) rt.first_block_cache_skips->push_back(p.skipped());

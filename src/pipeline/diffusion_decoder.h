@@ -32,6 +32,10 @@ struct ConditionImage {
                            // prior_token_image_ids for this image)
 };
 
+// InputError naming `what` unless every value is finite: latents from the caller (the request's,
+// a step callback's). Defined with the request's rules (request.cpp).
+void check_finite_latents(const std::vector<float>& values, const char* what);
+
 // What one call needs besides the request's settings.
 struct DecoderRuntime {
     // Run the conditional and unconditional passes as one forward (LoadOptions::cfg_passes
@@ -40,6 +44,10 @@ struct DecoderRuntime {
     std::optional<bool> batch_cfg;
     std::function<void(int64_t step, int64_t total)> on_step;  // after each denoising step
     const std::atomic<bool>* cancel = nullptr;                 // checked before each step
+    // After each denoising step (before on_step): the latents, which it may change or stop at
+    // (Session::generate's on_step_end).
+    DenoiseStepCallback on_step_end;
+    int64_t* steps_run = nullptr;  // out, where set: the denoising steps taken (fewer after a stop)
     // Out, where set: per CFG pass (the conditional first), per step, whether the first-block
     // cache (GenerateRequest::first_block_cache) ran the DiT's first block alone; empty when it
     // is off, and each pass's list empty for a DiT of one block (nothing after it to skip).

@@ -73,6 +73,7 @@ Image tensor_to_image(const at::Tensor& t);
 struct CallContext {
     const std::atomic<bool>* cancel = nullptr;
     ProgressCallback progress;
+    DenoiseStepCallback on_step_end;  // the caller's, or empty
 };
 
 // Seconds from t0 to now: the stages' timings.

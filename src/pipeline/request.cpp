@@ -20,6 +20,11 @@ void Image::validate(const std::string& what) const {
                                  rgb.size()));
 }
 
+void check_finite_latents(const std::vector<float>& values, const char* what) {
+    for (float v : values)
+        if (!std::isfinite(v)) throw InputError(str_cat(what, " must be finite, got ", v));
+}
+
 void ArSettings::validate() const {
     if (!do_sample) return;  // greedy reads none of them
     if (temperature && !(*temperature > 0)) throw InputError(str_cat("temperature must be > 0, got ", *temperature));
@@ -63,8 +68,7 @@ void GenerateRequest::validate() const {
         if (latents_shape.size() != 4 || count != static_cast<int64_t>(latents.size()))
             throw InputError(str_cat("latents: ", latents.size(), " values in shape ", c10::IntArrayRef(latents_shape),
                                      ": expected a 4-D shape [images, channels, height, width] holding them all"));
-        for (float v : latents)
-            if (!std::isfinite(v)) throw InputError(str_cat("latents must be finite, got ", v));
+        check_finite_latents(latents, "latents");
     }
     if (crop_top < 0 || crop_left < 0 || crop_top > 1000000 || crop_left > 1000000)
         throw InputError(str_cat("crops_coords_top_left must be in [0, 1e6], got (", crop_top, ", ", crop_left, ")"));

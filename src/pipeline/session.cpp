@@ -25,7 +25,9 @@ class Session::Call {
     Call(const Call&) = delete;
     Call& operator=(const Call&) = delete;
 
-    CallContext context(const ProgressCallback& progress) const { return {flag_.get(), progress}; }
+    CallContext context(const ProgressCallback& progress, const DenoiseStepCallback& on_step_end = {}) const {
+        return {flag_.get(), progress, on_step_end};
+    }
 
   private:
     Session& session_;
@@ -47,10 +49,11 @@ void Session::cancel() {
         pending_cancel_ = true;
 }
 
-GenerateResult Session::generate(const GenerateRequest& request, const ProgressCallback& progress) {
+GenerateResult Session::generate(const GenerateRequest& request, const ProgressCallback& progress,
+                                 const DenoiseStepCallback& on_step_end) {
     model_->validate(request);  // before queueing: a bad request fails at once
     Call call(*this);
-    const auto ctx = call.context(progress);
+    const auto ctx = call.context(progress, on_step_end);
     GenerateResult r;
     auto t0 = std::chrono::steady_clock::now();
     r.prior_tokens = run_ar_stage(model_->impl(), request, ctx);
@@ -66,11 +69,12 @@ PriorTokens Session::generate_prior_tokens(const GenerateRequest& request, const
 }
 
 GenerateResult Session::decode_prior_tokens(const GenerateRequest& request, const PriorTokens& prior,
-                                            const ProgressCallback& progress) {
+                                            const ProgressCallback& progress,
+                                            const DenoiseStepCallback& on_step_end) {
     model_->validate(request);
     Call call(*this);
     GenerateResult r;
-    run_decoder_stage(model_->impl(), request, prior, call.context(progress), r);
+    run_decoder_stage(model_->impl(), request, prior, call.context(progress, on_step_end), r);
     r.prior_tokens = prior;
     return r;
 }

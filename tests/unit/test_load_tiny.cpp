@@ -141,6 +141,47 @@ TEST(Session, FirstBlockCacheIsCountedAndOffByDefault) {
     }
 }
 
+TEST(Session, StepEndCallbackSeesChangesAndStops) {
+    auto model = Model::load(kTiny);
+    Session s(model);
+    auto req = small_request(3);
+    req.steps = 4;
+    const auto plain = s.generate(req);
+    std::vector<DenoiseStep> seen;
+    auto record = [&](DenoiseStep& step) { seen.push_back(step); };
+    const auto watched = s.generate(req, {}, record);
+    EXPECT_EQ(watched.images.at(0).rgb, plain.images.at(0).rgb);  // watching changes nothing
+    ASSERT_EQ(seen.size(), 4u);
+    for (size_t i = 0; i < seen.size(); ++i) {
+        EXPECT_EQ(seen[i].step, static_cast<int64_t>(i));
+        EXPECT_EQ(seen[i].total, 4);
+        EXPECT_EQ(seen[i].shape, (std::vector<int64_t>{1, 4, req.height / 8, req.width / 8}));
+        EXPECT_EQ(seen[i].latents.size(), static_cast<size_t>(4 * req.height / 8 * req.width / 8));
+        if (i > 0) {
+            EXPECT_LT(seen[i].sigma, seen[i - 1].sigma);  // the noise level the step started from
+        }
+    }
+    EXPECT_EQ(seen[0].sigma, 1.0);
+
+    // Stopping after step 1 decodes that step's latents.
+    auto stop = [](DenoiseStep& step) { step.stop = step.step == 1; };
+    const auto stopped = s.generate(req, {}, stop);
+    EXPECT_EQ(stopped.dit_passes, 4);
+    EXPECT_NE(stopped.images.at(0).rgb, plain.images.at(0).rgb);
+    // Changed latents carry on.
+    auto halve = [](DenoiseStep& step) {
+        if (step.step != 2) return;
+        for (float& v : step.latents) v *= 0.5f;
+    };
+    EXPECT_NE(s.generate(req, {}, halve).images.at(0).rgb, plain.images.at(0).rgb);
+
+    auto shrink = [](DenoiseStep& step) { step.latents.pop_back(); };
+    EXPECT_THROW(s.generate(req, {}, shrink), InputError);
+    auto poison = [](DenoiseStep& step) { step.latents[7] = std::nanf(""); };
+    EXPECT_THROW(s.generate(req, {}, poison), InputError);
+    EXPECT_EQ(s.generate(req).images.at(0).rgb, plain.images.at(0).rgb);  // and the session carries on
+}
+
 TEST(Placement, StagedGivesTheResidentImageAndRestsAsFileViews) {
     LoadOptions resident;
     resident.dtype = "bfloat16";

@@ -1,0 +1,157 @@
+"""diffusers' callback_on_step_end through glmimage's public call (the C++ DenoiseStepCallback):
+held to diffusers' GlmImagePipeline given the same callback. What the callback sees (the step, its
+`t`, the latents after the step), what it changes (latents returned or changed in place) and an
+early stop (pipe._interrupt) must give diffusers' images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from parity import record
+# The decoder parity tests' helpers and fixtures (ref_pipe: diffusers' pipeline on models/tiny;
+# ours: glmimage's), which pytest takes from this import.
+from test_decoder_parity import TINY, ours, prior_ids, ref_pipe  # noqa: F401
+
+import glmimage
+
+PROMPTS = ['A sign "OPEN"', "a mug with 'Good morning' on it"]
+H, W, N, STEPS = 64, 96, 2, 4
+
+
+def call_args(seed: int = 3) -> dict:
+    latents = torch.randn(len(PROMPTS) * N, 4, H // 8, W // 8, generator=torch.Generator().manual_seed(seed))
+    return dict(prior_token_ids=prior_ids(len(PROMPTS), H, W, seed=5), height=H, width=W,
+                num_inference_steps=STEPS, guidance_scale=1.5, num_images_per_prompt=N, output_type="np",
+                latents=latents)
+
+
+def both(ref_pipe, ours, callback):
+    """Each side's images (uint8) with `callback` as callback_on_step_end."""
+    args = call_args()
+    ref = ref_pipe(prompt=PROMPTS, callback_on_step_end=callback, **{**args, "latents": args["latents"].clone()})
+    got = ours(PROMPTS, callback_on_step_end=callback, progress=False, **args)
+    return torch.from_numpy(got.images).long(), torch.from_numpy((ref.images * 255).round().astype(np.uint8)).long()
+
+
+def plain(ours) -> torch.Tensor:
+    return torch.from_numpy(ours(PROMPTS, progress=False, **call_args()).images).long()
+
+
+@pytest.mark.parity
+def test_step_callback_sees_what_diffusers_passes(ref_pipe, ours):
+    seen: dict[str, list] = {"ours": [], "ref": []}
+
+    def recorder(side):
+        def cb(pipe, i, t, kwargs):
+            seen[side].append((i, t.clone(), kwargs["latents"].detach().clone()))
+            return kwargs
+        return cb
+
+    args = call_args()
+    ref_pipe(prompt=PROMPTS, callback_on_step_end=recorder("ref"), **{**args, "latents": args["latents"].clone()})
+    ours(PROMPTS, callback_on_step_end=recorder("ours"), progress=False, **args)
+    assert [i for i, _, _ in seen["ours"]] == [i for i, _, _ in seen["ref"]] == list(range(STEPS))
+    for (i, t, lat), (_, rt, rlat) in zip(seen["ours"], seen["ref"]):
+        assert t.dtype == rt.dtype == torch.float32 and t.shape == rt.shape == ()
+        assert float(t) == float(rt), (i, float(t), float(rt))
+        assert lat.dtype == rlat.dtype
+        assert record(f"step_callback_latents_step{i}", lat, rlat, atol=1e-5)["ok"]
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("how", ["returned", "in_place", "in_place_not_returned"])
+def test_step_callback_changes_latents_as_diffusers(ref_pipe, ours, how, dtype):
+    if dtype == "bfloat16":
+        from diffusers import GlmImagePipeline
+
+        ref_pipe = GlmImagePipeline.from_pretrained(str(TINY), torch_dtype=torch.bfloat16)
+        ref_pipe.set_progress_bar_config(disable=True)
+        ours = glmimage.Pipeline.from_pretrained(str(TINY), dtype="bfloat16")
+
+    def cb(pipe, i, t, kwargs):
+        if i == 1:
+            if how == "returned":
+                return {"latents": kwargs["latents"] * 0.5 + 0.25}
+            kwargs["latents"].mul_(0.5).add_(0.25)
+            if how == "in_place_not_returned":  # diffusers keeps its (changed) latents
+                return {}
+        return kwargs
+
+    got, ref = both(ref_pipe, ours, cb)
+    assert record(f"step_callback_changed_{how}_{dtype}", got, ref, atol=1.0)["ok"]
+    assert (got - plain(ours)).abs().max() > 1  # the change reached the images
+
+
+@pytest.mark.parity
+def test_step_callback_interrupt_as_diffusers(ref_pipe, ours):
+    """pipe._interrupt = True after step 1: both sides decode the latents of that step."""
+    def cb(pipe, i, t, kwargs):
+        assert pipe.num_timesteps == STEPS and not pipe.interrupt
+        if i == 1:
+            pipe._interrupt = True
+        return kwargs
+
+    got, ref = both(ref_pipe, ours, cb)
+    assert record("step_callback_interrupt", got, ref, atol=1.0)["ok"]
+    assert (got - plain(ours)).abs().max() > 1
+    progress: list = []
+    out = ours(PROMPTS, callback_on_step_end=cb, callback=lambda *a: progress.append(a), progress=False,
+               **call_args())
+    assert out.timings["dit_passes"] == 2 * 2  # two steps, two CFG passes each
+    assert [a for a in progress if a[0] == "denoise"] == [("denoise", 1, STEPS), ("denoise", 2, STEPS)]
+    assert ours.interrupt  # as diffusers' flag, set until the next call, which starts with it off
+    again = ours(PROMPTS, progress=False, **call_args())
+    assert not ours.interrupt
+    assert again.timings["dit_passes"] == 2 * STEPS
+
+
+def test_step_callback_misuse_is_a_clear_error(ours):
+    args = call_args()
+    cases = [
+        (lambda p, i, t, kw: None, "must return a dict"),
+        (lambda p, i, t, kw: {"latents": kw["latents"][:1]}, r"expected floating-point values of shape"),
+        (lambda p, i, t, kw: {"latents": [0.0]}, "not a tensor"),
+        (lambda p, i, t, kw: {"latents": kw["latents"].long()}, "floating-point"),
+        (lambda p, i, t, kw: {"latents": kw["latents"] * float("nan")}, "must be finite"),
+        (lambda p, i, t, kw: {"prompt_embeds": torch.zeros(1)}, "'latents' only"),
+    ]
+    for cb, says in cases:
+        with pytest.raises(ValueError, match=says):
+            ours(PROMPTS, callback_on_step_end=cb, progress=False, **args)
+    with pytest.raises(ValueError, match="'latents' only"):
+        ours(PROMPTS, callback_on_step_end=lambda *a: a[3], callback_on_step_end_tensor_inputs=["prompt_embeds"],
+             progress=False, **args)
+    with pytest.raises(ValueError, match="must be callable"):
+        ours(PROMPTS, callback_on_step_end=3, progress=False, **args)
+
+    class Boom(Exception):
+        pass
+
+    def raises(p, i, t, kw):
+        raise Boom(i)
+
+    with pytest.raises(Boom):  # the callback's own error, not a CancelledError
+        ours(PROMPTS, callback_on_step_end=raises, progress=False, **args)
+    # The pipeline is usable afterwards.
+    assert (torch.from_numpy(ours(PROMPTS, progress=False, **args).images).long() - plain(ours)).abs().max() == 0
+
+
+def test_step_callback_tensor_inputs_of_a_callback_object(ours):
+    """diffusers' PipelineCallback objects name their inputs in .tensor_inputs; an empty list
+    gives the callback no latents (and nothing changes)."""
+    class Counter:
+        tensor_inputs: list = []
+
+        def __init__(self):
+            self.calls = []
+
+        def __call__(self, pipe, i, t, kwargs):
+            self.calls.append(sorted(kwargs))
+            return kwargs
+
+    c = Counter()
+    got = ours(PROMPTS, callback_on_step_end=c, progress=False, **call_args()).images
+    assert c.calls == [[]] * STEPS
+    assert (torch.from_numpy(got).long() - plain(ours)).abs().max() == 0
