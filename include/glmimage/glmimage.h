@@ -93,6 +93,10 @@ struct GenerateRequest {
     // ParaAttention's FBCache suggests 0.05 to 0.2 (diffusers' FirstBlockCacheConfig default 0.05).
     // GenerateResult::dit_passes_cached counts the passes it served.
     double first_block_cache = 0;
+    // The denoised latents instead of images, as diffusers' output_type="latent": the VAE does not
+    // run; GenerateResult::latents holds them (as the loop left them, before the VAE's
+    // de-normalization) and GenerateResult::images is empty.
+    bool return_latents = false;
 
     // InputError on any value outside the ranges above. Needs no model: the CLI and the Python
     // module call it before loading. Model::validate adds the checkpoint-dependent rules.
@@ -121,6 +125,10 @@ struct StageTiming {
 
 struct GenerateResult {
     std::vector<Image> images;  // prompts.size() * images_per_prompt, prompt-major
+    // With GenerateRequest::return_latents (else empty): float32 values, row-major, of shape
+    // latents_shape = [prompts x images_per_prompt, C, height / s, width / s], prompt-major.
+    std::vector<float> latents;
+    std::vector<int64_t> latents_shape;
     PriorTokens prior_tokens;
     std::vector<StageTiming> timings;
     // The denoising loop's DiT passes (each step's conditional and unconditional forward, counted

@@ -58,6 +58,7 @@ class GenerateRequest:
     timestep_label: str
     max_sequence_length: int
     first_block_cache: float
+    return_latents: bool
     timesteps: List[float]
     sigmas: List[float]
     latents: List[float]
@@ -80,7 +81,7 @@ class PriorTokens:
     def __init__(self) -> None: ...
 
 _Progress = Optional[Callable[[str, int, int], Any]]
-_Result = Tuple[List[npt.NDArray[np.uint8]], PriorTokens, Dict[str, float]]
+_Result = Tuple[List[npt.NDArray[np.uint8]], PriorTokens, Dict[str, float], Optional[npt.NDArray[np.float32]]]
 # (step, total, sigma, float32 latents) -> (latents, stop)
 _StepEnd = Optional[Callable[[int, int, float, npt.NDArray[np.float32]], Tuple[npt.NDArray[np.float32], bool]]]
 

@@ -29,7 +29,7 @@ _DTYPES = {
     "float16": "float16", "fp16": "float16", "half": "float16",
 }
 _TORCH_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-_OUTPUT_TYPES = ("pil", "np")
+_OUTPUT_TYPES = ("pil", "np", "latent")
 
 
 def _fail(message: str) -> InputError:
@@ -267,7 +267,8 @@ class PriorTokenOutput:
 class PipelineOutput:
     """Like diffusers' ``GlmImagePipelineOutput``: ``images`` plus what produced them."""
 
-    images: Union[List[Any], np.ndarray]  # list of PIL.Image, or uint8 [N, H, W, 3] for output_type="np"
+    images: Any  # list of PIL.Image; uint8 [N, H, W, 3] for output_type="np"; float32 latents
+                 # [N, C, H / 8, W / 8] (torch, CPU) for output_type="latent"
     prior_token_ids: torch.Tensor        # [num_prompts, S]; shared by a prompt's images
     prior_token_image_ids: Optional[List[List[torch.Tensor]]]
     timings: Dict[str, Any]              # seconds per stage; "ar_decode": the AR decode path that ran;
@@ -652,11 +653,14 @@ class Pipeline(_C.Pipeline):
         return int(getattr(self, "_num_timesteps", 0))
 
     @staticmethod
-    def _output(images: List[np.ndarray], prior: PriorTokenOutput, timings: Dict[str, float],
-                output_type: str) -> PipelineOutput:
-        if output_type == "np":
+    def _output(images: List[np.ndarray], latents: Optional[np.ndarray], prior: PriorTokenOutput,
+                timings: Dict[str, float], output_type: str) -> PipelineOutput:
+        if output_type == "latent":
+            assert latents is not None
+            out: Any = torch.from_numpy(latents)
+        elif output_type == "np":
             h, w = (images[0].shape[0], images[0].shape[1]) if images else (0, 0)
-            out: Union[List[Any], np.ndarray] = np.stack(images) if images else np.zeros((0, h, w, 3), np.uint8)
+            out = np.stack(images) if images else np.zeros((0, h, w, 3), np.uint8)
         else:
             from PIL import Image as PILImage
 
@@ -724,25 +728,29 @@ class Pipeline(_C.Pipeline):
         the CPU (change them in place or return new ones in the dict; the next step starts from
         them); ``pipe._interrupt = True`` ends the denoising there and decodes those latents.
         ``callback_on_step_end_tensor_inputs`` may name "latents" only (not "prompt_embeds").
+        ``output_type="latent"`` returns the denoised float32 latents ([N, 16, height / 8, width / 8],
+        a CPU tensor, before the VAE's de-normalization) as ``images``, as diffusers does; the VAE
+        does not run.
         """
         if output_type not in _OUTPUT_TYPES:
-            raise _fail(f"output_type must be 'pil' or 'np', got {output_type!r}")
+            raise _fail(f"output_type must be 'pil', 'np' or 'latent', got {output_type!r}")
         step_end = _StepEnd.make(self, callback_on_step_end, callback_on_step_end_tensor_inputs)
         req = self._request(prompt, image, height, width, num_inference_steps, guidance_scale,
                             num_images_per_prompt, generator, seed, do_sample, temperature, top_p, top_k,
                             max_sequence_length, timestep_label, keep_in_codebook, first_block_cache, timesteps,
                             sigmas, latents, crops_coords_top_left)
+        req.return_latents = output_type == "latent"
         self._num_timesteps = req.steps
         if prior_token_ids is None:
             if prior_token_image_ids is not None or source_image_grid_thw is not None:
                 raise _fail("prior_token_image_ids / source_image_grid_thw need prior_token_ids")
-            images, native, timings = self._run(self._generate, req, callback=callback, progress=progress,
-                                                step_end=step_end)
+            images, native, timings, denoised = self._run(self._generate, req, callback=callback,
+                                                          progress=progress, step_end=step_end)
         else:
             prior = self._native_prior(req, prior_token_ids, prior_token_image_ids, source_image_grid_thw)
-            images, native, timings = self._run(self._decode, req, prior, callback=callback, progress=progress,
-                                                step_end=step_end)
-        out = self._output(images, _prior_output(native, req.height, req.width), timings, output_type)
+            images, native, timings, denoised = self._run(self._decode, req, prior, callback=callback,
+                                                          progress=progress, step_end=step_end)
+        out = self._output(images, denoised, _prior_output(native, req.height, req.width), timings, output_type)
         return out if return_dict else (out.images,)
 
     def generate_prior_tokens(

@@ -22,6 +22,7 @@ namespace py = pybind11;
 namespace {
 
 using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 // A numpy uint8 array [H, W, 3] -> Image. Checked here so a wrong shape is a ValueError with the
 // argument's name, never a read past the buffer.
@@ -76,8 +77,6 @@ ProgressCallback make_progress(Pipeline& pipe, py::handle callback, PendingError
         }
     };
 }
-
-using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 // Builds the C++ step callback from `step_end(step, total, sigma, latents)`, latents a float32
 // array [B, C, h, w] of the step's values, which it returns, changed or not (or another array),
@@ -140,11 +139,18 @@ py::dict timings_dict(const GenerateResult& r) {
     return d;
 }
 
+// (images, prior tokens, timings, latents: a float32 array where the request returned them, else None)
 py::tuple result_tuple(GenerateResult&& r) {
     py::list images;
     for (const auto& img : r.images) images.append(image_to_array(img));
     auto timings = timings_dict(r);
-    return py::make_tuple(images, std::move(r.prior_tokens), timings);
+    py::object latents = py::none();
+    if (!r.latents_shape.empty()) {
+        F32Array a(r.latents_shape);
+        std::memcpy(a.mutable_data(), r.latents.data(), r.latents.size() * sizeof(float));
+        latents = std::move(a);
+    }
+    return py::make_tuple(images, std::move(r.prior_tokens), timings, latents);
 }
 
 // components: {folder: {"device": ..., "dtype": ..., "residency": ...}} overrides.
@@ -213,6 +219,7 @@ void register_pipeline(py::module_& m) {
         .def_readwrite("timestep_label", &GenerateRequest::timestep_label)
         .def_readwrite("max_sequence_length", &GenerateRequest::max_sequence_length)
         .def_readwrite("first_block_cache", &GenerateRequest::first_block_cache)
+        .def_readwrite("return_latents", &GenerateRequest::return_latents)
         .def_readwrite("timesteps", &GenerateRequest::timesteps)
         .def_readwrite("sigmas", &GenerateRequest::sigmas)
         .def_readwrite("latents", &GenerateRequest::latents)

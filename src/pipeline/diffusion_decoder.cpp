@@ -320,6 +320,7 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
         }
     }
     release_cached_cpu_blocks();
+    if (o.return_latents) return latents.to(at::kCPU, at::kFloat).contiguous();
     auto in_use = use_component(m.vae_home);
     CpuBlockCachePeakBound vae_blocks;
     auto images = m.vae->decode_latents(latents);

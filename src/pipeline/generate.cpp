@@ -154,9 +154,14 @@ void run_decoder_stage(const Model::Impl& m, const GenerateRequest& req, const P
     rt.steps_run = &steps_run;
     std::vector<std::vector<bool>> skips;
     rt.first_block_cache_skips = &skips;
-    at::Tensor pixels = run_diffusion_decoder(m.decoder_models(), rows_tensor(prior.ids), conds, req, rt).contiguous();
+    at::Tensor out = run_diffusion_decoder(m.decoder_models(), rows_tensor(prior.ids), conds, req, rt).contiguous();
     result.images.clear();
-    for (int64_t i = 0; i < pixels.size(0); ++i) result.images.push_back(tensor_to_image(pixels[i]));
+    if (req.return_latents) {
+        result.latents.assign(out.data_ptr<float>(), out.data_ptr<float>() + out.numel());
+        result.latents_shape = out.sizes().vec();
+    } else {
+        for (int64_t i = 0; i < out.size(0); ++i) result.images.push_back(tensor_to_image(out[i]));
+    }
     result.timings.push_back({"decoder", seconds_since(t0), cfg});
     result.dit_passes = steps_run * (cfg == "none" ? 1 : 2);
     result.dit_passes_cached = 0;

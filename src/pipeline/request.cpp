@@ -99,6 +99,7 @@ std::string GenerateRequest::to_string() const {
         os << "(temperature=" << opt(ar.temperature) << " top_p=" << opt(ar.top_p) << " top_k=" << opt(ar.top_k) << ")";
     os << " timestep_label=" << timestep_label;
     if (first_block_cache > 0) os << " first_block_cache=" << first_block_cache;
+    if (return_latents) os << " return_latents";
     if (!timesteps.empty()) os << " timesteps=custom";
     if (!sigmas.empty()) os << " sigmas=custom";
     if (!latents.empty()) os << " latents=given";

@@ -481,7 +481,7 @@ def test_sessions_share_weights_and_cancel_independently(pipe):
         (dict(temperature=0.0), "temperature"),
         (dict(top_p=1.5), "top_p"),
         (dict(top_k=-1), "top_k"),
-        (dict(output_type="latent"), "output_type"),
+        (dict(output_type="pt"), "output_type"),
         (dict(callback=42), "callback must be callable"),
         (dict(prior_token_ids=torch.zeros(1, 15, dtype=torch.long)), r"shape \[1, 16\]"),
         (dict(prior_token_ids=torch.zeros(1, 16)), "integer token ids"),

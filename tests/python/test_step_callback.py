@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from parity import record
+from torch.profiler import ProfilerActivity, profile
 # The decoder parity tests' helpers and fixtures (ref_pipe: diffusers' pipeline on models/tiny;
 # ours: glmimage's), which pytest takes from this import.
 from test_decoder_parity import TINY, ours, prior_ids, ref_pipe  # noqa: F401
@@ -155,3 +156,38 @@ def test_step_callback_tensor_inputs_of_a_callback_object(ours):
     got = ours(PROMPTS, callback_on_step_end=c, progress=False, **call_args()).images
     assert c.calls == [[]] * STEPS
     assert (torch.from_numpy(got).long() - plain(ours)).abs().max() == 0
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_latent_output_as_diffusers(ref_pipe, ours, dtype):
+    """output_type="latent": diffusers' denoised latents (the VAE does not run), the ones the step
+    callback saw last; with a stop, the stopped step's."""
+    if dtype == "bfloat16":
+        from diffusers import GlmImagePipeline
+
+        ref_pipe = GlmImagePipeline.from_pretrained(str(TINY), torch_dtype=torch.bfloat16)
+        ref_pipe.set_progress_bar_config(disable=True)
+        ours = glmimage.Pipeline.from_pretrained(str(TINY), dtype="bfloat16")
+    args = {**call_args(), "output_type": "latent"}
+    ref = ref_pipe(prompt=PROMPTS, **{**args, "latents": args["latents"].clone()}).images
+    last: list = []
+
+    def keep(pipe, i, t, kwargs):
+        last.append(kwargs["latents"].clone())
+        return kwargs
+
+    def convolutions(**kw) -> tuple:
+        """The call's output and its convolution count (the VAE is the decoder's only conv user)."""
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            out = ours(PROMPTS, progress=False, **{**args, **kw}).images
+        return out, sum(e.count for e in prof.key_averages() if e.key == "aten::convolution")
+
+    got, convs = convolutions(callback_on_step_end=keep)
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.float32 and got.device.type == "cpu"
+    assert ref.dtype == torch.float32
+    assert record(f"latent_output_{dtype}", got, ref, atol=1e-5)["ok"]
+    assert torch.equal(got, last[-1])
+    assert convs == 0 and convolutions(output_type="np")[1] > 0  # the VAE ran for images only
+    with pytest.raises(ValueError, match="'pil', 'np' or 'latent'"):
+        ours(PROMPTS, progress=False, **{**args, "output_type": "pt"})

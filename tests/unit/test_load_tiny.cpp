@@ -141,7 +141,7 @@ TEST(Session, FirstBlockCacheIsCountedAndOffByDefault) {
     }
 }
 
-TEST(Session, StepEndCallbackSeesChangesAndStops) {
+TEST(Session, StepEndCallbackAndLatentOutput) {
     auto model = Model::load(kTiny);
     Session s(model);
     auto req = small_request(3);
@@ -180,6 +180,14 @@ TEST(Session, StepEndCallbackSeesChangesAndStops) {
     auto poison = [](DenoiseStep& step) { step.latents[7] = std::nanf(""); };
     EXPECT_THROW(s.generate(req, {}, poison), InputError);
     EXPECT_EQ(s.generate(req).images.at(0).rgb, plain.images.at(0).rgb);  // and the session carries on
+
+    // return_latents: the latents the last step handed on, no images.
+    req.return_latents = true;
+    const auto latent = s.generate(req);
+    EXPECT_TRUE(latent.images.empty());
+    EXPECT_EQ(latent.latents_shape, seen.back().shape);
+    EXPECT_EQ(latent.latents, seen.back().latents);
+    EXPECT_TRUE(plain.latents.empty() && plain.latents_shape.empty());
 }
 
 TEST(Placement, StagedGivesTheResidentImageAndRestsAsFileViews) {
