@@ -93,6 +93,18 @@ struct GenerateRequest {
     // ParaAttention's FBCache suggests 0.05 to 0.2 (diffusers' FirstBlockCacheConfig default 0.05).
     // GenerateResult::dit_passes_cached counts the passes it served.
     double first_block_cache = 0;
+    // Glyph embeddings instead of the glyph encoder's, as diffusers' `prompt_embeds=` (the
+    // conditional pass's) and `negative_prompt_embeds=` (the unconditional pass's): finite
+    // float32 values, row-major, of shape [prompts, L, C], C the DiT's text_embed_dim (the glyph
+    // encoder's width: 1472 for GLM-Image), L >= 1 (the two may differ); each prompt's rows serve
+    // all its images_per_prompt. bf16 and fp16 values arrive exactly. With prompt_embeds the
+    // prompts may be left empty where the prior tokens are given (decode_prior_tokens): the AR
+    // stage needs them, the decoder then does not. Empty: computed from the prompts' quoted text
+    // (the unconditional pass's: from no text), as the reference does.
+    std::vector<float> prompt_embeds;
+    std::vector<int64_t> prompt_embeds_shape;
+    std::vector<float> negative_prompt_embeds;
+    std::vector<int64_t> negative_prompt_embeds_shape;
     // The denoised latents instead of images, as diffusers' output_type="latent": the VAE does not
     // run; GenerateResult::latents holds them (as the loop left them, before the VAE's
     // de-normalization) and GenerateResult::images is empty.
@@ -102,6 +114,8 @@ struct GenerateRequest {
     // module call it before loading. Model::validate adds the checkpoint-dependent rules.
     void validate() const;
     std::string to_string() const;
+    // How many prompts the request holds: prompts.size(), or, with none given, prompt_embeds'.
+    int64_t num_prompts() const;
 };
 
 // What the autoregressive stage produces, per prompt; the decoder's input.
@@ -132,8 +146,9 @@ struct GenerateResult {
     PriorTokens prior_tokens;
     std::vector<StageTiming> timings;
     // The denoising loop's DiT passes (each step's conditional and unconditional forward, counted
-    // apart however they ran; the steps taken, fewer where a DenoiseStepCallback stopped) and how many of them ran the first block alone
-    // (GenerateRequest::first_block_cache; 0 when it is off).
+    // apart however they ran, over the steps taken: fewer where a DenoiseStepCallback stopped) and
+    // how many of them ran the first block alone (GenerateRequest::first_block_cache; 0 when it is
+    // off).
     int64_t dit_passes = 0;
     int64_t dit_passes_cached = 0;
 };

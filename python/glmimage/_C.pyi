@@ -59,6 +59,10 @@ class GenerateRequest:
     max_sequence_length: int
     first_block_cache: float
     return_latents: bool
+    prompt_embeds: List[float]
+    prompt_embeds_shape: List[int]
+    negative_prompt_embeds: List[float]
+    negative_prompt_embeds_shape: List[int]
     timesteps: List[float]
     sigmas: List[float]
     latents: List[float]
@@ -69,6 +73,7 @@ class GenerateRequest:
     def set_images(self, per_prompt: Sequence[Sequence[npt.NDArray[np.uint8]]]) -> None: ...
     @property
     def num_images(self) -> List[int]: ...
+    def num_prompts(self) -> int: ...
     def validate(self) -> None: ...
 
 class PriorTokens:

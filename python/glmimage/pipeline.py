@@ -515,8 +515,10 @@ class Pipeline(_C.Pipeline):
                  temperature: Any, top_p: Any, top_k: Any, max_sequence_length: Any,
                  timestep_label: str, keep_in_codebook: Any = True,
                  first_block_cache: Any = 0.0, timesteps: Any = None, sigmas: Any = None,
-                 latents: Any = None, crops_coords_top_left: Any = (0, 0)) -> _C.GenerateRequest:
-        prompts = self._prompts(prompt)
+                 latents: Any = None, crops_coords_top_left: Any = (0, 0), prompt_embeds: Any = None,
+                 negative_prompt_embeds: Any = None) -> _C.GenerateRequest:
+        # diffusers takes prompt_embeds without a prompt (the decoder then needs no prompt).
+        prompts = [] if prompt is None and prompt_embeds is not None else self._prompts(prompt)
         height = _check_int("height", height)
         width = _check_int("width", width)
         steps = _check_int("num_inference_steps", num_inference_steps)
@@ -567,15 +569,35 @@ class Pipeline(_C.Pipeline):
                 raise _fail("latents must be float32, bfloat16 or float16 (diffusers' loop keeps them in that dtype)")
             req.latents_shape = list(t.shape)
             req.latents = t.detach().to("cpu", torch.float32).contiguous().numpy().reshape(-1)
-        images = _normalize_images(image, len(prompts))
+        for name, value in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
+            if value is not None:
+                shape, values = self._glyph_embeds(name, value)
+                setattr(req, name + "_shape", shape)
+                setattr(req, name, values)
+        images = _normalize_images(image, req.num_prompts())
         if images is not None:
             req.set_images(images)
         self._validate(req)  # the request's rules, in C++, before anything else uses it
         return req
 
+    def _glyph_embeds(self, name: str, value: Any) -> Tuple[List[int], np.ndarray]:
+        """diffusers' prompt_embeds / negative_prompt_embeds -> (shape, float32 values). They must
+        be in the DiT's dtype: diffusers draws its noise in their dtype and its DiT fails on
+        another, so a mismatch is an error here rather than other images."""
+        if not isinstance(value, (torch.Tensor, np.ndarray)):
+            raise _fail(f"{name} must be a tensor or array, got {type(value).__name__}")
+        t = torch.as_tensor(value)
+        dit = next(c.dtype for c in self.components if c.folder == "transformer")
+        want = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}[dit]
+        if t.dtype != want:
+            raise _fail(f"{name} must be in the DiT's dtype {want} (as in diffusers, whose DiT takes them as they "
+                        f"are), got {t.dtype}")
+        # float32 holds every bf16 and fp16 value exactly.
+        return list(t.shape), t.detach().to("cpu", torch.float32).contiguous().numpy().reshape(-1)
+
     def _native_prior(self, req: _C.GenerateRequest, prior_token_ids: Any, prior_token_image_ids: Any,
                       source_image_grid_thw: Any) -> _C.PriorTokens:
-        n = len(req.prompts)
+        n = req.num_prompts()
         gh, gw = req.height // 32, req.width // 32
         if isinstance(prior_token_ids, PriorTokenOutput):
             if (prior_token_ids.height, prior_token_ids.width) != (req.height, req.width):
@@ -671,7 +693,7 @@ class Pipeline(_C.Pipeline):
 
     def __call__(
         self,
-        prompt: Union[str, List[str]],
+        prompt: Optional[Union[str, List[str]]] = None,
         image: Any = None,
         height: int = 1024,
         width: int = 1024,
@@ -699,6 +721,8 @@ class Pipeline(_C.Pipeline):
         sigmas: Optional[List[float]] = None,
         latents: Optional[torch.Tensor] = None,
         crops_coords_top_left: Tuple[int, int] = (0, 0),
+        prompt_embeds: Optional[torch.Tensor] = None,
+        negative_prompt_embeds: Optional[torch.Tensor] = None,
         callback_on_step_end: Optional[Callable[..., Dict[str, Any]]] = None,
         callback_on_step_end_tensor_inputs: List[str] = ["latents"],  # noqa: B006 (diffusers' default, never mutated)
     ) -> Union[PipelineOutput, Tuple[Any]]:
@@ -728,6 +752,9 @@ class Pipeline(_C.Pipeline):
         the CPU (change them in place or return new ones in the dict; the next step starts from
         them); ``pipe._interrupt = True`` ends the denoising there and decodes those latents.
         ``callback_on_step_end_tensor_inputs`` may name "latents" only (not "prompt_embeds").
+        ``prompt_embeds`` / ``negative_prompt_embeds`` ([num_prompts, L, C] in the DiT's dtype, C
+        its text_embed_dim) replace the glyph encoder's embeddings of each CFG pass, as diffusers'
+        arguments; with prompt_embeds the prompt may be None where ``prior_token_ids`` are given.
         ``output_type="latent"`` returns the denoised float32 latents ([N, 16, height / 8, width / 8],
         a CPU tensor, before the VAE's de-normalization) as ``images``, as diffusers does; the VAE
         does not run.
@@ -738,12 +765,14 @@ class Pipeline(_C.Pipeline):
         req = self._request(prompt, image, height, width, num_inference_steps, guidance_scale,
                             num_images_per_prompt, generator, seed, do_sample, temperature, top_p, top_k,
                             max_sequence_length, timestep_label, keep_in_codebook, first_block_cache, timesteps,
-                            sigmas, latents, crops_coords_top_left)
+                            sigmas, latents, crops_coords_top_left, prompt_embeds, negative_prompt_embeds)
         req.return_latents = output_type == "latent"
         self._num_timesteps = req.steps
         if prior_token_ids is None:
             if prior_token_image_ids is not None or source_image_grid_thw is not None:
                 raise _fail("prior_token_image_ids / source_image_grid_thw need prior_token_ids")
+            if not req.prompts:
+                raise _fail("prompt_embeds without a prompt need prior_token_ids: the AR stage needs the prompt")
             images, native, timings, denoised = self._run(self._generate, req, callback=callback,
                                                           progress=progress, step_end=step_end)
         else:

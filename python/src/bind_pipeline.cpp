@@ -220,6 +220,10 @@ void register_pipeline(py::module_& m) {
         .def_readwrite("max_sequence_length", &GenerateRequest::max_sequence_length)
         .def_readwrite("first_block_cache", &GenerateRequest::first_block_cache)
         .def_readwrite("return_latents", &GenerateRequest::return_latents)
+        .def_readwrite("prompt_embeds", &GenerateRequest::prompt_embeds)
+        .def_readwrite("prompt_embeds_shape", &GenerateRequest::prompt_embeds_shape)
+        .def_readwrite("negative_prompt_embeds", &GenerateRequest::negative_prompt_embeds)
+        .def_readwrite("negative_prompt_embeds_shape", &GenerateRequest::negative_prompt_embeds_shape)
         .def_readwrite("timesteps", &GenerateRequest::timesteps)
         .def_readwrite("sigmas", &GenerateRequest::sigmas)
         .def_readwrite("latents", &GenerateRequest::latents)
@@ -243,6 +247,7 @@ void register_pipeline(py::module_& m) {
             for (const auto& list : r.images) n.push_back(list.size());
             return n;
         })
+        .def("num_prompts", &GenerateRequest::num_prompts)
         .def("validate", &GenerateRequest::validate)
         .def("__repr__", &GenerateRequest::to_string);
 

@@ -54,7 +54,7 @@ void check_inputs(const DiffusionDecoderModels& m, const at::Tensor& prior,
                   const std::vector<std::vector<ConditionImage>>& conditions, const GenerateRequest& r) {
     const int64_t cell = m.vae->config.scale_factor() * m.transformer->config.patch_size;
     const int64_t n_tokens = (r.height / cell) * (r.width / cell);
-    const int64_t b = static_cast<int64_t>(r.prompts.size());
+    const int64_t b = r.num_prompts();
     if (!prior.defined() || prior.dim() != 2 || prior.size(0) != b || prior.size(1) != n_tokens)
         throw InputError(str_cat("prior_token_ids must have shape [", b, ", ", n_tokens, "] for ", b, " prompt(s) at ",
                                  r.height, "x", r.width, " (the AR grid upsampled 2x), got ",
@@ -148,7 +148,7 @@ at::Tensor hand_to_caller(const DenoiseStepCallback& on_step_end, const at::Tens
     if (s.latents.size() != static_cast<size_t>(host.numel()))
         throw InputError(str_cat("the step-end callback handed back ", s.latents.size(), " latent values; the step's ",
                                  host.sizes(), " latents hold ", host.numel()));
-    check_finite_latents(s.latents, "the latents the step-end callback handed back");
+    check_finite_values(s.latents, "the latents the step-end callback handed back");
     stop = s.stop;
     return at::from_blob(s.latents.data(), host.sizes(), at::kFloat).to(latents.device(), latents.scalar_type(),
                                                                         /*non_blocking=*/false, /*copy=*/true);
@@ -184,7 +184,7 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
                                  const std::vector<std::vector<ConditionImage>>& conditions,
                                  const GenerateRequest& o, const DecoderRuntime& rt) {
     GLMI_CHECK(m.transformer && m.text_encoder && m.vae && m.glyph_tokenizer && m.scheduler, "decoder models missing");
-    GLMI_CHECK(!o.prompts.empty() && o.height % 32 == 0 && o.width % 32 == 0 && o.steps >= 1 &&
+    GLMI_CHECK(o.num_prompts() > 0 && o.height % 32 == 0 && o.width % 32 == 0 && o.steps >= 1 &&
                    o.images_per_prompt >= 1,
                "the request was not validated: ", o.to_string());
     check_inputs(m, prior_token_ids, conditions, o);
@@ -198,16 +198,24 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
     const auto dtype = m.dtype();  // the pipeline dtype: prompt embeddings, latents, sizes
     const auto fopts = at::TensorOptions().dtype(dtype).device(device);
     const int64_t n = o.images_per_prompt;
-    const int64_t batch = static_cast<int64_t>(o.prompts.size()) * n;
+    const int64_t batch = o.num_prompts() * n;
     // The guidance rule (cfg_passes) decides both whether there is an unconditional pass and how it runs.
     const std::string passes = cfg_passes(rt, device, m.dtype(), o.guidance);
     const bool cfg = passes != "none";
 
     // Conditioning that does not change between steps, computed once. The text encoder is in
     // use for the glyph embeddings only, the VAE for the condition images, then the DiT.
-    auto prompt_embeds = glyph_embeddings(m, o.prompts, o.max_sequence_length).repeat_interleave(n, 0);
+    // The caller's (GenerateRequest::prompt_embeds / negative_prompt_embeds) where given.
+    auto given = [&](const std::vector<float>& values, const std::vector<int64_t>& shape) {
+        return at::tensor(values, at::kFloat).view(shape).to(device, dtype).repeat_interleave(n, 0);
+    };
+    auto prompt_embeds = o.prompt_embeds.empty()
+                             ? glyph_embeddings(m, o.prompts, o.max_sequence_length).repeat_interleave(n, 0)
+                             : given(o.prompt_embeds, o.prompt_embeds_shape);
     at::Tensor neg_embeds;
-    if (cfg) {
+    if (cfg && !o.negative_prompt_embeds.empty()) {
+        neg_embeds = given(o.negative_prompt_embeds, o.negative_prompt_embeds_shape);
+    } else if (cfg) {
         auto in_use = use_component(m.text_encoder_home);
         neg_embeds = empty_glyph_rows(m).to(device, dtype).unsqueeze(0).expand({batch, 1, -1}).contiguous();
     }

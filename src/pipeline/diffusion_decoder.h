@@ -32,9 +32,10 @@ struct ConditionImage {
                            // prior_token_image_ids for this image)
 };
 
-// InputError naming `what` unless every value is finite: latents from the caller (the request's,
-// a step callback's). Defined with the request's rules (request.cpp).
-void check_finite_latents(const std::vector<float>& values, const char* what);
+// InputError naming `what` unless every value is finite: values from the caller (the request's
+// latents and glyph embeddings, a step callback's latents). Defined with the request's rules
+// (request.cpp).
+void check_finite_values(const std::vector<float>& values, const char* what);
 
 // What one call needs besides the request's settings.
 struct DecoderRuntime {

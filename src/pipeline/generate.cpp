@@ -58,6 +58,9 @@ Image tensor_to_image(const at::Tensor& t) {
 }
 
 PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const CallContext& call) {
+    if (req.prompts.empty())
+        throw InputError("the AR stage needs the prompts (prompt_embeds stand for the glyph encoder's output only; "
+                         "without prompts, give the prior tokens: decode_prior_tokens)");
     c10::InferenceMode guard;
     const int64_t batch = static_cast<int64_t>(req.prompts.size());
     const bool i2i = !req.images.empty();
@@ -121,7 +124,7 @@ PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const
 void run_decoder_stage(const Model::Impl& m, const GenerateRequest& req, const PriorTokens& prior,
                        const CallContext& call, GenerateResult& result) {
     const auto t0 = std::chrono::steady_clock::now();
-    const int64_t batch = static_cast<int64_t>(req.prompts.size());
+    const int64_t batch = req.num_prompts();
     const int64_t cell = m.patch_cell();
     const size_t per_prompt = static_cast<size_t>((req.height / cell) * (req.width / cell));
     if (static_cast<int64_t>(prior.ids.size()) != batch)

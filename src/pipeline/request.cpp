@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 #include <sstream>
+#include <tuple>
 
 #include "core/check.h"
 #include "glmimage/glmimage.h"
@@ -20,7 +21,7 @@ void Image::validate(const std::string& what) const {
                                  rgb.size()));
 }
 
-void check_finite_latents(const std::vector<float>& values, const char* what) {
+void check_finite_values(const std::vector<float>& values, const char* what) {
     for (float v : values)
         if (!std::isfinite(v)) throw InputError(str_cat(what, " must be finite, got ", v));
 }
@@ -40,8 +41,29 @@ ArSettings ArSettings::with_defaults(const ArSettings& d) const {
     return s;
 }
 
+int64_t GenerateRequest::num_prompts() const {
+    if (!prompts.empty() || prompt_embeds_shape.empty()) return static_cast<int64_t>(prompts.size());
+    return prompt_embeds_shape[0];
+}
+
+namespace {
+
+// A caller's values of a 4-D (latents) or 3-D (embeddings) shape: every dimension positive, the
+// count the shape's, finite.
+void check_given_values(const std::vector<float>& values, const std::vector<int64_t>& shape, size_t dims,
+                        const char* name, const char* layout) {
+    int64_t count = 1;
+    for (int64_t d : shape) count = d > 0 && count <= INT64_MAX / d ? count * d : -1;
+    if (shape.size() != dims || count != static_cast<int64_t>(values.size()))
+        throw InputError(str_cat(name, ": ", values.size(), " values in shape ", c10::IntArrayRef(shape),
+                                 ": expected a ", dims, "-D shape ", layout, " holding them all"));
+    check_finite_values(values, name);
+}
+
+}  // namespace
+
 void GenerateRequest::validate() const {
-    if (prompts.empty()) throw InputError("no prompt given");
+    if (prompts.empty() && prompt_embeds_shape.empty()) throw InputError("no prompt given");
     for (size_t i = 0; i < prompts.size(); ++i)
         if (prompts[i].find_first_not_of(" \t\r\n") == std::string::npos)
             throw InputError(str_cat("prompt ", i, " is empty"));
@@ -62,14 +84,20 @@ void GenerateRequest::validate() const {
     };
     check_schedule(timesteps, "timesteps", 1e9, "in [0, 1e9]");
     check_schedule(sigmas, "sigmas", std::numeric_limits<double>::max(), ">= 0");
-    if (!latents.empty() || !latents_shape.empty()) {
-        int64_t count = 1;
-        for (int64_t d : latents_shape) count = d > 0 && count <= INT64_MAX / d ? count * d : -1;
-        if (latents_shape.size() != 4 || count != static_cast<int64_t>(latents.size()))
-            throw InputError(str_cat("latents: ", latents.size(), " values in shape ", c10::IntArrayRef(latents_shape),
-                                     ": expected a 4-D shape [images, channels, height, width] holding them all"));
-        check_finite_latents(latents, "latents");
+    if (!latents.empty() || !latents_shape.empty())
+        check_given_values(latents, latents_shape, 4, "latents", "[images, channels, height, width]");
+    for (auto [values, shape, name] : {std::tuple(&prompt_embeds, &prompt_embeds_shape, "prompt_embeds"),
+                                       std::tuple(&negative_prompt_embeds, &negative_prompt_embeds_shape,
+                                                  "negative_prompt_embeds")}) {
+        if (values->empty() && shape->empty()) continue;
+        check_given_values(*values, *shape, 3, name, "[prompts, rows, channels]");
+        if ((*shape)[0] != num_prompts())
+            throw InputError(str_cat(name, ": ", (*shape)[0], " prompts' embeddings for ", num_prompts(), " prompt(s)"));
     }
+    if (!prompt_embeds_shape.empty() && !negative_prompt_embeds_shape.empty() &&
+        prompt_embeds_shape[2] != negative_prompt_embeds_shape[2])
+        throw InputError(str_cat("prompt_embeds have ", prompt_embeds_shape[2], " channels, negative_prompt_embeds ",
+                                 negative_prompt_embeds_shape[2]));
     if (crop_top < 0 || crop_left < 0 || crop_top > 1000000 || crop_left > 1000000)
         throw InputError(str_cat("crops_coords_top_left must be in [0, 1e6], got (", crop_top, ", ", crop_left, ")"));
     if (!(first_block_cache >= 0 && std::isfinite(first_block_cache)))
@@ -78,8 +106,8 @@ void GenerateRequest::validate() const {
     if (timestep_label != "0.39" && timestep_label != "0.40")
         throw InputError(str_cat("timestep_label must be '0.39' or '0.40', got '", timestep_label, "'"));
     if (!images.empty()) {
-        if (images.size() != prompts.size())
-            throw InputError(str_cat("image-to-image needs one list of condition images per prompt: ", prompts.size(),
+        if (static_cast<int64_t>(images.size()) != num_prompts())
+            throw InputError(str_cat("image-to-image needs one list of condition images per prompt: ", num_prompts(),
                                      " prompt(s), ", images.size(), " list(s)"));
         for (size_t i = 0; i < images.size(); ++i) {
             if (images[i].empty()) throw InputError(str_cat("prompt ", i, " has no condition image"));
@@ -103,6 +131,8 @@ std::string GenerateRequest::to_string() const {
     if (!timesteps.empty()) os << " timesteps=custom";
     if (!sigmas.empty()) os << " sigmas=custom";
     if (!latents.empty()) os << " latents=given";
+    if (!prompt_embeds.empty()) os << " prompt_embeds=" << c10::IntArrayRef(prompt_embeds_shape);
+    if (!negative_prompt_embeds.empty()) os << " negative_prompt_embeds=" << c10::IntArrayRef(negative_prompt_embeds_shape);
     if (crop_top || crop_left) os << " crop=(" << crop_top << ", " << crop_left << ")";
     if (!images.empty()) os << " condition_images=" << images[0].size();
     return os.str();
@@ -117,7 +147,7 @@ std::string gib(double bytes) { return str_cat(static_cast<int64_t>(bytes / (1 <
 // widest full-resolution channel count) and one DiT block over the whole sequence (q, k, v,
 // attention output and the 4x MLP hidden, for both CFG branches).
 double activation_estimate(const Model::Impl& m, const GenerateRequest& r) {
-    const double images = static_cast<double>(r.prompts.size() * static_cast<size_t>(r.images_per_prompt));
+    const double images = static_cast<double>(r.num_prompts() * r.images_per_prompt);
     const double pixels = static_cast<double>(r.height) * static_cast<double>(r.width);
     const auto& vc = m.vae->config;
     const double vae_bytes = static_cast<double>(at::elementSize(m.home("vae")->dtype()));
@@ -150,18 +180,23 @@ void Model::validate(const GenerateRequest& r) const {
     for (const auto& [folder, home] : m.residency) on_host = on_host || home->device().is_cpu();
     const double need = activation_estimate(m, r);
     if (const auto avail = detail::available_host_bytes(); on_host && avail && need > static_cast<double>(*avail))
-        throw InputError(str_cat(r.prompts.size() * static_cast<size_t>(r.images_per_prompt), " image(s) of ", r.width,
+        throw InputError(str_cat(r.num_prompts() * r.images_per_prompt, " image(s) of ", r.width,
                                  "x", r.height, " need at least ", gib(need), " of working memory; ", gib(*avail),
                                  " is available on this machine"));
     if (!r.latents.empty()) {
         const int64_t s = m.vae->config.scale_factor();
-        const std::vector<int64_t> want = {static_cast<int64_t>(r.prompts.size()) * r.images_per_prompt,
+        const std::vector<int64_t> want = {r.num_prompts() * r.images_per_prompt,
                                            m.transformer->config.in_channels, r.height / s, r.width / s};
         if (r.latents_shape != want)
             throw InputError(str_cat("latents: this request needs shape ", c10::IntArrayRef(want),
                                      " (images, channels, height / ", s, ", width / ", s, "), got ",
                                      c10::IntArrayRef(r.latents_shape)));
     }
+    for (const auto* shape : {&r.prompt_embeds_shape, &r.negative_prompt_embeds_shape})
+        if (!shape->empty() && (*shape)[2] != m.transformer->config.text_embed_dim)
+            throw InputError(str_cat(shape == &r.prompt_embeds_shape ? "prompt_embeds" : "negative_prompt_embeds",
+                                     ": this checkpoint's glyph embeddings have ", m.transformer->config.text_embed_dim,
+                                     " channels (the DiT's text_embed_dim), got ", (*shape)[2]));
     // Condition images, before the vision encoder sees them: the decoder encodes each at its
     // size floored to the patch cell, and that patch grid must be the AR token grid (the
     // smart_resize size / patch) doubled; it is from a short side of 512 up to a long side of

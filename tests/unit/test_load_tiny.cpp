@@ -190,6 +190,27 @@ TEST(Session, StepEndCallbackAndLatentOutput) {
     EXPECT_TRUE(plain.latents.empty() && plain.latents_shape.empty());
 }
 
+TEST(Session, GivenGlyphEmbeddingsStandForThePromptInTheDecoder) {
+    auto model = Model::load(kTiny);
+    Session s(model);
+    auto req = small_request(3);
+    const auto full = s.generate(req);
+    GenerateRequest given = req;
+    given.prompts.clear();
+    given.prompt_embeds_shape = {1, 3, 32};  // the tiny DiT's text_embed_dim
+    for (int i = 0; i < 3 * 32; ++i) given.prompt_embeds.push_back(0.01f * static_cast<float>(i % 17) - 0.08f);
+    const auto decoded = s.decode_prior_tokens(given, full.prior_tokens);
+    EXPECT_NE(decoded.images.at(0).rgb, full.images.at(0).rgb);
+    // With the prompt too, the decoder reads the embeddings, not the prompt's quoted text.
+    GenerateRequest both = given;
+    both.prompts = req.prompts;
+    EXPECT_EQ(s.decode_prior_tokens(both, full.prior_tokens).images.at(0).rgb, decoded.images.at(0).rgb);
+    EXPECT_THROW(s.generate(given), InputError);  // the AR stage needs the prompt
+    EXPECT_THROW(s.generate_prior_tokens(given), InputError);
+    given.prompt_embeds_shape = {1, 4, 24};  // as many values, another width
+    EXPECT_THROW(s.decode_prior_tokens(given, full.prior_tokens), InputError);
+}
+
 TEST(Placement, StagedGivesTheResidentImageAndRestsAsFileViews) {
     LoadOptions resident;
     resident.dtype = "bfloat16";
