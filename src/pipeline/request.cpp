@@ -92,12 +92,9 @@ void GenerateRequest::validate() const {
         if (values->empty() && shape->empty()) continue;
         check_given_values(*values, *shape, 3, name, "[prompts, rows, channels]");
         if ((*shape)[0] != num_prompts())
-            throw InputError(str_cat(name, ": ", (*shape)[0], " prompts' embeddings for ", num_prompts(), " prompt(s)"));
+            throw InputError(
+                str_cat(name, ": ", (*shape)[0], " prompts' embeddings for ", num_prompts(), " prompt(s)"));
     }
-    if (!prompt_embeds_shape.empty() && !negative_prompt_embeds_shape.empty() &&
-        prompt_embeds_shape[2] != negative_prompt_embeds_shape[2])
-        throw InputError(str_cat("prompt_embeds have ", prompt_embeds_shape[2], " channels, negative_prompt_embeds ",
-                                 negative_prompt_embeds_shape[2]));
     if (crop_top < 0 || crop_left < 0 || crop_top > 1000000 || crop_left > 1000000)
         throw InputError(str_cat("crops_coords_top_left must be in [0, 1e6], got (", crop_top, ", ", crop_left, ")"));
     if (!(first_block_cache >= 0 && std::isfinite(first_block_cache)))
@@ -132,7 +129,8 @@ std::string GenerateRequest::to_string() const {
     if (!sigmas.empty()) os << " sigmas=custom";
     if (!latents.empty()) os << " latents=given";
     if (!prompt_embeds.empty()) os << " prompt_embeds=" << c10::IntArrayRef(prompt_embeds_shape);
-    if (!negative_prompt_embeds.empty()) os << " negative_prompt_embeds=" << c10::IntArrayRef(negative_prompt_embeds_shape);
+    if (!negative_prompt_embeds.empty())
+        os << " negative_prompt_embeds=" << c10::IntArrayRef(negative_prompt_embeds_shape);
     if (crop_top || crop_left) os << " crop=(" << crop_top << ", " << crop_left << ")";
     if (!images.empty()) os << " condition_images=" << images[0].size();
     return os.str();
