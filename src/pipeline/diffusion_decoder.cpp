@@ -130,7 +130,7 @@ void write_condition_cache(const DiffusionDecoderModels& m, const std::vector<st
 // row count the separate passes give them.
 DiTStepConditioning for_both_passes(const DiTStepConditioning& step) {
     const int64_t batch = step.temb().size(0);
-    return step.rows(at::arange(batch, at::kLong).repeat({2}));
+    return step.rows(at::arange(batch, step.temb().options().dtype(at::kLong)).repeat({2}));  // on its device
 }
 
 // The float32 latents after step i to the caller's on_step_end, and what it hands back (the

@@ -386,7 +386,7 @@ DiTStepConditioning DiTStepConditioning::rows(const at::Tensor& index) const {
     GLMI_CHECK(index.dim() == 1 && index.scalar_type() == at::kLong, "row index ", index.sizes(), " ",
                index.scalar_type());
     DiTStepConditioning out = *this;
-    const auto at_device = index.to(temb_.device());
+    const auto at_device = index.to(temb_.device());  // no copy where the caller made it there
     out.index_ = index_.defined() ? index_.index_select(0, at_device) : at_device;
     out.temb_ = temb_.index_select(0, at_device);
     out.norm_out_ = norm_out_.index_select(0, at_device);
@@ -491,7 +491,7 @@ at::Tensor GlmImageTransformer::run_blocks_cached(at::Tensor x, std::vector<at::
         for (size_t g : running) {
             xs.push_back(rows_of(x, g));
             group_texts.push_back(texts[g]);
-            index.push_back(at::arange(first[g], first[g] + count[g], at::kLong));
+            index.push_back(at::arange(first[g], first[g] + count[g], x.options().dtype(at::kLong)));
         }
         at::Tensor xr = xs.size() == 1 ? xs[0] : at::cat(xs);
         run_blocks(xr, group_texts, step.rows(at::cat(index)), rope, running.front() == 0 ? kv_cache : nullptr, 1,
