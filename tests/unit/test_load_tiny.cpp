@@ -71,12 +71,12 @@ TEST(LoadTiny, BadInputsGiveClearErrors) {
 namespace glmimage {
 namespace {
 
-GenerateRequest small_request(uint64_t seed) {
+GenerateRequest small_request(uint64_t seed, int64_t steps = 2) {
     GenerateRequest r;
     r.prompts = {"A poster that says \"Hi\""};
     r.height = 64;
     r.width = 64;
-    r.steps = 2;
+    r.steps = steps;
     r.seed = seed;
     return r;
 }
@@ -121,8 +121,7 @@ TEST(Session, CancelStopsTheRunningCall) {
 TEST(Session, FirstBlockCacheIsCountedAndOffByDefault) {
     auto model = Model::load(kTiny);
     Session s(model);
-    auto req = small_request(3);
-    req.steps = 12;
+    auto req = small_request(3, 12);
     const auto exact = s.generate(req);
     EXPECT_EQ(exact.dit_passes, 24);  // both CFG passes of every step
     EXPECT_EQ(exact.dit_passes_cached, 0);
@@ -144,8 +143,7 @@ TEST(Session, FirstBlockCacheIsCountedAndOffByDefault) {
 TEST(Session, StepEndCallbackAndLatentOutput) {
     auto model = Model::load(kTiny);
     Session s(model);
-    auto req = small_request(3);
-    req.steps = 4;
+    auto req = small_request(3, 4);
     const auto plain = s.generate(req);
     std::vector<DenoiseStep> seen;
     auto record = [&](DenoiseStep& step) { seen.push_back(step); };
