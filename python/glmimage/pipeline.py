@@ -333,6 +333,12 @@ class _Progress:
             self.bar = None
 
 
+def _float32_values(t: torch.Tensor) -> np.ndarray:
+    """A caller's floating-point tensor as float32 values on the CPU, flat, for the C++ request
+    (exact for bf16 and fp16: float32 holds each of their values)."""
+    return t.detach().to("cpu", torch.float32).contiguous().numpy().reshape(-1)
+
+
 class _StepEnd:
     """diffusers' ``callback_on_step_end(pipe, i, t, callback_kwargs)`` as the C++ step hook:
     ``t`` is the step's sigma (what diffusers' GlmImagePipeline passes, ``scheduler.sigmas[i]``),
@@ -377,7 +383,7 @@ class _StepEnd:
             raise _fail(f"callback_on_step_end returned latents of shape {list(back.shape)} and dtype {back.dtype}; "
                         f"expected floating-point values of shape {list(latents.shape)}")
         if back is not given:
-            latents = back.detach().to("cpu", torch.float32).contiguous().numpy()
+            latents = _float32_values(back).reshape(latents.shape)
         return latents, bool(getattr(self.pipe, "_interrupt", False))
 
 
@@ -568,7 +574,7 @@ class Pipeline(_C.Pipeline):
             if t.dtype == torch.float64:
                 raise _fail("latents must be float32, bfloat16 or float16 (diffusers' loop keeps them in that dtype)")
             req.latents_shape = list(t.shape)
-            req.latents = t.detach().to("cpu", torch.float32).contiguous().numpy().reshape(-1)
+            req.latents = _float32_values(t)
         for name, value in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
             if value is not None:
                 shape, values = self._glyph_embeds(name, value)
@@ -592,8 +598,7 @@ class Pipeline(_C.Pipeline):
         if t.dtype != want:
             raise _fail(f"{name} must be in the DiT's dtype {want} (as in diffusers, whose DiT takes them as they "
                         f"are), got {t.dtype}")
-        # float32 holds every bf16 and fp16 value exactly.
-        return list(t.shape), t.detach().to("cpu", torch.float32).contiguous().numpy().reshape(-1)
+        return list(t.shape), _float32_values(t)
 
     def _native_prior(self, req: _C.GenerateRequest, prior_token_ids: Any, prior_token_image_ids: Any,
                       source_image_grid_thw: Any) -> _C.PriorTokens:

@@ -78,6 +78,13 @@ ProgressCallback make_progress(Pipeline& pipe, py::handle callback, PendingError
     };
 }
 
+// float32 values of `shape` (a step's latents, the returned latents) as a new numpy array.
+F32Array float_array(const std::vector<int64_t>& shape, const std::vector<float>& values) {
+    F32Array a(shape);
+    std::memcpy(a.mutable_data(), values.data(), values.size() * sizeof(float));
+    return a;
+}
+
 // Builds the C++ step callback from `step_end(step, total, sigma, latents)`, latents a float32
 // array [B, C, h, w] of the step's values, which it returns, changed or not (or another array),
 // with whether to stop: (latents, stop). Python's errors are kept and cancel the call, as the
@@ -88,9 +95,7 @@ DenoiseStepCallback make_step_end(Pipeline& pipe, py::handle step_end, PendingEr
         py::gil_scoped_acquire gil;
         if (pending.error) return;  // already cancelling
         try {
-            F32Array latents(s.shape);
-            std::memcpy(latents.mutable_data(), s.latents.data(), s.latents.size() * sizeof(float));
-            py::tuple out = step_end(s.step, s.total, s.sigma, latents);
+            py::tuple out = step_end(s.step, s.total, s.sigma, float_array(s.shape, s.latents));
             F32Array back = F32Array::ensure(out[0]);
             if (!back) throw py::error_already_set();
             s.latents.assign(back.data(), back.data() + back.size());  // sizes checked by the decoder
@@ -145,11 +150,7 @@ py::tuple result_tuple(GenerateResult&& r) {
     for (const auto& img : r.images) images.append(image_to_array(img));
     auto timings = timings_dict(r);
     py::object latents = py::none();
-    if (!r.latents_shape.empty()) {
-        F32Array a(r.latents_shape);
-        std::memcpy(a.mutable_data(), r.latents.data(), r.latents.size() * sizeof(float));
-        latents = std::move(a);
-    }
+    if (!r.latents_shape.empty()) latents = float_array(r.latents_shape, r.latents);
     return py::make_tuple(images, std::move(r.prior_tokens), timings, latents);
 }
 

@@ -133,6 +133,14 @@ DiTStepConditioning for_both_passes(const DiTStepConditioning& step) {
     return step.rows(at::arange(batch, step.temb().options().dtype(at::kLong)).repeat({2}));  // on its device
 }
 
+// A caller's float32 values (the request's latents and glyph embeddings, a step callback's
+// latents) as a tensor of `shape` on `device` in `dtype`: one copy from the vector.
+at::Tensor caller_tensor(const std::vector<float>& values, at::IntArrayRef shape, const at::Device& device,
+                         at::ScalarType dtype) {
+    return at::from_blob(const_cast<float*>(values.data()), shape, at::kFloat)
+        .to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
+}
+
 // The float32 latents after step i to the caller's on_step_end, and what it hands back (the
 // same number of finite values) as the next step's latents, where they were; `stop` as it set it.
 at::Tensor hand_to_caller(const DenoiseStepCallback& on_step_end, const at::Tensor& latents, int64_t i,
@@ -150,8 +158,7 @@ at::Tensor hand_to_caller(const DenoiseStepCallback& on_step_end, const at::Tens
                                  host.sizes(), " latents hold ", host.numel()));
     check_finite_values(s.latents, "the latents the step-end callback handed back");
     stop = s.stop;
-    return at::from_blob(s.latents.data(), host.sizes(), at::kFloat).to(latents.device(), latents.scalar_type(),
-                                                                        /*non_blocking=*/false, /*copy=*/true);
+    return caller_tensor(s.latents, host.sizes(), latents.device(), latents.scalar_type());
 }
 
 }  // namespace
@@ -207,7 +214,7 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
     // use for the glyph embeddings only, the VAE for the condition images, then the DiT.
     // The caller's (GenerateRequest::prompt_embeds / negative_prompt_embeds) where given.
     auto given = [&](const std::vector<float>& values, const std::vector<int64_t>& shape) {
-        return at::tensor(values, at::kFloat).view(shape).to(device, dtype).repeat_interleave(n, 0);
+        return caller_tensor(values, shape, device, dtype).repeat_interleave(n, 0);
     };
     auto prompt_embeds = o.prompt_embeds.empty()
                              ? glyph_embeddings(m, o.prompts, o.max_sequence_length).repeat_interleave(n, 0)
@@ -260,7 +267,7 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
             // step widens them to float32 (exactly, from any dtype) before anything rounds them.
             GLMI_CHECK(o.latents_shape == std::vector<int64_t>({batch, dit.config.in_channels, lh, lw}),
                        "the request's latents were not validated against the model");
-            latents = at::tensor(o.latents, at::kFloat).view(o.latents_shape).to(device);
+            latents = caller_tensor(o.latents, o.latents_shape, device, at::kFloat);
         }
 
         DiTKVCache cache(dit.config.num_layers);
