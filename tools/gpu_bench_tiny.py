@@ -70,14 +70,14 @@ def main() -> int:
     out = {"bench": "tiny_cuda_vs_cpu", "device": device, "tolerance": TOLERANCE}
     ok = True
     for case, image in (("t2i", None), ("i2i", cond)):
-        kw = dict(height=64, width=96, num_inference_steps=3, seed=3, progress=False, output_type="np")
+        kw = dict(height=64, width=96, num_inference_steps=3, seed=3, progress=False)
         if image is not None:
             kw["image"] = image
         prompt = 'A poster that says "GLM"'
         prior = cpu.generate_prior_tokens(prompt, height=64, width=96, seed=3, progress=False,
                                           **({"image": image} if image is not None else {}))
-        a = cpu(prompt, prior_token_ids=prior, **kw).images.astype(int)
-        b = gpu(prompt, prior_token_ids=prior, **kw).images.astype(int)
+        a = np.stack([np.asarray(im) for im in cpu(prompt, prior_token_ids=prior, **kw).images]).astype(int)
+        b = np.stack([np.asarray(im) for im in gpu(prompt, prior_token_ids=prior, **kw).images]).astype(int)
         gpu_prior = gpu.generate_prior_tokens(prompt, height=64, width=96, seed=3, progress=False,
                                               **({"image": image} if image is not None else {}))
         diff = int(np.abs(a - b).max())

@@ -105,10 +105,14 @@ struct GenerateRequest {
     std::vector<int64_t> prompt_embeds_shape;
     std::vector<float> negative_prompt_embeds;
     std::vector<int64_t> negative_prompt_embeds_shape;
-    // The denoised latents instead of images, as diffusers' output_type="latent": the VAE does not
-    // run; GenerateResult::latents holds them (as the loop left them, before the VAE's
-    // de-normalization) and GenerateResult::images is empty.
-    bool return_latents = false;
+    // What GenerateResult carries, as diffusers' output_type:
+    //   kImages       8-bit RGB in GenerateResult::images (diffusers' "pil");
+    //   kFloatImages  the VAE's images de-normalized to [0, 1] in GenerateResult::float_images,
+    //                 before any 8-bit rounding (diffusers' "np"; its "pt" holds the same values);
+    //   kLatents      the denoised latents in GenerateResult::latents (diffusers' "latent"): the
+    //                 VAE does not run.
+    enum class Output { kImages, kFloatImages, kLatents };
+    Output output = Output::kImages;
 
     // InputError on any value outside the ranges above. Needs no model: the CLI and the Python
     // module call it before loading. Model::validate adds the checkpoint-dependent rules.
@@ -138,11 +142,18 @@ struct StageTiming {
 };
 
 struct GenerateResult {
-    std::vector<Image> images;  // prompts.size() * images_per_prompt, prompt-major
-    // With GenerateRequest::return_latents (else empty): float32 values, row-major, of shape
-    // latents_shape = [prompts x images_per_prompt, C, height / s, width / s], prompt-major.
+    std::vector<Image> images;  // prompts.size() * images_per_prompt, prompt-major (Output::kImages)
+    // With Output::kLatents (else empty): float32 values, row-major, of shape
+    // latents_shape = [prompts x images_per_prompt, C, height / s, width / s], prompt-major, as
+    // the loop left them (before the VAE's de-normalization).
     std::vector<float> latents;
     std::vector<int64_t> latents_shape;
+    // With Output::kFloatImages (else empty): float32 values in [0, 1], row-major, of shape
+    // float_images_shape = [prompts x images_per_prompt, height, width, 3], prompt-major: the
+    // VAE's output de-normalized in the VAE's dtype (so bf16 values where it computes in bf16).
+    // images[i] would be round(255 * these).
+    std::vector<float> float_images;
+    std::vector<int64_t> float_images_shape;
     PriorTokens prior_tokens;
     std::vector<StageTiming> timings;
     // The denoising loop's DiT passes (each step's conditional and unconditional forward, counted

@@ -13,7 +13,7 @@ print(out.images[0].size, out.prior_token_ids.shape, sorted(out.timings))
 ```
 
 Arguments follow diffusers' ``GlmImagePipeline``: ``image=`` for image-to-image, ``generator=``
-(or ``seed=``), ``num_images_per_prompt``, ``output_type="np"``, ``prior_token_ids=`` from
+(or ``seed=``), ``num_images_per_prompt``, ``output_type`` ("pil", "np", "pt", "latent"), ``prior_token_ids=`` from
 ``pipe.generate_prior_tokens(...)``. ``callback(stage, step, total)`` reports progress (a tqdm bar
 is shown when tqdm is installed); ``pipe.cancel()`` or Ctrl-C stops a run. diffusers'
 ``callback_on_step_end`` sees and may change the latents after each step.

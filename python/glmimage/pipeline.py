@@ -29,7 +29,11 @@ _DTYPES = {
     "float16": "float16", "fp16": "float16", "half": "float16",
 }
 _TORCH_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-_OUTPUT_TYPES = ("pil", "np", "latent")
+# diffusers' output_type -> what the C++ request returns.
+_OUTPUTS = {"pil": _C.GenerateRequest.Output.images, "np": _C.GenerateRequest.Output.float_images,
+            "pt": _C.GenerateRequest.Output.float_images, "latent": _C.GenerateRequest.Output.latents}
+# A component's compute dtype as ComponentInfo names it -> torch's.
+_WEIGHT_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 
 
 def _fail(message: str) -> InputError:
@@ -267,8 +271,9 @@ class PriorTokenOutput:
 class PipelineOutput:
     """Like diffusers' ``GlmImagePipelineOutput``: ``images`` plus what produced them."""
 
-    images: Any  # list of PIL.Image; uint8 [N, H, W, 3] for output_type="np"; float32 latents
-                 # [N, C, H / 8, W / 8] (torch, CPU) for output_type="latent"
+    images: Any  # as diffusers' output_type: "pil" a list of PIL.Image; "np" float32 [N, H, W, 3]
+                 # in [0, 1] (numpy); "pt" the same values [N, 3, H, W] in the VAE's dtype (torch,
+                 # CPU); "latent" the float32 latents [N, C, H / 8, W / 8] (torch, CPU)
     prior_token_ids: torch.Tensor        # [num_prompts, S]; shared by a prompt's images
     prior_token_image_ids: Optional[List[List[torch.Tensor]]]
     timings: Dict[str, Any]              # seconds per stage; "ar_decode": the AR decode path that ran;
@@ -593,8 +598,7 @@ class Pipeline(_C.Pipeline):
         if not isinstance(value, (torch.Tensor, np.ndarray)):
             raise _fail(f"{name} must be a tensor or array, got {type(value).__name__}")
         t = torch.as_tensor(value)
-        dit = next(c.dtype for c in self.components if c.folder == "transformer")
-        want = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}[dit]
+        want = self._compute_dtype("transformer")
         if t.dtype != want:
             raise _fail(f"{name} must be in the DiT's dtype {want} (as in diffusers, whose DiT takes them as they "
                         f"are), got {t.dtype}")
@@ -679,15 +683,24 @@ class Pipeline(_C.Pipeline):
         """diffusers' ``pipe.num_timesteps``: the denoising steps of the running (or last) call."""
         return int(getattr(self, "_num_timesteps", 0))
 
-    @staticmethod
-    def _output(images: List[np.ndarray], latents: Optional[np.ndarray], prior: PriorTokenOutput,
+    def _compute_dtype(self, folder: str) -> torch.dtype:
+        return _WEIGHT_DTYPES[next(c.dtype for c in self.components if c.folder == folder)]
+
+    def _output(self, images: List[np.ndarray], values: Optional[np.ndarray], prior: PriorTokenOutput,
                 timings: Dict[str, float], output_type: str) -> PipelineOutput:
+        """The call's result as diffusers' output_type gives it; ``values`` is the request's float32
+        array (the latents, or the float images [N, H, W, 3] in [0, 1])."""
         if output_type == "latent":
-            assert latents is not None
-            out: Any = torch.from_numpy(latents)
+            assert values is not None
+            out: Any = torch.from_numpy(values)
         elif output_type == "np":
-            h, w = (images[0].shape[0], images[0].shape[1]) if images else (0, 0)
-            out = np.stack(images) if images else np.zeros((0, h, w, 3), np.uint8)
+            assert values is not None
+            out = values
+        elif output_type == "pt":
+            # diffusers' "pt" is the de-normalized VAE output as the VAE computed it: NCHW, its
+            # dtype (the float32 values came from that dtype, so the cast back is exact).
+            assert values is not None
+            out = torch.from_numpy(values).permute(0, 3, 1, 2).to(self._compute_dtype("vae")).contiguous()
         else:
             from PIL import Image as PILImage
 
@@ -760,31 +773,32 @@ class Pipeline(_C.Pipeline):
         ``prompt_embeds`` / ``negative_prompt_embeds`` ([num_prompts, L, C] in the DiT's dtype, C
         its text_embed_dim) replace the glyph encoder's embeddings of each CFG pass, as diffusers'
         arguments; with prompt_embeds the prompt may be None where ``prior_token_ids`` are given.
-        ``output_type="latent"`` returns the denoised float32 latents ([N, 16, height / 8, width / 8],
-        a CPU tensor, before the VAE's de-normalization) as ``images``, as diffusers does; the VAE
-        does not run.
+        ``output_type`` as diffusers': "pil" (default) PIL images; "np" float32 [N, H, W, 3] in
+        [0, 1]; "pt" those values as a [N, 3, H, W] tensor in the VAE's dtype (on the CPU);
+        "latent" the denoised float32 latents ([N, 16, height / 8, width / 8], a CPU tensor, before
+        the VAE's de-normalization; the VAE does not run).
         """
-        if output_type not in _OUTPUT_TYPES:
-            raise _fail(f"output_type must be 'pil', 'np' or 'latent', got {output_type!r}")
+        if output_type not in _OUTPUTS:
+            raise _fail(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
         step_end = _StepEnd.make(self, callback_on_step_end, callback_on_step_end_tensor_inputs)
         req = self._request(prompt, image, height, width, num_inference_steps, guidance_scale,
                             num_images_per_prompt, generator, seed, do_sample, temperature, top_p, top_k,
                             max_sequence_length, timestep_label, keep_in_codebook, first_block_cache, timesteps,
                             sigmas, latents, crops_coords_top_left, prompt_embeds, negative_prompt_embeds)
-        req.return_latents = output_type == "latent"
+        req.output = _OUTPUTS[output_type]
         self._num_timesteps = req.steps
         if prior_token_ids is None:
             if prior_token_image_ids is not None or source_image_grid_thw is not None:
                 raise _fail("prior_token_image_ids / source_image_grid_thw need prior_token_ids")
             if not req.prompts:
                 raise _fail("prompt_embeds without a prompt need prior_token_ids: the AR stage needs the prompt")
-            images, native, timings, denoised = self._run(self._generate, req, callback=callback,
-                                                          progress=progress, step_end=step_end)
+            images, native, timings, values = self._run(self._generate, req, callback=callback,
+                                                        progress=progress, step_end=step_end)
         else:
             prior = self._native_prior(req, prior_token_ids, prior_token_image_ids, source_image_grid_thw)
-            images, native, timings, denoised = self._run(self._decode, req, prior, callback=callback,
-                                                          progress=progress, step_end=step_end)
-        out = self._output(images, denoised, _prior_output(native, req.height, req.width), timings, output_type)
+            images, native, timings, values = self._run(self._decode, req, prior, callback=callback,
+                                                        progress=progress, step_end=step_end)
+        out = self._output(images, values, _prior_output(native, req.height, req.width), timings, output_type)
         return out if return_dict else (out.images,)
 
     def generate_prior_tokens(

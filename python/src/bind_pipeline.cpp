@@ -144,14 +144,16 @@ py::dict timings_dict(const GenerateResult& r) {
     return d;
 }
 
-// (images, prior tokens, timings, latents: a float32 array where the request returned them, else None)
+// (images, prior tokens, timings, values): images the uint8 arrays of Output::kImages; values the
+// float32 array of the other outputs (the float images or the latents), else None.
 py::tuple result_tuple(GenerateResult&& r) {
     py::list images;
     for (const auto& img : r.images) images.append(image_to_array(img));
     auto timings = timings_dict(r);
-    py::object latents = py::none();
-    if (!r.latents_shape.empty()) latents = float_array(r.latents_shape, r.latents);
-    return py::make_tuple(images, std::move(r.prior_tokens), timings, latents);
+    py::object values = py::none();
+    if (!r.latents_shape.empty()) values = float_array(r.latents_shape, r.latents);
+    if (!r.float_images_shape.empty()) values = float_array(r.float_images_shape, r.float_images);
+    return py::make_tuple(images, std::move(r.prior_tokens), timings, values);
 }
 
 // components: {folder: {"device": ..., "dtype": ..., "residency": ...}} overrides.
@@ -207,7 +209,12 @@ void register_pipeline(py::module_& m) {
         .def_readwrite("keep_in_codebook", &ArSettings::keep_in_codebook)
         .def("validate", &ArSettings::validate);
 
-    py::class_<GenerateRequest>(m, "GenerateRequest")
+    py::class_<GenerateRequest> request(m, "GenerateRequest");
+    py::enum_<GenerateRequest::Output>(request, "Output")
+        .value("images", GenerateRequest::Output::kImages)
+        .value("float_images", GenerateRequest::Output::kFloatImages)
+        .value("latents", GenerateRequest::Output::kLatents);
+    request
         .def(py::init<>())
         .def_readwrite("prompts", &GenerateRequest::prompts)
         .def_readwrite("height", &GenerateRequest::height)
@@ -220,7 +227,7 @@ void register_pipeline(py::module_& m) {
         .def_readwrite("timestep_label", &GenerateRequest::timestep_label)
         .def_readwrite("max_sequence_length", &GenerateRequest::max_sequence_length)
         .def_readwrite("first_block_cache", &GenerateRequest::first_block_cache)
-        .def_readwrite("return_latents", &GenerateRequest::return_latents)
+        .def_readwrite("output", &GenerateRequest::output)
         .def_readwrite("prompt_embeds", &GenerateRequest::prompt_embeds)
         .def_readwrite("prompt_embeds_shape", &GenerateRequest::prompt_embeds_shape)
         .def_readwrite("negative_prompt_embeds", &GenerateRequest::negative_prompt_embeds)

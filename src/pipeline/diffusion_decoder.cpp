@@ -335,10 +335,11 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
         }
     }
     release_cached_cpu_blocks();
-    if (o.return_latents) return latents.to(at::kCPU, at::kFloat).contiguous();
+    if (o.output == GenerateRequest::Output::kLatents) return latents.to(at::kCPU, at::kFloat).contiguous();
     auto in_use = use_component(m.vae_home);
     CpuBlockCachePeakBound vae_blocks;
     auto images = m.vae->decode_latents(latents);
+    if (o.output == GenerateRequest::Output::kFloatImages) return postprocess_to_float(images);
     return postprocess_to_uint8(images);
 }
 

@@ -102,9 +102,10 @@ at::Tensor glyph_embeddings(const DiffusionDecoderModels& m, const std::vector<s
 // prior_token_ids: [B, (H/16) * (W/16)] int64 (the AR main grid upsampled 2x, row-major), one row
 // per prompt of settings.prompts. conditions: empty (text-to-image) or one list per prompt (the
 // decoder's copies of the condition images; settings.images is not read). settings must have
-// passed GenerateRequest::validate. Returns [B * n, H, W, 3] uint8 RGB on the CPU, or, where
-// settings.return_latents asks, the denoised float32 latents [B * n, C, H / s, W / s] on the CPU
-// (the VAE does not run). InputError for tensors that do not fit, CancelledError when cancelled.
+// passed GenerateRequest::validate. Returns, on the CPU, as settings.output asks: [B * n, H, W, 3]
+// uint8 RGB (kImages), the same float32 in [0, 1] (kFloatImages), or the denoised float32 latents
+// [B * n, C, H / s, W / s] (kLatents: the VAE does not run). InputError for tensors that do not
+// fit, CancelledError when cancelled.
 at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tensor& prior_token_ids,
                                  const std::vector<std::vector<ConditionImage>>& conditions,
                                  const GenerateRequest& settings, const DecoderRuntime& runtime = {});

@@ -159,11 +159,16 @@ void run_decoder_stage(const Model::Impl& m, const GenerateRequest& req, const P
     rt.first_block_cache_skips = &skips;
     at::Tensor out = run_diffusion_decoder(m.decoder_models(), rows_tensor(prior.ids), conds, req, rt).contiguous();
     result.images.clear();
-    if (req.return_latents) {
-        result.latents.assign(out.data_ptr<float>(), out.data_ptr<float>() + out.numel());
-        result.latents_shape = out.sizes().vec();
-    } else {
-        for (int64_t i = 0; i < out.size(0); ++i) result.images.push_back(tensor_to_image(out[i]));
+    auto take_values = [&out](std::vector<float>& values, std::vector<int64_t>& shape) {
+        values.assign(out.data_ptr<float>(), out.data_ptr<float>() + out.numel());
+        shape = out.sizes().vec();
+    };
+    switch (req.output) {
+        case GenerateRequest::Output::kImages:
+            for (int64_t i = 0; i < out.size(0); ++i) result.images.push_back(tensor_to_image(out[i]));
+            break;
+        case GenerateRequest::Output::kFloatImages: take_values(result.float_images, result.float_images_shape); break;
+        case GenerateRequest::Output::kLatents: take_values(result.latents, result.latents_shape); break;
     }
     result.timings.push_back({"decoder", seconds_since(t0), cfg});
     result.dit_passes = steps_run * (cfg == "none" ? 1 : 2);

@@ -73,6 +73,8 @@ void GenerateRequest::validate() const {
     if (!(guidance >= 0)) throw InputError(str_cat("guidance must be >= 0, got ", guidance));
     if (images_per_prompt < 1) throw InputError(str_cat("images_per_prompt must be >= 1, got ", images_per_prompt));
     if (max_sequence_length < 1) throw InputError("max_sequence_length must be >= 1");
+    if (output != Output::kImages && output != Output::kFloatImages && output != Output::kLatents)
+        throw InputError(str_cat("output must be kImages, kFloatImages or kLatents, got ", static_cast<int>(output)));
     // Custom schedules: one value per step; timesteps within int64 truncation's reach.
     auto check_schedule = [&](const std::vector<double>& values, const char* name, double max, const char* range) {
         if (values.empty()) return;
@@ -124,7 +126,8 @@ std::string GenerateRequest::to_string() const {
         os << "(temperature=" << opt(ar.temperature) << " top_p=" << opt(ar.top_p) << " top_k=" << opt(ar.top_k) << ")";
     os << " timestep_label=" << timestep_label;
     if (first_block_cache > 0) os << " first_block_cache=" << first_block_cache;
-    if (return_latents) os << " return_latents";
+    if (output == Output::kFloatImages) os << " output=float_images";
+    if (output == Output::kLatents) os << " output=latents";
     if (!timesteps.empty()) os << " timesteps=custom";
     if (!sigmas.empty()) os << " sigmas=custom";
     if (!latents.empty()) os << " latents=given";

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import torch
 
 
@@ -39,3 +40,11 @@ def record_exact(name: str, got, ref, **extra) -> dict:
     g = torch.as_tensor(got).long()
     r = torch.as_tensor(ref).long()
     return record(name, g, r, atol=0.0, **extra)
+
+
+def levels(images) -> np.ndarray:
+    """diffusers' output_type="np" images (float32 [N, H, W, 3] in [0, 1], from either side) as
+    the 8-bit levels its "pil" output rounds them to: (x * 255).round() as uint8."""
+    x = np.asarray(images)
+    assert x.dtype == np.float32 and x.ndim == 4 and x.shape[-1] == 3, (x.dtype, x.shape)
+    return (x * 255).round().astype(np.uint8)

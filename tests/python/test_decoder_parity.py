@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from parity import record
+from parity import levels, record
 
 import glmimage
 import glmimage_testing as _testing  # noqa: E402  (the research hooks, built with the tests)
@@ -246,14 +246,48 @@ def test_decoder_custom_schedules(ref_pipe, ours, name):
     prior = prior_ids(1, h, w, seed=5)
     ref = ref_pipe(prompt=prompt, prior_token_ids=prior, height=h, width=w, guidance_scale=1.5,
                    generator=torch.Generator().manual_seed(1234), output_type="np", **kwargs).images
-    ref = torch.from_numpy((ref * 255).round().astype(np.uint8))
-    got = torch.from_numpy(ours(prompt, prior_token_ids=prior, height=h, width=w, guidance_scale=1.5, seed=1234,
-                                output_type="np", progress=False, **kwargs).images)
+    ref = torch.from_numpy(levels(ref))
+    got = torch.from_numpy(levels(ours(prompt, prior_token_ids=prior, height=h, width=w, guidance_scale=1.5,
+                                       seed=1234, output_type="np", progress=False, **kwargs).images))
     assert record(f"decoder_schedule_{name}", got.long(), ref.long(), atol=1.0)["ok"]
     steps = len(kwargs.get("timesteps", kwargs.get("sigmas")))
-    default = ours(prompt, prior_token_ids=prior, height=h, width=w, guidance_scale=1.5, seed=1234,
-                   num_inference_steps=steps, output_type="np", progress=False).images
+    default = levels(ours(prompt, prior_token_ids=prior, height=h, width=w, guidance_scale=1.5, seed=1234,
+                          num_inference_steps=steps, output_type="np", progress=False).images)
     assert np.abs(default.astype(int) - got.numpy().astype(int)).max() > 1
+
+
+# The float images' tolerance per dtype: float32 as the latents'; bf16 half a bf16 step in
+# [0.5, 1) (the VAE computes in bf16 there, so its de-normalized values are bf16 values too).
+FLOAT_IMAGE_ATOL = {"float32": 1e-5, "bfloat16": 2.0**-9}
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_decoder_float_outputs_as_diffusers(ref_pipe, ours, dtype):
+    """output_type "np" and "pt" as diffusers gives them: the VAE's images de-normalized to [0, 1]
+    before any 8-bit rounding, "np" float32 [N, H, W, 3], "pt" [N, 3, H, W] in the VAE's dtype."""
+    from diffusers import GlmImagePipeline
+
+    if dtype == "bfloat16":
+        ref_pipe = GlmImagePipeline.from_pretrained(str(TINY), torch_dtype=torch.bfloat16)
+        ref_pipe.set_progress_bar_config(disable=True)
+        ours = glmimage.Pipeline.from_pretrained(str(TINY), dtype="bfloat16")
+    prompt, h, w = 'A poster that says "GLM"', 64, 96
+    call = dict(prior_token_ids=prior_ids(1, h, w, seed=5), height=h, width=w, num_inference_steps=3,
+                guidance_scale=1.5, num_images_per_prompt=2)
+    for output_type in ("np", "pt"):
+        ref = ref_pipe(prompt=prompt, generator=torch.Generator().manual_seed(9), output_type=output_type,
+                       **call).images
+        got = ours(prompt, seed=9, output_type=output_type, progress=False, **call).images
+        if output_type == "np":
+            assert isinstance(got, np.ndarray) and got.dtype == ref.dtype == np.float32
+            got, ref = torch.from_numpy(got), torch.from_numpy(ref)
+        else:
+            assert got.dtype == ref.dtype and got.device.type == "cpu"
+        assert got.shape == ref.shape == ((2, h, w, 3) if output_type == "np" else (2, 3, h, w))
+        assert record(f"decoder_output_{output_type}_{dtype}", got.float(), ref.float(),
+                      atol=FLOAT_IMAGE_ATOL[dtype])["ok"]
+        assert not torch.equal(got.float() * 255, (got.float() * 255).round())  # not 8-bit levels
 
 
 def test_decoder_custom_schedules_are_checked(ours):
@@ -289,13 +323,13 @@ def test_decoder_given_latents(ref_pipe, ours, dtype, latents_dtype):
     call = dict(prior_token_ids=prior, height=h, width=w, num_inference_steps=3, guidance_scale=1.5,
                 num_images_per_prompt=n, output_type="np")
     ref = ref_pipe(prompt=prompt, latents=latents.clone(), **call).images
-    ref = torch.from_numpy((ref * 255).round().astype(np.uint8))
-    got = torch.from_numpy(ours(prompt, latents=latents, progress=False, **call).images)
+    ref = torch.from_numpy(levels(ref))
+    got = torch.from_numpy(levels(ours(prompt, latents=latents, progress=False, **call).images))
     assert record(f"decoder_latents_{dtype}_{str(latents_dtype)[6:]}", got.long(), ref.long(), atol=1.0)["ok"]
-    seeded = ours(prompt, seed=8, progress=False, **call).images
+    seeded = levels(ours(prompt, seed=8, progress=False, **call).images)
     assert np.abs(seeded.astype(int) - got.numpy().astype(int)).max() > 1  # the latents were used
     if dtype == "bfloat16" and latents_dtype == torch.float32:
-        rounded = ours(prompt, latents=latents.to(torch.bfloat16), progress=False, **call).images
+        rounded = levels(ours(prompt, latents=latents.to(torch.bfloat16), progress=False, **call).images)
         assert np.abs(rounded.astype(int) - got.numpy().astype(int)).max() > 0
 
 
@@ -323,10 +357,11 @@ def test_decoder_crop_conditioning(ref_pipe, ours):
                 output_type="np")
     ref = ref_pipe(prompt=prompt, crops_coords_top_left=(48, 320), generator=torch.Generator().manual_seed(4),
                    **call).images
-    ref = torch.from_numpy((ref * 255).round().astype(np.uint8))
-    got = torch.from_numpy(ours(prompt, crops_coords_top_left=(48, 320), seed=4, progress=False, **call).images)
+    ref = torch.from_numpy(levels(ref))
+    got = torch.from_numpy(levels(ours(prompt, crops_coords_top_left=(48, 320), seed=4, progress=False,
+                                       **call).images))
     assert record("decoder_crop_48_320", got.long(), ref.long(), atol=1.0)["ok"]
-    uncropped = ours(prompt, seed=4, progress=False, **call).images
+    uncropped = levels(ours(prompt, seed=4, progress=False, **call).images)
     assert np.abs(uncropped.astype(int) - got.numpy().astype(int)).max() > 1
     for bad, says in [((-1, 0), r"in \[0, 1e6\]"), ((0, 10**7), r"in \[0, 1e6\]"), ((1, 2, 3), "pair"),
                       ((0.5, 0), "integer")]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from parity import record
+from parity import levels, record
 # The decoder parity tests' helpers and fixtures (ref_pipe: diffusers' pipeline on models/tiny;
 # ours: glmimage's), which pytest takes from this import.
 from test_decoder_parity import TINY, ours, prior_ids, ref_pipe  # noqa: F401
@@ -59,10 +59,10 @@ def test_given_glyph_embeds_match_diffusers(ref_pipe, ours, case, dtype):
     # negative_prompt_embeds (its DiT then fails on the batch); glmimage repeats both.
     args = call_args(N if case == "cond" else 1)
     ref = ref_pipe(**given, **{**args, "latents": args["latents"].clone()}).images
-    ref = torch.from_numpy((ref * 255).round().astype(np.uint8)).long()
-    got = torch.from_numpy(ours(**given, progress=False, **args).images).long()
+    ref = torch.from_numpy(levels(ref)).long()
+    got = torch.from_numpy(levels(ours(**given, progress=False, **args).images)).long()
     assert record(f"glyph_embeds_given_{case}_{dtype}", got, ref, atol=1.0)["ok"]
-    own = torch.from_numpy(ours(PROMPTS, progress=False, **args).images).long()
+    own = torch.from_numpy(levels(ours(PROMPTS, progress=False, **args).images)).long()
     assert (got - own).abs().max() > 1  # the embeddings given were used
 
 
@@ -104,5 +104,4 @@ def test_given_negative_embeds_serve_every_image_of_a_prompt(ours):
     listed = ours(twice, negative_prompt_embeds=negative.repeat_interleave(2, 0), progress=False,
                   **{**args, "num_images_per_prompt": 1,
                      "prior_token_ids": args["prior_token_ids"].repeat_interleave(2, 0)}).images
-    assert record("glyph_embeds_negative_per_prompt", torch.from_numpy(got).long(),
-                  torch.from_numpy(listed).long(), atol=0.0)["ok"]
+    assert record("glyph_embeds_negative_per_prompt", torch.from_numpy(got), torch.from_numpy(listed), atol=0.0)["ok"]

@@ -24,6 +24,7 @@ from PIL import Image
 
 import glmimage
 import glmimage_testing
+from parity import levels
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "models" / "tiny"
@@ -92,14 +93,21 @@ def test_text_to_image_pil(pipe):
 def test_non_square_and_np_output(pipe):
     out = pipe(PROMPT, seed=1, output_type="np", height=96, width=64, num_inference_steps=2, progress=False)
     assert isinstance(out.images, np.ndarray)
-    assert out.images.shape == (1, 96, 64, 3) and out.images.dtype == np.uint8
+    assert out.images.shape == (1, 96, 64, 3) and out.images.dtype == np.float32  # diffusers' "np"
+    assert out.images.min() >= 0 and out.images.max() <= 1
     assert out.prior_token_ids.shape == (1, (96 // 16) * (64 // 16))
 
 
-def test_np_and_pil_agree(pipe):
+def test_np_pt_and_pil_agree(pipe):
+    """"pil" is "np" rounded to 8 bits (as diffusers' numpy_to_pil does), "pt" is "np" as NCHW."""
     a = pipe(PROMPT, seed=3, **FAST)
     b = pipe(PROMPT, seed=3, output_type="np", **FAST)
-    np.testing.assert_array_equal(arrays(a), b.images)
+    np.testing.assert_array_equal(arrays(a), levels(b.images))
+    assert not np.array_equal(b.images * 255, levels(b.images))  # not the 8-bit levels again
+    c = pipe(PROMPT, seed=3, output_type="pt", **FAST)
+    assert isinstance(c.images, torch.Tensor) and c.images.dtype == torch.float32  # the VAE's dtype here
+    assert c.images.shape == (1, 3, 64, 64) and c.images.is_contiguous()
+    np.testing.assert_array_equal(c.images.permute(0, 2, 3, 1).numpy(), b.images)
 
 
 def test_batch_of_prompts_times_images_per_prompt(pipe):
@@ -481,7 +489,7 @@ def test_sessions_share_weights_and_cancel_independently(pipe):
         (dict(temperature=0.0), "temperature"),
         (dict(top_p=1.5), "top_p"),
         (dict(top_k=-1), "top_k"),
-        (dict(output_type="pt"), "output_type"),
+        (dict(output_type="numpy"), "output_type"),
         (dict(callback=42), "callback must be callable"),
         (dict(prior_token_ids=torch.zeros(1, 15, dtype=torch.long)), r"shape \[1, 16\]"),
         (dict(prior_token_ids=torch.zeros(1, 16)), "integer token ids"),

@@ -19,6 +19,7 @@ import torch
 
 import glmimage
 import glmimage_testing as _testing
+from parity import levels
 
 TINY = Path(__file__).resolve().parents[2] / "models" / "tiny"
 START = 64  # <|dit_token_16384|> of the tiny vocabulary
@@ -103,8 +104,8 @@ def test_final_image(bf16, quant):
     kw = dict(height=128, width=128, num_inference_steps=4, seed=3, progress=False, output_type="np")
     prior = bf16.generate_prior_tokens('A sign that says "OPEN"', height=128, width=128, seed=3, progress=False)
     # The same prior tokens for both: this compares the decoder half (the DiT quantized).
-    a = q('A sign that says "OPEN"', prior_token_ids=prior, **kw).images.astype(np.float64)
-    b = bf16('A sign that says "OPEN"', prior_token_ids=prior, **kw).images.astype(np.float64)
+    a = levels(q('A sign that says "OPEN"', prior_token_ids=prior, **kw).images).astype(np.float64)
+    b = levels(bf16('A sign that says "OPEN"', prior_token_ids=prior, **kw).images).astype(np.float64)
     mse = ((a - b) ** 2).mean()
     psnr = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
     print(f"{fmt}_image: PSNR {psnr:.1f} dB against bf16, max {np.abs(a - b).max():.0f} levels "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from parity import record
+from parity import levels, record
 from torch.profiler import ProfilerActivity, profile
 # The decoder parity tests' helpers and fixtures (ref_pipe: diffusers' pipeline on models/tiny;
 # ours: glmimage's), which pytest takes from this import.
@@ -32,11 +32,11 @@ def both(ref_pipe, ours, callback):
     args = call_args()
     ref = ref_pipe(prompt=PROMPTS, callback_on_step_end=callback, **{**args, "latents": args["latents"].clone()})
     got = ours(PROMPTS, callback_on_step_end=callback, progress=False, **args)
-    return torch.from_numpy(got.images).long(), torch.from_numpy((ref.images * 255).round().astype(np.uint8)).long()
+    return torch.from_numpy(levels(got.images)).long(), torch.from_numpy(levels(ref.images)).long()
 
 
 def plain(ours) -> torch.Tensor:
-    return torch.from_numpy(ours(PROMPTS, progress=False, **call_args()).images).long()
+    return torch.from_numpy(levels(ours(PROMPTS, progress=False, **call_args()).images)).long()
 
 
 @pytest.mark.parity
@@ -136,7 +136,8 @@ def test_step_callback_misuse_is_a_clear_error(ours):
     with pytest.raises(Boom):  # the callback's own error, not a CancelledError
         ours(PROMPTS, callback_on_step_end=raises, progress=False, **args)
     # The pipeline is usable afterwards.
-    assert (torch.from_numpy(ours(PROMPTS, progress=False, **args).images).long() - plain(ours)).abs().max() == 0
+    after = torch.from_numpy(levels(ours(PROMPTS, progress=False, **args).images)).long()
+    assert (after - plain(ours)).abs().max() == 0
 
 
 def test_step_callback_tensor_inputs_of_a_callback_object(ours):
@@ -155,7 +156,7 @@ def test_step_callback_tensor_inputs_of_a_callback_object(ours):
     c = Counter()
     got = ours(PROMPTS, callback_on_step_end=c, progress=False, **call_args()).images
     assert c.calls == [[]] * STEPS
-    assert (torch.from_numpy(got).long() - plain(ours)).abs().max() == 0
+    assert (torch.from_numpy(levels(got)).long() - plain(ours)).abs().max() == 0
 
 
 @pytest.mark.parity
@@ -189,5 +190,5 @@ def test_latent_output_as_diffusers(ref_pipe, ours, dtype):
     assert record(f"latent_output_{dtype}", got, ref, atol=1e-5)["ok"]
     assert torch.equal(got, last[-1])
     assert convs == 0 and convolutions(output_type="np")[1] > 0  # the VAE ran for images only
-    with pytest.raises(ValueError, match="'pil', 'np' or 'latent'"):
-        ours(PROMPTS, progress=False, **{**args, "output_type": "pt"})
+    with pytest.raises(ValueError, match="'pil', 'np', 'pt' or 'latent'"):
+        ours(PROMPTS, progress=False, **{**args, "output_type": "numpy"})

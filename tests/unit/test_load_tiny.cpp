@@ -179,13 +179,31 @@ TEST(Session, StepEndCallbackAndLatentOutput) {
     EXPECT_THROW(s.generate(req, {}, poison), InputError);
     EXPECT_EQ(s.generate(req).images.at(0).rgb, plain.images.at(0).rgb);  // and the session carries on
 
-    // return_latents: the latents the last step handed on, no images.
-    req.return_latents = true;
+    // Output::kLatents: the latents the last step handed on, no images.
+    req.output = GenerateRequest::Output::kLatents;
     const auto latent = s.generate(req);
-    EXPECT_TRUE(latent.images.empty());
+    EXPECT_TRUE(latent.images.empty() && latent.float_images.empty());
     EXPECT_EQ(latent.latents_shape, seen.back().shape);
     EXPECT_EQ(latent.latents, seen.back().latents);
-    EXPECT_TRUE(plain.latents.empty() && plain.latents_shape.empty());
+    EXPECT_TRUE(plain.latents.empty() && plain.latents_shape.empty() && plain.float_images.empty());
+
+    // Output::kFloatImages: the image before its 8-bit rounding, in [0, 1], which rounds to it.
+    req.output = GenerateRequest::Output::kFloatImages;
+    const auto floats = s.generate(req);
+    EXPECT_TRUE(floats.images.empty() && floats.latents.empty());
+    const Image& rgb8 = plain.images.at(0);
+    ASSERT_EQ(floats.float_images_shape, (std::vector<int64_t>{1, rgb8.height, rgb8.width, 3}));
+    ASSERT_EQ(floats.float_images.size(), rgb8.rgb.size());
+    size_t unrounded = 0;
+    for (size_t i = 0; i < rgb8.rgb.size(); ++i) {
+        const float v = floats.float_images[i];
+        ASSERT_TRUE(v >= 0.0f && v <= 1.0f) << v;
+        ASSERT_EQ(std::nearbyint(v * 255.0f), static_cast<float>(rgb8.rgb[i])) << i;
+        unrounded += v * 255.0f != std::nearbyint(v * 255.0f);
+    }
+    EXPECT_GT(unrounded, 0u);  // the values are not the 8-bit levels again
+    req.output = static_cast<GenerateRequest::Output>(7);
+    EXPECT_THROW(req.validate(), InputError);
 }
 
 TEST(Session, GivenGlyphEmbeddingsStandForThePromptInTheDecoder) {

@@ -21,8 +21,13 @@ at::Tensor denormalize_image(const at::Tensor& images) {
     return (images * 0.5 + 0.5).clamp(0, 1);
 }
 
+at::Tensor postprocess_to_float(const at::Tensor& images) {
+    // To the host before the widening: half the bytes cross from a GPU in bf16.
+    return denormalize_image(images).cpu().permute({0, 2, 3, 1}).to(at::kFloat).contiguous();
+}
+
 at::Tensor postprocess_to_uint8(const at::Tensor& images) {
-    auto y = denormalize_image(images).cpu().permute({0, 2, 3, 1}).to(at::kFloat);
+    const auto y = postprocess_to_float(images);
     // numpy: (images * 255).round().astype("uint8") on float32; both round half to even.
     return at::round(y * 255).to(at::kByte).contiguous();
 }
