@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -336,6 +337,28 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+# The names diffusers' GlmImage DiT block already passes its attention processor: given again in
+# attention_kwargs, diffusers fails on them (a keyword given twice).
+_ATTENTION_ARGUMENTS = ("attention_mask", "image_rotary_emb", "kv_cache")
+
+
+def _check_attention_kwargs(kwargs: Any) -> None:
+    """diffusers' ``attention_kwargs``: its DiT hands them to its attention processor, and the
+    pipeline's own (GlmImageAttnProcessor) takes none of them: diffusers warns that they are
+    ignored and gives the same images. glmimage's attention is that processor's, so it does too."""
+    if kwargs is None:
+        return
+    if not isinstance(kwargs, dict):
+        raise _fail(f"attention_kwargs must be a dict or None, got {type(kwargs).__name__}")
+    clash = [k for k in _ATTENTION_ARGUMENTS if k in kwargs]
+    if clash:
+        raise _fail(f"attention_kwargs {clash}: the DiT passes these to its attention itself (diffusers fails "
+                    f"on them too)")
+    if kwargs:
+        warnings.warn(f"attention_kwargs {sorted(kwargs)} are not used by the DiT's attention and are ignored "
+                      f"(as diffusers' GlmImageAttnProcessor ignores them)", stacklevel=3)
 
 
 def _float32_values(t: torch.Tensor) -> np.ndarray:
@@ -743,6 +766,7 @@ class Pipeline(_C.Pipeline):
         negative_prompt_embeds: Optional[torch.Tensor] = None,
         callback_on_step_end: Optional[Callable[..., Dict[str, Any]]] = None,
         callback_on_step_end_tensor_inputs: List[str] = ["latents"],  # noqa: B006 (diffusers' default, never mutated)
+        attention_kwargs: Optional[Dict[str, Any]] = None,
     ) -> Union[PipelineOutput, Tuple[Any]]:
         """Prompt(s) [+ condition images] -> images. Arguments as diffusers' GlmImagePipeline.
 
@@ -776,10 +800,12 @@ class Pipeline(_C.Pipeline):
         ``output_type`` as diffusers': "pil" (default) PIL images; "np" float32 [N, H, W, 3] in
         [0, 1]; "pt" those values as a [N, 3, H, W] tensor in the VAE's dtype (on the CPU);
         "latent" the denoised float32 latents ([N, 16, height / 8, width / 8], a CPU tensor, before
-        the VAE's de-normalization; the VAE does not run).
+        the VAE's de-normalization; the VAE does not run). ``attention_kwargs``: taken as diffusers
+        takes them with its GlmImageAttnProcessor, which uses none: a warning, the same images.
         """
         if output_type not in _OUTPUTS:
             raise _fail(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
+        _check_attention_kwargs(attention_kwargs)
         step_end = _StepEnd.make(self, callback_on_step_end, callback_on_step_end_tensor_inputs)
         req = self._request(prompt, image, height, width, num_inference_steps, guidance_scale,
                             num_images_per_prompt, generator, seed, do_sample, temperature, top_p, top_k,

@@ -290,6 +290,35 @@ def test_decoder_float_outputs_as_diffusers(ref_pipe, ours, dtype):
         assert not torch.equal(got.float() * 255, (got.float() * 255).round())  # not 8-bit levels
 
 
+@pytest.mark.parity
+def test_attention_kwargs_as_diffusers(ref_pipe, ours):
+    """diffusers' attention_kwargs: its GlmImageAttnProcessor takes none of them, so diffusers warns
+    and gives the same images; glmimage warns and gives those images too. The names diffusers'
+    block passes its processor itself fail on both sides."""
+    import warnings
+
+    prompt = 'A poster that says "GLM"'
+    call = dict(prior_token_ids=prior_ids(1, 64, 64, seed=5), height=64, width=64, num_inference_steps=2,
+                guidance_scale=1.5, output_type="np")
+    given = {"scale": 0.5, "ip_adapter_image": None}
+    plain = ref_pipe(prompt=prompt, generator=torch.Generator().manual_seed(3), **call).images
+    ref = ref_pipe(prompt=prompt, generator=torch.Generator().manual_seed(3), attention_kwargs=given, **call).images
+    assert np.array_equal(plain, ref)  # the reference ignores them
+    with pytest.warns(UserWarning, match=r"attention_kwargs \['ip_adapter_image', 'scale'\] .* ignored"):
+        got = ours(prompt, seed=3, attention_kwargs=given, progress=False, **call).images
+    assert record("decoder_attention_kwargs", torch.from_numpy(got), torch.from_numpy(ref), atol=1e-5)["ok"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to ignore, nothing said
+        for empty in (None, {}):
+            ours(prompt, seed=3, attention_kwargs=empty, progress=False, **call)
+    with pytest.raises(TypeError, match="multiple values"):
+        ref_pipe(prompt=prompt, attention_kwargs={"kv_cache": None}, **call)
+    for bad, says in [({"kv_cache": None}, "kv_cache"), ({"attention_mask": None}, "attention_mask"),
+                      ([("scale", 1.0)], "dict or None")]:
+        with pytest.raises(ValueError, match=says):
+            ours(prompt, attention_kwargs=bad, progress=False, **call)
+
+
 def test_decoder_custom_schedules_are_checked(ours):
     prior = prior_ids(1, 64, 64, seed=5)
     call = dict(prior_token_ids=prior, height=64, width=64, progress=False)
