@@ -131,6 +131,34 @@ def _normalize_components(components: Optional[Dict[str, Dict[str, Any]]]) -> Di
     return out
 
 
+def _diffusers_load_names(dtype: Any, device: Any, components: Optional[Dict[str, Dict[str, Any]]],
+                          torch_dtype: Any, device_map: Any) -> Tuple[Any, Any, Optional[Dict[str, Dict[str, Any]]]]:
+    """diffusers' from_pretrained names, torch_dtype= and device_map=, as dtype / device /
+    components. A dict torch_dtype is diffusers' per-component form: its "default" (float32 where
+    none is given, as diffusers) for every component, the others' own as components overrides."""
+    if torch_dtype is not None:
+        if dtype != "auto":
+            raise _fail("give dtype or torch_dtype (diffusers' name for it), not both")
+        dtype = torch_dtype
+        if isinstance(torch_dtype, dict):
+            dtype = torch_dtype.get("default", torch.float32)
+            components = {f: dict(v) for f, v in (components or {}).items()}
+            for folder, value in torch_dtype.items():
+                if folder == "default":
+                    continue
+                if "dtype" in components.get(folder, {}):
+                    raise _fail(f"the dtype of {folder!r} is given in both torch_dtype and components")
+                components.setdefault(folder, {})["dtype"] = value
+    if device_map is not None:
+        if device != "cpu":
+            raise _fail("give device or device_map (diffusers' name for it), not both")
+        if not isinstance(device_map, (str, torch.device)) or str(device_map) in ("balanced", "auto"):
+            raise _fail(f"device_map {device_map!r}: glmimage takes one device (\"cpu\", \"cuda\", \"cuda:N\"); "
+                        f"components={{folder: {{\"device\": ...}}}} places a component elsewhere")
+        device = device_map
+    return dtype, device, components
+
+
 def _check_float(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
         raise _fail(f"{name} must be a finite number, got {value!r}")
@@ -456,7 +484,7 @@ class Pipeline(_C.Pipeline):
                         device: Union[str, torch.device, None] = "cpu", residency: str = "resident",
                         components: Optional[Dict[str, Dict[str, Any]]] = None,
                         quantize: Optional[str] = None, ar_decode: str = "auto", cfg_passes: str = "auto",
-                        cpu_block_cache: bool = True) -> "Pipeline":
+                        cpu_block_cache: bool = True, torch_dtype: Any = None, device_map: Any = None) -> "Pipeline":
         """Loads a local GLM-Image checkpoint directory (diffusers layout, e.g. ``zai-org/GLM-Image``).
 
         dtype: "auto" (the checkpoint's), "float32", "bfloat16", "float16" or a torch.dtype.
@@ -486,8 +514,13 @@ class Pipeline(_C.Pipeline):
         against 80.5 s, same bits); up to 4 GiB of freed blocks are held while a generation runs, a
         stage's given back where the next stage begins (the AR stage, the condition images'
         encoding, the denoising loop), the rest when it ends. False: every block is new.
+        torch_dtype, device_map: diffusers' names for dtype and device, so that its call
+        ``from_pretrained(path, torch_dtype=torch.bfloat16, device_map="cuda")`` loads the same way;
+        a dict torch_dtype (``{"transformer": torch.bfloat16, "default": torch.float32}``) sets each
+        component's dtype as diffusers does (float32 for those it does not name and no "default").
         CPU threads are a process setting: ``glmimage.set_num_threads(n)``.
         """
+        dtype, device, components = _diffusers_load_names(dtype, device, components, torch_dtype, device_map)
         return cls(path, dtype=dtype, device=device, residency=residency, components=components, quantize=quantize,
                    ar_decode=ar_decode, cfg_passes=cfg_passes, cpu_block_cache=cpu_block_cache)
 

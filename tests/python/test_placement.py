@@ -121,6 +121,35 @@ def test_staged_quantized_equals_resident_quantized(fmt, load_quantized):
     assert all(t.dtype == torch.float32 for k, t in sd.items() if k not in quantized)
 
 
+def test_diffusers_load_names():
+    """from_pretrained takes diffusers' torch_dtype= and device_map=; a dict torch_dtype gives each
+    component the dtype diffusers' own from_pretrained gives it from that dict."""
+    from diffusers import GlmImagePipeline
+
+    def dtypes(pipe):
+        return {c.folder: c.dtype for c in pipe.components}
+
+    plain = glmimage.Pipeline.from_pretrained(TINY, torch_dtype=torch.bfloat16, device_map="cpu")
+    assert set(dtypes(plain).values()) == {"BF16"} and {c.device for c in plain.components} == {"cpu"}
+    names = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
+    for per_component in ({"transformer": torch.bfloat16, "vae": torch.float16},
+                          {"default": torch.bfloat16, "vae": torch.float32}):
+        ref = GlmImagePipeline.from_pretrained(str(TINY), torch_dtype=per_component)
+        want = {f: names[getattr(ref, f).dtype] for f in FOLDERS}
+        got = dtypes(glmimage.Pipeline.from_pretrained(TINY, torch_dtype=per_component))
+        print(f"torch_dtype {per_component}: ours {got}, diffusers {want}")
+        assert got == want and len(set(got.values())) > 1
+    for kwargs, says in [(dict(dtype="float32", torch_dtype=torch.bfloat16), "not both"),
+                         (dict(device="cuda", device_map="cpu"), "not both"),
+                         (dict(device_map="balanced"), "one device"),
+                         (dict(torch_dtype={"vae": torch.float16}, components={"vae": {"dtype": "float32"}}),
+                          "given in both torch_dtype and components"),
+                         (dict(torch_dtype={"unet": torch.float16}), "unknown component"),
+                         (dict(torch_dtype="int8"), "unknown dtype")]:
+        with pytest.raises(ValueError, match=says):
+            glmimage.Pipeline.from_pretrained(TINY, **kwargs)
+
+
 def test_component_overrides():
     p = glmimage.Pipeline.from_pretrained(TINY, dtype="float32", components={"vae": {"dtype": "bfloat16"},
                                                                             "text_encoder": {"residency": "staged"}})
