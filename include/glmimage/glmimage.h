@@ -164,6 +164,19 @@ struct GenerateResult {
     int64_t dit_passes_cached = 0;
 };
 
+// Glyph embeddings as diffusers' encode_prompt returns them (before its repeat for
+// num_images_per_prompt): what GenerateRequest::prompt_embeds / negative_prompt_embeds take back.
+struct PromptEmbeddings {
+    // Each prompt's quoted text through the glyph encoder, left-padded with zero rows to the
+    // longest prompt's: float32 values, row-major, of shape [prompts, L, C] (C the DiT's
+    // text_embed_dim), the DiT's dtype's values, as the decoder uses them.
+    std::vector<float> prompt_embeds;
+    std::vector<int64_t> prompt_embeds_shape;
+    // The unconditional pass's, from no text: [prompts, 1, C].
+    std::vector<float> negative_prompt_embeds;
+    std::vector<int64_t> negative_prompt_embeds_shape;
+};
+
 struct Progress {
     std::string stage;  // "ar" (tokens) or "denoise" (steps)
     int64_t step = 0;   // done so far
@@ -248,6 +261,11 @@ class Session {
                             const DenoiseStepCallback& on_step_end = {});
     // Only the AR stage.
     PriorTokens generate_prior_tokens(const GenerateRequest& request, const ProgressCallback& progress = {});
+    // The glyph embeddings the decoder computes for request.prompts (and its max_sequence_length),
+    // for a caller to read or change and hand back through GenerateRequest::prompt_embeds /
+    // negative_prompt_embeds, as diffusers' encode_prompt. Runs the glyph encoder only. With no
+    // prompts (request.prompt_embeds standing for them), only the negative's, for as many prompts.
+    PromptEmbeddings encode_prompts(const GenerateRequest& request);
     // Only the diffusion decoder, from prior tokens (as diffusers' `prior_token_ids=`).
     GenerateResult decode_prior_tokens(const GenerateRequest& request, const PriorTokens& prior,
                                        const ProgressCallback& progress = {},
@@ -284,6 +302,7 @@ class Pipeline {
     PriorTokens generate_prior_tokens(const GenerateRequest& request, const ProgressCallback& progress = {}) {
         return session_.generate_prior_tokens(request, progress);
     }
+    PromptEmbeddings encode_prompts(const GenerateRequest& request) { return session_.encode_prompts(request); }
     GenerateResult decode_prior_tokens(const GenerateRequest& request, const PriorTokens& prior,
                                        const ProgressCallback& progress = {},
                                        const DenoiseStepCallback& on_step_end = {}) {

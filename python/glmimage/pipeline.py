@@ -885,5 +885,56 @@ class Pipeline(_C.Pipeline):
         native = self._run(self._generate_prior_tokens, req, callback=callback, progress=progress)
         return _prior_output(native, req.height, req.width)
 
+    def encode_prompt(
+        self,
+        prompt: Optional[Union[str, List[str]]] = None,
+        do_classifier_free_guidance: bool = True,
+        num_images_per_prompt: int = 1,
+        prompt_embeds: Optional[torch.Tensor] = None,
+        negative_prompt_embeds: Optional[torch.Tensor] = None,
+        device: Union[str, torch.device, None] = None,
+        dtype: Optional[torch.dtype] = None,
+        max_sequence_length: int = 2048,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """diffusers' ``encode_prompt``: (prompt_embeds, negative_prompt_embeds), the glyph
+        encoder's embeddings of each prompt's quoted text ([N, L, 1472]) and, with guidance, of no
+        text ([N, 1, 1472]) for the unconditional pass, each repeated for num_images_per_prompt;
+        given ones pass through as diffusers passes them (a given prompt_embeds repeated, a given
+        negative returned as it is). They are what :meth:`__call__`'s ``prompt_embeds=`` /
+        ``negative_prompt_embeds=`` take (at one image per prompt). ``dtype`` defaults to the DiT's
+        (diffusers': its text encoder's; the same unless ``components=`` made them differ);
+        ``device`` (default the CPU) is where the tensors are returned."""
+        n = _check_int("num_images_per_prompt", num_images_per_prompt)
+        if n < 1:
+            raise _fail(f"num_images_per_prompt must be >= 1, got {n}")
+        if not isinstance(do_classifier_free_guidance, bool):
+            raise _fail("do_classifier_free_guidance must be a bool")
+        if dtype is not None and dtype not in _TORCH_DTYPES:
+            raise _fail(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
+        place = dict(device=torch.device(_normalize_device(device)),
+                     dtype=self._compute_dtype("transformer") if dtype is None else dtype)
+        req = _C.GenerateRequest()
+        req.max_sequence_length = _check_int("max_sequence_length", max_sequence_length)
+        if prompt_embeds is not None:
+            if not isinstance(prompt_embeds, torch.Tensor) or prompt_embeds.dim() != 3:
+                raise _fail("prompt_embeds must be a 3-D tensor [prompts, L, C]")
+            # They stand for the prompts' (as in diffusers, a prompt given too is not encoded); the
+            # C++ call then makes the negative only, for as many prompts.
+            req.prompt_embeds_shape = list(prompt_embeds.shape)
+            req.prompt_embeds = _float32_values(prompt_embeds)
+        elif prompt is not None:
+            req.prompts = self._prompts(prompt)
+        else:
+            raise _fail("encode_prompt needs a prompt or prompt_embeds")
+        need_negative = do_classifier_free_guidance and negative_prompt_embeds is None
+        pe, negative = prompt_embeds, negative_prompt_embeds  # given ones pass through as they are
+        if prompt_embeds is None or need_negative:
+            made, made_negative = self._encode_prompts(req)
+            if prompt_embeds is None:
+                pe = torch.from_numpy(made).to(**place)
+            if need_negative:
+                negative = torch.from_numpy(made_negative).to(**place).repeat_interleave(n, 0)
+        return pe.repeat_interleave(n, 0), negative
+
     def __repr__(self) -> str:
         return f"<glmimage.Pipeline: {len(self.components)} components>"

@@ -302,6 +302,17 @@ void register_pipeline(py::module_& m) {
                 });
             },
             py::arg("request"), py::arg("callback") = py::none())
+        // -> (prompt_embeds, negative_prompt_embeds): float32 arrays [prompts, L, C] and [prompts, 1, C]
+        .def(
+            "_encode_prompts",
+            [](Pipeline& p, const GenerateRequest& req) {
+                PromptEmbeddings e = run_released(p, py::none(), [&](const ProgressCallback&, const DenoiseStepCallback&) {
+                    return p.encode_prompts(req);
+                });
+                return py::make_tuple(float_array(e.prompt_embeds_shape, e.prompt_embeds),
+                                      float_array(e.negative_prompt_embeds_shape, e.negative_prompt_embeds));
+            },
+            py::arg("request"))
         .def(
             "_decode",
             [](Pipeline& p, const GenerateRequest& req, const PriorTokens& prior, py::object callback,

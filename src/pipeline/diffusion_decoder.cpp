@@ -187,6 +187,11 @@ at::Tensor glyph_embeddings(const DiffusionDecoderModels& m, const std::vector<s
     return at::cat(rows, 0).to(m.device(), m.dtype());
 }
 
+at::Tensor negative_glyph_embeddings(const DiffusionDecoderModels& m, int64_t batch) {
+    auto in_use = use_component(m.text_encoder_home);
+    return empty_glyph_rows(m).to(m.device(), m.dtype()).unsqueeze(0).expand({batch, 1, -1}).contiguous();
+}
+
 at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tensor& prior_token_ids,
                                  const std::vector<std::vector<ConditionImage>>& conditions,
                                  const GenerateRequest& o, const DecoderRuntime& rt) {
@@ -223,8 +228,7 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
     if (cfg && !o.negative_prompt_embeds.empty()) {
         neg_embeds = given(o.negative_prompt_embeds, o.negative_prompt_embeds_shape);
     } else if (cfg) {
-        auto in_use = use_component(m.text_encoder_home);
-        neg_embeds = empty_glyph_rows(m).to(device, dtype).unsqueeze(0).expand({batch, 1, -1}).contiguous();
+        neg_embeds = negative_glyph_embeddings(m, batch);
     }
     const bool i2i = !conditions.empty();
     std::vector<std::vector<at::Tensor>> condition_latents;

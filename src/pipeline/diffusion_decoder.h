@@ -98,6 +98,10 @@ struct DiffusionDecoderModels {
 // prompt. Returns [B, Lmax, text_embed_dim] in the transformer's dtype, on its device.
 at::Tensor glyph_embeddings(const DiffusionDecoderModels& m, const std::vector<std::string>& prompts,
                             int64_t max_sequence_length);
+// The unconditional pass's glyph embeddings, as encode_prompt builds them from the empty negative
+// prompt: the glyph encoder's row for no text, [batch, 1, text_embed_dim] in the transformer's
+// dtype, on its device.
+at::Tensor negative_glyph_embeddings(const DiffusionDecoderModels& m, int64_t batch);
 
 // prior_token_ids: [B, (H/16) * (W/16)] int64 (the AR main grid upsampled 2x, row-major), one row
 // per prompt of settings.prompts. conditions: empty (text-to-image) or one list per prompt (the

@@ -41,6 +41,13 @@ at::Tensor decoder_condition_pixels(const Image& img, int64_t cell) {
     return (h == img.height && w == img.width) ? px : resize_u8(px, h, w, ResampleFilter::kLanczos);
 }
 
+// A tensor's values as float32 on the CPU into a result's values and shape.
+void take_values(const at::Tensor& t, std::vector<float>& values, std::vector<int64_t>& shape) {
+    const at::Tensor c = t.to(at::kCPU, at::kFloat).contiguous();
+    values.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+    shape = c.sizes().vec();
+}
+
 }  // namespace
 
 at::Tensor image_to_tensor(const Image& img) {
@@ -55,6 +62,18 @@ Image tensor_to_image(const at::Tensor& t) {
     img.width = c.size(1);
     img.rgb.assign(c.data_ptr<uint8_t>(), c.data_ptr<uint8_t>() + c.numel());
     return img;
+}
+
+PromptEmbeddings run_prompt_encoder(const Model::Impl& m, const GenerateRequest& req) {
+    c10::InferenceMode guard;
+    const auto& d = m.decoder_models();
+    PromptEmbeddings out;
+    if (!req.prompts.empty())
+        take_values(glyph_embeddings(d, req.prompts, req.max_sequence_length), out.prompt_embeds,
+                    out.prompt_embeds_shape);
+    take_values(negative_glyph_embeddings(d, req.num_prompts()), out.negative_prompt_embeds,
+                out.negative_prompt_embeds_shape);
+    return out;
 }
 
 PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const CallContext& call) {
@@ -159,16 +178,14 @@ void run_decoder_stage(const Model::Impl& m, const GenerateRequest& req, const P
     rt.first_block_cache_skips = &skips;
     at::Tensor out = run_diffusion_decoder(m.decoder_models(), rows_tensor(prior.ids), conds, req, rt).contiguous();
     result.images.clear();
-    auto take_values = [&out](std::vector<float>& values, std::vector<int64_t>& shape) {
-        values.assign(out.data_ptr<float>(), out.data_ptr<float>() + out.numel());
-        shape = out.sizes().vec();
-    };
     switch (req.output) {
         case GenerateRequest::Output::kImages:
             for (int64_t i = 0; i < out.size(0); ++i) result.images.push_back(tensor_to_image(out[i]));
             break;
-        case GenerateRequest::Output::kFloatImages: take_values(result.float_images, result.float_images_shape); break;
-        case GenerateRequest::Output::kLatents: take_values(result.latents, result.latents_shape); break;
+        case GenerateRequest::Output::kFloatImages:
+            take_values(out, result.float_images, result.float_images_shape);
+            break;
+        case GenerateRequest::Output::kLatents: take_values(out, result.latents, result.latents_shape); break;
     }
     result.timings.push_back({"decoder", seconds_since(t0), cfg});
     result.dit_passes = steps_run * (cfg == "none" ? 1 : 2);

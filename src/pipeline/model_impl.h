@@ -88,5 +88,7 @@ inline double seconds_since(std::chrono::steady_clock::time_point t0) {
 PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const CallContext& call);
 void run_decoder_stage(const Model::Impl& m, const GenerateRequest& req, const PriorTokens& prior,
                        const CallContext& call, GenerateResult& result);
+// The decoder's glyph embeddings of req.prompts (Session::encode_prompts).
+PromptEmbeddings run_prompt_encoder(const Model::Impl& m, const GenerateRequest& req);
 
 }  // namespace glmimage

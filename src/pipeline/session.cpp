@@ -68,6 +68,12 @@ PriorTokens Session::generate_prior_tokens(const GenerateRequest& request, const
     return run_ar_stage(model_->impl(), request, call.context(progress));
 }
 
+PromptEmbeddings Session::encode_prompts(const GenerateRequest& request) {
+    model_->validate(request);
+    Call call(*this);
+    return run_prompt_encoder(model_->impl(), request);
+}
+
 GenerateResult Session::decode_prior_tokens(const GenerateRequest& request, const PriorTokens& prior,
                                             const ProgressCallback& progress,
                                             const DenoiseStepCallback& on_step_end) {

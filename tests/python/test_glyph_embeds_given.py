@@ -105,3 +105,52 @@ def test_given_negative_embeds_serve_every_image_of_a_prompt(ours):
                   **{**args, "num_images_per_prompt": 1,
                      "prior_token_ids": args["prior_token_ids"].repeat_interleave(2, 0)}).images
     assert record("glyph_embeds_negative_per_prompt", torch.from_numpy(got), torch.from_numpy(listed), atol=0.0)["ok"]
+
+
+# encode_prompt's tolerance per dtype: float32 as the glyph encoder's parity test; bf16 2^-8, under
+# one bf16 step at the embeddings' largest values (|x| up to 2.7 here, a step of 2^-6 there): the
+# T5 runs in bf16 on both sides, so its values agree or the test says by how much.
+ENCODE_ATOL = {"float32": 1e-5, "bfloat16": 2.0**-8}
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_encode_prompt_as_diffusers(ref_pipe, ours, dtype):
+    """pipe.encode_prompt as diffusers' (the same embeddings, shapes and dtypes, the same repeats
+    and pass-through of given ones), and what it returns, handed back, gives the prompts' images."""
+    ref_pipe, ours = pipes(ref_pipe, ours, dtype)
+    for kwargs in (dict(), dict(num_images_per_prompt=2), dict(do_classifier_free_guidance=False)):
+        with torch.no_grad():
+            want = ref_pipe.encode_prompt(PROMPTS, **kwargs)
+        got = ours.encode_prompt(PROMPTS, **kwargs)
+        for name, g, w in zip(("prompt_embeds", "negative_prompt_embeds"), got, want):
+            if w is None:
+                assert g is None
+                continue
+            assert g.dtype == w.dtype and g.device.type == "cpu"
+            tag = "_".join(f"{k}_{v}" for k, v in kwargs.items())
+            assert record(f"encode_prompt_{name}_{dtype}{'_' + tag if tag else ''}", g, w,
+                          atol=ENCODE_ATOL[dtype])["ok"]
+    pe, ne = ours.encode_prompt(PROMPTS)
+    assert pe.shape[1] > 1 and ne.shape == (len(PROMPTS), 1, 32)
+    args = call_args(1)
+    own = ours(PROMPTS, progress=False, **args).images
+    given = ours(prompt=None, prompt_embeds=pe, negative_prompt_embeds=ne, progress=False, **args).images
+    assert record(f"encode_prompt_round_trip_{dtype}", torch.from_numpy(given), torch.from_numpy(own), atol=0.0)["ok"]
+    # Given ones: prompt_embeds repeated, a given negative as it is, the negative made for them.
+    again, same = ours.encode_prompt(None, prompt_embeds=pe, negative_prompt_embeds=ne, num_images_per_prompt=2)
+    assert torch.equal(again, pe.repeat_interleave(2, 0)) and same is ne
+    _, made = ours.encode_prompt(None, prompt_embeds=pe[:1])
+    assert torch.equal(made, ne[:1])
+
+
+def test_encode_prompt_is_checked(ours):
+    for kwargs, says in [(dict(), "a prompt or prompt_embeds"), (dict(prompt=""), "prompt is empty"),
+                         (dict(prompt="x", num_images_per_prompt=0), ">= 1"),
+                         (dict(prompt="x", dtype=torch.int8), "torch.float32"),
+                         (dict(prompt="x", device="tpu"), "device"),
+                         (dict(prompt="x", max_sequence_length=0), "max_sequence_length"),
+                         (dict(prompt_embeds=torch.zeros(2, 3, 31)), "32 channels"),
+                         (dict(prompt_embeds=torch.zeros(3, 32)), "3-D")]:
+        with pytest.raises(ValueError, match=says):
+            ours.encode_prompt(**kwargs)

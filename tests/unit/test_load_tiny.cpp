@@ -225,6 +225,24 @@ TEST(Session, GivenGlyphEmbeddingsStandForThePromptInTheDecoder) {
     EXPECT_THROW(s.generate_prior_tokens(given), InputError);
     given.prompt_embeds_shape = {1, 4, 24};  // as many values, another width
     EXPECT_THROW(s.decode_prior_tokens(given, full.prior_tokens), InputError);
+
+    // encode_prompts gives the decoder's own embeddings: handed back, the prompt's image.
+    const PromptEmbeddings own = s.encode_prompts(req);
+    ASSERT_EQ(own.prompt_embeds_shape.size(), 3u);
+    EXPECT_EQ(own.prompt_embeds_shape[0], 1);
+    EXPECT_EQ(own.prompt_embeds_shape[2], 32);
+    EXPECT_EQ(own.negative_prompt_embeds_shape, (std::vector<int64_t>{1, 1, 32}));
+    GenerateRequest round_trip = req;
+    round_trip.prompts.clear();
+    round_trip.prompt_embeds = own.prompt_embeds;
+    round_trip.prompt_embeds_shape = own.prompt_embeds_shape;
+    round_trip.negative_prompt_embeds = own.negative_prompt_embeds;
+    round_trip.negative_prompt_embeds_shape = own.negative_prompt_embeds_shape;
+    EXPECT_EQ(s.decode_prior_tokens(round_trip, full.prior_tokens).images.at(0).rgb, full.images.at(0).rgb);
+    // Without prompts (the embeddings standing for them): the negative's only, for as many.
+    const PromptEmbeddings negative_only = s.encode_prompts(round_trip);
+    EXPECT_TRUE(negative_only.prompt_embeds.empty());
+    EXPECT_EQ(negative_only.negative_prompt_embeds, own.negative_prompt_embeds);
 }
 
 TEST(Placement, StagedGivesTheResidentImageAndRestsAsFileViews) {
