@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "glmimage/errors.h"
@@ -128,6 +129,10 @@ struct PriorTokens {
     std::vector<std::vector<int64_t>> ids;    // per prompt: the main grid upsampled 2x, (2*grid_h)*(2*grid_w) ids
     // Per prompt, per condition image: its VQ ids upsampled 2x (image-to-image only).
     std::vector<std::vector<std::vector<int64_t>>> condition_ids;
+    // Per prompt, per condition image: (rows, columns) of its condition_ids grid (row-major), as
+    // diffusers' source_image_grid_thw gives them (without its t of 1). Filled by the AR stage;
+    // read by nothing (the decoder takes each grid from its image's size).
+    std::vector<std::vector<std::pair<int64_t, int64_t>>> condition_grids;
     // The AR decode path that produced them ("graph", "static", "eager"; see LoadOptions::ar_decode);
     // empty for tokens the caller made. Read by nothing: it tells what ran.
     std::string ar_decode;

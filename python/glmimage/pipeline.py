@@ -275,19 +275,25 @@ def _normalize_images(image: Any, batch_size: int) -> Optional[List[List[np.ndar
 class PriorTokenOutput:
     """What the autoregressive stage produced; feed it back as ``pipe(..., prior_token_ids=...)``.
 
-    Unpacks like diffusers' ``generate_prior_tokens`` tuple's first two entries:
-    ``ids, image_ids = pipe.generate_prior_tokens(...)``.
+    Unpacks like diffusers' ``generate_prior_tokens`` tuple:
+    ``ids, image_ids, grid_thw = pipe.generate_prior_tokens(...)``, and those three passed as
+    ``pipe(..., prior_token_ids=ids, prior_token_image_ids=image_ids, source_image_grid_thw=grid_thw)``
+    decode as in diffusers.
     """
 
     prior_token_ids: torch.Tensor  # [num_prompts, (height/16) * (width/16)] int64
     # Per prompt, per condition image: its 1-D VQ ids (upsampled 2x); None for text-to-image.
+    # (diffusers gives one tensor per prompt, the images' ids concatenated; both forms are taken.)
     prior_token_image_ids: Optional[List[List[torch.Tensor]]]
+    # Per prompt: [images, 3] int64, each condition image's (1, rows, columns) of those ids, as
+    # diffusers' source_image_grid_thw; None for text-to-image.
+    source_image_grid_thw: Optional[List[torch.Tensor]]
     height: int
     width: int
     native: _C.PriorTokens = field(repr=False)
 
     def __iter__(self):
-        return iter((self.prior_token_ids, self.prior_token_image_ids))
+        return iter((self.prior_token_ids, self.prior_token_image_ids, self.source_image_grid_thw))
 
     @property
     def ar_decode(self) -> str:
@@ -316,7 +322,10 @@ def _prior_output(native: _C.PriorTokens, height: int, width: int) -> PriorToken
     cond = native.condition_ids
     image_ids = ([[torch.tensor(c, dtype=torch.int64) for c in per_prompt] for per_prompt in cond]
                  if any(len(p) for p in cond) else None)
-    return PriorTokenOutput(ids, image_ids, height, width, native)
+    grids = native.condition_grids
+    grid_thw = ([torch.tensor([[1, rows, cols] for rows, cols in per_prompt], dtype=torch.int64).reshape(-1, 3)
+                 for per_prompt in grids] if any(len(p) for p in grids) else None)
+    return PriorTokenOutput(ids, image_ids, grid_thw, height, width, native)
 
 
 def _ids_list(name: str, value: Any) -> List[int]:

@@ -265,6 +265,7 @@ void register_pipeline(py::module_& m) {
         .def_readwrite("grid_w", &PriorTokens::grid_w)
         .def_readwrite("ids", &PriorTokens::ids)
         .def_readwrite("condition_ids", &PriorTokens::condition_ids)
+        .def_readonly("condition_grids", &PriorTokens::condition_grids)
         .def_readonly("ar_decode", &PriorTokens::ar_decode);
 
     py::class_<Pipeline>(m, "Pipeline")

@@ -144,6 +144,35 @@ def test_e2e_through_public_python_api(ref_pipe, name):
 
 
 @pytest.mark.parity
+def test_prior_tokens_unpack_as_diffusers(ref_pipe, ours):
+    """generate_prior_tokens unpacks as diffusers' three values: the condition images' ids (per
+    image here, concatenated there) and their grids equal diffusers', and the three handed back as
+    diffusers' arguments decode the images of the call that made them."""
+    prompt = 'Make the sign say "SALE"'
+    images = [PIL.Image.fromarray(rgb(512, 768, s)) for s in (3, 4)]  # not square: rows and columns differ
+    set_greedy(ref_pipe, True)
+    try:
+        ref_ids, ref_image_ids, ref_grids = ref_pipe.generate_prior_tokens(prompt=prompt, height=64, width=64,
+                                                                           image=[images])
+    finally:
+        set_greedy(ref_pipe, False)
+    ids, image_ids, grids = ours.generate_prior_tokens(prompt, height=64, width=64, image=images, do_sample=False,
+                                                       progress=False)
+    assert record_exact("prior_unpack_ids_greedy", ids, ref_ids)["ok"]
+    assert record_exact("prior_unpack_image_ids", torch.cat(image_ids[0]), ref_image_ids[0])["ok"]
+    assert record_exact("prior_unpack_grid_thw", grids[0], ref_grids[0])["ok"]
+    assert grids[0].tolist() == [[1, 2 * 512 // 32, 2 * 768 // 32]] * 2  # t, then the 2x-upsampled VQ grid
+    call = dict(image=images, height=64, width=64, num_inference_steps=2, seed=5, output_type="np", progress=False)
+    full = ours(prompt, do_sample=False, **call).images
+    for given in (image_ids, [torch.cat(image_ids[0])]):  # per image, or flat as diffusers gives them
+        again = ours(prompt, prior_token_ids=ids, prior_token_image_ids=given, source_image_grid_thw=grids,
+                     **call).images
+        assert record("prior_unpack_round_trip", torch.from_numpy(again), torch.from_numpy(full), atol=0.0)["ok"]
+    t2i = ours.generate_prior_tokens(prompt, height=64, width=64, progress=False)
+    assert t2i.prior_token_image_ids is None and t2i.source_image_grid_thw is None and len(tuple(t2i)) == 3
+
+
+@pytest.mark.parity
 def test_e2e_with_and_without_cpu_block_cache(ref_pipe):
     """128x128, the tiny model's first size with CPU blocks of 1 MiB and more: with the block cache
     (LoadOptions::cpu_block_cache, the default) the cache serves blocks again, the image is the

@@ -145,8 +145,8 @@ def test_prior_tokens_round_trip(pipe):
     full = pipe(prompts, seed=7, output_type="np", **FAST)
     prior = pipe.generate_prior_tokens(prompts, height=64, width=64, seed=7, progress=False)
     assert torch.equal(prior.prior_token_ids, full.prior_token_ids)
-    ids, image_ids = prior  # unpacks like diffusers' generate_prior_tokens
-    assert image_ids is None
+    ids, image_ids, grid_thw = prior  # unpacks like diffusers' generate_prior_tokens
+    assert image_ids is None and grid_thw is None
     again = pipe(prompts, seed=7, output_type="np", prior_token_ids=prior, **FAST)
     np.testing.assert_array_equal(again.images, full.images)
     # A plain [B, S] tensor works too (diffusers' form), e.g. after saving it.
