@@ -295,6 +295,16 @@ class PriorTokenOutput:
     def __iter__(self):
         return iter((self.prior_token_ids, self.prior_token_image_ids, self.source_image_grid_thw))
 
+    def to(self, device: torch.device) -> "PriorTokenOutput":
+        """The same tokens with their tensors on ``device``."""
+        if device.type == "cpu":
+            return self
+        return PriorTokenOutput(
+            self.prior_token_ids.to(device),
+            None if self.prior_token_image_ids is None else [[t.to(device) for t in p] for p in self.prior_token_image_ids],
+            None if self.source_image_grid_thw is None else [t.to(device) for t in self.source_image_grid_thw],
+            self.height, self.width, self.native)
+
     @property
     def ar_decode(self) -> str:
         """The AR decode path that produced them: "graph", "static" or "eager" (``ar_decode`` of
@@ -781,34 +791,34 @@ class Pipeline(_C.Pipeline):
         height: int = 1024,
         width: int = 1024,
         num_inference_steps: int = 50,
+        timesteps: Optional[List[int]] = None,
+        sigmas: Optional[List[float]] = None,
         guidance_scale: float = 1.5,
         num_images_per_prompt: int = 1,
         generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
+        latents: Optional[torch.Tensor] = None,
+        prompt_embeds: Optional[torch.Tensor] = None,
+        negative_prompt_embeds: Optional[torch.Tensor] = None,
+        prior_token_ids: Optional[Union[torch.Tensor, PriorTokenOutput]] = None,
+        prior_token_image_ids: Optional[List[Any]] = None,
+        source_image_grid_thw: Optional[List[torch.Tensor]] = None,
+        crops_coords_top_left: Tuple[int, int] = (0, 0),
+        output_type: str = "pil",
+        return_dict: bool = True,
+        attention_kwargs: Optional[Dict[str, Any]] = None,
+        callback_on_step_end: Optional[Callable[..., Dict[str, Any]]] = None,
+        callback_on_step_end_tensor_inputs: List[str] = ["latents"],  # noqa: B006 (diffusers' default, never mutated)
+        max_sequence_length: int = 2048,
         seed: Optional[int] = None,
         do_sample: bool = True,
         temperature: Optional[float] = None,
         top_p: Optional[float] = None,
         top_k: Optional[int] = None,
         keep_in_codebook: bool = True,
-        prior_token_ids: Optional[Union[torch.Tensor, PriorTokenOutput]] = None,
-        prior_token_image_ids: Optional[List[Any]] = None,
-        source_image_grid_thw: Optional[List[torch.Tensor]] = None,
-        output_type: str = "pil",
-        return_dict: bool = True,
         callback: Optional[ProgressFn] = None,
         progress: bool = True,
-        max_sequence_length: int = 2048,
         timestep_label: str = "0.39",
         first_block_cache: float = 0.0,
-        timesteps: Optional[List[int]] = None,
-        sigmas: Optional[List[float]] = None,
-        latents: Optional[torch.Tensor] = None,
-        crops_coords_top_left: Tuple[int, int] = (0, 0),
-        prompt_embeds: Optional[torch.Tensor] = None,
-        negative_prompt_embeds: Optional[torch.Tensor] = None,
-        callback_on_step_end: Optional[Callable[..., Dict[str, Any]]] = None,
-        callback_on_step_end_tensor_inputs: List[str] = ["latents"],  # noqa: B006 (diffusers' default, never mutated)
-        attention_kwargs: Optional[Dict[str, Any]] = None,
     ) -> Union[PipelineOutput, Tuple[Any]]:
         """Prompt(s) [+ condition images] -> images. Arguments as diffusers' GlmImagePipeline.
 
@@ -875,6 +885,7 @@ class Pipeline(_C.Pipeline):
         height: int = 1024,
         width: int = 1024,
         image: Any = None,
+        device: Union[str, torch.device, None] = None,
         generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
         seed: Optional[int] = None,
         do_sample: bool = True,
@@ -888,11 +899,14 @@ class Pipeline(_C.Pipeline):
         """Only the autoregressive stage: the prior tokens ``pipe(..., prior_token_ids=...)`` decodes.
 
         With the same prompt, size, images and seed, decoding them gives the same images as one call.
+        The arguments as diffusers' (in its order); ``device`` is where the returned tensors are
+        placed (default the CPU): the stage runs where the model was loaded.
         """
+        place = torch.device(_normalize_device(device))
         req = self._request(prompt, image, height, width, 1, 1.5, 1, generator, seed, do_sample, temperature,
                             top_p, top_k, 2048, "0.39", keep_in_codebook)
         native = self._run(self._generate_prior_tokens, req, callback=callback, progress=progress)
-        return _prior_output(native, req.height, req.width)
+        return _prior_output(native, req.height, req.width).to(place)
 
     def encode_prompt(
         self,

@@ -90,6 +90,23 @@ def test_text_to_image_pil(pipe):
     assert pipe(PROMPT, seed=1, guidance_scale=1.0, **FAST).timings["cfg"] == "none"
 
 
+def test_calls_take_diffusers_arguments_in_its_order():
+    """diffusers' GlmImagePipeline's __call__, generate_prior_tokens and encode_prompt arguments are
+    glmimage's first ones, by name and position, so code written for diffusers calls glmimage the
+    same way; from_pretrained takes its torch_dtype= and device_map= too."""
+    import inspect
+
+    diffusers = pytest.importorskip("diffusers")
+
+    def names(fn):
+        return [p for p in inspect.signature(fn).parameters if p not in ("self", "cls")]
+
+    for call in ("__call__", "generate_prior_tokens", "encode_prompt"):
+        ref = names(getattr(diffusers.GlmImagePipeline, call))
+        assert names(getattr(glmimage.Pipeline, call))[:len(ref)] == ref, call
+    assert {"torch_dtype", "device_map"} <= set(names(glmimage.Pipeline.from_pretrained))
+
+
 def test_non_square_and_np_output(pipe):
     out = pipe(PROMPT, seed=1, output_type="np", height=96, width=64, num_inference_steps=2, progress=False)
     assert isinstance(out.images, np.ndarray)
@@ -147,6 +164,10 @@ def test_prior_tokens_round_trip(pipe):
     assert torch.equal(prior.prior_token_ids, full.prior_token_ids)
     ids, image_ids, grid_thw = prior  # unpacks like diffusers' generate_prior_tokens
     assert image_ids is None and grid_thw is None
+    placed = pipe.generate_prior_tokens(prompts, height=64, width=64, seed=7, progress=False, device="cpu")
+    assert torch.equal(placed.prior_token_ids, ids) and placed.prior_token_ids.device.type == "cpu"
+    with pytest.raises(ValueError, match="device"):
+        pipe.generate_prior_tokens(prompts, height=64, width=64, seed=7, progress=False, device="tpu")
     again = pipe(prompts, seed=7, output_type="np", prior_token_ids=prior, **FAST)
     np.testing.assert_array_equal(again.images, full.images)
     # A plain [B, S] tensor works too (diffusers' form), e.g. after saving it.
