@@ -299,11 +299,11 @@ class PriorTokenOutput:
         """The same tokens with their tensors on ``device``."""
         if device.type == "cpu":
             return self
-        return PriorTokenOutput(
-            self.prior_token_ids.to(device),
-            None if self.prior_token_image_ids is None else [[t.to(device) for t in p] for p in self.prior_token_image_ids],
-            None if self.source_image_grid_thw is None else [t.to(device) for t in self.source_image_grid_thw],
-            self.height, self.width, self.native)
+        image_ids, grids = self.prior_token_image_ids, self.source_image_grid_thw
+        return PriorTokenOutput(self.prior_token_ids.to(device),
+                                None if image_ids is None else [[t.to(device) for t in p] for p in image_ids],
+                                None if grids is None else [t.to(device) for t in grids],
+                                self.height, self.width, self.native)
 
     @property
     def ar_decode(self) -> str:

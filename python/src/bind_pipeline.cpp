@@ -307,9 +307,10 @@ void register_pipeline(py::module_& m) {
         .def(
             "_encode_prompts",
             [](Pipeline& p, const GenerateRequest& req) {
-                PromptEmbeddings e = run_released(p, py::none(), [&](const ProgressCallback&, const DenoiseStepCallback&) {
+                auto encode = [&](const ProgressCallback&, const DenoiseStepCallback&) {
                     return p.encode_prompts(req);
-                });
+                };
+                PromptEmbeddings e = run_released(p, py::none(), encode);
                 return py::make_tuple(float_array(e.prompt_embeds_shape, e.prompt_embeds),
                                       float_array(e.negative_prompt_embeds_shape, e.negative_prompt_embeds));
             },

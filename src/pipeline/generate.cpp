@@ -113,7 +113,8 @@ PriorTokens run_ar_stage(const Model::Impl& m, const GenerateRequest& req, const
             out.condition_ids.emplace_back();
             out.condition_grids.emplace_back();
             for (size_t j = 0; j < req.images[static_cast<size_t>(b)].size(); ++j, ++k) {
-                const int64_t rows = 2 * pi.grid_thw[k][1].item<int64_t>(), cols = 2 * pi.grid_thw[k][2].item<int64_t>();
+                const int64_t rows = 2 * pi.grid_thw[k][1].item<int64_t>();
+                const int64_t cols = 2 * pi.grid_thw[k][2].item<int64_t>();
                 out.condition_ids.back().push_back(to_vector(up.narrow(0, offset, rows * cols)));
                 out.condition_grids.back().emplace_back(rows, cols);
                 offset += rows * cols;

@@ -185,6 +185,9 @@ def test_image_to_image_forms(pipe):
         out = pipe("make it red", image=form, seed=2, output_type="np", **FAST)
         np.testing.assert_array_equal(out.images, ref.images)
     prior = pipe.generate_prior_tokens("make it red", image=[cond], height=64, width=64, seed=2, progress=False)
+    moved = prior.to(torch.device("meta"))  # what generate_prior_tokens(device="cuda") does with a GPU
+    assert [t.device.type for t in [moved.prior_token_ids, *moved.prior_token_image_ids[0],
+                                    *moved.source_image_grid_thw]] == ["meta"] * 3
     again = pipe("make it red", image=[cond], seed=2, output_type="np", prior_token_ids=prior, **FAST)
     np.testing.assert_array_equal(again.images, ref.images)
     flat = pipe("make it red", image=[cond], seed=2, output_type="np", prior_token_ids=prior.prior_token_ids,
