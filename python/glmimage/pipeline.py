@@ -355,10 +355,11 @@ def _ids_list(name: str, value: Any) -> List[int]:
 class _Progress:
     """The one Python callable the C++ progress hook calls: the user's callback and/or tqdm bars."""
 
-    def __init__(self, callback: Optional[ProgressFn], show: bool):
+    def __init__(self, callback: Optional[ProgressFn], show: bool, bar_config: Dict[str, Any]):
         self.callback = callback
         self.tqdm = None
-        if show:
+        self.bar_config = {k: v for k, v in bar_config.items() if k != "disable"}
+        if show and not bar_config.get("disable", False):
             try:
                 from tqdm.auto import tqdm
 
@@ -374,7 +375,7 @@ class _Progress:
                 self.close()
                 self.stage = stage
                 desc = {"ar": "tokens", "denoise": "denoise"}.get(stage, stage)
-                self.bar = self.tqdm(total=total, desc=desc, leave=False)
+                self.bar = self.tqdm(total=total, **{"desc": desc, "leave": False, **self.bar_config})
             if self.bar is not None and step > self.bar.n:
                 self.bar.update(step - self.bar.n)
         if self.callback is not None:
@@ -739,13 +740,28 @@ class Pipeline(_C.Pipeline):
              step_end: Optional[_StepEnd] = None) -> Any:
         if callback is not None and not callable(callback):
             raise _fail(f"callback must be callable (stage, step, total), got {type(callback).__name__}")
-        hook = _Progress(callback, bool(progress))
+        hook = _Progress(callback, bool(progress), getattr(self, "_progress_bar_config", {}))
         self._interrupt = False  # diffusers' flag, which a step-end callback sets to stop
         try:
             extra = (step_end,) if step_end is not None else ()
             return fn(*args, hook if (callback is not None or hook.tqdm is not None) else None, *extra)
         finally:
             hook.close()
+
+    def set_progress_bar_config(self, **kwargs: Any) -> None:
+        """diffusers' ``set_progress_bar_config``: tqdm's arguments for the bars of the calls that
+        follow (``disable=True``: no bars, as ``progress=False`` per call)."""
+        self._progress_bar_config = dict(kwargs)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """diffusers' ``pipe.dtype``: the pipeline's dtype, the DiT's (latents and embeddings)."""
+        return self._compute_dtype("transformer")
+
+    @property
+    def device(self) -> torch.device:
+        """diffusers' ``pipe.device``: where the DiT computes."""
+        return torch.device(next(c.device for c in self.components if c.folder == "transformer"))
 
     @property
     def interrupt(self) -> bool:

@@ -230,6 +230,25 @@ def test_tqdm_progress_runs(pipe, capsys):
     assert "denoise" in capsys.readouterr().err
 
 
+def test_diffusers_pipeline_attributes(pipe, capsys):
+    """diffusers' pipe.dtype, pipe.device and set_progress_bar_config (tqdm's arguments for the
+    calls that follow; disable=True shows no bar)."""
+    pytest.importorskip("tqdm")
+    assert (pipe.dtype, pipe.device) == (torch.float32, torch.device("cpu"))
+    assert glmimage.Pipeline.from_pretrained(TINY, dtype="bfloat16").dtype == torch.bfloat16
+    other = pipe.new_session()  # its own settings: pipe's bars stay as they are
+    shown = {**FAST, "progress": True}
+    other.set_progress_bar_config(disable=True)
+    other(PROMPT, seed=1, **shown)
+    assert "denoise" not in capsys.readouterr().err
+    other.set_progress_bar_config(desc="my bar")
+    other(PROMPT, seed=1, **shown)
+    err = capsys.readouterr().err
+    assert "my bar" in err and "denoise" not in err
+    pipe(PROMPT, seed=1, **shown)
+    assert "denoise" in capsys.readouterr().err
+
+
 def test_cancel_from_callback(pipe):
     for when in ("ar", "denoise"):
         steps = []
