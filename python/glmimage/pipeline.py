@@ -8,6 +8,7 @@ the plain data the native ``glmimage._C.Pipeline`` takes, checking arguments ear
 
 from __future__ import annotations
 
+import io
 import math
 import numbers
 import os
@@ -142,7 +143,7 @@ def _diffusers_load_names(dtype: Any, device: Any, components: Optional[Dict[str
         dtype = torch_dtype
         if isinstance(torch_dtype, dict):
             dtype = torch_dtype.get("default", torch.float32)
-            components = {f: dict(v) for f, v in (components or {}).items()}
+            components = {f: dict(v) if isinstance(v, dict) else v for f, v in (components or {}).items()}
             for folder, value in torch_dtype.items():
                 if folder == "default":
                     continue
@@ -750,7 +751,17 @@ class Pipeline(_C.Pipeline):
 
     def set_progress_bar_config(self, **kwargs: Any) -> None:
         """diffusers' ``set_progress_bar_config``: tqdm's arguments for the bars of the calls that
-        follow (``disable=True``: no bars, as ``progress=False`` per call)."""
+        follow (``disable=True``: no bars, as ``progress=False`` per call). Arguments tqdm does not
+        take are a ValueError here, not an error in the middle of a call."""
+        try:
+            from tqdm import tqdm
+        except ImportError:  # tqdm is optional: no bars to configure
+            tqdm = None
+        if tqdm is not None:
+            try:  # a bar made and closed off screen, with the arguments the calls will give
+                tqdm(total=0, **{**kwargs, "disable": False, "file": io.StringIO()}).close()
+            except Exception as e:  # noqa: BLE001 (tqdm raises its own key and type errors)
+                raise _fail(f"set_progress_bar_config: tqdm does not take these arguments: {e}") from None
         self._progress_bar_config = dict(kwargs)
 
     @property

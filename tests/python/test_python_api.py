@@ -247,6 +247,8 @@ def test_diffusers_pipeline_attributes(pipe, capsys):
     assert "my bar" in err and "denoise" not in err
     pipe(PROMPT, seed=1, **shown)
     assert "denoise" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="tqdm does not take"):
+        other.set_progress_bar_config(colour_of_bar="red")
 
 
 def test_cancel_from_callback(pipe):
