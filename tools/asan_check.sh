@@ -34,9 +34,11 @@ status=0
 ctest --test-dir "$SRC/build" -L "unit|model" -E test_cuda_compile --output-on-failure >"$WORK/ctest.log" 2>&1 ||
   status=1
 grep -E "tests passed|tests failed" "$WORK/ctest.log" >&2 || true
-# Python is not instrumented: the runtimes are preloaded before it loads our modules.
+# Python is not instrumented: the runtimes are preloaded before it loads our modules. Capture at
+# the sys level only: a report ends the process, and an fd-level capture of stderr died with it
+# (a UBSan report inside a test left only a cut-off line of dots in pytest.log).
 (cd "$SRC" && LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)" \
-  python3 -m pytest -q -p no:cacheprovider tests/python \
+  python3 -m pytest -q -p no:cacheprovider --capture=sys tests/python \
   --deselect tests/python/test_import_order.py::test_libraries_carry_no_copy_of_the_cxx_runtime \
   --deselect tests/python/test_soak.py::test_memory_stays_flat_over_consecutive_generations) \
   >"$WORK/pytest.log" 2>&1 || status=1

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -81,7 +82,10 @@ ProgressCallback make_progress(Pipeline& pipe, py::handle callback, PendingError
 // float32 values of `shape` (a step's latents, the returned latents) as a new numpy array.
 F32Array float_array(const std::vector<int64_t>& shape, const std::vector<float>& values) {
     F32Array a(shape);
-    std::memcpy(a.mutable_data(), values.data(), values.size() * sizeof(float));
+    if (static_cast<size_t>(a.size()) != values.size())
+        throw std::logic_error("float_array: " + std::to_string(values.size()) + " values for a shape of " +
+                               std::to_string(a.size()));
+    if (!values.empty()) std::memcpy(a.mutable_data(), values.data(), values.size() * sizeof(float));
     return a;
 }
 
@@ -303,7 +307,7 @@ void register_pipeline(py::module_& m) {
                 });
             },
             py::arg("request"), py::arg("callback") = py::none())
-        // -> (prompt_embeds, negative_prompt_embeds): float32 arrays [prompts, L, C] and [prompts, 1, C]
+        // -> (prompt_embeds or None, negative_prompt_embeds): float32 arrays [prompts, L, C], [prompts, 1, C]
         .def(
             "_encode_prompts",
             [](Pipeline& p, const GenerateRequest& req) {
@@ -311,8 +315,10 @@ void register_pipeline(py::module_& m) {
                     return p.encode_prompts(req);
                 };
                 PromptEmbeddings e = run_released(p, py::none(), encode);
-                return py::make_tuple(float_array(e.prompt_embeds_shape, e.prompt_embeds),
-                                      float_array(e.negative_prompt_embeds_shape, e.negative_prompt_embeds));
+                // No prompts (their embeddings given): no prompt embeddings made, None.
+                py::object made = py::none();
+                if (!e.prompt_embeds_shape.empty()) made = float_array(e.prompt_embeds_shape, e.prompt_embeds);
+                return py::make_tuple(made, float_array(e.negative_prompt_embeds_shape, e.negative_prompt_embeds));
             },
             py::arg("request"))
         .def(
