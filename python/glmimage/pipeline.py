@@ -772,7 +772,7 @@ class Pipeline(_C.Pipeline):
     @property
     def device(self) -> torch.device:
         """diffusers' ``pipe.device``: where the DiT computes."""
-        return torch.device(next(c.device for c in self.components if c.folder == "transformer"))
+        return torch.device(self._component("transformer").device)
 
     @property
     def interrupt(self) -> bool:
@@ -785,8 +785,11 @@ class Pipeline(_C.Pipeline):
         """diffusers' ``pipe.num_timesteps``: the denoising steps of the running (or last) call."""
         return int(getattr(self, "_num_timesteps", 0))
 
+    def _component(self, folder: str) -> Any:
+        return next(c for c in self.components if c.folder == folder)
+
     def _compute_dtype(self, folder: str) -> torch.dtype:
-        return _WEIGHT_DTYPES[next(c.dtype for c in self.components if c.folder == folder)]
+        return _WEIGHT_DTYPES[self._component(folder).dtype]
 
     def _output(self, images: List[np.ndarray], values: Optional[np.ndarray], prior: PriorTokenOutput,
                 timings: Dict[str, float], output_type: str) -> PipelineOutput:

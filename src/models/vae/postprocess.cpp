@@ -22,8 +22,9 @@ at::Tensor denormalize_image(const at::Tensor& images) {
 }
 
 at::Tensor postprocess_to_float(const at::Tensor& images) {
-    // To the host before the widening: half the bytes cross from a GPU in bf16.
-    return denormalize_image(images).cpu().permute({0, 2, 3, 1}).to(at::kFloat).contiguous();
+    // To the host before the widening: half the bytes cross from a GPU in bf16. A permuted view:
+    // the uint8 path below lays it out once, in its last copy, and kFloatImages' caller once.
+    return denormalize_image(images).cpu().permute({0, 2, 3, 1}).to(at::kFloat);
 }
 
 at::Tensor postprocess_to_uint8(const at::Tensor& images) {
