@@ -280,15 +280,23 @@ class Session {
     // call to start (a cancel is never lost). Thread-safe; other sessions are not affected.
     void cancel();
 
-    const Model& model() const { return *model_; }
-    const std::shared_ptr<const Model>& shared_model() const { return model_; }
+    // The model the calls that start from now on run on (diffusers' `pipe.to(...)` and
+    // `enable_model_cpu_offload()` load the checkpoint again with the new placement and hand it
+    // here). Thread-safe and does not wait: a running call finishes on the model it started with,
+    // which is freed when it ends and no other session holds it. InputError on a null model.
+    void replace_model(std::shared_ptr<const Model> model);
+
+    // The model of the calls that start now. model()'s reference is valid until the next
+    // replace_model(); shared_model() keeps it alive.
+    const Model& model() const { return *shared_model(); }
+    std::shared_ptr<const Model> shared_model() const;
 
   private:
     class Call;  // one running call: holds call_mutex_, owns its cancel flag (session.cpp)
 
+    std::mutex call_mutex_;          // held for a whole call: calls on one session queue here
+    mutable std::mutex state_mutex_;  // guards the three fields below
     std::shared_ptr<const Model> model_;
-    std::mutex call_mutex_;   // held for a whole call: calls on one session queue here
-    std::mutex state_mutex_;  // guards the two fields below
     std::shared_ptr<std::atomic<bool>> running_cancel_;  // the running call's flag, or null
     bool pending_cancel_ = false;                        // cancel() with no call running
 };
@@ -314,11 +322,13 @@ class Pipeline {
         return session_.decode_prior_tokens(request, prior, progress, on_step_end);
     }
     void cancel() { session_.cancel(); }
+    // Session::replace_model.
+    void replace_model(std::shared_ptr<const Model> model) { session_.replace_model(std::move(model)); }
 
-    const std::vector<ComponentInfo>& components() const { return session_.model().components(); }
-    std::string summary() const { return session_.model().summary(); }
+    std::vector<ComponentInfo> components() const { return session_.shared_model()->components(); }
+    std::string summary() const { return session_.shared_model()->summary(); }
     const Model& model() const { return session_.model(); }
-    const std::shared_ptr<const Model>& shared_model() const { return session_.shared_model(); }
+    std::shared_ptr<const Model> shared_model() const { return session_.shared_model(); }
     Session& session() { return session_; }
 
   private:

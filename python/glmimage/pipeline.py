@@ -12,6 +12,7 @@ import io
 import math
 import numbers
 import os
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -158,6 +159,45 @@ def _diffusers_load_names(dtype: Any, device: Any, components: Optional[Dict[str
                         f"components={{folder: {{\"device\": ...}}}} places a component elsewhere")
         device = device_map
     return dtype, device, components
+
+
+_DTYPE_OF_NAME = {name: dtype for dtype, name in _TORCH_DTYPES.items()}
+
+
+def _copy_load_args(load: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    if load is None:
+        return None
+    return {**load, "components": {folder: dict(fields) for folder, fields in load["components"].items()}}
+
+
+def _to_arguments(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Any, Any]:
+    """(dtype, device) from diffusers' to() arguments, read as diffusers reads them (each None when
+    not given)."""
+    dtype, device = kwargs.pop("dtype", None), kwargs.pop("device", None)
+    kwargs.pop("silence_dtype_warnings", None)
+    if kwargs:
+        raise _fail(f"to() got unexpected keyword arguments: {', '.join(sorted(kwargs))}")
+    dtype_arg = device_arg = None
+    if len(args) == 1:
+        if isinstance(args[0], torch.dtype):
+            dtype_arg = args[0]
+        else:
+            device_arg = args[0]
+    elif len(args) == 2:
+        if isinstance(args[0], torch.dtype):
+            raise _fail("to(): with two arguments the first is the device and the second the dtype")
+        device_arg, dtype_arg = args
+    elif len(args) > 2:
+        raise _fail("to() takes at most two arguments (device and dtype)")
+    if dtype is not None and dtype_arg is not None:
+        raise _fail("to(): dtype given both as an argument and as a keyword")
+    if device is not None and device_arg is not None:
+        raise _fail("to(): device given both as an argument and as a keyword")
+    dtype = dtype if dtype is not None else dtype_arg
+    device = device if device is not None else device_arg
+    if isinstance(dtype, str) and dtype.strip().lower() == "auto":
+        raise _fail("to(): dtype 'auto' names no dtype")
+    return dtype, device
 
 
 def _check_float(name: str, value: Any) -> float:
@@ -482,16 +522,20 @@ class Pipeline(_C.Pipeline):
                  device: Union[str, torch.device, None] = "cpu", residency: str = "resident",
                  components: Optional[Dict[str, Dict[str, Any]]] = None, quantize: Optional[str] = None,
                  ar_decode: str = "auto", cfg_passes: str = "auto", cpu_block_cache: bool = True):
+        self._placing = threading.Lock()  # one to() / enable_model_cpu_offload() at a time
         try:
             if isinstance(path, _C.Pipeline):
                 super().__init__(path)  # shares the loaded weights
+                # how they were loaded, for to(); a native pipeline's is unknown
+                self._load_args: Optional[Dict[str, Any]] = _copy_load_args(getattr(path, "_load_args", None))
                 return
-            path = _check_model_dir(path)
-            super().__init__(path, _normalize_dtype(dtype), _normalize_device(device),
-                             _check_str("residency", residency), _normalize_components(components),
-                             "none" if quantize is None else _check_str("quantize", quantize),
-                             _check_str("ar_decode", ar_decode), _check_str("cfg_passes", cfg_passes),
-                             _check_bool("cpu_block_cache", cpu_block_cache))
+            load = dict(path=_check_model_dir(path), dtype=_normalize_dtype(dtype), device=_normalize_device(device),
+                        residency=_check_str("residency", residency), components=_normalize_components(components),
+                        quantize="none" if quantize is None else _check_str("quantize", quantize),
+                        ar_decode=_check_str("ar_decode", ar_decode), cfg_passes=_check_str("cfg_passes", cfg_passes),
+                        cpu_block_cache=_check_bool("cpu_block_cache", cpu_block_cache))
+            super().__init__(**load)
+            self._load_args = load
         except BaseException:
             # A failed load leaves this instance without its C++ pipeline, and pybind11 would hand
             # any method raw memory in its place: the repr that pytest, debuggers and rich
@@ -555,6 +599,104 @@ class Pipeline(_C.Pipeline):
     def new_session(self) -> "Pipeline":
         """Another pipeline over the same loaded weights (no second copy), with its own calls and cancel."""
         return type(self)(self)
+
+    # -- placement after load (diffusers' to() and enable_model_cpu_offload()) -------------------
+
+    def to(self, *args: Any, **kwargs: Any) -> "Pipeline":
+        """diffusers' ``pipe.to(device)``, ``pipe.to(dtype)``, ``pipe.to(device, dtype)`` (or
+        ``device=`` / ``dtype=``, and its ``silence_dtype_warnings=``, which changes nothing here):
+        every component on that device and / or computing in that dtype (per-component overrides of
+        that setting dropped; residency and quantization kept). Returns the pipeline itself,
+        unchanged where every component is placed so already.
+
+        The checkpoint is loaded again with the new placement and the pipeline's calls run on it from
+        then on (a running call finishes on the old weights, freed when it ends; pipelines made
+        earlier by ``new_session()`` keep them). So the weights come from the files: where the
+        checkpoint holds more precision than the old dtype (a float32 checkpoint loaded in bf16, then
+        ``to(torch.float32)``), the new weights have it, whereas diffusers' cast keeps the old
+        rounding; the published checkpoint is bf16, so there the two agree. While it loads both
+        placements are held. A failed load (no CUDA, no memory) raises and leaves the pipeline as it was.
+        """
+        dtype, device = _to_arguments(args, kwargs)
+        with self._placing:
+            load = self._placement_base("to")
+            if dtype is not None:
+                load["dtype"] = _normalize_dtype(dtype)
+            if device is not None:
+                load["device"] = _normalize_device(device)
+            for fields in load["components"].values():
+                for key, value in (("dtype", dtype), ("device", device)):
+                    if value is not None:
+                        fields.pop(key, None)
+            if not self._placed_as(dtype=load["dtype"] if dtype is not None else None,
+                                   device=load["device"] if device is not None else None):
+                self._load_again(load)
+        return self
+
+    def enable_model_cpu_offload(self, gpu_id: Optional[int] = None,
+                                 device: Union[str, torch.device, None] = None) -> None:
+        """diffusers' ``enable_model_cpu_offload``: every component rests off the device and is placed
+        on it only while its stage runs: glmimage's ``residency="staged"`` (its weights stay in the
+        memory-mapped files; the same images). ``device`` (default: the pipeline's own accelerator,
+        else CUDA where torch sees one, else a RuntimeError as diffusers raises) and ``gpu_id`` as
+        diffusers takes them; ``device="cpu"`` stages on the CPU (the weights are read from the files
+        for each stage: the least memory there). The checkpoint is loaded again, as for ``to()``."""
+        with self._placing:
+            load = self._placement_base("enable_model_cpu_offload")
+            if device is None:
+                own = self.device
+                if own.type != "cpu":
+                    device = own.type
+                elif torch.cuda.is_available():
+                    device = "cuda"
+                else:
+                    raise RuntimeError("enable_model_cpu_offload requires an accelerator, but none was found "
+                                       "(device=\"cpu\" stages the components on the CPU)")
+            try:
+                target = torch.device(device)
+            except (RuntimeError, TypeError) as e:
+                raise _fail(f"enable_model_cpu_offload: device {device!r}: {e}") from None
+            if gpu_id is not None:
+                _check_int("gpu_id", gpu_id)
+                if target.index is not None:
+                    raise _fail(f"enable_model_cpu_offload: gpu_id={gpu_id} and the index of device={device!r} "
+                                f"both given: give one")
+            index = gpu_id if gpu_id is not None else (target.index or 0)
+            load["device"] = "cpu" if target.type == "cpu" else _normalize_device(f"{target.type}:{index}")
+            load["residency"] = "staged"
+            for fields in load["components"].values():
+                fields.pop("device", None)
+                fields.pop("residency", None)
+            if not (self._placed_as(dtype=None, device=load["device"])
+                    and all(c.residency == "staged" for c in self.components)):
+                self._load_again(load)
+
+    def enable_sequential_cpu_offload(self, *args: Any, **kwargs: Any) -> None:
+        """diffusers' per-layer offload has no counterpart here: a NotImplementedError that names the
+        nearest one, rather than an AttributeError."""
+        raise NotImplementedError("glmimage places whole components, not single layers: "
+                                  "enable_model_cpu_offload() (residency=\"staged\") is the nearest, "
+                                  "with quantize=\"int8\" or \"fp8\" for less device memory")
+
+    def _placement_base(self, what: str) -> Dict[str, Any]:
+        load = _copy_load_args(self._load_args)
+        if load is None:
+            raise _fail(f"{what}: this pipeline was not loaded through glmimage.Pipeline, so how to load it "
+                        f"again is unknown")
+        return load
+
+    def _placed_as(self, dtype: Optional[str], device: Optional[str]) -> bool:
+        """Whether every component already computes in `dtype` and on `device` (None: any)."""
+        def same_device(have: str) -> bool:
+            a, b = torch.device(have), torch.device(device)
+            return a.type == b.type and (a.index or 0) == (b.index or 0)
+        return all((dtype is None or _WEIGHT_DTYPES[c.dtype] == _DTYPE_OF_NAME[dtype])
+                   and (device is None or same_device(c.device)) for c in self.components)
+
+    def _load_again(self, load: Dict[str, Any]) -> None:
+        fresh = _C.Pipeline(**load)  # raises before anything here changes
+        self._replace_model(fresh)
+        self._load_args = load
 
     # -- request building ----------------------------------------------------------------------
 

@@ -283,6 +283,11 @@ void register_pipeline(py::module_& m) {
         // Another pipeline over the same loaded weights (no copy), with its own session.
         .def(py::init([](const Pipeline& other) { return std::make_unique<Pipeline>(other.shared_model()); }),
              py::arg("other"))
+        // Calls that start from now on run on `other`'s weights (Session::replace_model; a running
+        // call finishes on its own). pipe.to() and enable_model_cpu_offload() hand a fresh load here.
+        .def(
+            "_replace_model", [](Pipeline& p, const Pipeline& other) { p.replace_model(other.shared_model()); },
+            py::arg("other"))
         .def_property_readonly("components", &Pipeline::components)
         .def("summary", &Pipeline::summary)
         // Thread-safe: meant to be called from another thread or from the progress callback.

@@ -12,11 +12,13 @@ namespace glmimage {
 // cancel flag cancel() sets while it runs; a cancel made before it started is carried over.
 class Session::Call {
   public:
-    explicit Call(Session& s) : session_(s), lock_(s.call_mutex_) {
+    // `model`: the one the call validated its request against and runs on, whatever
+    // replace_model() does meanwhile.
+    Call(Session& s, const Model& model) : session_(s), lock_(s.call_mutex_) {
         std::lock_guard<std::mutex> state(s.state_mutex_);
         flag_ = std::make_shared<std::atomic<bool>>(std::exchange(s.pending_cancel_, false));
         s.running_cancel_ = flag_;
-        if (s.model_->impl().options.cpu_block_cache) blocks_.emplace();
+        if (model.impl().options.cpu_block_cache) blocks_.emplace();
     }
     ~Call() {
         std::lock_guard<std::mutex> state(session_.state_mutex_);
@@ -41,6 +43,18 @@ Session::Session(std::shared_ptr<const Model> model) : model_(std::move(model)) 
 }
 Session::~Session() = default;
 
+std::shared_ptr<const Model> Session::shared_model() const {
+    std::lock_guard<std::mutex> state(state_mutex_);
+    return model_;
+}
+
+void Session::replace_model(std::shared_ptr<const Model> model) {
+    if (!model) throw InputError("replace_model: no model");
+    std::lock_guard<std::mutex> state(state_mutex_);
+    model_.swap(model);
+    // the old model (now in `model`) is released after the lock: its weights may take a while to free
+}
+
 void Session::cancel() {
     std::lock_guard<std::mutex> state(state_mutex_);
     if (running_cancel_)
@@ -51,36 +65,40 @@ void Session::cancel() {
 
 GenerateResult Session::generate(const GenerateRequest& request, const ProgressCallback& progress,
                                  const DenoiseStepCallback& on_step_end) {
-    model_->validate(request);  // before queueing: a bad request fails at once
-    Call call(*this);
+    const auto model = shared_model();  // this call's, whatever replace_model() does meanwhile
+    model->validate(request);            // before queueing: a bad request fails at once
+    Call call(*this, *model);
     const auto ctx = call.context(progress, on_step_end);
     GenerateResult r;
     auto t0 = std::chrono::steady_clock::now();
-    r.prior_tokens = run_ar_stage(model_->impl(), request, ctx);
+    r.prior_tokens = run_ar_stage(model->impl(), request, ctx);
     r.timings.push_back({"ar", seconds_since(t0), r.prior_tokens.ar_decode});
-    run_decoder_stage(model_->impl(), request, r.prior_tokens, ctx, r);
+    run_decoder_stage(model->impl(), request, r.prior_tokens, ctx, r);
     return r;
 }
 
 PriorTokens Session::generate_prior_tokens(const GenerateRequest& request, const ProgressCallback& progress) {
-    model_->validate(request);
-    Call call(*this);
-    return run_ar_stage(model_->impl(), request, call.context(progress));
+    const auto model = shared_model();
+    model->validate(request);
+    Call call(*this, *model);
+    return run_ar_stage(model->impl(), request, call.context(progress));
 }
 
 PromptEmbeddings Session::encode_prompts(const GenerateRequest& request) {
-    model_->validate(request);
-    Call call(*this);
-    return run_prompt_encoder(model_->impl(), request);
+    const auto model = shared_model();
+    model->validate(request);
+    Call call(*this, *model);
+    return run_prompt_encoder(model->impl(), request);
 }
 
 GenerateResult Session::decode_prior_tokens(const GenerateRequest& request, const PriorTokens& prior,
                                             const ProgressCallback& progress,
                                             const DenoiseStepCallback& on_step_end) {
-    model_->validate(request);
-    Call call(*this);
+    const auto model = shared_model();
+    model->validate(request);
+    Call call(*this, *model);
     GenerateResult r;
-    run_decoder_stage(model_->impl(), request, prior, call.context(progress, on_step_end), r);
+    run_decoder_stage(model->impl(), request, prior, call.context(progress, on_step_end), r);
     r.prior_tokens = prior;
     return r;
 }

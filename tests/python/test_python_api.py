@@ -7,6 +7,8 @@ well under a second.
 
 from __future__ import annotations
 
+import ast
+
 import os
 import re
 import shutil
@@ -656,6 +658,36 @@ def test_exception_hierarchy():
 def test_type_stubs_ship():
     pkg = Path(glmimage.__file__).parent
     assert (pkg / "py.typed").is_file() and (pkg / "_C.pyi").is_file()
+
+
+def stub_names(node) -> set:
+    names = set()
+    for b in node.body:
+        if isinstance(b, (ast.FunctionDef, ast.ClassDef)):
+            names.add(b.name)
+        elif isinstance(b, ast.AnnAssign):
+            names.add(b.target.id)
+    return names - {"__init__"}
+
+
+def test_type_stubs_name_what_the_module_has():
+    """Every class, attribute and method of glmimage._C is in _C.pyi and the stub names nothing the
+    module lacks (it once kept a field the request had dropped and missed three new ones)."""
+    from glmimage import _C
+
+    tree = ast.parse((Path(_C.__file__).parent / "_C.pyi").read_text())
+    classes = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
+    module = {n for n in dir(_C) if not n.startswith("__")}
+    assert {n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))} == module
+    mismatched = {}
+    for node in classes:
+        cls = _C.GenerateRequest.Output if node.name == "Output" else getattr(_C, node.name)
+        have = {n for n in vars(cls) if not n.startswith("__")} - {"_pybind11_conduit_v1_"}
+        if node.name == "Output":  # pybind11's enum bookkeeping besides the values
+            have = {n for n in have if isinstance(vars(cls)[n], cls)}
+        if stub_names(node) != have:
+            mismatched[node.name] = (sorted(stub_names(node) - have), sorted(have - stub_names(node)))
+    assert not mismatched, f"(in the stub only, in the module only) per class: {mismatched}"
 
 
 def test_decode_leaves_the_mkldnn_switch_as_it_was():

@@ -118,6 +118,32 @@ TEST(Session, CancelStopsTheRunningCall) {
     EXPECT_EQ(steps_seen, 2);
 }
 
+TEST(Session, ReplaceModelServesTheNextCallAndFreesTheOldOneAfterTheRunningCall) {
+    LoadOptions bf16;
+    bf16.dtype = "bfloat16";
+    const auto want_f32 = Session(Model::load(kTiny)).generate(small_request(4)).images.at(0).rgb;
+    const auto want_bf16 = Session(Model::load(kTiny, bf16)).generate(small_request(4)).images.at(0).rgb;
+    ASSERT_NE(want_f32, want_bf16);  // the two models tell apart
+
+    std::shared_ptr<const Model> f32 = Model::load(kTiny);
+    const std::weak_ptr<const Model> old = f32;
+    Session s(std::move(f32));
+    bool replaced = false, old_alive_in_call = false;
+    const auto during = s.generate(small_request(4), [&](const Progress& p) {
+        if (p.stage != "denoise" || replaced) return;
+        s.replace_model(Model::load(kTiny, bf16));  // from inside the call: must not wait for it
+        replaced = true;
+        old_alive_in_call = !old.expired();  // the running call still holds its model
+    });
+    EXPECT_TRUE(replaced);
+    EXPECT_TRUE(old_alive_in_call);
+    EXPECT_EQ(during.images.at(0).rgb, want_f32);  // finished on the model it started with
+    EXPECT_TRUE(old.expired());                     // and let it go when it ended
+    EXPECT_EQ(s.model().components().at(0).dtype, "BF16");
+    EXPECT_EQ(s.generate(small_request(4)).images.at(0).rgb, want_bf16);
+    EXPECT_THROW(s.replace_model(nullptr), InputError);
+}
+
 TEST(Session, FirstBlockCacheIsCountedAndOffByDefault) {
     auto model = Model::load(kTiny);
     Session s(model);
