@@ -162,7 +162,8 @@ struct GenerateResult {
     PriorTokens prior_tokens;
     std::vector<StageTiming> timings;
     // The denoising loop's DiT passes (each step's conditional and unconditional forward, counted
-    // apart however they ran, over the steps taken: fewer where a DenoiseStepCallback stopped) and
+    // apart however they ran, over the steps taken: fewer where a DenoiseStepCallback stopped or
+    // turned guidance off) and
     // how many of them ran the first block alone (GenerateRequest::first_block_cache; 0 when it is
     // off).
     int64_t dit_passes = 0;
@@ -197,9 +198,16 @@ struct DenoiseStep {
     int64_t step = 0;            // the step just taken, from 0
     int64_t total = 0;           // the schedule's steps
     double sigma = 0;            // the noise level the step started from (the shifted schedule's), diffusers' `t`
+    double timestep = 0;         // the scheduler's timestep of the step (diffusers' `pipe.current_timestep`)
     std::vector<int64_t> shape;  // [prompts x images_per_prompt, C, height / s, width / s]
     std::vector<float> latents;  // float32 values, row-major, prompt-major: finite when handed back
     bool stop = false;
+    // The guidance the steps after this one use: the request's, or what an earlier callback set.
+    // The callback may change it, as diffusers' loop reads `pipe._guidance_scale` at every step:
+    // at or below 1 the steps run the conditional pass alone ("dynamic CFG": the unconditional
+    // pass's time saved), above 1 with both. Finite; above 1 only where the call started above 1
+    // (without guidance there are no unconditional embeddings): InputError otherwise.
+    double guidance = 0;
 };
 using DenoiseStepCallback = std::function<void(DenoiseStep&)>;
 

@@ -93,8 +93,9 @@ class PriorTokens:
 
 _Progress = Optional[Callable[[str, int, int], Any]]
 _Result = Tuple[List[npt.NDArray[np.uint8]], PriorTokens, Dict[str, float], Optional[npt.NDArray[np.float32]]]
-# (step, total, sigma, float32 latents) -> (latents, stop)
-_StepEnd = Optional[Callable[[int, int, float, npt.NDArray[np.float32]], Tuple[npt.NDArray[np.float32], bool]]]
+# (step, total, sigma, timestep, guidance, float32 latents) -> (latents, stop, guidance)
+_StepEnd = Optional[Callable[[int, int, float, float, float, npt.NDArray[np.float32]],
+                             Tuple[npt.NDArray[np.float32], bool, float]]]
 
 class Pipeline:
     @overload

@@ -461,7 +461,10 @@ class _StepEnd:
     ``t`` is the step's sigma (what diffusers' GlmImagePipeline passes, ``scheduler.sigmas[i]``),
     ``callback_kwargs["latents"]`` the float32 latents after the step (on the CPU, sharing the
     values the next step starts from: changed in place or returned in the dict, they replace
-    them); ``pipe._interrupt = True`` ends the denoising there, the images decoded from them."""
+    them); ``pipe._interrupt = True`` ends the denoising there, the images decoded from them;
+    ``pipe._guidance_scale`` set to another value guides the steps after with it, as diffusers'
+    loop reads it at every step (at or below 1: the conditional pass alone). While it runs
+    ``pipe.current_timestep`` is the step's timestep, as in diffusers' loop."""
 
     def __init__(self, pipe: "Pipeline", fn: Callable[..., Any], tensor_inputs: List[str]):
         self.pipe, self.fn, self.tensor_inputs = pipe, fn, tensor_inputs
@@ -483,10 +486,17 @@ class _StepEnd:
                         f"(not {other})")
         return _StepEnd(pipe, fn, list(inputs))
 
-    def __call__(self, step: int, total: int, sigma: float, latents: np.ndarray) -> Tuple[np.ndarray, bool]:
+    def __call__(self, step: int, total: int, sigma: float, timestep: float, guidance: float,
+                 latents: np.ndarray) -> Tuple[np.ndarray, bool, float]:
         given = torch.from_numpy(latents)
         kwargs = {"latents": given} if "latents" in self.tensor_inputs else {}
+        self.pipe._current_timestep = torch.tensor(timestep, dtype=torch.float32)
         out = self.fn(self.pipe, step, torch.tensor(sigma, dtype=torch.float32), kwargs)
+        guidance = getattr(self.pipe, "_guidance_scale", guidance)
+        if isinstance(guidance, torch.Tensor) and guidance.numel() == 1:
+            guidance = guidance.item()
+        if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real) or not math.isfinite(guidance):
+            raise _fail(f"callback_on_step_end set pipe._guidance_scale to {guidance!r}: a finite number is needed")
         if not isinstance(out, dict):
             raise _fail(f"callback_on_step_end must return a dict (its callback_kwargs), got {type(out).__name__}")
         unknown = [k for k in ("prompt_embeds", "negative_prompt_embeds") if k in out]
@@ -501,7 +511,7 @@ class _StepEnd:
                         f"expected floating-point values of shape {list(latents.shape)}")
         if back is not given:
             latents = _float32_values(back).reshape(latents.shape)
-        return latents, bool(getattr(self.pipe, "_interrupt", False))
+        return latents, bool(getattr(self.pipe, "_interrupt", False)), float(guidance)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -889,6 +899,7 @@ class Pipeline(_C.Pipeline):
             extra = (step_end,) if step_end is not None else ()
             return fn(*args, hook if (callback is not None or hook.tqdm is not None) else None, *extra)
         finally:
+            self._current_timestep = None  # set by _StepEnd within the loop only
             hook.close()
 
     def set_progress_bar_config(self, **kwargs: Any) -> None:
@@ -921,6 +932,29 @@ class Pipeline(_C.Pipeline):
         """diffusers' ``pipe.interrupt``: set ``pipe._interrupt = True`` in ``callback_on_step_end``
         to end the denoising after that step."""
         return bool(getattr(self, "_interrupt", False))
+
+    @property
+    def guidance_scale(self) -> float:
+        """diffusers' ``pipe.guidance_scale``: the running (or last) call's guidance; a
+        ``callback_on_step_end`` may set ``pipe._guidance_scale`` to guide the steps after with
+        another (at or below 1: the conditional pass alone, half a step's DiT work saved)."""
+        return float(getattr(self, "_guidance_scale", 0.0))
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """diffusers' ``pipe.do_classifier_free_guidance``: guidance above 1."""
+        return self.guidance_scale > 1
+
+    @property
+    def current_timestep(self) -> Optional[torch.Tensor]:
+        """diffusers' ``pipe.current_timestep``: in a ``callback_on_step_end``, the step's
+        scheduler timestep (float32); None outside the denoising loop."""
+        return getattr(self, "_current_timestep", None)
+
+    @property
+    def attention_kwargs(self) -> Optional[Dict[str, Any]]:
+        """diffusers' ``pipe.attention_kwargs``: the running (or last) call's (unused by the DiT)."""
+        return getattr(self, "_attention_kwargs", None)
 
     @property
     def num_timesteps(self) -> int:
@@ -1016,7 +1050,9 @@ class Pipeline(_C.Pipeline):
         callback_kwargs)`` is diffusers' step-end callback: after denoising step i, ``t`` the
         step's sigma as diffusers passes it, ``callback_kwargs["latents"]`` the float32 latents on
         the CPU (change them in place or return new ones in the dict; the next step starts from
-        them); ``pipe._interrupt = True`` ends the denoising there and decodes those latents.
+        them); ``pipe._interrupt = True`` ends the denoising there and decodes those latents;
+        ``pipe._guidance_scale = g`` guides the steps after with g (at or below 1: the conditional
+        pass alone), as diffusers' loop reads it at every step.
         ``callback_on_step_end_tensor_inputs`` may name "latents" only (not "prompt_embeds").
         ``prompt_embeds`` / ``negative_prompt_embeds`` ([num_prompts, L, C] in the DiT's dtype, C
         its text_embed_dim) replace the glyph encoder's embeddings of each CFG pass, as diffusers'
@@ -1037,6 +1073,8 @@ class Pipeline(_C.Pipeline):
                             sigmas, latents, crops_coords_top_left, prompt_embeds, negative_prompt_embeds)
         req.output = _OUTPUTS[output_type]
         self._num_timesteps = req.steps
+        # diffusers' call-time state, read (and the guidance changed) by step-end callbacks
+        self._guidance_scale, self._attention_kwargs = req.guidance, attention_kwargs
         if prior_token_ids is None:
             if prior_token_image_ids is not None or source_image_grid_thw is not None:
                 raise _fail("prior_token_image_ids / source_image_grid_thw need prior_token_ids")

@@ -89,9 +89,10 @@ F32Array float_array(const std::vector<int64_t>& shape, const std::vector<float>
     return a;
 }
 
-// Builds the C++ step callback from `step_end(step, total, sigma, latents)`, latents a float32
-// array [B, C, h, w] of the step's values, which it returns, changed or not (or another array),
-// with whether to stop: (latents, stop). Python's errors are kept and cancel the call, as the
+// Builds the C++ step callback from `step_end(step, total, sigma, timestep, guidance, latents)`,
+// latents a float32 array [B, C, h, w] of the step's values, which it returns, changed or not (or
+// another array), with whether to stop and the guidance of the steps after: (latents, stop,
+// guidance). Python's errors are kept and cancel the call, as the
 // progress callback's are; a None callable makes an empty callback (no copies per step).
 DenoiseStepCallback make_step_end(Pipeline& pipe, py::handle step_end, PendingError& pending) {
     if (!step_end || step_end.is_none()) return {};
@@ -99,11 +100,13 @@ DenoiseStepCallback make_step_end(Pipeline& pipe, py::handle step_end, PendingEr
         py::gil_scoped_acquire gil;
         if (pending.error) return;  // already cancelling
         try {
-            py::tuple out = step_end(s.step, s.total, s.sigma, float_array(s.shape, s.latents));
+            py::tuple out =
+                step_end(s.step, s.total, s.sigma, s.timestep, s.guidance, float_array(s.shape, s.latents));
             F32Array back = F32Array::ensure(out[0]);
             if (!back) throw py::error_already_set();
             s.latents.assign(back.data(), back.data() + back.size());  // sizes checked by the decoder
             s.stop = out[1].cast<bool>();
+            s.guidance = out[2].cast<double>();  // its range checked by the decoder
         } catch (py::error_already_set& e) {
             pending.error.emplace(std::move(e));
             pipe.cancel();

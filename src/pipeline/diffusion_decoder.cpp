@@ -3,6 +3,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/InferenceMode.h>
 
+#include <cmath>
+
 #include "core/check.h"
 #include "core/cpu_block_cache.h"
 #include "kernels/cpu_products.h"
@@ -142,22 +144,32 @@ at::Tensor caller_tensor(const std::vector<float>& values, at::IntArrayRef shape
 }
 
 // The float32 latents after step i to the caller's on_step_end, and what it hands back (the
-// same number of finite values) as the next step's latents, where they were; `stop` as it set it.
+// same number of finite values) as the next step's latents, where they were; `stop` and
+// `guidance` (DenoiseStep::guidance; above 1 only where `has_uncond`) as it set them.
 at::Tensor hand_to_caller(const DenoiseStepCallback& on_step_end, const at::Tensor& latents, int64_t i,
-                          const FlowMatchSchedule& schedule, bool& stop) {
+                          const FlowMatchSchedule& schedule, bool has_uncond, bool& stop, double& guidance) {
     const at::Tensor host = latents.to(at::kCPU, at::kFloat).contiguous();
     DenoiseStep s;
     s.step = i;
     s.total = schedule.n_steps();
     s.sigma = schedule.sigmas[static_cast<size_t>(i)];
+    s.timestep = schedule.timesteps[static_cast<size_t>(i)];
     s.shape = host.sizes().vec();
     s.latents.assign(host.data_ptr<float>(), host.data_ptr<float>() + host.numel());
+    s.guidance = guidance;
     on_step_end(s);
     if (s.latents.size() != static_cast<size_t>(host.numel()))
         throw InputError(str_cat("the step-end callback handed back ", s.latents.size(), " latent values; the step's ",
                                  host.sizes(), " latents hold ", host.numel()));
     check_finite_values(s.latents, "the latents the step-end callback handed back");
+    if (!std::isfinite(s.guidance))
+        throw InputError(str_cat("the step-end callback set the guidance to ", s.guidance, ": it must be finite"));
+    if (s.guidance > 1.0 && !has_uncond)
+        throw InputError(str_cat("the step-end callback set the guidance to ", s.guidance,
+                                 " in a call that started without guidance (at most 1): there are no unconditional "
+                                 "embeddings to guide with; start the call with guidance above 1 and lower it"));
     stop = s.stop;
+    guidance = s.guidance;
     return caller_tensor(s.latents, host.sizes(), latents.device(), latents.scalar_type());
 }
 
@@ -294,8 +306,10 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
         std::vector<FirstBlockCachePass> fbc;
         if (o.first_block_cache > 0) fbc.assign(cfg ? 2 : 1, FirstBlockCachePass(o.first_block_cache));
         auto fbc_pass = [&](size_t i) { return fbc.empty() ? nullptr : &fbc[i]; };
-        int64_t steps_run = 0;
+        int64_t passes_run = 0;
+        double guidance = o.guidance;  // a step-end callback may change it for the steps after its own
         for (int64_t i = 0; i < schedule.n_steps(); ++i) {
+            const bool guided = cfg && guidance > 1.0;  // this step runs the unconditional pass too
             if (rt.cancel && rt.cancel->load()) throw CancelledError(str_cat("cancelled at denoising step ", i));
             auto x = latents.to(dtype);
             auto label = at::full({batch}, schedule.labels[static_cast<size_t>(i)],
@@ -304,35 +318,35 @@ at::Tensor run_diffusion_decoder(const DiffusionDecoderModels& m, const at::Tens
             const auto step = dit.condition_step(dit.embed_time(label, target_size, crop, batch));
             if (i2i) cache.set_mode(DiTKVCache::Mode::kRead);
             at::Tensor v;
-            if (batched) {
+            if (batched && guided) {
                 GlmImageTransformer::FirstBlockCachePasses both;
                 if (!fbc.empty()) both = {&fbc[0], &fbc[1]};
                 auto out = dit.forward_projected(at::cat({x, x}), {text_c, text_u}, prior_cu, for_both_passes(step),
                                                  rope, i2i ? &cache : nullptr, both)
                                .to(at::kFloat);
                 auto vc = out.narrow(0, 0, batch), vu = out.narrow(0, batch, batch);
-                v = vu + o.guidance * (vc - vu);
+                v = vu + guidance * (vc - vu);
             } else {
                 auto vc = dit.forward_projected(x, text_c, prior_c, step, rope, i2i ? &cache : nullptr, fbc_pass(0))
                               .to(at::kFloat);
-                if (cfg) {
+                if (guided) {
                     if (i2i) cache.set_mode(DiTKVCache::Mode::kSkip);
                     auto vu = dit.forward_projected(x, text_u, prior_u, step, rope, i2i ? &cache : nullptr,
                                                     fbc_pass(1))
                                   .to(at::kFloat);
-                    v = vu + o.guidance * (vc - vu);
+                    v = vu + guidance * (vc - vu);
                 } else {
                     v = vc;
                 }
             }
             latents = flow_match_euler_step(schedule, i, latents, v);
-            steps_run = i + 1;
+            passes_run += guided ? 2 : 1;
             bool stop = false;
-            if (rt.on_step_end) latents = hand_to_caller(rt.on_step_end, latents, i, schedule, stop);
+            if (rt.on_step_end) latents = hand_to_caller(rt.on_step_end, latents, i, schedule, cfg, stop, guidance);
             if (rt.on_step) rt.on_step(i + 1, schedule.n_steps());
             if (stop) break;
         }
-        if (rt.steps_run) *rt.steps_run = steps_run;
+        if (rt.dit_passes) *rt.dit_passes = passes_run;
         if (rt.first_block_cache_skips) {
             rt.first_block_cache_skips->clear();
             for (const auto& p : fbc) rt.first_block_cache_skips->push_back(p.skipped());

@@ -48,7 +48,9 @@ struct DecoderRuntime {
     // After each denoising step (before on_step): the latents, which it may change or stop at
     // (Session::generate's on_step_end).
     DenoiseStepCallback on_step_end;
-    int64_t* steps_run = nullptr;  // out, where set: the denoising steps taken (fewer after a stop)
+    // Out, where set: the DiT passes run (2 a step with guidance, 1 without; on_step_end may turn
+    // it off and on again: DenoiseStep::guidance).
+    int64_t* dit_passes = nullptr;
     // Out, where set: per CFG pass (the conditional first), per step, whether the first-block
     // cache (GenerateRequest::first_block_cache) ran the DiT's first block alone; empty when it
     // is off, and each pass's list empty for a DiT of one block (nothing after it to skip).

@@ -175,8 +175,8 @@ void run_decoder_stage(const Model::Impl& m, const GenerateRequest& req, const P
     if (call.progress) rt.on_step = [&](int64_t step, int64_t total) { call.progress({"denoise", step, total}); };
     const std::string cfg = cfg_passes(rt, m.decoder_models().device(), m.decoder_models().dtype(), req.guidance);
     rt.on_step_end = call.on_step_end;
-    int64_t steps_run = 0;
-    rt.steps_run = &steps_run;
+    int64_t passes = 0;
+    rt.dit_passes = &passes;
     std::vector<std::vector<bool>> skips;
     rt.first_block_cache_skips = &skips;
     at::Tensor out = run_diffusion_decoder(m.decoder_models(), rows_tensor(prior.ids), conds, req, rt).contiguous();
@@ -191,7 +191,7 @@ void run_decoder_stage(const Model::Impl& m, const GenerateRequest& req, const P
         case GenerateRequest::Output::kLatents: take_values(out, result.latents, result.latents_shape); break;
     }
     result.timings.push_back({"decoder", seconds_since(t0), cfg});
-    result.dit_passes = steps_run * (cfg == "none" ? 1 : 2);
+    result.dit_passes = passes;
     result.dit_passes_cached = 0;
     for (const auto& pass : skips) result.dit_passes_cached += std::count(pass.begin(), pass.end(), true);
 }

@@ -166,3 +166,38 @@ def test_first_block_cache_skips_the_later_blocks_modulation(ours, batch_cfg):
     print("adaLN products: exact", exact, "cached", cached, "blocks", blocks, "steps", steps)
     assert exact == blocks * steps
     assert cached == blocks + (steps - 1)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("cfg_passes", ["joint", "apart"])
+def test_first_block_cache_with_guidance_changed_by_the_step_callback(ref_pipe, cfg_passes):
+    """The cache with diffusers' dynamic guidance (a step-end callback setting pipe._guidance_scale):
+    guidance off after step 2 (the unconditional pass stops running, its cache state kept as it
+    was), on again after step 6 (it resumes against its state of step 2), as diffusers' hook does
+    with each pass in its own context: the same passes run and served, the same images."""
+    ours = glmimage.Pipeline.from_pretrained(str(TINY), cfg_passes=cfg_passes)
+    case = CASES["t2i"]
+    h, w = case["height"], case["width"]
+    changes = {2: 1.0, 6: 1.5}
+
+    def cb(pipe, i, t, kwargs):
+        if i in changes:
+            pipe._guidance_scale = changes[i]
+        return kwargs
+
+    prior = prior_ids(1, h, w, seed=5)
+    args = dict(prior_token_ids=prior, height=h, width=w, num_inference_steps=STEPS, guidance_scale=1.5,
+                output_type="np", callback_on_step_end=cb)
+    with reference_first_block_cache(ref_pipe, 0.3) as ref_skips:
+        ref = ref_pipe(prompt=case["prompts"][0], generator=torch.Generator().manual_seed(1234), **args).images
+    got = ours(case["prompts"][0], seed=1234, first_block_cache=0.3, progress=False, **args)
+    calls = len(ref_skips["cond"]) + len(ref_skips["uncond"])
+    served = sum(ref_skips["cond"]) + sum(ref_skips["uncond"])
+    print(cfg_passes, "diffusers", pattern([ref_skips["cond"], ref_skips["uncond"]]), "ours passes",
+          got.timings["dit_passes"], "served", got.timings["dit_passes_cached"])
+    assert len(ref_skips["uncond"]) == STEPS - 4  # steps 3 to 6 ran the conditional pass alone
+    assert (got.timings["dit_passes"], got.timings["dit_passes_cached"]) == (calls, served) and served > 0
+    assert sum(ref_skips["uncond"][3:]) > 0  # the resumed pass was served too
+    entry = record(f"first_block_cache_guidance_changed_{cfg_passes}", torch.from_numpy(got.images),
+                   torch.from_numpy(ref), atol=1e-5, skipped=pattern([ref_skips["cond"], ref_skips["uncond"]]))
+    assert entry["ok"]

@@ -108,6 +108,68 @@ def test_step_callback_interrupt_as_diffusers(ref_pipe, ours):
     assert again.timings["dit_passes"] == 2 * STEPS
 
 
+GUIDANCE_CHANGES = {
+    # diffusers' "dynamic CFG": guidance off after step 1 (the conditional pass alone from step 2 on)
+    "off_after_1": {1: 1.0},
+    # raised after step 0, off after step 1, back on (the unconditional pass resumes) after step 2
+    "up_off_on": {0: 4.0, 1: 0.0, 2: 2.5},
+}
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("cfg_passes", ["joint", "apart"])
+@pytest.mark.parametrize("change", list(GUIDANCE_CHANGES))
+def test_step_callback_changes_guidance_as_diffusers(ref_pipe, change, cfg_passes):
+    """A callback setting pipe._guidance_scale guides the steps after with it, as diffusers' loop
+    reads it at every step; at or below 1 they run the conditional pass alone. What the callback
+    reads (guidance_scale, do_classifier_free_guidance, current_timestep) is diffusers' too."""
+    ours = glmimage.Pipeline.from_pretrained(str(TINY), cfg_passes=cfg_passes)
+    seen: dict = {"ours": [], "ref": []}
+
+    def changer(side):
+        def cb(pipe, i, t, kwargs):
+            seen[side].append((i, pipe.guidance_scale, pipe.do_classifier_free_guidance,
+                               float(pipe.current_timestep), pipe.current_timestep.dtype))
+            if i in GUIDANCE_CHANGES[change]:
+                pipe._guidance_scale = GUIDANCE_CHANGES[change][i]
+            return kwargs
+        return cb
+
+    args = call_args()
+    ref = ref_pipe(prompt=PROMPTS, callback_on_step_end=changer("ref"), **{**args, "latents": args["latents"].clone()})
+    got = ours(PROMPTS, callback_on_step_end=changer("ours"), progress=False, **args)
+    assert seen["ours"] == seen["ref"], (seen["ours"], seen["ref"])
+    assert ours.current_timestep is None and ref_pipe.current_timestep is None  # outside the loop
+    entry = record(f"step_callback_guidance_{change}_{cfg_passes}", torch.from_numpy(got.images),
+                   torch.from_numpy(ref.images), atol=1e-5)
+    assert entry["ok"]
+    plain_images = ours(PROMPTS, progress=False, **call_args()).images
+    assert np.abs(got.images - plain_images).max() > 1e-3  # the change reached the images
+    g, passes = 1.5, 0
+    for i in range(STEPS):  # each step's passes: 2 where the guidance it runs with is above 1
+        g = GUIDANCE_CHANGES[change].get(i - 1, g)
+        passes += 2 if g > 1 else 1
+    assert got.timings["dit_passes"] == passes < 2 * STEPS
+
+
+def test_step_callback_guidance_misuse_is_a_clear_error(ours):
+    def setter(value):
+        def cb(pipe, i, t, kwargs):
+            pipe._guidance_scale = value
+            return kwargs
+        return cb
+
+    with pytest.raises(ValueError, match="started without guidance"):
+        ours(PROMPTS, callback_on_step_end=setter(2.0), progress=False, **{**call_args(), "guidance_scale": 1.0})
+    for bad in (float("nan"), "high", None):
+        with pytest.raises(ValueError, match="finite"):
+            ours(PROMPTS, callback_on_step_end=setter(bad), progress=False, **call_args())
+    # Lowering it in a call without guidance is no change; a tensor value is read as its number.
+    out = ours(PROMPTS, callback_on_step_end=setter(torch.tensor(0.5)), progress=False,
+               **{**call_args(), "guidance_scale": 1.0})
+    assert out.timings["dit_passes"] == STEPS
+
+
 def test_step_callback_misuse_is_a_clear_error(ours):
     args = call_args()
     cases = [

@@ -199,6 +199,25 @@ TEST(Session, StepEndCallbackAndLatentOutput) {
     };
     EXPECT_NE(s.generate(req, {}, halve).images.at(0).rgb, plain.images.at(0).rgb);
 
+    // The guidance of the steps after: seen as the request's, turned off after step 0 (the other
+    // three steps run the conditional pass alone), never raised where the call started without it.
+    std::vector<double> guidance_seen;
+    auto guidance_off = [&](DenoiseStep& step) {
+        guidance_seen.push_back(step.guidance);
+        if (step.step == 0) step.guidance = 1.0;
+    };
+    const auto unguided_after_0 = s.generate(req, {}, guidance_off);
+    EXPECT_EQ(guidance_seen, (std::vector<double>{1.5, 1.0, 1.0, 1.0}));
+    EXPECT_EQ(unguided_after_0.dit_passes, 2 + 3);
+    EXPECT_NE(unguided_after_0.images.at(0).rgb, plain.images.at(0).rgb);
+    auto raise = [](DenoiseStep& step) { step.guidance = 2.0; };
+    GenerateRequest unguided = req;
+    unguided.guidance = 1.0;
+    EXPECT_THROW(s.generate(unguided, {}, raise), InputError);
+    auto nan_guidance = [](DenoiseStep& step) { step.guidance = std::nan(""); };
+    EXPECT_THROW(s.generate(req, {}, nan_guidance), InputError);
+    EXPECT_EQ(seen[1].timestep, 750.0);  // the scheduler's timesteps: 1000, 750, 500, 250
+
     auto shrink = [](DenoiseStep& step) { step.latents.pop_back(); };
     EXPECT_THROW(s.generate(req, {}, shrink), InputError);
     auto poison = [](DenoiseStep& step) { step.latents[7] = std::nanf(""); };
