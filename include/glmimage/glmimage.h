@@ -345,4 +345,9 @@ class Pipeline {
 
 const char* version();
 
+// The quoted texts of a prompt that the decoder renders through the glyph encoder, as diffusers'
+// GlmImagePipeline.get_glyph_texts finds them: '...', then “...”, then "...", then 「...」 (grouped
+// by quote kind). InputError on invalid UTF-8.
+std::vector<std::string> glyph_texts(const std::string& prompt);
+
 }  // namespace glmimage

@@ -933,6 +933,14 @@ class Pipeline(_C.Pipeline):
         to end the denoising after that step."""
         return bool(getattr(self, "_interrupt", False))
 
+    def get_glyph_texts(self, prompt: Union[str, List[str]]) -> List[List[str]]:
+        """diffusers' ``get_glyph_texts``: per prompt, the quoted texts the decoder renders through
+        the glyph encoder ('...', then “...”, then "...", then 「...」)."""
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
+            raise _fail(f"prompt must be a str or a list of str, got {type(prompt).__name__}")
+        return [_C.glyph_texts(p) for p in prompts]
+
     @property
     def guidance_scale(self) -> float:
         """diffusers' ``pipe.guidance_scale``: the running (or last) call's guidance; a

@@ -347,6 +347,8 @@ void register_pipeline(py::module_& m) {
         // The checkpoint's rules for a request (GenerateRequest.validate plus condition-image fit).
         .def("_validate", [](const Pipeline& p, const GenerateRequest& req) { p.model().validate(req); });
     m.def("version", &version);
+    m.def("glyph_texts", &glyph_texts, py::arg("prompt"),
+          "The quoted texts of one prompt the glyph encoder renders (diffusers' get_glyph_texts).");
     m.def("set_num_threads", &set_num_threads, py::arg("threads"),
           "LibTorch's intra-op CPU threads for the whole process (0 keeps its default).");
     m.def("num_threads", &num_threads);

@@ -9,8 +9,11 @@
 #include "glmimage/glmimage.h"
 #include "core/system_memory.h"
 #include "pipeline/model_impl.h"
+#include "tokenizers/glyph_text.h"
 
 namespace glmimage {
+
+std::vector<std::string> glyph_texts(const std::string& prompt) { return extract_glyph_texts(prompt); }
 
 using detail::str_cat;
 

@@ -183,3 +183,16 @@ def test_glyph_tokens_fuzz(ref_pipe):
         ours += [ids.flatten(), mask.flatten()]
         ref += [r_ids.flatten(), r_mask.flatten()]
     assert record_exact("glyph_tokens_fuzz2000", torch.cat(ours), torch.cat(ref), prompts=2000)["ok"]
+
+
+@pytest.mark.parity
+def test_get_glyph_texts_as_diffusers(ref_pipe):
+    """The public pipe.get_glyph_texts (glmimage::glyph_texts) gives diffusers' lists, for one prompt
+    and for the whole set at once."""
+    import glmimage
+
+    ours = glmimage.Pipeline.from_pretrained(TINY)
+    assert ours.get_glyph_texts(PROMPTS) == ref_pipe.get_glyph_texts(PROMPTS)
+    assert ours.get_glyph_texts(PROMPTS[2]) == ref_pipe.get_glyph_texts(PROMPTS[2]) == [["Café", "OPEN"]]
+    with pytest.raises(ValueError, match="list of str"):
+        ours.get_glyph_texts(3)
