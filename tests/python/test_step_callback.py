@@ -6,13 +6,14 @@ early stop (pipe._interrupt) must give diffusers' images."""
 from __future__ import annotations
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from parity import levels, record
 from torch.profiler import ProfilerActivity, profile
 # The decoder parity tests' helpers and fixtures (ref_pipe: diffusers' pipeline on models/tiny;
 # ours: glmimage's), which pytest takes from this import.
-from test_decoder_parity import TINY, ours, prior_ids, ref_pipe  # noqa: F401
+from test_decoder_parity import TINY, condition, ours, prior_ids, ref_pipe  # noqa: F401
 
 import glmimage
 
@@ -116,14 +117,25 @@ GUIDANCE_CHANGES = {
 }
 
 
+def condition_args(h: int = 512, w: int = 512) -> dict:
+    """One condition image per prompt with its prior ids, as both pipelines take them."""
+    conds = [condition(h, w, seed=40 + k) for k in range(len(PROMPTS))]
+    return dict(image=[[PIL.Image.fromarray(px.numpy())] for px, _ in conds],
+                prior_token_image_ids=[ids for _, ids in conds],
+                source_image_grid_thw=[torch.tensor([[1, h // 16, w // 16]]) for _ in conds])
+
+
 @pytest.mark.parity
 @pytest.mark.parametrize("cfg_passes", ["joint", "apart"])
-@pytest.mark.parametrize("change", list(GUIDANCE_CHANGES))
+@pytest.mark.parametrize("change", list(GUIDANCE_CHANGES) + ["i2i_up_off_on"])
 def test_step_callback_changes_guidance_as_diffusers(ref_pipe, change, cfg_passes):
     """A callback setting pipe._guidance_scale guides the steps after with it, as diffusers' loop
-    reads it at every step; at or below 1 they run the conditional pass alone. What the callback
-    reads (guidance_scale, do_classifier_free_guidance, current_timestep) is diffusers' too."""
+    reads it at every step; at or below 1 they run the conditional pass alone (with a condition
+    image: the conditional pass reads its cached keys and values, as ever). What the callback reads
+    (guidance_scale, do_classifier_free_guidance, current_timestep) is diffusers' too."""
     ours = glmimage.Pipeline.from_pretrained(str(TINY), cfg_passes=cfg_passes)
+    case, extra = change, condition_args() if change.startswith("i2i_") else {}
+    change = change.removeprefix("i2i_")
     seen: dict = {"ours": [], "ref": []}
 
     def changer(side):
@@ -135,15 +147,15 @@ def test_step_callback_changes_guidance_as_diffusers(ref_pipe, change, cfg_passe
             return kwargs
         return cb
 
-    args = call_args()
+    args = {**call_args(), **extra}
     ref = ref_pipe(prompt=PROMPTS, callback_on_step_end=changer("ref"), **{**args, "latents": args["latents"].clone()})
     got = ours(PROMPTS, callback_on_step_end=changer("ours"), progress=False, **args)
     assert seen["ours"] == seen["ref"], (seen["ours"], seen["ref"])
     assert ours.current_timestep is None and ref_pipe.current_timestep is None  # outside the loop
-    entry = record(f"step_callback_guidance_{change}_{cfg_passes}", torch.from_numpy(got.images),
+    entry = record(f"step_callback_guidance_{case}_{cfg_passes}", torch.from_numpy(got.images),
                    torch.from_numpy(ref.images), atol=1e-5)
     assert entry["ok"]
-    plain_images = ours(PROMPTS, progress=False, **call_args()).images
+    plain_images = ours(PROMPTS, progress=False, **{**call_args(), **extra}).images
     assert np.abs(got.images - plain_images).max() > 1e-3  # the change reached the images
     g, passes = 1.5, 0
     for i in range(STEPS):  # each step's passes: 2 where the guidance it runs with is above 1
