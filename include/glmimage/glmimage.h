@@ -288,10 +288,11 @@ class Session {
     // call to start (a cancel is never lost). Thread-safe; other sessions are not affected.
     void cancel();
 
-    // The model the calls that start from now on run on (diffusers' `pipe.to(...)` and
+    // The model the calls made from now on run on (diffusers' `pipe.to(...)` and
     // `enable_model_cpu_offload()` load the checkpoint again with the new placement and hand it
-    // here). Thread-safe and does not wait: a running call finishes on the model it started with,
-    // which is freed when it ends and no other session holds it. InputError on a null model.
+    // here). Thread-safe and does not wait: a call made before (running, or queued behind one)
+    // runs on the model it was made with, which is freed when the last such call ends and no other
+    // session holds it. InputError on a null model.
     void replace_model(std::shared_ptr<const Model> model);
 
     // The model of the calls that start now. model()'s reference is valid until the next
