@@ -518,6 +518,27 @@ class _StepEnd:
 # The pipeline
 
 
+class _PerThread:
+    """diffusers' call-time attributes (``pipe._interrupt``, ``pipe._guidance_scale``, ...) with one
+    value per thread: a call and its step-end callback run in the calling thread, and a call on the
+    same pipeline from another thread (queued behind it) must neither see nor change its values (a
+    guidance set at its start would otherwise guide the running call's later steps)."""
+
+    def __init__(self, default: Any):
+        self.default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        return getattr(obj._call_state, self.name, self.default)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj._call_state, self.name, value)
+
+
 class Pipeline(_C.Pipeline):
     """GLM-Image text-to-image and image-to-image, with diffusers' ``GlmImagePipeline`` arguments.
 
@@ -528,11 +549,18 @@ class Pipeline(_C.Pipeline):
     progress callback; it stops this pipeline's running call, or its next one if none runs.
     """
 
+    _interrupt = _PerThread(False)
+    _guidance_scale = _PerThread(0.0)
+    _current_timestep = _PerThread(None)
+    _num_timesteps = _PerThread(0)
+    _attention_kwargs = _PerThread(None)
+
     def __init__(self, path: Union[str, os.PathLike, "Pipeline"], dtype: Union[str, torch.dtype, None] = "auto",
                  device: Union[str, torch.device, None] = "cpu", residency: str = "resident",
                  components: Optional[Dict[str, Dict[str, Any]]] = None, quantize: Optional[str] = None,
                  ar_decode: str = "auto", cfg_passes: str = "auto", cpu_block_cache: bool = True):
         self._placing = threading.Lock()  # one to() / enable_model_cpu_offload() at a time
+        self._call_state = threading.local()  # the _PerThread attributes' values
         try:
             if isinstance(path, _C.Pipeline):
                 super().__init__(path)  # shares the loaded weights
@@ -931,7 +959,7 @@ class Pipeline(_C.Pipeline):
     def interrupt(self) -> bool:
         """diffusers' ``pipe.interrupt``: set ``pipe._interrupt = True`` in ``callback_on_step_end``
         to end the denoising after that step."""
-        return bool(getattr(self, "_interrupt", False))
+        return bool(self._interrupt)
 
     def get_glyph_texts(self, prompt: Union[str, List[str]]) -> List[List[str]]:
         """diffusers' ``get_glyph_texts``: per prompt, the quoted texts the decoder renders through
@@ -946,7 +974,7 @@ class Pipeline(_C.Pipeline):
         """diffusers' ``pipe.guidance_scale``: the running (or last) call's guidance; a
         ``callback_on_step_end`` may set ``pipe._guidance_scale`` to guide the steps after with
         another (at or below 1: the conditional pass alone, half a step's DiT work saved)."""
-        return float(getattr(self, "_guidance_scale", 0.0))
+        return float(self._guidance_scale)
 
     @property
     def do_classifier_free_guidance(self) -> bool:
@@ -957,17 +985,17 @@ class Pipeline(_C.Pipeline):
     def current_timestep(self) -> Optional[torch.Tensor]:
         """diffusers' ``pipe.current_timestep``: in a ``callback_on_step_end``, the step's
         scheduler timestep (float32); None outside the denoising loop."""
-        return getattr(self, "_current_timestep", None)
+        return self._current_timestep
 
     @property
     def attention_kwargs(self) -> Optional[Dict[str, Any]]:
         """diffusers' ``pipe.attention_kwargs``: the running (or last) call's (unused by the DiT)."""
-        return getattr(self, "_attention_kwargs", None)
+        return self._attention_kwargs
 
     @property
     def num_timesteps(self) -> int:
         """diffusers' ``pipe.num_timesteps``: the denoising steps of the running (or last) call."""
-        return int(getattr(self, "_num_timesteps", 0))
+        return int(self._num_timesteps)
 
     def _component(self, folder: str) -> Any:
         return next(c for c in self.components if c.folder == folder)

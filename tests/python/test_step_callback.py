@@ -164,6 +164,44 @@ def test_step_callback_changes_guidance_as_diffusers(ref_pipe, change, cfg_passe
     assert got.timings["dit_passes"] == passes < 2 * STEPS
 
 
+def test_call_state_of_a_queued_call_does_not_reach_the_running_one(ours):
+    """A second thread's call on the same pipeline (queued behind the running one) sets its own
+    guidance and interrupt flag at its start; the running call's callback still reads its own, and
+    each call gives its solo images. (diffusers' attributes are per thread here: _PerThread.)"""
+    import threading
+    import time
+
+    solo = {g: ours(PROMPTS, progress=False, **{**call_args(), "guidance_scale": g}).images for g in (1.5, 3.0)}
+    first_in_step, second_started, seen, out = threading.Event(), threading.Event(), [], {}
+
+    def first_cb(pipe, i, t, kwargs):
+        if i == 0:
+            first_in_step.set()
+            assert second_started.wait(60)
+            time.sleep(0.5)  # the second call sets its state, then waits for this one
+        seen.append((pipe.guidance_scale, pipe.interrupt))
+        return kwargs
+
+    def first():
+        out[1.5] = ours(PROMPTS, callback_on_step_end=first_cb, progress=False, **call_args()).images
+
+    def second():
+        second_started.set()
+        out[3.0] = ours(PROMPTS, progress=False, **{**call_args(), "guidance_scale": 3.0}).images
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert first_in_step.wait(60)  # the first call is in its step 0 callback
+    b = threading.Thread(target=second)
+    b.start()
+    a.join(120)
+    b.join(120)
+    assert seen == [(1.5, False)] * STEPS
+    diffs = {g: float(np.abs(out[g] - solo[g]).max()) for g in solo}
+    print(f"calls queued on one pipeline against their solo runs: max abs diff {diffs} (tolerance 0)")
+    assert diffs == {1.5: 0.0, 3.0: 0.0}
+
+
 def test_step_callback_guidance_misuse_is_a_clear_error(ours):
     def setter(value):
         def cb(pipe, i, t, kwargs):
