@@ -492,11 +492,10 @@ class _StepEnd:
         kwargs = {"latents": given} if "latents" in self.tensor_inputs else {}
         self.pipe._current_timestep = torch.tensor(timestep, dtype=torch.float32)
         out = self.fn(self.pipe, step, torch.tensor(sigma, dtype=torch.float32), kwargs)
-        guidance = getattr(self.pipe, "_guidance_scale", guidance)
+        guidance = self.pipe._guidance_scale  # the callback may have set it (its thread's value)
         if isinstance(guidance, torch.Tensor) and guidance.numel() == 1:
             guidance = guidance.item()
-        if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real) or not math.isfinite(guidance):
-            raise _fail(f"callback_on_step_end set pipe._guidance_scale to {guidance!r}: a finite number is needed")
+        guidance = _check_float("pipe._guidance_scale (set by callback_on_step_end)", guidance)
         if not isinstance(out, dict):
             raise _fail(f"callback_on_step_end must return a dict (its callback_kwargs), got {type(out).__name__}")
         unknown = [k for k in ("prompt_embeds", "negative_prompt_embeds") if k in out]
@@ -511,7 +510,7 @@ class _StepEnd:
                         f"expected floating-point values of shape {list(latents.shape)}")
         if back is not given:
             latents = _float32_values(back).reshape(latents.shape)
-        return latents, bool(getattr(self.pipe, "_interrupt", False)), float(guidance)
+        return latents, bool(self.pipe._interrupt), guidance
 
 
 # ---------------------------------------------------------------------------------------------
@@ -695,7 +694,7 @@ class Pipeline(_C.Pipeline):
             except (RuntimeError, TypeError) as e:
                 raise _fail(f"enable_model_cpu_offload: device {device!r}: {e}") from None
             if gpu_id is not None:
-                _check_int("gpu_id", gpu_id)
+                gpu_id = _check_int("gpu_id", gpu_id)
                 if target.index is not None:
                     raise _fail(f"enable_model_cpu_offload: gpu_id={gpu_id} and the index of device={device!r} "
                                 f"both given: give one")
