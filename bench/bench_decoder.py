@@ -53,6 +53,12 @@ the repeat, like the paired GEMM rate) / the repeat's median step. Its gap to 1 
 spends outside its products (attention, GELU, norms, copies) or loses in them; the gap between it and
 dit_step_of_roofline_paired is the GEMM kernels' own loss at the step's shapes (the small preset's
 products have 257-281 rows and widths 512-2048) against an n^3 product.
+`dit_attention_alone_s_per_step` times the blocks' attention the same way (SDPA at each pass's
+[1, heads, S, head_dim], in the dtype), and `dit_step_of_products_and_attention_alone_paired` sets
+products and attention alone against the repeat's median step: the share of the step its two
+kernels of fixed bits take, the rest being the small ops between them. Where attention runs well
+below the GEMM rate (the CPU flash kernel at these 257-281 rows), the n^3 roofline is out of reach
+by that much whatever the rest of the step does.
 """
 
 from __future__ import annotations
@@ -119,6 +125,7 @@ def dit_shapes(_testing, pipe, model_dir: str, h: int, w: int) -> dict:
         "per_token": sum(t.numel() for k, t in state.items() if k.startswith("transformer_blocks.")
                          and (".attn1." in k or ".ff." in k) and k.endswith(".weight")),
         "inner": cfg["num_attention_heads"] * cfg["attention_head_dim"],
+        "heads": cfg["num_attention_heads"],
         "ff": state["transformer_blocks.0.ff.net.0.proj.weight"].shape[0],
         "layers": cfg["num_layers"],
         "seqs": (_testing.glyph_embeddings(pipe, [PROMPT]).shape[1] + image, 1 + image),
@@ -150,6 +157,27 @@ def products_alone_s_per_step(shapes: dict, dtype) -> float:
                 torch.nn.functional.linear(x, wt, b)
                 best = min(best, time.perf_counter() - t0)
             total += best * shapes["layers"]
+    return total
+
+
+def attention_alone_s_per_step(shapes: dict, dtype) -> float:
+    """The DiT blocks' attention of one step, timed alone at its shape (LibTorch's SDPA on random
+    [1, heads, S, head_dim] q, k, v in `dtype`, best of 5; per CFG pass of S rows and per block):
+    the reference's kernel, whose bits the images keep, with nothing else of the step around it."""
+    import torch
+    import torch.nn.functional as F
+
+    heads = shapes["heads"]
+    total = 0.0
+    for seq in shapes["seqs"]:
+        q, k, v = (torch.randn(1, heads, seq, shapes["inner"] // heads).to(dtype) for _ in range(3))
+        F.scaled_dot_product_attention(q, k, v)
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            F.scaled_dot_product_attention(q, k, v)
+            best = min(best, time.perf_counter() - t0)
+        total += best * shapes["layers"]
     return total
 
 
@@ -227,10 +255,12 @@ def run_side(args) -> None:
                       weight_bytes=profile_products.stored_weight_bytes(args.quantize, dtype.itemsize))
     best, intervals, rates, paired = float("inf"), [], [], []
     alone, alone_paired = [], []  # products_alone_s_per_step before each repeat, and against its steps
+    attention, kernels_paired = [], []  # attention_alone_s_per_step, and products + attention against the steps
     for _ in range(args.repeats):
         if args.side == "ours":
             rates.append(gemm_rate(dtype))  # this repeat's moment of the machine
             alone.append(products_alone_s_per_step(shapes, product_dtype))
+            attention.append(attention_alone_s_per_step(shapes, dtype))
         stamps.clear()
         t0 = time.perf_counter()
         img = once()
@@ -244,6 +274,7 @@ def run_side(args) -> None:
         if args.side == "ours" and steps_here:
             paired.append(flops / args.steps / rates[-1] / median(steps_here))
             alone_paired.append(alone[-1] / median(steps_here))
+            kernels_paired.append((alone[-1] + attention[-1]) / median(steps_here))
         intervals += steps_here
     if len(intervals) == 0:
         raise SystemExit(f"--steps {args.steps}: the per-step time needs at least 2 steps")
@@ -269,6 +300,8 @@ def run_side(args) -> None:
         rates += [rate_before, gemm_rate(dtype)]
         out["products_alone_s_per_step"] = min(alone)
         out["step_of_products_alone_paired"] = median(alone_paired)
+        out["attention_alone_s_per_step"] = min(attention)
+        out["step_of_products_and_attention_alone_paired"] = median(kernels_paired)
         out["roofline_s"] = flops / max(rates)
         out["step_of_roofline_paired"] = median(paired)
         out["gemm_gflop_s_range"] = [round(min(rates) / 1e9, 1), round(max(rates) / 1e9, 1)]
@@ -351,6 +384,9 @@ def main() -> int:
         "gemm_gflop_s_range": res["ours"]["gemm_gflop_s_range"],
         "dit_products_alone_s_per_step": round(res["ours"]["products_alone_s_per_step"], 5),
         "dit_step_of_products_alone_paired": round(res["ours"]["step_of_products_alone_paired"], 3),
+        "dit_attention_alone_s_per_step": round(res["ours"]["attention_alone_s_per_step"], 5),
+        "dit_step_of_products_and_attention_alone_paired":
+            round(res["ours"]["step_of_products_and_attention_alone_paired"], 3),
         "speedup_dit_step": round(res["ref"]["dit_s_per_step"] / res["ours"]["dit_s_per_step"], 3),
         "ours_peak_rss_mb": round(res["ours"]["peak_rss_mb"], 1), "ref_peak_rss_mb": round(res["ref"]["peak_rss_mb"], 1),
         "ours_rss_anon_mb": round(res["ours"]["rss_anon_mb"], 1), "ref_rss_anon_mb": round(res["ref"]["rss_anon_mb"], 1),
