@@ -56,9 +56,9 @@ products have 257-281 rows and widths 512-2048) against an n^3 product.
 `dit_attention_alone_s_per_step` times the blocks' attention the same way (SDPA at each pass's
 [1, heads, S, head_dim], in the dtype), and `dit_step_of_products_and_attention_alone_paired` sets
 products and attention alone against the repeat's median step: the share of the step its two
-kernels of fixed bits take, the rest being the small ops between them. Where attention runs well
-below the GEMM rate (the CPU flash kernel at these 257-281 rows), the n^3 roofline is out of reach
-by that much whatever the rest of the step does.
+kernels of fixed bits take, the rest being the small ops between them. While those two keep the
+reference's bits, the step reaches at most dit_roofline_s_per_step / (products + attention alone)
+of the n^3 roofline, whatever the rest of it does.
 """
 
 from __future__ import annotations
