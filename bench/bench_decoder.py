@@ -101,17 +101,19 @@ def gemm_rate(dtype, n: int = 2048) -> float:
     return _matmul_rate(dtype, n)
 
 
+def best_of_5_warm(fn) -> float:
+    """Seconds of fn's fastest of 5 runs, after one run that warms it up (every timing here)."""
+    from bench_ar_decode import best_time
+
+    fn()
+    return best_time(fn, 5)
+
+
 def _matmul_rate(dtype, n: int) -> float:
     import torch
 
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
+    return 2 * n**3 / best_of_5_warm(lambda: a @ b)
 
 
 def dit_shapes(_testing, pipe, model_dir: str, h: int, w: int) -> dict:
@@ -150,13 +152,7 @@ def products_alone_s_per_step(shapes: dict, dtype) -> float:
     for seq in shapes["seqs"]:
         for k, n in ((inner, 3 * inner), (inner, inner), (inner, ff), (ff, inner)):
             x, wt, b = torch.randn(seq, k).to(dtype), torch.randn(n, k).to(dtype), torch.randn(n).to(dtype)
-            torch.nn.functional.linear(x, wt, b)
-            best = float("inf")
-            for _ in range(5):
-                t0 = time.perf_counter()
-                torch.nn.functional.linear(x, wt, b)
-                best = min(best, time.perf_counter() - t0)
-            total += best * shapes["layers"]
+            total += best_of_5_warm(lambda: torch.nn.functional.linear(x, wt, b)) * shapes["layers"]
     return total
 
 
@@ -171,13 +167,7 @@ def attention_alone_s_per_step(shapes: dict, dtype) -> float:
     total = 0.0
     for seq in shapes["seqs"]:
         q, k, v = (torch.randn(1, heads, seq, shapes["inner"] // heads).to(dtype) for _ in range(3))
-        F.scaled_dot_product_attention(q, k, v)
-        best = float("inf")
-        for _ in range(5):
-            t0 = time.perf_counter()
-            F.scaled_dot_product_attention(q, k, v)
-            best = min(best, time.perf_counter() - t0)
-        total += best * shapes["layers"]
+        total += best_of_5_warm(lambda: F.scaled_dot_product_attention(q, k, v)) * shapes["layers"]
     return total
 
 
