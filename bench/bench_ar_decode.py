@@ -276,7 +276,8 @@ def main() -> None:
         "tokens_equal_prefix_ref_as_run": equal_prefix(ours_checked, ref_tokens_as_run),
         "logits_max_abs_diff": round((got_logits - want_logits).abs().max().item(), 4),
         "logits_max_abs": round(want_logits.abs().max().item(), 2),
-        "bf16_products_in_float32": bool(shimmed and args.dtype == "bfloat16"),
+        "bf16_products_in_float32": bool(shimmed and args.dtype == "bfloat16"
+                                         and _testing.cpu_bf16_products_in_float32()),
         # Peak RSS of this process: before loading anything, after our load + one generation,
         # and at the end (the transformers model loaded and run too).
         "peak_rss_mb_before_load": round(rss0, 1), "peak_rss_mb_ours": round(rss_ours, 1),

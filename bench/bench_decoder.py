@@ -5,9 +5,11 @@ size, steps, guidance, seed and thread count, on the `small` preset checkpoint b
 
 Each side runs in its own subprocess (so peak RSS is its own), best of --repeats after a warm-up;
 the images are checked equal (within 1 level) before the timings are trusted. Prints one JSON line.
-Where glmimage computes bf16 products in float32 (a CPU without oneDNN bf16 kernels), that check
-compares a further reference run with its products computed the same way (bf16_products_in_float32;
-max_pixel_diff_ref_as_run is the difference from the reference as timed).
+Where glmimage's bf16 products differ from LibTorch's on purpose (a CPU without oneDNN bf16 kernels:
+products in float32, `bf16_products_in_float32`; a CPU with AVX-512 bf16 and no AMX: the library's
+own attention kernel, `cpu_bf16_attention`), that check compares a further reference run with its
+products computed the same way (tests/python/reference_shims.py; `ref_shimmed_as_ours`), and
+max_pixel_diff_ref_as_run is the difference from the reference as timed.
 
     python3 bench/bench_decoder.py [--size 256] [--steps 8] [--threads 2] [--dtype float32|bfloat16]
                                    [--quantize none|int8|fp8] [--profile] [--first-block-cache T]
@@ -53,12 +55,12 @@ the repeat, like the paired GEMM rate) / the repeat's median step. Its gap to 1 
 spends outside its products (attention, GELU, norms, copies) or loses in them; the gap between it and
 dit_step_of_roofline_paired is the GEMM kernels' own loss at the step's shapes (the small preset's
 products have 257-281 rows and widths 512-2048) against an n^3 product.
-`dit_attention_alone_s_per_step` times the blocks' attention the same way (SDPA at each pass's
-[1, heads, S, head_dim], in the dtype), and `dit_step_of_products_and_attention_alone_paired` sets
-products and attention alone against the repeat's median step: the share of the step its two
-kernels of fixed bits take, the rest being the small ops between them. While those two keep the
-reference's bits, the step reaches at most dit_roofline_s_per_step / (products + attention alone)
-of the n^3 roofline, whatever the rest of it does.
+`dit_attention_alone_s_per_step` times the blocks' attention the same way (glmimage's attention,
+the kernel the step runs, at each pass's [1, heads, S, head_dim], in the dtype), and
+`dit_step_of_products_and_attention_alone_paired` sets products and attention alone against the
+repeat's median step: the share of the step its two big kernels take, the rest being the small ops
+between them. The step reaches at most dit_roofline_s_per_step / (products + attention alone) of
+the n^3 roofline, whatever the rest of it does.
 """
 
 from __future__ import annotations
@@ -157,17 +159,19 @@ def products_alone_s_per_step(shapes: dict, dtype) -> float:
 
 
 def attention_alone_s_per_step(shapes: dict, dtype) -> float:
-    """The DiT blocks' attention of one step, timed alone at its shape (LibTorch's SDPA on random
-    [1, heads, S, head_dim] q, k, v in `dtype`, best of 5; per CFG pass of S rows and per block):
-    the reference's kernel, whose bits the images keep, with nothing else of the step around it."""
+    """The DiT blocks' attention of one step, timed alone at its shape (glmimage's attention, as the
+    step calls it, on random [1, heads, S, head_dim] q, k, v in `dtype`, best of 5; per CFG pass of
+    S rows and per block), with nothing else of the step around it: SDPA's CPU flash kernel, or
+    on a CPU with AVX-512 bf16 and no AMX the library's own bf16 kernel (kernels/cpu_bf16_attention.h)."""
+    import glmimage_testing
     import torch
-    import torch.nn.functional as F
 
     heads = shapes["heads"]
     total = 0.0
     for seq in shapes["seqs"]:
         q, k, v = (torch.randn(1, heads, seq, shapes["inner"] // heads).to(dtype) for _ in range(3))
-        total += best_of_5_warm(lambda: F.scaled_dot_product_attention(q, k, v)) * shapes["layers"]
+        with torch.inference_mode():
+            total += best_of_5_warm(lambda: glmimage_testing.attention(q, k, v)) * shapes["layers"]
     return total
 
 
@@ -272,8 +276,8 @@ def run_side(args) -> None:
     if args.side == "ref":
         from reference_shims import reference_bf16_products_as_ours
 
-        # Where glmimage computes bf16 products in float32, the image gate compares the reference
-        # run the same way (its timed runs above are the reference as it is).
+        # Where glmimage computes bf16 products its own way (reference_shims.py), the image gate
+        # compares the reference run the same way (its timed runs above are the reference as it is).
         with reference_bf16_products_as_ours() as shimmed:
             if shimmed:
                 np.save(same_arithmetic_path(args.out), once())
@@ -291,6 +295,9 @@ def run_side(args) -> None:
         out["products_alone_s_per_step"] = min(alone)
         out["step_of_products_alone_paired"] = median(alone_paired)
         out["attention_alone_s_per_step"] = min(attention)
+        is_bf16 = dtype == torch.bfloat16
+        out["bf16_products_in_float32"] = is_bf16 and _testing.cpu_bf16_products_in_float32()
+        out["cpu_bf16_attention"] = is_bf16 and _testing.cpu_bf16_attention_runs()
         out["step_of_products_and_attention_alone_paired"] = median(kernels_paired)
         out["roofline_s"] = flops / max(rates)
         out["step_of_roofline_paired"] = median(paired)
@@ -381,10 +388,12 @@ def main() -> int:
         "ours_peak_rss_mb": round(res["ours"]["peak_rss_mb"], 1), "ref_peak_rss_mb": round(res["ref"]["peak_rss_mb"], 1),
         "ours_rss_anon_mb": round(res["ours"]["rss_anon_mb"], 1), "ref_rss_anon_mb": round(res["ref"]["rss_anon_mb"], 1),
         "max_pixel_diff": diff,
-        # bf16 on a CPU without oneDNN bf16 kernels: ours computes the products in float32, the
-        # reference as run in its bf16 loops; max_pixel_diff then compares the reference run the
-        # same way (tests/python/reference_shims.py), and this the reference as it is.
-        "bf16_products_in_float32": same_arithmetic, "max_pixel_diff_ref_as_run": diff_as_run, **cache,
+        # Where ours computes bf16 products its own way on purpose (these two keys), max_pixel_diff
+        # compares the reference run the same way (tests/python/reference_shims.py), and
+        # max_pixel_diff_ref_as_run the reference as it is.
+        "bf16_products_in_float32": res["ours"]["bf16_products_in_float32"],
+        "cpu_bf16_attention": res["ours"]["cpu_bf16_attention"],
+        "ref_shimmed_as_ours": same_arithmetic, "max_pixel_diff_ref_as_run": diff_as_run, **cache,
     }))
     # Quantized weights are close to, not equal to, the reference's: only exact runs are gated.
     same_passes = not cache or cache["ours_dit_passes_cached"] == cache["ref_dit_passes_cached"]

@@ -1,7 +1,7 @@
 // glmimage_testing entry points of the fused kernels (kernels/decoder_fused.h, rotary.h,
 // mul_add.h, layer_norm.h), each on tensors of any device the build supports, and the process-wide switch
-// between them and the LibTorch op sequences they replace (fused_switch.h); and where the CPU's
-// bf16 products run (kernels/cpu_products.h).
+// between them and the LibTorch op sequences they replace (fused_switch.h); where the CPU's
+// bf16 products run (kernels/cpu_products.h); the one attention entry point (kernels/attention.h).
 // tests/python/test_fused_kernels.py compares the two.
 #include <c10/core/InferenceMode.h>
 #include <pybind11/pybind11.h>
@@ -11,6 +11,8 @@
 #include <string>
 #include <tuple>
 
+#include "kernels/attention.h"
+#include "kernels/cpu_bf16_attention.h"
 #include "kernels/cpu_products.h"
 #include "kernels/decoder_fused.h"
 #include "kernels/fused_switch.h"
@@ -31,6 +33,26 @@ void register_testing_kernels(pybind11::module_& m) {
     m.def("cpu_bf16_products_in_float32", &kernels::cpu_bf16_products_in_float32,
           "Whether bf16 linears and convolutions on the CPU are computed in float32 and rounded once (a CPU "
           "where LibTorch has no oneDNN bf16 kernels: AVX2-only x86).");
+    m.def("cpu_bf16_attention_runs", &kernels::cpu_has_avx512_bf16_without_amx,
+          "Whether unmasked bf16 attention of many queries on the CPU runs this library's kernel rather than SDPA "
+          "(kernels/cpu_bf16_attention.h: an x86-64 CPU with AVX-512 bf16 and no AMX).");
+    m.def(
+        "attention",
+        [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::optional<double> scale) {
+            kernels::AttentionOptions o;
+            o.scale = scale;
+            return kernels::attention(q, k, v, {}, o);
+        },
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale") = py::none(), Guard(),
+        "softmax(q k^T * scale) v, unmasked, as the models attend (kernels::attention): q [B, Hq, Sq, D], k and v "
+        "[B, Hkv, Sk, D]; scale None: 1/sqrt(D).");
+    m.def(
+        "attention_backend",
+        [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+            return kernels::attention_backend(q, k, v);
+        },
+        py::arg("q"), py::arg("k"), py::arg("v"),
+        "What attention(q, k, v) runs: 'cpu_bf16', 'cpu_decode', or the SDPA backend LibTorch picks.");
     const std::string row_bits_doc =
         "Whether products for tensors of like's device and dtype give a row the same bits whatever the call's other "
         "rows (from " + std::to_string(kernels::kRowBitsMinRows) +

@@ -16,6 +16,7 @@ using SdpBackend = sdp::SDPBackend;
 #include <vector>
 
 #include "core/check.h"
+#include "kernels/cpu_bf16_attention.h"
 #include "kernels/cpu_decode_attention.h"
 
 namespace glmimage::kernels {
@@ -90,6 +91,10 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                      const AttentionOptions& o) {
     if (cpu_decode(q, k, v, mask, o))
         return cpu_decode_attention(q, k, v, mask, o.scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(3)))));
+    // Before SDPA: its CPU flash kernel runs bf16 products through MKL's generic path on a CPU
+    // with AVX-512 bf16 and no AMX (cpu_bf16_attention.h), 2-3x slower than this kernel there.
+    if (cpu_bf16_attention_takes(q, k, v, mask, o.causal))
+        return cpu_bf16_attention(q, k, v, o.scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(3)))));
     const SdpaCall c = prepare(q, k, v, mask, o);
     auto out = at::scaled_dot_product_attention(c.q, c.k, c.v, c.mask, /*dropout_p=*/0.0, c.causal, o.scale, c.gqa);
     return c.out_shape.empty() ? out : out.reshape(c.out_shape);
@@ -109,6 +114,9 @@ at::Tensor sdpa_additive_mask(const at::Tensor& q, const at::Tensor& k, const at
 std::string attention_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                               const AttentionOptions& o) {
     if (cpu_decode(q, k, v, mask, o)) return "cpu_decode";
+    // Before SDPA: its CPU flash kernel runs bf16 products through MKL's generic path on a CPU
+    // with AVX-512 bf16 and no AMX (cpu_bf16_attention.h), 2-3x slower than this kernel there.
+    if (cpu_bf16_attention_takes(q, k, v, mask, o.causal)) return "cpu_bf16";
     switch (sdpa_choice(prepare(q, k, v, mask, o), o)) {
         case SdpBackend::math: return "math";
         case SdpBackend::flash_attention: return "flash_attention";

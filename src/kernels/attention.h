@@ -1,7 +1,8 @@
 // The one attention entry point of every model (AR decoder, vision encoder, T5, DiT, VAE).
 // Model files say what attends to what; this file decides how: the layout SDPA gets, the
 // grouped-query trick for single-token decode, the mask form, and which SDPA backend that gets;
-// on the CPU one query token per head may go to this library's loop instead (cpu_decode_attention.h).
+// on the CPU one query token per head may go to this library's loop instead (cpu_decode_attention.h),
+// and unmasked bf16 attention of many queries to its AVX-512 bf16 kernel (cpu_bf16_attention.h).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -24,7 +25,8 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                      const AttentionOptions& options = {});
 
 // What attention() runs on these inputs: "cpu_decode" (this library's loop for one query token per
-// head on the CPU, kernels/cpu_decode_attention.h; attention.cpp says where), else the SDPA
+// head on the CPU, kernels/cpu_decode_attention.h; attention.cpp says where), "cpu_bf16" (its bf16
+// kernel for many queries, kernels/cpu_bf16_attention.h), else the SDPA
 // backend LibTorch chooses: "math", "flash_attention", "efficient_attention", "cudnn_attention"
 // or "overrideable" (for benches and device checks: whether the fused kernels run, or the math
 // fallback).

@@ -47,9 +47,10 @@ def _modest_threads():
 
 @pytest.fixture(scope="session", autouse=True)
 def _reference_bf16_products_as_ours():
-    """For the session, on a CPU where glmimage computes bf16 linears and convolutions in float32
-    (AVX2-only x86), the reference's do too: every parity test then compares the same arithmetic
-    (reference_shims.py says why and what it bounds). Elsewhere nothing is changed."""
+    """For the session, on a CPU where glmimage's bf16 products differ from LibTorch's on purpose
+    (AVX2-only x86: linears and convolutions computed in float32; AVX-512 bf16 without AMX: its own
+    attention kernel), the reference's compute as ours: every parity test then compares the same
+    arithmetic (reference_shims.py says why and what each bounds). Elsewhere nothing is changed."""
     from reference_shims import reference_bf16_products_as_ours
 
     with reference_bf16_products_as_ours() as shimmed:

@@ -9,24 +9,36 @@ import contextlib
 
 @contextlib.contextmanager
 def reference_bf16_products_as_ours():
-    """On a CPU where LibTorch has no oneDNN bf16 kernels (AVX2-only x86), glmimage computes bf16
-    linears and convolutions in float32 and rounds each result once (kernels/cpu_products.h), where
-    LibTorch, and so the reference, runs generic bf16 loops: 8x (linears) to over 100x
-    (convolutions) slower, accumulating in float32 in another order. Each product differs by one
-    bf16 step in about 0.02 % of its elements (test_cpu_products bounds it), which a whole
-    generation carries to several levels of the image (bench_decoder.py reports it). Inside this
-    context the reference's F.linear, F.conv2d and torch.einsum (its vision quantizer's distances,
-    the one einsum it runs) on CPU bf16 tensors compute the same way as ours, so that a comparison
-    holds the same arithmetic to the usual tolerances; elsewhere it changes nothing. Yields whether
-    it is in force."""
+    """Where glmimage's CPU bf16 products differ from LibTorch's on purpose, the reference's compute
+    as ours inside this context, so that a comparison holds the same arithmetic to the usual
+    tolerances; elsewhere it changes nothing. Yields whether anything is in force. Two cases, each
+    a CPU kind:
+
+    - AVX2-only x86, where LibTorch has no oneDNN bf16 kernels: glmimage computes bf16 linears and
+      convolutions in float32 and rounds each result once (kernels/cpu_products.h), where LibTorch,
+      and so the reference, runs generic bf16 loops: 8x (linears) to over 100x (convolutions)
+      slower, accumulating in float32 in another order. Each product differs by one bf16 step in
+      about 0.02 % of its elements (test_cpu_products bounds it). The reference's F.linear, F.conv2d
+      and torch.einsum (its vision quantizer's distances, the one einsum it runs) on CPU bf16
+      tensors then compute the same way as ours.
+    - x86 with AVX-512 bf16 and no AMX: glmimage's unmasked bf16 attention of many queries runs its
+      own kernel (kernels/cpu_bf16_attention.h), 2-3x faster than SDPA's CPU flash kernel there,
+      with the same arithmetic in another order: outputs one bf16 step apart in some elements
+      (test_cpu_bf16_attention bounds it against SDPA and float64). The reference's
+      F.scaled_dot_product_attention calls that glmimage would send to that kernel go to it.
+
+    Either difference, carried through a whole generation, moves the image by several levels
+    (bench_decoder.py reports both: against the reference as run and as shimmed)."""
     import glmimage_testing
     import torch
     import torch.nn.functional as F
 
-    if not glmimage_testing.cpu_bf16_products_in_float32():
+    products = glmimage_testing.cpu_bf16_products_in_float32()
+    attention = glmimage_testing.cpu_bf16_attention_runs()
+    if not (products or attention):
         yield False
         return
-    linear, conv2d, einsum = F.linear, F.conv2d, torch.einsum
+    linear, conv2d, einsum, sdpa = F.linear, F.conv2d, torch.einsum, F.scaled_dot_product_attention
 
     def cpu_bf16(x) -> bool:
         return isinstance(x, torch.Tensor) and x.dtype == torch.bfloat16 and x.device.type == "cpu"
@@ -49,11 +61,24 @@ def reference_bf16_products_as_ours():
             return einsum(equation, *operands)
         return einsum(equation, *(widened(t) for t in operands)).to(torch.bfloat16)
 
-    F.linear, F.conv2d, torch.einsum = float32_linear, float32_conv2d, float32_einsum
+    def attention_as_ours(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                          enable_gqa=False):
+        # glmimage's own rule of which calls its kernel takes (attention_backend), asked of the call
+        if (attn_mask is None and dropout_p == 0.0 and not is_causal and cpu_bf16(query) and query.dim() == 4
+                and (enable_gqa or query.size(1) == key.size(1))
+                and glmimage_testing.attention_backend(query, key, value) == "cpu_bf16"):
+            return glmimage_testing.attention(query, key, value, scale)
+        return sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
+                    enable_gqa=enable_gqa)
+
+    if products:
+        F.linear, F.conv2d, torch.einsum = float32_linear, float32_conv2d, float32_einsum
+    if attention:
+        F.scaled_dot_product_attention = attention_as_ours
     try:
         yield True
     finally:
-        F.linear, F.conv2d, torch.einsum = linear, conv2d, einsum
+        F.linear, F.conv2d, torch.einsum, F.scaled_dot_product_attention = linear, conv2d, einsum, sdpa
 
 
 @contextlib.contextmanager
