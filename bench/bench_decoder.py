@@ -279,7 +279,7 @@ def run_side(args) -> None:
         # Where glmimage computes bf16 products its own way (reference_shims.py), the image gate
         # compares the reference run the same way (its timed runs above are the reference as it is).
         with reference_bf16_products_as_ours() as shimmed:
-            if shimmed:
+            if shimmed and dtype == torch.bfloat16:  # the shims change only bf16 calls
                 np.save(same_arithmetic_path(args.out), once())
     # VmHWM, not ru_maxrss: a forked child's ru_maxrss starts from its parent's peak.
     if exact_img is not None:

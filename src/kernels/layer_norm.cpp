@@ -7,6 +7,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "core/parallel.h"
 #include "kernels/fused_switch.h"
@@ -21,15 +22,19 @@ namespace glmimage::kernels {
 
 namespace {
 
+// How LibTorch's bf16 kernel, as compiled, computes x * scale + bias: the probe finds out.
+enum class Bf16Formula { kNone, kFusedMultiplyAdd, kMultiplyThenAdd };
+
 #ifdef GLMI_X86_WEIGHT_LOADS
 
 constexpr int64_t kLanes = 8;   // LibTorch's AVX2 Vectorized<float>
 constexpr int64_t kChunk = 16;  // vectors per Welford chunk (moments_utils.h's kChunkSize)
 constexpr int kMaxDepth = 64;   // cascade levels: enough for any row length
+constexpr int kMaxRowDims = 4;  // leading dimensions of a strided input the loop walks itself
 
 // Moments of a set of values per lane: its count, mean and sum of squared deviations.
 struct LaneMoments {
-    int64_t count = 0;
+    int64_t count;  // set where each is made: an array of them is left unset
     __m256 mean, m2;
 };
 
@@ -60,9 +65,56 @@ GLMI_AVX2 inline void merge_lane(int64_t add_count, float add_mean, float add_m2
     count = n;
 }
 
-// One row of n values (a multiple of kLanes): y = (x + (-mean)) * rstd.
-GLMI_AVX2 void normalize_row(const float* x, float* y, int64_t n, float eps) {
-    const int64_t vectors = n / kLanes, chunks = (vectors + kChunk - 1) / kChunk;
+// One chunk of `count` vectors at xc into `into`, as LibTorch's UpdateMomentsVec: Welford per lane
+// within the chunk, then merged. float32: vectors of 8 lanes.
+GLMI_AVX2 inline void add_chunk(const float* xc, int64_t count, const std::array<float, kChunk>& inverse,
+                                LaneMoments& into) {
+    LaneMoments chunk{};
+    chunk.count = count;
+    chunk.mean = chunk.m2 = _mm256_setzero_ps();
+    for (int64_t j = 0; j < count; ++j) {
+        const __m256 v = _mm256_loadu_ps(xc + j * kLanes);
+        const __m256 delta = _mm256_sub_ps(v, chunk.mean);
+        chunk.mean = _mm256_fmadd_ps(_mm256_set1_ps(inverse[j]), delta, chunk.mean);
+        chunk.m2 = _mm256_fmadd_ps(delta, _mm256_sub_ps(v, chunk.mean), chunk.m2);
+    }
+    merge(chunk, into);
+}
+
+// Sixteen bf16 widened (exactly) to two vectors of floats: values 0-7 and 8-15.
+GLMI_AVX2 inline void load16(const uint16_t* x, __m256& lo, __m256& hi) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+    lo = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(v)), 16));
+    hi = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(v, 1)), 16));
+}
+
+// bf16: LibTorch's vectors of 16 values, each widened into two float vectors with moments of their
+// own through the chunk, merged one after the other.
+GLMI_AVX2 inline void add_chunk(const uint16_t* xc, int64_t count, const std::array<float, kChunk>& inverse,
+                                LaneMoments& into) {
+    LaneMoments lo{}, hi{};
+    lo.count = hi.count = count;
+    lo.mean = lo.m2 = hi.mean = hi.m2 = _mm256_setzero_ps();
+    for (int64_t j = 0; j < count; ++j) {
+        __m256 a, b;
+        load16(xc + j * 2 * kLanes, a, b);
+        const __m256 c = _mm256_set1_ps(inverse[j]);
+        const __m256 da = _mm256_sub_ps(a, lo.mean), db = _mm256_sub_ps(b, hi.mean);
+        lo.mean = _mm256_fmadd_ps(da, c, lo.mean);
+        hi.mean = _mm256_fmadd_ps(db, c, hi.mean);
+        lo.m2 = _mm256_fmadd_ps(da, _mm256_sub_ps(a, lo.mean), lo.m2);
+        hi.m2 = _mm256_fmadd_ps(db, _mm256_sub_ps(b, hi.mean), hi.m2);
+    }
+    merge(lo, into);
+    merge(hi, into);
+}
+
+// A row's mean and variance as LibTorch's RowwiseMoments: chunks of 16 vectors (of 8 floats, or of
+// 16 bf16) in a binary cascade, then the 8 lanes merged in order. n is a multiple of the vector.
+template <typename T>
+GLMI_AVX2 void row_moments(const T* x, int64_t n, float& mean, float& variance) {
+    constexpr int64_t kVector = std::is_same_v<T, float> ? kLanes : 2 * kLanes;
+    const int64_t vectors = n / kVector, chunks = (vectors + kChunk - 1) / kChunk;
     const int depth = static_cast<int>(libtorch_ceil_log2(chunks));  // the cascade's levels
     // The reciprocals 1 / (j + 1) of Welford's update, as LibTorch's table holds them.
     static const std::array<float, kChunk> inverse = [] {
@@ -70,23 +122,14 @@ GLMI_AVX2 void normalize_row(const float* x, float* y, int64_t n, float eps) {
         for (int64_t j = 0; j < kChunk; ++j) r[j] = 1.0f / static_cast<float>(j + 1);
         return r;
     }();
-    std::array<LaneMoments, kMaxDepth> stack;
+    // Only the cascade's `depth` levels are set (a row of 64 values has one): zeroing all kMaxDepth
+    // cost a short row a tenth of its time.
+    LaneMoments stack[kMaxDepth];
     // Level 0 always exists (the depth is at least 1), which the compiler cannot see through the loop.
-    stack[0].mean = stack[0].m2 = _mm256_setzero_ps();
-    for (int i = 1; i < depth; ++i) stack[i].mean = stack[i].m2 = _mm256_setzero_ps();
+    stack[0] = LaneMoments{0, _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int i = 1; i < depth; ++i) stack[i] = LaneMoments{0, _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t i = 0; i < chunks; ++i) {
-        // Welford within the chunk, per lane, then merged into the cascade's first level.
-        const float* xc = x + i * kChunk * kLanes;
-        LaneMoments chunk;
-        chunk.count = std::min(kChunk, vectors - i * kChunk);
-        chunk.mean = chunk.m2 = _mm256_setzero_ps();
-        for (int64_t j = 0; j < chunk.count; ++j) {
-            const __m256 v = _mm256_loadu_ps(xc + j * kLanes);
-            const __m256 delta = _mm256_sub_ps(v, chunk.mean);
-            chunk.mean = _mm256_fmadd_ps(_mm256_set1_ps(inverse[j]), delta, chunk.mean);
-            chunk.m2 = _mm256_fmadd_ps(delta, _mm256_sub_ps(v, chunk.mean), chunk.m2);
-        }
-        merge(chunk, stack[0]);
+        add_chunk(x + i * kChunk * kVector, std::min(kChunk, vectors - i * kChunk), inverse, stack[0]);
         // Every 2^j chunks, level j - 1 moves up into level j (a binary counter).
         for (int64_t j = 1, mask = i + 1; j < depth && (mask & 1) == 0; ++j, mask >>= 1) {
             merge(stack[j - 1], stack[j]);
@@ -98,9 +141,18 @@ GLMI_AVX2 void normalize_row(const float* x, float* y, int64_t n, float eps) {
     _mm256_store_ps(means, stack[0].mean);
     _mm256_store_ps(m2s, stack[0].m2);
     int64_t count = 0;
-    float mean = 0.0f, m2 = 0.0f;
-    for (int64_t l = 0; l < kLanes; ++l) merge_lane(vectors, means[l], m2s[l], count, mean, m2);
-    const float rstd = 1.0f / std::sqrt(m2 / static_cast<float>(n) + eps);
+    float m2 = 0.0f;
+    mean = 0.0f;
+    // each lane holds n / kLanes values (for bf16 two float vectors' worth per vector)
+    for (int64_t l = 0; l < kLanes; ++l) merge_lane(n / kLanes, means[l], m2s[l], count, mean, m2);
+    variance = m2 / static_cast<float>(n);
+}
+
+// One float32 row of n values (a multiple of kLanes): y = (x + (-mean)) * rstd.
+GLMI_AVX2 void normalize_row(const float* x, float* y, int64_t n, float eps, Bf16Formula /*unused*/) {
+    float mean = 0.0f, variance = 0.0f;
+    row_moments(x, n, mean, variance);
+    const float rstd = 1.0f / std::sqrt(variance + eps);
     // LibTorch's (x + bias) * scale * gamma + beta (bias = -mean) with gamma 1 and beta 0, as its
     // compiler reduced it: the product by 1 dropped, the last product fused with the sum of +0.
     // So a product that underflows keeps its sign (-0), and an exact zero product is +0 (rstd 0
@@ -110,23 +162,146 @@ GLMI_AVX2 void normalize_row(const float* x, float* y, int64_t n, float eps) {
         _mm256_storeu_ps(y + j, _mm256_fmadd_ps(_mm256_add_ps(_mm256_loadu_ps(x + j), minus_mean), scale, zero));
 }
 
-void run(const at::Tensor& x, at::Tensor& y, double eps) {
+// Eight floats rounded to bf16 (nearest, ties to even; NaN to 0xFFFF as LibTorch's AVX2 conversion),
+// each in the low half of its lane.
+GLMI_AVX2 inline __m256i to_bf16_lanes(__m256 v) {
+    const __m256i u = _mm256_castps_si256(v);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7FFF))), 16);
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    return _mm256_blendv_epi8(rounded, _mm256_and_si256(nan, _mm256_set1_epi32(0xFFFF)), nan);
+}
+
+// One bf16 row of n values (a multiple of 16): LibTorch's mixed-type kernel, its moments in float
+// (above), then (x * scale + bias) * 1 + 0 (scale = rstd, bias = -rstd * mean) in float32 vectors,
+// rounded to bf16. Whether its compiler fused the first product with its sum is the probe's
+// finding (`formula`); the product by 1 is exact and the sum of 0 only makes -0 +0 in either.
+GLMI_AVX2 void normalize_row(const uint16_t* x, uint16_t* y, int64_t n, float eps, Bf16Formula formula) {
+    float mean = 0.0f, variance = 0.0f;
+    row_moments(x, n, mean, variance);
+    const float rstd = 1.0f / std::sqrt(variance + eps);
+    const __m256 scale = _mm256_set1_ps(rstd), bias = _mm256_set1_ps(-rstd * mean), zero = _mm256_setzero_ps();
+    const bool fused = formula == Bf16Formula::kFusedMultiplyAdd;
+    for (int64_t j = 0; j < n; j += 2 * kLanes) {
+        __m256 a, b;
+        load16(x + j, a, b);
+        a = fused ? _mm256_fmadd_ps(a, scale, bias) : _mm256_add_ps(_mm256_mul_ps(a, scale), bias);
+        b = fused ? _mm256_fmadd_ps(b, scale, bias) : _mm256_add_ps(_mm256_mul_ps(b, scale), bias);
+        const __m256i packed = _mm256_packus_epi32(to_bf16_lanes(_mm256_add_ps(a, zero)),
+                                                   to_bf16_lanes(_mm256_add_ps(b, zero)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + j), _mm256_permute4x64_epi64(packed, 0xD8));
+    }
+}
+
+// The rows of x: its last dimension (contiguous) for every index of the others, in order, each at
+// its own offset (the DiT's per-head q/k norms read [B, tokens, heads, head_dim] views of the
+// fused q/k/v product's rows, whose copy to a contiguous tensor took as long as the norm). A walk
+// from row to row adds strides (a division per dimension and row cost a float32 [281 x 8, 64]
+// norm a third of its time).
+class RowWalk {
+public:
+    RowWalk(const at::Tensor& x, int64_t row) : dims_(static_cast<int>(x.dim()) - 1) {
+        for (int d = dims_ - 1; d >= 0; --d) {
+            sizes_[d] = x.size(d), strides_[d] = x.stride(d);
+            index_[d] = row % sizes_[d], row /= sizes_[d];
+            offset_ += index_[d] * strides_[d];
+        }
+    }
+    int64_t offset() const { return offset_; }
+    void next() {
+        for (int d = dims_ - 1; d >= 0; --d) {
+            offset_ += strides_[d];
+            if (++index_[d] < sizes_[d]) return;
+            offset_ -= sizes_[d] * strides_[d];
+            index_[d] = 0;
+        }
+    }
+
+private:
+    int dims_;  // leading dimensions
+    int64_t offset_ = 0;
+    std::array<int64_t, kMaxRowDims> sizes_{}, strides_{}, index_{};
+};
+
+template <typename T>
+void run(const at::Tensor& x, at::Tensor& y, double eps, Bf16Formula formula) {
     const int64_t n = x.size(-1), rows = x.numel() / n;
-    const float* px = x.data_ptr<float>();
-    float* py = y.data_ptr<float>();
-    const float e = static_cast<float>(eps);  // LibTorch's kernel takes eps as the tensor's dtype
-    const int64_t grain = std::max<int64_t>(1, parallel_min_piece_bytes() / (8 * n));  // 4 bytes read, 4 written
+    const auto* px = static_cast<const T*>(x.data_ptr());
+    auto* py = static_cast<T*>(y.data_ptr());
+    const float e = static_cast<float>(eps);  // float32: the tensor's dtype; bf16: LibTorch takes it as float
+    const int64_t grain = std::max<int64_t>(1, parallel_min_piece_bytes() / (2 * sizeof(T) * n));  // read + write
     parallel_for_cpu(rows, grain, [&](int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; ++r) normalize_row(px + r * n, py + r * n, n, e);
+        RowWalk walk(x, begin);
+        for (int64_t r = begin; r < end; ++r, walk.next())
+            normalize_row(px + walk.offset(), py + r * n, n, e, formula);
     });
 }
 
+void run_any(const at::Tensor& x, at::Tensor& y, double eps, Bf16Formula formula) {
+    if (x.scalar_type() == at::kFloat)
+        run<float>(x, y, eps, formula);
+    else
+        run<uint16_t>(x, y, eps, formula);
+}
+
 bool shape_fits(const at::Tensor& x) {
-    return x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() >= 1 && x.is_contiguous() &&
-           x.size(-1) > 0 && x.size(-1) % kLanes == 0;
+    if (!x.device().is_cpu() || x.dim() < 1 || x.dim() > kMaxRowDims + 1 || x.size(-1) <= 0 || x.stride(-1) != 1)
+        return false;
+    const auto dt = x.scalar_type();
+    return (dt == at::kFloat && x.size(-1) % kLanes == 0) || (dt == at::kBFloat16 && x.size(-1) % (2 * kLanes) == 0);
 }
 
 #endif  // GLMI_X86_WEIGHT_LOADS
+
+}  // namespace
+
+namespace {
+
+// Deterministic rows (the global generator stays untouched) of varied offset and scale, [64, n]:
+// the roundings the probes check part from a wrong formula's in most such rows.
+at::Tensor probe_rows(int64_t n) {
+    const int64_t rows = 64;
+    const auto i = at::arange(rows * n, at::kFloat).view({rows, n});
+    const auto r = at::arange(rows, at::kFloat).view({rows, 1});
+    return at::sin(i * 0.37 + r) * (r * 0.7 + 0.01) + at::cos(r * 1.3) * 5;
+}
+
+// Whether the loop gives at::layer_norm's bits on probe rows of every width here, in x's dtype.
+bool loop_matches(at::ScalarType dtype, Bf16Formula formula) {
+#ifdef GLMI_X86_WEIGHT_LOADS
+    c10::InferenceMode guard;
+    for (int64_t n : {8, 16, 64, 128, 512, 1536, 2048, 4096, 13696}) {
+        if (dtype == at::kBFloat16 && n % 16 != 0) continue;
+        const auto x = probe_rows(n).to(dtype);
+        auto y = at::empty_like(x);
+        run_any(x, y, 1e-5, formula);
+        const auto want = at::layer_norm(x, {n}, {}, {}, 1e-5);
+        const auto bits = dtype == at::kFloat ? at::kInt : at::kShort;
+        if (!at::equal(y.view(bits), want.view(bits))) return false;
+    }
+    return true;
+#else
+    (void)dtype, (void)formula;
+    return false;
+#endif
+}
+
+// The probe of bf16 rows: the formula with which the loop gives LibTorch's bits, or kNone.
+Bf16Formula bf16_formula() {
+#ifdef GLMI_X86_WEIGHT_LOADS
+    if (!weight_loads::cpu_has_avx2_fma_f16c()) return Bf16Formula::kNone;
+    for (auto f : {Bf16Formula::kFusedMultiplyAdd, Bf16Formula::kMultiplyThenAdd})
+        if (loop_matches(at::kBFloat16, f)) return f;
+#endif
+    return Bf16Formula::kNone;
+}
+
+// LibTorch picks its CPU kernels once per process (ATEN_CPU_CAPABILITY may lower the pick), so one
+// probe per dtype decides for the process.
+Bf16Formula process_bf16_formula() {
+    static const Bf16Formula f = bf16_formula();
+    return f;
+}
 
 }  // namespace
 
@@ -134,32 +309,20 @@ namespace detail {
 
 bool layer_norm_loop_matches_libtorch() {
 #ifdef GLMI_X86_WEIGHT_LOADS
-    if (!weight_loads::cpu_has_avx2_fma_f16c()) return false;
-    c10::InferenceMode guard;
-    // Deterministic rows (the global generator stays untouched) of varied offset and scale: the
-    // roundings this checks part from a wrong formula's in most such rows.
-    for (int64_t n : {8, 64, 128, 512, 1536, 2048, 4096, 13696}) {
-        const int64_t rows = 64;
-        const auto i = at::arange(rows * n, at::kFloat).view({rows, n});
-        const auto r = at::arange(rows, at::kFloat).view({rows, 1});
-        const auto x = at::sin(i * 0.37 + r) * (r * 0.7 + 0.01) + at::cos(r * 1.3) * 5;
-        auto y = at::empty_like(x);
-        run(x, y, 1e-5);
-        if (!at::equal(y, at::layer_norm(x, {n}, {}, {}, 1e-5))) return false;
-    }
-    return true;
+    return weight_loads::cpu_has_avx2_fma_f16c() && loop_matches(at::kFloat, Bf16Formula::kNone);
 #else
     return false;
 #endif
 }
+
+bool layer_norm_bf16_loop_matches_libtorch() { return bf16_formula() != Bf16Formula::kNone; }
 
 }  // namespace detail
 
 bool layer_norm_by_kernel(const at::Tensor& x) {
 #ifdef GLMI_X86_WEIGHT_LOADS
     if (!shape_fits(x) || !fused_kernels_run_on(x.device(), x.scalar_type())) return false;
-    // LibTorch picks its CPU kernels once per process (ATEN_CPU_CAPABILITY may lower the pick), so
-    // one probe decides for the process.
+    if (x.scalar_type() == at::kBFloat16) return process_bf16_formula() != Bf16Formula::kNone;
     static const bool matches = detail::layer_norm_loop_matches_libtorch();
     return matches;
 #else
@@ -172,8 +335,8 @@ at::Tensor layer_norm(const at::Tensor& x, double eps) {
 #ifdef GLMI_X86_WEIGHT_LOADS
     if (layer_norm_by_kernel(x)) {
         GLMI_KERNEL_SCOPE("glmimage::layer_norm", x);
-        auto y = at::empty_like(x, at::MemoryFormat::Contiguous);
-        run(x, y, eps);
+        auto y = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+        run_any(x, y, eps, process_bf16_formula());
         return y;
     }
 #endif

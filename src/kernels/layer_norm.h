@@ -24,8 +24,10 @@
 namespace glmimage::kernels {
 
 // Whether layer_norm() runs its own loop for x (and the fused kernels' switch of fused_switch.h is
-// on): a contiguous float32 CPU tensor whose last dimension is a positive multiple of 8, on a CPU
-// where the probe found LibTorch's bits (capability AVX2 or AVX512, as tested).
+// on): a CPU tensor of up to 5 dimensions with its last one contiguous (the others any strides: the
+// loop reads a view's rows where they are), float32 with that dimension a positive multiple of 8,
+// or bf16 with it a multiple of 16, on a CPU where the dtype's probe found LibTorch's bits
+// (capability AVX2 or AVX512, as tested).
 bool layer_norm_by_kernel(const at::Tensor& x);
 
 // at::layer_norm(x, {x.size(-1)}, {}, {}, eps): by the loop where layer_norm_by_kernel(x),
@@ -37,6 +39,9 @@ namespace detail {
 // picked (rows of widths 8 to 4096 of varied scale). False where the loop cannot run (no AVX2 and
 // FMA, or not an x86-64 build).
 bool layer_norm_loop_matches_libtorch();
+// The same for bf16 rows, where LibTorch's mixed-type kernel computes in float32 vectors and rounds
+// once; it tries the two ways its compiler may have built x * rstd + (-rstd * mean): fused, or not.
+bool layer_norm_bf16_loop_matches_libtorch();
 }  // namespace detail
 
 }  // namespace glmimage::kernels

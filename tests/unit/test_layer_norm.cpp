@@ -8,7 +8,9 @@
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 
+#include <cmath>
 #include <cstdio>
+#include <tuple>
 #include <limits>
 #include <vector>
 
@@ -128,11 +130,61 @@ TEST(LayerNorm, DiTShapesEqualLibTorch) {
     }
 }
 
+TEST(LayerNorm, Bf16RowsEqualLibTorchBitForBit) {
+    // LibTorch's mixed-type kernel: moments of the widened values in pairs of float vectors, the
+    // normalization in float32, one rounding to bf16. Widths of one vector of 16 up to the DiT's
+    // inner width and the real FF's, rows of every scale; the probe finds the same.
+    const bool expected = loop_expected();
+    EXPECT_EQ(kernels::detail::layer_norm_bf16_loop_matches_libtorch(), expected);
+    at::manual_seed(14);
+    for (int64_t n : {16, 32, 48, 64, 128, 256, 272, 512, 2048, 4096, 13696}) {
+        SCOPED_TRACE(::testing::Message() << "bf16 width " << n);
+        const int64_t rows = std::max<int64_t>(64, 400000 / n);
+        for (double scale : {1.0, 1e-20, 1e20}) {
+            const auto x = (varied_rows(rows, n) * scale).to(at::kBFloat16);
+            EXPECT_EQ(kernels::layer_norm_by_kernel(x), expected);
+            const auto got = kernels::layer_norm(x, kEps), want = reference(x);
+            if (scale == 1.0) std::printf("bf16 width %ld, %ld rows: max abs diff %g\n", static_cast<long>(n),
+                                          static_cast<long>(rows), max_abs_diff_finite(got, want));
+            EXPECT_TRUE(same_bits(got, want)) << "scale " << scale;
+        }
+    }
+    auto special = at::randn({6, 64});
+    special[1].fill_(3.5), special[2].normal_().mul_(1e-2).add_(1e3), special[3][5] = INFINITY;
+    special[4][0] = NAN, special[5].uniform_(-1, 1).sign_();
+    testing::expect_same_bits_nan_aside(kernels::layer_norm(special.to(at::kBFloat16), kEps),
+                                        reference(special.to(at::kBFloat16)), "layer_norm bf16 special rows");
+}
+
+TEST(LayerNorm, StridedViewsAsTheDiTPassesThem) {
+    // The DiT's per-head q/k norms read [B, tokens, heads, head_dim] views of the fused q/k/v
+    // product's [rows, 3 x inner] rows: the loop walks them in place, the same bits as LibTorch on
+    // the view (which copies it first); its output is contiguous.
+    at::manual_seed(15);
+    for (auto dt : {at::kFloat, at::kBFloat16}) {
+        SCOPED_TRACE(c10::toString(dt));
+        for (auto [tokens, heads, d] : {std::tuple<int64_t, int64_t, int64_t>{281, 8, 64}, {37, 4, 128}}) {
+            const auto qkv = (at::randn({2 * tokens, 3 * heads * d}) * 3 + 1).to(dt);
+            const auto k = qkv.narrow(1, heads * d, heads * d).view({2, tokens, heads, d});
+            ASSERT_FALSE(k.is_contiguous());
+            EXPECT_EQ(kernels::layer_norm_by_kernel(k), loop_expected());
+            const auto got = kernels::layer_norm(k, kEps);
+            EXPECT_TRUE(got.is_contiguous());
+            EXPECT_TRUE(same_bits(got, reference(k)));
+            std::printf("%s strided [2, %ld, %ld, %ld]: max abs diff %g\n", c10::toString(dt), static_cast<long>(tokens),
+                        static_cast<long>(heads), static_cast<long>(d), max_abs_diff_finite(got, reference(k)));
+        }
+        const auto t = at::randn({64, 6}).to(dt).t();  // rows not contiguous: LibTorch's op
+        EXPECT_FALSE(kernels::layer_norm_by_kernel(t));
+        EXPECT_TRUE(same_bits(kernels::layer_norm(t, kEps), reference(t)));
+    }
+}
+
 TEST(LayerNorm, LeavesTheRestToLibTorch) {
     at::manual_seed(13);
     const auto x = at::randn({6, 64});
-    std::vector<at::Tensor> others = {x.to(at::kBFloat16), x.to(at::kDouble), x.t(), at::randn({6, 12}),
-                                      at::randn({6, 0})};
+    std::vector<at::Tensor> others = {x.narrow(1, 0, 40).to(at::kBFloat16), x.to(at::kDouble), x.to(at::kHalf),
+                                      x.t(), at::randn({6, 12}), at::randn({6, 0}), at::randn({1, 1, 1, 1, 1, 64})};
     for (const auto& t : others) {
         SCOPED_TRACE(::testing::Message() << t.scalar_type() << " " << t.sizes() << (t.is_contiguous() ? "" : " strided"));
         EXPECT_FALSE(kernels::layer_norm_by_kernel(t));
@@ -145,12 +197,21 @@ TEST(LayerNorm, LeavesTheRestToLibTorch) {
 }
 
 TEST(LayerNorm, TimingAgainstLibTorch) {
-    for (auto shape : {std::vector<int64_t>{1, 281, 8, 64}, {2, 256, 512}, {1, 1050, 32, 128}}) {
-        const auto x = at::randn(shape);
-        std::printf("%s float32, %d threads: layer_norm %.3f ms (LibTorch's %.3f)\n",
-                    c10::str(at::IntArrayRef(shape)).c_str(), at::get_num_threads(),
-                    testing::mean_ms([&] { return kernels::layer_norm(x, kEps); }, 50),
-                    testing::mean_ms([&] { return reference(x); }, 50));
+    for (auto dt : {at::kFloat, at::kBFloat16})
+        for (auto shape : {std::vector<int64_t>{1, 281, 8, 64}, {2, 256, 512}, {1, 1050, 32, 128}}) {
+            const auto x = at::randn(shape).to(dt);
+            std::printf("%s %s, %d threads: layer_norm %.3f ms (LibTorch's %.3f)\n",
+                        c10::str(at::IntArrayRef(shape)).c_str(), c10::toString(dt), at::get_num_threads(),
+                        testing::mean_ms([&] { return kernels::layer_norm(x, kEps); }, 50),
+                        testing::mean_ms([&] { return reference(x); }, 50));
+        }
+    // The DiT's per-head k norm: a [1, 281, 8, 64] view of the fused q/k/v product's rows.
+    for (auto dt : {at::kFloat, at::kBFloat16}) {
+        const auto k = at::randn({281, 3 * 512}).to(dt).narrow(1, 512, 512).view({1, 281, 8, 64});
+        std::printf("[1, 281, 8, 64] view of [281, 1536] %s, %d threads: layer_norm %.3f ms (LibTorch's %.3f)\n",
+                    c10::toString(dt), at::get_num_threads(),
+                    testing::mean_ms([&] { return kernels::layer_norm(k, kEps); }, 50),
+                    testing::mean_ms([&] { return reference(k); }, 50));
     }
 }
 
