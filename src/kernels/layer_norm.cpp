@@ -315,7 +315,13 @@ bool layer_norm_loop_matches_libtorch() {
 #endif
 }
 
-bool layer_norm_bf16_loop_matches_libtorch() { return bf16_formula() != Bf16Formula::kNone; }
+const char* layer_norm_bf16_probe() {
+    switch (bf16_formula()) {
+        case Bf16Formula::kFusedMultiplyAdd: return "fused multiply-add";
+        case Bf16Formula::kMultiplyThenAdd: return "multiply, then add";
+        default: return "none";
+    }
+}
 
 }  // namespace detail
 

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <tuple>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "kernels/fused_switch.h"
@@ -135,7 +136,9 @@ TEST(LayerNorm, Bf16RowsEqualLibTorchBitForBit) {
     // normalization in float32, one rounding to bf16. Widths of one vector of 16 up to the DiT's
     // inner width and the real FF's, rows of every scale; the probe finds the same.
     const bool expected = loop_expected();
-    EXPECT_EQ(kernels::detail::layer_norm_bf16_loop_matches_libtorch(), expected);
+    const std::string probe = kernels::detail::layer_norm_bf16_probe();
+    std::printf("capability %s: the bf16 probe finds %s\n", at::get_cpu_capability().c_str(), probe.c_str());
+    EXPECT_EQ(probe != "none", expected);
     at::manual_seed(14);
     for (int64_t n : {16, 32, 48, 64, 128, 256, 272, 512, 2048, 4096, 13696}) {
         SCOPED_TRACE(::testing::Message() << "bf16 width " << n);
