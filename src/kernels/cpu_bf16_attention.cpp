@@ -210,31 +210,30 @@ int64_t rows_per_piece(int64_t skp) {
 }
 
 void run(const Problem& P, const uint16_t* q, const uint16_t* k, const uint16_t* v, uint16_t* out) {
-    const int64_t skp = P.keys_padded(), heads = P.B * P.Hkv, head_words = skp * P.D / 2;
-    // Every kv head's keys and values repacked once (as many bytes as k and v, padded), then the
-    // query rows in pieces across the threads.
-    std::vector<uint32_t> keys(static_cast<size_t>(heads * head_words)), values(keys.size());
-    const int64_t pack_grain = std::max<int64_t>(1, parallel_min_piece_bytes() / (4 * head_words * 2));
-    parallel_for_cpu(heads, pack_grain, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i)
-            pack_head(P, k, v, i / P.Hkv, i % P.Hkv, keys.data() + i * head_words, values.data() + i * head_words);
-    });
+    const int64_t skp = P.keys_padded(), head_words = skp * P.D / 2;
     const int64_t rows = rows_per_piece(skp), pieces_per_head = (P.Sq + rows - 1) / rows;
     const int64_t group = P.Hq / P.Hkv;
+    // The pieces go to the threads in contiguous runs, head by head: each thread repacks the keys and
+    // values of the kv heads its run reaches, once each, into its own buffers (one parallel region,
+    // and no buffer of every head's: 67 MB a call at the real size's 1024²).
     parallel_for_cpu(P.B * P.Hq * pieces_per_head, 1, [&](int64_t begin, int64_t end) {
-        thread_local std::vector<float> scores;
+        thread_local std::vector<float> scores, inv_sums;
         thread_local std::vector<uint16_t> weights;
-        thread_local std::vector<float> inv_sums;
+        thread_local std::vector<uint32_t> keys, values;
         const size_t padded_rows = static_cast<size_t>((rows + kRows - 1) / kRows * kRows);
         scores.resize(padded_rows * static_cast<size_t>(skp));
         weights.resize(scores.size());
         inv_sums.resize(padded_rows);
+        keys.resize(static_cast<size_t>(head_words));
+        values.resize(keys.size());
+        int64_t packed = -1;  // the kv head (b * Hkv + h) the buffers hold
         for (int64_t i = begin; i < end; ++i) {
             const int64_t piece = i % pieces_per_head, bh = i / pieces_per_head, b = bh / P.Hq, h = bh % P.Hq;
             const int64_t kv = b * P.Hkv + h / group;
+            if (kv != packed) pack_head(P, k, v, b, h / group, keys.data(), values.data()), packed = kv;
             const int64_t i0 = piece * rows, i1 = std::min(P.Sq, i0 + rows);
-            attend_rows(P, q, keys.data() + kv * head_words, values.data() + kv * head_words, b, h, i0, i1,
-                        scores.data(), weights.data(), inv_sums.data(), out);
+            attend_rows(P, q, keys.data(), values.data(), b, h, i0, i1, scores.data(), weights.data(),
+                        inv_sums.data(), out);
         }
     });
 }
