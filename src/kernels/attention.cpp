@@ -114,8 +114,6 @@ at::Tensor sdpa_additive_mask(const at::Tensor& q, const at::Tensor& k, const at
 std::string attention_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                               const AttentionOptions& o) {
     if (cpu_decode(q, k, v, mask, o)) return "cpu_decode";
-    // Before SDPA: its CPU flash kernel runs bf16 products through MKL's generic path on a CPU
-    // with AVX-512 bf16 and no AMX (cpu_bf16_attention.h), 2-3x slower than this kernel there.
     if (cpu_bf16_attention_takes(q, k, v, mask, o.causal)) return "cpu_bf16";
     switch (sdpa_choice(prepare(q, k, v, mask, o), o)) {
         case SdpBackend::math: return "math";

@@ -9,6 +9,7 @@
 #include "core/check.h"
 #include "core/parallel.h"
 #include "kernels/profile_scope.h"
+#include "kernels/softmax_exp.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define GLMI_AVX512_BF16_ATTENTION 1
@@ -35,25 +36,21 @@ constexpr int64_t kMaxHeadDim = 256;  // a limit of the checks: the loops take a
 constexpr int kRows = 4;         // query rows (or rows of weights) a micro-kernel keeps in registers
 constexpr int64_t kKeyPad = 16;  // keys are padded to whole vectors of 16 scores
 
-// e^x for sixteen floats x <= 88.3 (the softmax's s - max <= 0), within 2 ulp: x = n ln2 + r,
-// |r| <= ln2 / 2, e^r by its degree-7 polynomial (Cephes' expf coefficients), times 2^n. Below
-// -87.3 it gives 0, as it does for -inf. cpu_decode_attention's exp, sixteen lanes wide.
+// e^x for sixteen floats x <= 88.3 (the softmax's s - max <= 0), within 2 ulp: softmax_exp.h's
+// formula, as cpu_decode_attention's eight lanes compute it. Below its kMinX it gives 0, as for -inf.
 GLMI_AVX512BF16 inline __m512 exp16(__m512 x) {
-    const __m512 xc = _mm512_min_ps(_mm512_set1_ps(88.3762626647949f), x);
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+    using namespace softmax_exp;
+    const __m512 xc = _mm512_min_ps(_mm512_set1_ps(kMaxX), x);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(kLog2e)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);  // ln2 in two parts
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), xc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+    __m512 p = _mm512_set1_ps(kPoly[0]);
+    for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kPoly[i]));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
     const __m512 y = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-    const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3365447505531f), _CMP_LT_OQ);
+    const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kMinX), _CMP_LT_OQ);
     return _mm512_mask_blend_ps(under, y, _mm512_setzero_ps());
 }
 
@@ -83,11 +80,11 @@ void pack_head(const Problem& P, const uint16_t* k, const uint16_t* v, int64_t b
     const int64_t skp = P.keys_padded(), pairs = P.D / 2;
     const uint16_t* kb = k + b * P.ks0 + h * P.ks1;
     const uint16_t* vb = v + b * P.vs0 + h * P.vs1;
-    for (int64_t j = 0; j < skp; ++j) {
+    for (int64_t j = 0; j < P.Sk; ++j) {
         const uint16_t* row = kb + j * P.ks2;
-        for (int64_t p = 0; p < pairs; ++p)
-            keys[p * skp + j] = j < P.Sk ? (uint32_t{row[2 * p]} | uint32_t{row[2 * p + 1]} << 16) : 0u;
+        for (int64_t p = 0; p < pairs; ++p) keys[p * skp + j] = uint32_t{row[2 * p]} | uint32_t{row[2 * p + 1]} << 16;
     }
+    for (int64_t p = 0; p < pairs; ++p) std::fill(keys + p * skp + P.Sk, keys + (p + 1) * skp, 0u);
     for (int64_t jp = 0; jp < skp / 2; ++jp) {
         const int64_t j0 = 2 * jp, j1 = 2 * jp + 1;
         uint32_t* out = values + jp * P.D;

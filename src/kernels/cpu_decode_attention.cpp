@@ -11,6 +11,7 @@
 #include "core/parallel.h"
 #include "kernels/fused_math.h"
 #include "kernels/profile_scope.h"
+#include "kernels/softmax_exp.h"
 #include "kernels/x86_weight_loads.h"
 
 namespace glmimage::kernels {
@@ -23,26 +24,21 @@ constexpr int64_t kMaxHeadDim = 256;  // a limit of the checks, not of the loops
 
 using namespace weight_loads;
 
-// e^x for eight floats x <= 88.3 (the softmax's s - max <= 0), within 2 ulp: x = n ln2 + r,
-// |r| <= ln2 / 2, e^r by its degree-7 polynomial (Cephes' expf coefficients), times 2^n. Below
-// -87.3 (where e^x leaves the normal floats) it gives 0, as it does for -inf; NaN stays NaN.
+// e^x for eight floats x <= 88.3 (the softmax's s - max <= 0), within 2 ulp: softmax_exp.h's
+// formula. Below its kMinX it gives 0, as it does for -inf; NaN stays NaN.
 GLMI_AVX2 inline __m256 exp8(__m256 x) {
-    const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447505531f);
-    const __m256 xc = _mm256_min_ps(hi, x);  // min(a, NaN) returns the NaN
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+    using namespace softmax_exp;
+    const __m256 xc = _mm256_min_ps(_mm256_set1_ps(kMaxX), x);  // min(a, NaN) returns the NaN
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(kLog2e)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);  // ln2 in two parts
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), xc);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
+    __m256 p = _mm256_set1_ps(kPoly[0]);
+    for (int i = 1; i < 6; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kPoly[i]));
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     const __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-    return _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
+    return _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_set1_ps(kMinX), _CMP_LT_OQ));
 }
 
 // Each lane rounded to its nearest bf16 (ties to even), kept as a float: finite values only.
