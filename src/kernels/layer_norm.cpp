@@ -226,6 +226,7 @@ private:
 template <typename T>
 void run(const at::Tensor& x, at::Tensor& y, double eps, Bf16Formula formula) {
     const int64_t n = x.size(-1), rows = x.numel() / n;
+    if (rows == 0) return;  // (a walk over an empty dimension would divide by its size)
     const auto* px = static_cast<const T*>(x.data_ptr());
     auto* py = static_cast<T*>(y.data_ptr());
     const float e = static_cast<float>(eps);  // float32: the tensor's dtype; bf16: LibTorch takes it as float
