@@ -237,7 +237,7 @@ def main() -> None:
         n_check = min(n_new, args.check_tokens or (n_new if args.preset == "small" else 16))
         ref_tokens_as_run = ref_tokens[:, :n_check]
         ours_checked = ours_tokens[:, :n_check]
-        with reference_bf16_products_as_ours() as shimmed, torch.no_grad():
+        with reference_bf16_products_as_ours(), torch.no_grad():
             out = ref.generate(input_ids=ids, image_grid_thw=grids, max_new_tokens=n_check, do_sample=False,
                                output_logits=True, return_dict_in_generate=True)
         ref_tokens = out.sequences[:, ids.shape[1]:]
@@ -276,8 +276,7 @@ def main() -> None:
         "tokens_equal_prefix_ref_as_run": equal_prefix(ours_checked, ref_tokens_as_run),
         "logits_max_abs_diff": round((got_logits - want_logits).abs().max().item(), 4),
         "logits_max_abs": round(want_logits.abs().max().item(), 2),
-        "bf16_products_in_float32": bool(shimmed and args.dtype == "bfloat16"
-                                         and _testing.cpu_bf16_products_in_float32()),
+        "bf16_products_in_float32": args.dtype == "bfloat16" and _testing.cpu_bf16_products_in_float32(),
         # Peak RSS of this process: before loading anything, after our load + one generation,
         # and at the end (the transformers model loaded and run too).
         "peak_rss_mb_before_load": round(rss0, 1), "peak_rss_mb_ours": round(rss_ours, 1),

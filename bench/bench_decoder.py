@@ -295,9 +295,8 @@ def run_side(args) -> None:
         out["products_alone_s_per_step"] = min(alone)
         out["step_of_products_alone_paired"] = median(alone_paired)
         out["attention_alone_s_per_step"] = min(attention)
-        is_bf16 = dtype == torch.bfloat16
-        out["bf16_products_in_float32"] = is_bf16 and _testing.cpu_bf16_products_in_float32()
-        out["cpu_bf16_attention"] = is_bf16 and _testing.cpu_bf16_attention_runs()
+        out["bf16_products_in_float32"] = product_dtype != dtype
+        out["cpu_bf16_attention"] = dtype == torch.bfloat16 and _testing.cpu_bf16_attention_runs()
         out["step_of_products_and_attention_alone_paired"] = median(kernels_paired)
         out["roofline_s"] = flops / max(rates)
         out["step_of_roofline_paired"] = median(paired)

@@ -89,12 +89,11 @@ bool cpu_decode(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, c
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                      const AttentionOptions& o) {
-    if (cpu_decode(q, k, v, mask, o))
-        return cpu_decode_attention(q, k, v, mask, o.scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(3)))));
+    const auto scale = [&] { return o.scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(3)))); };
+    if (cpu_decode(q, k, v, mask, o)) return cpu_decode_attention(q, k, v, mask, scale());
     // Before SDPA: its CPU flash kernel runs bf16 products through MKL's generic path on a CPU
     // with AVX-512 bf16 and no AMX (cpu_bf16_attention.h), 2-3x slower than this kernel there.
-    if (cpu_bf16_attention_takes(q, k, v, mask, o.causal))
-        return cpu_bf16_attention(q, k, v, o.scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(3)))));
+    if (cpu_bf16_attention_takes(q, k, v, mask, o.causal)) return cpu_bf16_attention(q, k, v, scale());
     const SdpaCall c = prepare(q, k, v, mask, o);
     auto out = at::scaled_dot_product_attention(c.q, c.k, c.v, c.mask, /*dropout_p=*/0.0, c.causal, o.scale, c.gqa);
     return c.out_shape.empty() ? out : out.reshape(c.out_shape);

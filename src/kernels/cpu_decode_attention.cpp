@@ -41,14 +41,6 @@ GLMI_AVX2 inline __m256 exp8(__m256 x) {
     return _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_set1_ps(kMinX), _CMP_LT_OQ));
 }
 
-// Each lane rounded to its nearest bf16 (ties to even), kept as a float: finite values only.
-GLMI_AVX2 inline __m256 round_to_bf16(__m256 x) {
-    const __m256i u = _mm256_castps_si256(x);
-    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-    const __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7FFF)));
-    return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
-}
-
 // Eight floats stored as T (bf16 bits: rounded to nearest, ties to even, NaN kept).
 template <typename T>
 GLMI_AVX2 inline void store8(T* out, __m256 v) {

@@ -27,6 +27,10 @@ enum class Bf16Formula { kNone, kFusedMultiplyAdd, kMultiplyThenAdd };
 
 #ifdef GLMI_X86_WEIGHT_LOADS
 
+using weight_loads::load8;
+using weight_loads::round_to_bf16;
+using weight_loads::store16_bf16;
+
 constexpr int64_t kLanes = 8;   // LibTorch's AVX2 Vectorized<float>
 constexpr int64_t kChunk = 16;  // vectors per Welford chunk (moments_utils.h's kChunkSize)
 constexpr int kMaxDepth = 64;   // cascade levels: enough for any row length
@@ -81,13 +85,6 @@ GLMI_AVX2 inline void add_chunk(const float* xc, int64_t count, const std::array
     merge(chunk, into);
 }
 
-// Sixteen bf16 widened (exactly) to two vectors of floats: values 0-7 and 8-15.
-GLMI_AVX2 inline void load16(const uint16_t* x, __m256& lo, __m256& hi) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
-    lo = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(v)), 16));
-    hi = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(v, 1)), 16));
-}
-
 // bf16: LibTorch's vectors of 16 values, each widened into two float vectors with moments of their
 // own through the chunk, merged one after the other.
 GLMI_AVX2 inline void add_chunk(const uint16_t* xc, int64_t count, const std::array<float, kChunk>& inverse,
@@ -96,8 +93,7 @@ GLMI_AVX2 inline void add_chunk(const uint16_t* xc, int64_t count, const std::ar
     lo.count = hi.count = count;
     lo.mean = lo.m2 = hi.mean = hi.m2 = _mm256_setzero_ps();
     for (int64_t j = 0; j < count; ++j) {
-        __m256 a, b;
-        load16(xc + j * 2 * kLanes, a, b);
+        const __m256 a = load8(xc + j * 2 * kLanes), b = load8(xc + j * 2 * kLanes + kLanes);
         const __m256 c = _mm256_set1_ps(inverse[j]);
         const __m256 da = _mm256_sub_ps(a, lo.mean), db = _mm256_sub_ps(b, hi.mean);
         lo.mean = _mm256_fmadd_ps(da, c, lo.mean);
@@ -162,16 +158,6 @@ GLMI_AVX2 void normalize_row(const float* x, float* y, int64_t n, float eps, Bf1
         _mm256_storeu_ps(y + j, _mm256_fmadd_ps(_mm256_add_ps(_mm256_loadu_ps(x + j), minus_mean), scale, zero));
 }
 
-// Eight floats rounded to bf16 (nearest, ties to even; NaN to 0xFFFF as LibTorch's AVX2 conversion),
-// each in the low half of its lane.
-GLMI_AVX2 inline __m256i to_bf16_lanes(__m256 v) {
-    const __m256i u = _mm256_castps_si256(v);
-    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7FFF))), 16);
-    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-    return _mm256_blendv_epi8(rounded, _mm256_and_si256(nan, _mm256_set1_epi32(0xFFFF)), nan);
-}
-
 // One bf16 row of n values (a multiple of 16): LibTorch's mixed-type kernel, its moments in float
 // (above), then (x * scale + bias) * 1 + 0 (scale = rstd, bias = -rstd * mean) in float32 vectors,
 // rounded to bf16. Whether its compiler fused the first product with its sum is the probe's
@@ -183,13 +169,10 @@ GLMI_AVX2 void normalize_row(const uint16_t* x, uint16_t* y, int64_t n, float ep
     const __m256 scale = _mm256_set1_ps(rstd), bias = _mm256_set1_ps(-rstd * mean), zero = _mm256_setzero_ps();
     const bool fused = formula == Bf16Formula::kFusedMultiplyAdd;
     for (int64_t j = 0; j < n; j += 2 * kLanes) {
-        __m256 a, b;
-        load16(x + j, a, b);
+        __m256 a = load8(x + j), b = load8(x + j + kLanes);
         a = fused ? _mm256_fmadd_ps(a, scale, bias) : _mm256_add_ps(_mm256_mul_ps(a, scale), bias);
         b = fused ? _mm256_fmadd_ps(b, scale, bias) : _mm256_add_ps(_mm256_mul_ps(b, scale), bias);
-        const __m256i packed = _mm256_packus_epi32(to_bf16_lanes(_mm256_add_ps(a, zero)),
-                                                   to_bf16_lanes(_mm256_add_ps(b, zero)));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + j), _mm256_permute4x64_epi64(packed, 0xD8));
+        store16_bf16(y + j, round_to_bf16(_mm256_add_ps(a, zero)), round_to_bf16(_mm256_add_ps(b, zero)));
     }
 }
 

@@ -39,15 +39,6 @@ GLMI_AVX2 inline void load16_scaled(const W* w, __m256 unit, __m256& lo, __m256&
     hi = _mm256_mul_ps(hi, unit);
 }
 
-// Sixteen exact bf16 values held as floats -> their bf16 bits (the low halves are zero).
-GLMI_AVX2 inline void store16_bf16(uint16_t* out, __m256 lo, __m256 hi) {
-    const __m256i a = _mm256_srli_epi32(_mm256_castps_si256(lo), 16);
-    const __m256i b = _mm256_srli_epi32(_mm256_castps_si256(hi), 16);
-    // packus interleaves the 128-bit lanes: a0 b0 a1 b1 -> a0 a1 b0 b1
-    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), packed);
-}
-
 // Rows [n0, n1): Out is float (times the row's scale where there is one) or uint16_t (bf16 bits).
 template <typename W, typename Out>
 GLMI_AVX2 void widen_rows(const W* w, const float* scale, int64_t K, int64_t n0, int64_t n1, Out* out) {

@@ -1,6 +1,7 @@
 // Reading weights into AVX2 float32 vectors, for the CPU kernels that stream them (kernels::gemv,
 // kernels::widen_weight, and the KV cache rows of kernels::cpu_decode_attention): bf16, float32,
-// int8 and fp8 e4m3 storage, exact widening in every case; a vector's horizontal sum. Internal to
+// int8 and fp8 e4m3 storage, exact widening in every case; a vector's horizontal sum; and the way
+// back to bf16 (rounding, packing sixteen lanes) for the loops that write bf16. Internal to
 // the library; x86-64 with GCC or Clang only (GLMI_X86_WEIGHT_LOADS), each function compiled for
 // AVX2 + FMA + F16C on its own (the library's flags stay generic), so callers must check
 // cpu_has_avx2_fma_f16c() before running one. The same attribute and check also build and guard the
@@ -87,6 +88,27 @@ GLMI_AVX2 inline float horizontal_sum(__m256 v) {
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     h = _mm_add_ss(h, _mm_movehdup_ps(h));
     return _mm_cvtss_f32(h);
+}
+
+// Each lane rounded to its nearest bf16 (ties to even), kept as a float whose low half is zero; a
+// NaN becomes 0xFFFF0000 (a NaN), as LibTorch's AVX2 conversion writes NaN.
+GLMI_AVX2 inline __m256 round_to_bf16(__m256 x) {
+    const __m256i u = _mm256_castps_si256(x);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    const __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7FFF)));
+    const __m256 rounded =
+        _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
+    return _mm256_blendv_ps(rounded, _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0xFFFF0000u))),
+                            _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+// Sixteen bf16 values held as floats (low halves zero: exact, or round_to_bf16's) -> their bits.
+GLMI_AVX2 inline void store16_bf16(uint16_t* out, __m256 lo, __m256 hi) {
+    const __m256i a = _mm256_srli_epi32(_mm256_castps_si256(lo), 16);
+    const __m256i b = _mm256_srli_epi32(_mm256_castps_si256(hi), 16);
+    // packus interleaves the 128-bit lanes: a0 b0 a1 b1 -> a0 a1 b0 b1
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), packed);
 }
 
 inline float to_float(uint16_t w) {
