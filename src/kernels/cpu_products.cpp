@@ -24,16 +24,18 @@ bool ask_libtorch_for_bf16_kernels() {
     return op->typed<bool()>().call();
 }
 
-// Whether LibTorch's float32 linear gives rows of kRowBitsMinRows and more the same bits alone as
-// inside a longer call, with the threads it has now: products of 557 rows against their first and
-// last m rows computed alone, m from kRowBitsMinRows to 257, at three widths. One width is not
-// enough: on a 2-core Intel Xeon with AVX-512 MKL's float32 GEMM kept the rows' bits at 256 -> 256
-// and parted at 512 -> 256 (12 and 13 rows), and with 2 threads at 1024 -> 256 and 2048 -> 512
-// (12 to 128 rows); a 2-core AVX2 EPYC (Zen 3) kept them at every width and row count tried.
-bool probe_float32_row_bits() {
+// Whether LibTorch's linear in `dtype` (float32: MKL's sgemm; bf16: oneDNN's kernels) gives rows
+// of kRowBitsMinRows and more the same bits alone as inside a longer call, with the threads it has
+// now: products of 557 rows against their first and last m rows computed alone, m from
+// kRowBitsMinRows to 257, at three widths. One width is not enough: on a 2-core Intel Xeon with
+// AVX-512 MKL's float32 GEMM kept the rows' bits at 256 -> 256 and parted at 512 -> 256 (12 and 13
+// rows), and with 2 threads at 1024 -> 256 and 2048 -> 512 (12 to 128 rows); a 2-core AVX2 EPYC
+// (Zen 3) kept them at every width and row count tried, and so did oneDNN's bf16 kernels on a
+// 2-core AVX-512 EPYC (Zen 4, no AMX) from 2 rows up, widths 128 to 16384, calls of up to 16400 rows.
+bool probe_row_bits(at::ScalarType dtype) {
     c10::InferenceMode guard;
-    auto values = [](int64_t rows, int64_t cols, double phase) {
-        return at::sin(at::arange(rows * cols, at::kFloat) * 0.37 + phase).view({rows, cols});
+    auto values = [dtype](int64_t rows, int64_t cols, double phase) {
+        return at::sin(at::arange(rows * cols, at::kFloat) * 0.37 + phase).view({rows, cols}).to(dtype);
     };
     const int64_t rows = 557;
     for (auto [k, n] : {std::pair<int64_t, int64_t>{512, 256}, {1024, 256}, {2048, 512}}) {
@@ -66,16 +68,18 @@ at::ScalarType product_compute_dtype(const at::Device& device, at::ScalarType dt
 at::ScalarType product_compute_dtype(const at::Tensor& x) { return product_compute_dtype(x.device(), x.scalar_type()); }
 
 bool products_keep_row_bits(const at::Device& device, at::ScalarType dtype) {
-    if (!device.is_cpu() || product_compute_dtype(device, dtype) != at::kFloat) return false;
-    // MKL splits a product among the threads by its shape and the thread count, so the answer is
-    // per thread count (probed at the first call with each).
+    if (!device.is_cpu()) return false;
+    const auto computed = product_compute_dtype(device, dtype);
+    if (computed != at::kFloat && computed != at::kBFloat16) return false;
+    // MKL and oneDNN split a product among the threads by its shape and the thread count, so the
+    // answer is per thread count (probed at the first call with each).
     static std::mutex mutex;
-    static std::map<int, bool> keep_by_threads;
-    const int threads = at::get_num_threads();
+    static std::map<std::pair<int, at::ScalarType>, bool> keep;
+    const std::pair<int, at::ScalarType> key{at::get_num_threads(), computed};
     std::lock_guard<std::mutex> lock(mutex);
-    const auto found = keep_by_threads.find(threads);
-    if (found != keep_by_threads.end()) return found->second;
-    return keep_by_threads[threads] = probe_float32_row_bits();
+    const auto found = keep.find(key);
+    if (found != keep.end()) return found->second;
+    return keep[key] = probe_row_bits(computed);
 }
 
 void widened_linear_into(const at::Tensor& xf, const at::Tensor& w, const at::Tensor& row_scale,

@@ -26,20 +26,23 @@ bool cpu_bf16_products_in_float32();
 at::ScalarType product_compute_dtype(const at::Tensor& x);
 at::ScalarType product_compute_dtype(const at::Device& device, at::ScalarType dtype);
 
-// The row count from which MKL's float32 GEMM (x86, LibTorch's CPU linear) gives a row the same
-// bits whatever other rows the call holds, where it does at all. Measured on an AVX2 EPYC (Zen 3):
-// rows of 12 to 257 alone against the same rows at the ends of a call 513 rows longer, widths 64
-// to 16384: equal; below 12 rows it takes other kernels (1-3, 5-7 and 9-11 rows differed). On an
-// AVX-512 Xeon it does not hold at any row count (products_keep_row_bits finds it so).
+// The row count from which LibTorch's CPU linear (MKL's float32 GEMM on x86; oneDNN's bf16 kernels)
+// gives a row the same bits whatever other rows the call holds, where it does at all. Measured on
+// an AVX2 EPYC (Zen 3), float32: rows of 12 to 257 alone against the same rows at the ends of a call
+// 513 rows longer, widths 64 to 16384: equal; below 12 rows it takes other kernels (1-3, 5-7 and
+// 9-11 rows differed). On an AVX-512 Xeon it does not hold at any row count in float32
+// (products_keep_row_bits finds it so). oneDNN's bf16 kernels on an AVX-512 EPYC (Zen 4, no AMX)
+// kept them from 2 rows up; 1 row parted at 4096 -> 16384 (a matrix-vector kernel).
 constexpr int64_t kRowBitsMinRows = 12;
 
 // Whether products computed for `dtype` on `device` give each row, in a call of kRowBitsMinRows
-// rows or more, the same bits whatever the call's other rows: the CPU where they are float32 GEMMs
-// (product_compute_dtype), and LibTorch's linear found so here with the current thread count
-// (probed once per thread count: products of 557 rows at three widths against slices of 12 to 257
-// of their rows, about 5 GFLOP where every slice agrees). Where it holds, rows of separate products
-// may share one call (the DiT's two CFG passes, its feed-forward's image and text rows) with the
-// same results; where not, they keep the reference's calls.
+// rows or more, the same bits whatever the call's other rows: the CPU, products computed in float32
+// or bf16 (product_compute_dtype), where LibTorch's linear is found so here with the current thread
+// count (probed once per thread count and computing dtype: products of 557 rows at three widths
+// against slices of 12 to 257 of their rows, about 5 GFLOP where every slice agrees). Where it
+// holds, rows of separate products may share one call (the DiT's two CFG passes, its
+// feed-forward's image and text rows) with the same results; where not, they keep the reference's
+// calls.
 bool products_keep_row_bits(const at::Device& device, at::ScalarType dtype);
 
 // at::linear(x, w, b), computed in product_compute_dtype(x). In float32 the weight is widened a

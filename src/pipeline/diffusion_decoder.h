@@ -59,18 +59,18 @@ struct DecoderRuntime {
 
 // Whether "auto" runs the CFG passes as one forward for a DiT computing in `dtype` on `device`:
 // - a CUDA device: yes; it halves the weight reads and kernel launches of a step;
-// - the CPU, where the products are float32 GEMMs that give a row the same bits whatever the
-//   call's other rows (kernels::products_keep_row_bits: float32, or bf16 on a CPU that computes bf16
-//   products in float32): yes. Every product of the joint forward then has at least the image
-//   tokens' rows (256 at 256x256; from kernels::kRowBitsMinRows up the bits are the separate
-//   passes'), and the text's feed-forward takes the rules of DiTBlock::feed_forward: the same
-//   images as apart. It saves a step's second reading (and, in bf16, widening) of every block
-//   weight: small preset, 256x256, 2 threads, AVX2 EPYC, this change alone: fp32 130 -> 128 ms a
-//   step, bf16 165 -> 140;
-// - the CPU with oneDNN's bf16 kernels (and float16): no. oneDNN picks its kernels by row count,
-//   and the doubled rows moved bf16 images 8-9 levels from diffusers' at 256x256 (small preset);
-//   the joint forward gained little there (one real-width block, bf16, 2 threads: 0.209 against
-//   0.230 s at 256x256, the same from 512x512 up).
+// - the CPU, where LibTorch's products give a row the same bits whatever the call's other rows
+//   (kernels::products_keep_row_bits, probed: MKL's float32 GEMM on an AVX2 EPYC, and bf16 there,
+//   computed in float32; oneDNN's bf16 kernels on an AVX-512 EPYC without AMX): yes. Every product
+//   of the joint forward then has at least the image tokens' rows (256 at 256x256; from
+//   kernels::kRowBitsMinRows up the bits are the separate passes'), and the text's feed-forward
+//   takes the rules of DiTBlock::feed_forward: the same images as apart. It saves a step's second
+//   reading (and, where bf16 is computed in float32, widening) of every block weight: small preset,
+//   256x256, 2 threads, AVX2 EPYC, this change alone: fp32 130 -> 128 ms a step, bf16 165 -> 140;
+//   oneDNN bf16 on the AVX-512 EPYC, with the text rows' feed-forward joined: 47.2 -> 45.3 ms;
+// - the CPU where the probe finds they do not (MKL's float32 GEMM on a 2-core AVX-512 Xeon; there,
+//   run as one batch, the doubled rows moved bf16 images 8-9 levels from diffusers' at 256x256,
+//   small preset) and float16: no, the passes run apart as the reference runs them.
 bool cfg_passes_joint_by_default(const at::Device& device, at::ScalarType dtype);
 
 // How a call's CFG passes run, by the rule of DecoderRuntime::batch_cfg: "joint" (one forward),

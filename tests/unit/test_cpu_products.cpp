@@ -40,41 +40,53 @@ TEST(CpuProducts, ComputeDtypeFollowsTheRule) {
 }
 
 TEST(CpuProducts, RowBitsRuleHoldsWideAndAtItsThreshold) {
-    // products_keep_row_bits probes a few shapes once per thread count; the claim it stands for,
-    // on this CPU with that many threads: rows of kRowBitsMinRows and more computed alone equal the
-    // same rows at either end of a longer call, at the DiT's widths and the real model's. Where the
-    // probe says no, the rule's users keep the reference's row counts, and nothing is claimed (the
-    // cases that part are counted, for the log).
+    // products_keep_row_bits probes a few shapes once per thread count and computing dtype; the
+    // claim it stands for, on this CPU with that many threads: rows of kRowBitsMinRows and more
+    // computed alone equal the same rows at either end of a longer call, at the DiT's widths and
+    // the real model's, in float32 and in bf16 where LibTorch's bf16 kernels compute it (where bf16
+    // is computed in float32, its answer is float32's). Where the probe says no, the rule's users
+    // keep the reference's row counts, and nothing is claimed (the cases that part are counted, for
+    // the log).
     const int threads = at::get_num_threads();
+    const bool in_float32 = kernels::cpu_bf16_products_in_float32();
     for (int t : {1, threads}) {
         if (t == threads && threads == 1) break;  // checked already
         at::set_num_threads(t);
-        const bool keep = kernels::products_keep_row_bits(at::kCPU, at::kFloat);
-        const bool in_float32 = kernels::cpu_bf16_products_in_float32();
-        EXPECT_EQ(kernels::products_keep_row_bits(at::kCPU, at::kBFloat16), keep && in_float32);
+        const bool keep_float32 = kernels::products_keep_row_bits(at::kCPU, at::kFloat);
+        const bool keep_bf16 = kernels::products_keep_row_bits(at::kCPU, at::kBFloat16);
+        if (in_float32) {
+            EXPECT_EQ(keep_bf16, keep_float32);
+        }
         EXPECT_FALSE(kernels::products_keep_row_bits(at::kCPU, at::kHalf));
         EXPECT_FALSE(kernels::products_keep_row_bits(at::Device(at::kCUDA, 0), at::kFloat));
-        at::manual_seed(5);
-        int checked = 0, parted = 0;
-        for (auto [k, n] : {std::pair<int64_t, int64_t>{512, 2048}, {2048, 512}, {64, 512}, {4096, 4096}})
-            for (int64_t m : {int64_t{12}, int64_t{13}, int64_t{16}, int64_t{25}, int64_t{31}, int64_t{64},
-                              int64_t{257}}) {
-                SCOPED_TRACE(::testing::Message() << t << " threads, k " << k << " n " << n << " m " << m);
-                const auto w = at::randn({n, k}), b = at::randn({n}), x = at::randn({m + 300, k});
-                const auto all = at::linear(x, w, b);
-                for (int64_t first : {int64_t{0}, int64_t{300}}) {
-                    const bool same = at::equal(at::linear(x.narrow(0, first, m).contiguous(), w, b),
-                                                all.narrow(0, first, m));
-                    if (keep) {
-                        EXPECT_TRUE(same);
+        for (auto dtype : {at::kFloat, at::kBFloat16}) {
+            if (dtype == at::kBFloat16 && in_float32) break;  // float32's products, checked above
+            const bool keep = dtype == at::kFloat ? keep_float32 : keep_bf16;
+            at::manual_seed(5);
+            int checked = 0, parted = 0;
+            for (auto [k, n] : {std::pair<int64_t, int64_t>{512, 2048}, {2048, 512}, {64, 512}, {4096, 4096}})
+                for (int64_t m : {int64_t{12}, int64_t{13}, int64_t{16}, int64_t{25}, int64_t{31}, int64_t{64},
+                                  int64_t{257}}) {
+                    SCOPED_TRACE(::testing::Message() << t << " threads, " << dtype << ", k " << k << " n " << n
+                                                      << " m " << m);
+                    const auto w = at::randn({n, k}).to(dtype), b = at::randn({n}).to(dtype),
+                               x = at::randn({m + 300, k}).to(dtype);
+                    const auto all = at::linear(x, w, b);
+                    for (int64_t first : {int64_t{0}, int64_t{300}}) {
+                        const bool same = at::equal(at::linear(x.narrow(0, first, m).contiguous(), w, b),
+                                                    all.narrow(0, first, m));
+                        if (keep) {
+                            EXPECT_TRUE(same);
+                        }
+                        parted += !same;
+                        ++checked;
                     }
-                    parted += !same;
-                    ++checked;
                 }
-            }
-        std::printf("%d threads: float32 products keep a row's bits from %lld rows here: %s; rows alone against "
-                    "rows in a longer call: %d of %d cases parted\n",
-                    t, static_cast<long long>(kernels::kRowBitsMinRows), keep ? "yes" : "no", parted, checked);
+            std::printf("%d threads: %s products keep a row's bits from %lld rows here: %s; rows alone against "
+                        "rows in a longer call: %d of %d cases parted\n",
+                        t, c10::toString(dtype), static_cast<long long>(kernels::kRowBitsMinRows),
+                        keep ? "yes" : "no", parted, checked);
+        }
     }
     at::set_num_threads(threads);
 }

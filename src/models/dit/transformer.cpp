@@ -216,12 +216,13 @@ std::pair<at::Tensor, std::vector<at::Tensor>> DiTBlock::forward(const at::Tenso
 std::pair<at::Tensor, std::vector<at::Tensor>> DiTBlock::feed_forward(const Modulated& x,
                                                                       const std::vector<Modulated>& texts) const {
     // The reference runs the feed-forward per stream and, for the text, per CFG pass: row counts
-    // by which oneDNN's bf16 kernels and MKL's float32 GEMM below kRowBitsMinRows rows pick their
-    // kernels, so those calls keep them. Where a row's bits do not depend on the call's other rows
-    // (products_keep_row_bits: the CPU's float32 GEMMs), the image rows and every text group of
-    // kRowBitsMinRows rows or more share one call, with the same bits: the text groups' products
+    // by which oneDNN's bf16 kernels and MKL's float32 GEMM may pick their kernels (below
+    // kRowBitsMinRows rows they do), so those calls keep them. Where a row's bits do not depend on
+    // the call's other rows (products_keep_row_bits, probed), the image rows and every text group
+    // of kRowBitsMinRows rows or more share one call, with the same bits: the text groups' products
     // then run at the image rows' GEMM rate (a 25-row call ran at 70 GFLOP/s against 160 for 512
-    // rows, 2-core AVX2 EPYC) and, in bf16, their weights are not widened again per group. (The
+    // rows, 2-core AVX2 EPYC) and, in bf16 computed in float32, their weights are not widened
+    // again per group. (The
     // GELU between is per value too, except LibTorch's float32 scalar loop at the end of a
     // thread's piece where the piece is not whole vectors, which may round a value one step from
     // its vector loop: with the model's hidden widths and 2 threads the pieces are whole vectors.)
