@@ -177,7 +177,8 @@ at::Tensor hand_to_caller(const DenoiseStepCallback& on_step_end, const at::Tens
 
 bool cfg_passes_joint_by_default(const at::Device& device, at::ScalarType dtype) {
     if (device.is_cuda()) return true;
-    return kernels::products_keep_row_bits(device, dtype);
+    return kernels::product_compute_dtype(device, dtype) == at::kFloat &&
+           kernels::products_keep_row_bits(device, dtype);
 }
 
 const char* cfg_passes(const DecoderRuntime& rt, const at::Device& device, at::ScalarType dtype, double guidance) {

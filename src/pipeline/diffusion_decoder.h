@@ -59,18 +59,22 @@ struct DecoderRuntime {
 
 // Whether "auto" runs the CFG passes as one forward for a DiT computing in `dtype` on `device`:
 // - a CUDA device: yes; it halves the weight reads and kernel launches of a step;
-// - the CPU, where LibTorch's products give a row the same bits whatever the call's other rows
-//   (kernels::products_keep_row_bits, probed: MKL's float32 GEMM on an AVX2 EPYC, and bf16 there,
-//   computed in float32; oneDNN's bf16 kernels on an AVX-512 EPYC without AMX): yes. Every product
-//   of the joint forward then has at least the image tokens' rows (256 at 256x256; from
+// - the CPU, where the products are float32 GEMMs (float32; bf16 on a CPU that computes bf16
+//   products in float32) that give a row the same bits whatever the call's other rows
+//   (kernels::products_keep_row_bits, probed: MKL's sgemm on an AVX2 EPYC): yes. Every product of
+//   the joint forward then has at least the image tokens' rows (256 at 256x256; from
 //   kernels::kRowBitsMinRows up the bits are the separate passes'), and the text's feed-forward
 //   takes the rules of DiTBlock::feed_forward: the same images as apart. It saves a step's second
-//   reading (and, where bf16 is computed in float32, widening) of every block weight: small preset,
-//   256x256, 2 threads, AVX2 EPYC, this change alone: fp32 130 -> 128 ms a step, bf16 165 -> 140;
-//   oneDNN bf16 on the AVX-512 EPYC, with the text rows' feed-forward joined: 47.2 -> 45.3 ms;
-// - the CPU where the probe finds they do not (MKL's float32 GEMM on a 2-core AVX-512 Xeon; there,
-//   run as one batch, the doubled rows moved bf16 images 8-9 levels from diffusers' at 256x256,
-//   small preset) and float16: no, the passes run apart as the reference runs them.
+//   reading (and, in bf16, widening) of every block weight: small preset, 256x256, 2 threads,
+//   AVX2 EPYC, this change alone: fp32 130 -> 128 ms a step, bf16 165 -> 140;
+// - the CPU with oneDNN's bf16 kernels (and float16): no. Where they keep a row's bits too (an
+//   AVX-512 EPYC without AMX) the images would be the same, but with nothing to widen the joint
+//   forward gains little and loses at the real widths: one real-width block, 2 threads, a step
+//   2.38-2.53 s joint against 2.27-2.29 s apart at 512x512 (its doubled activations outgrow the
+//   cache), the same at 256x256, 2-4 % faster on the small preset at 256x256. Where they do not
+//   (an AVX-512 Xeon with AMX), the doubled rows moved bf16 images 8-9 levels from diffusers' at
+//   256x256 (small preset). The text rows' feed-forward joins the image rows' call wherever the
+//   probe holds (DiTBlock::feed_forward), in either way of running the passes.
 bool cfg_passes_joint_by_default(const at::Device& device, at::ScalarType dtype);
 
 // How a call's CFG passes run, by the rule of DecoderRuntime::batch_cfg: "joint" (one forward),

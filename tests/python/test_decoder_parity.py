@@ -200,12 +200,13 @@ def test_decoder_bf16_small_preset_equal(small_bf16, prompt):
     widths do not tell such choices apart: one FF call over both streams' tokens (instead of the
     reference's one call per stream) passed the tiny test with 0 levels and moved these images by
     10 (checked); both CFG passes in one batch, once the CPU default, moved the unquoted prompt's
-    by 8 on an AVX-512 Xeon (the doubled row count took other kernels at 256x256), so the CPU runs
-    them apart unless kernels::products_keep_row_bits finds that a row's bits do not depend on the
-    call's other rows (from 12 rows up): MKL's sgemm where bf16 products are computed in float32
-    (an AVX2 EPYC), oneDNN's bf16 kernels on an AVX-512 EPYC without AMX. There the default is one
-    forward over both passes, with the quoted prompt's glyph rows in the image rows' feed-forward
-    call, and this test holds that path to diffusers (run with its products computed as ours)."""
+    by 8 on an AVX-512 Xeon (the doubled row count took other kernels at 256x256), so a CPU with
+    oneDNN's bf16 kernels runs them apart; where those kernels keep a row's bits from 12 rows up
+    (kernels::products_keep_row_bits: an AVX-512 EPYC without AMX), the quoted prompt's glyph rows
+    join the image rows' feed-forward call, which this test holds to diffusers. On a CPU that
+    computes bf16 products in float32 (MKL's sgemm: the same rule) the default is one forward
+    over both passes, with the glyph rows in the image rows' feed-forward call: this test then
+    holds that path to diffusers (run with its products computed as ours)."""
     ref_pipe, ours = small_bf16
     prior, ref = small_prior_and_reference(ref_pipe, 256, SMALL_PROMPTS[prompt])
     got = _testing.decode(ours, prior, [SMALL_PROMPTS[prompt]], 256, 256, steps=2, guidance=1.5, seed=7)
@@ -220,7 +221,7 @@ def test_decoder_bf16_small_preset_batched_cfg(small_bf16, prompt):
     with the same kernels as the separate passes: equal to diffusers within 1 level, so the grouping
     itself (row order, modulation rows, per-group attention) adds nothing. At 256x256 the kernels
     differed on an AVX-512 Xeon and the images parted by 8-9 levels after 2 steps (measured), which
-    is why the CPU keeps the passes apart where kernels::products_keep_row_bits finds no."""
+    is one reason the CPU keeps the passes apart where oneDNN's bf16 kernels run."""
     ref_pipe, ours = small_bf16
     prior, ref = small_prior_and_reference(ref_pipe, 512, SMALL_PROMPTS[prompt])
     got = _testing.decode(ours, prior, [SMALL_PROMPTS[prompt]], 512, 512, steps=2, guidance=1.5, seed=7,
