@@ -222,10 +222,10 @@ std::pair<at::Tensor, std::vector<at::Tensor>> DiTBlock::feed_forward(const Modu
     // of kRowBitsMinRows rows or more share one call, with the same bits: the text groups' products
     // then run at the image rows' GEMM rate (a 25-row call ran at 70 GFLOP/s against 160 for 512
     // rows, 2-core AVX2 EPYC) and, in bf16 computed in float32, their weights are not widened
-    // again per group. (The
-    // GELU between is per value too, except LibTorch's float32 scalar loop at the end of a
-    // thread's piece where the piece is not whole vectors, which may round a value one step from
-    // its vector loop: with the model's hidden widths and 2 threads the pieces are whole vectors.)
+    // again per group. (The GELU between is per value too, except LibTorch's float32 scalar loop
+    // at the end of a thread's piece where the piece is not whole vectors, which may round a value
+    // one step from its vector loop: with the model's hidden widths and 2 threads the pieces are
+    // whole vectors.)
     const int64_t d = x.norm.size(-1);
     const auto rows_of = [&](const at::Tensor& t) { return t.numel() / d; };
     const bool share = kernels::products_keep_row_bits(x.norm.device(), x.norm.scalar_type()) &&
