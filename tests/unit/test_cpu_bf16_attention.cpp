@@ -8,8 +8,10 @@
 
 #include <cmath>
 #include <cstdio>
+#include <string>
 #include <vector>
 
+#include "attention_reference.h"
 #include "kernels/attention.h"
 #include "kernels/cpu_bf16_attention.h"
 #include "mean_ms.h"
@@ -17,22 +19,9 @@
 namespace glmimage {
 namespace {
 
-// softmax(q k^T * scale) v in float64 from the same values, k and v repeated per query head.
-at::Tensor exact(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
-    const int64_t group = q.size(1) / k.size(1);
-    const auto kd = k.to(at::kDouble).repeat_interleave(group, 1), vd = v.to(at::kDouble).repeat_interleave(group, 1);
-    return at::matmul(at::softmax(at::matmul(q.to(at::kDouble), kd.transpose(-1, -2)) * scale, -1), vd);
-}
-
-at::Tensor sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
-    const int64_t group = q.size(1) / k.size(1);
-    return at::scaled_dot_product_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1),
-                                            std::nullopt, 0.0, false, scale);
-}
-
-double max_abs(const at::Tensor& a, const at::Tensor& b) {
-    return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
+using testing::exact_attention;
+using testing::max_abs;
+using testing::sdpa;
 
 struct Case {
     int64_t B, Hq, Hkv, Sq, Sk, D;
@@ -54,22 +43,12 @@ TEST(CpuBf16Attention, WithinAStepOfSdpaAndAsAccurate) {
                    v = at::randn({c.B, c.Hkv, c.Sk, c.D}).to(at::kBFloat16);
         const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
         ASSERT_TRUE(kernels::cpu_bf16_attention_takes(q, k, v, {}, false));
-        const auto got = kernels::cpu_bf16_attention(q, k, v, scale), theirs = sdpa(q, k, v, scale);
+        const auto got = kernels::cpu_bf16_attention(q, k, v, scale), theirs = sdpa(q, k, v, {}, scale);
         ASSERT_EQ(got.sizes(), theirs.sizes());
-        const auto truth = exact(q, k, v, scale);
-        const double ours_err = max_abs(got, truth), sdpa_err = max_abs(theirs, truth);
-        const double apart = (got != theirs).to(at::kDouble).mean().item<double>();
-        // One bf16 step of the output's magnitude (8 significant bits), and a little more for the
-        // weights' own bf16 rounding, which both sides share but sum in another order.
-        const double step = truth.abs().max().item<double>() / 128;
-        std::printf("bf16 B%ld Hq%ld Hkv%ld Sq%ld Sk%ld D%ld: max abs error %.3g (SDPA's %.3g), %.2f %% of elements "
-                    "apart from SDPA by up to %.3g\n",
-                    static_cast<long>(c.B), static_cast<long>(c.Hq), static_cast<long>(c.Hkv), static_cast<long>(c.Sq),
-                    static_cast<long>(c.Sk), static_cast<long>(c.D), ours_err, sdpa_err, 100 * apart,
-                    max_abs(got, theirs));
-        EXPECT_LE(max_abs(got, theirs), step);
-        EXPECT_LE(ours_err, sdpa_err + step / 2);
-        EXPECT_LT(apart, 0.25);
+        const std::string what = "B" + std::to_string(c.B) + " Hq" + std::to_string(c.Hq) + " Hkv" +
+                                 std::to_string(c.Hkv) + " Sq" + std::to_string(c.Sq) + " Sk" + std::to_string(c.Sk) +
+                                 " D" + std::to_string(c.D);
+        testing::expect_bf16_like_sdpa(what.c_str(), got, theirs, exact_attention(q, k, v, {}, scale), 0.25);
     }
 }
 
@@ -118,7 +97,7 @@ TEST(CpuBf16Attention, SpeedBesideSdpaAtTheSmallPresetsStep) {
     const auto q = at::randn({1, 8, 281, 64}).to(at::kBFloat16), k = at::randn({1, 8, 281, 64}).to(at::kBFloat16),
                v = at::randn({1, 8, 281, 64}).to(at::kBFloat16);
     const double ours = testing::mean_ms([&] { kernels::cpu_bf16_attention(q, k, v, 0.125); }, 20),
-                 theirs = testing::mean_ms([&] { sdpa(q, k, v, 0.125); }, 20);
+                 theirs = testing::mean_ms([&] { sdpa(q, k, v, {}, 0.125); }, 20);
     const double gflop = 4.0 * 8 * 281 * 281 * 64 / 1e9;
     std::printf("[1, 8, 281, 64] bf16, %d threads: ours %.3f ms (%.0f GFLOP/s), SDPA %.3f ms (%.0f): %.2fx\n",
                 at::get_num_threads(), ours, gflop / ours * 1e3, theirs, gflop / theirs * 1e3, theirs / ours);

@@ -8,8 +8,10 @@
 
 #include <cmath>
 #include <cstdio>
+#include <string>
 #include <vector>
 
+#include "attention_reference.h"
 #include "kernels/attention.h"
 #include "kernels/cpu_decode_attention.h"
 #include "kernels/x86_weight_loads.h"
@@ -26,26 +28,9 @@ bool runs_here() {
 #endif
 }
 
-// The attention in float64 from the same values: softmax(q k^T * scale + mask) v, k and v
-// repeated per query head of their group. mask: additive [B|1, 1, 1, T] or undefined.
-at::Tensor exact(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale) {
-    const int64_t group = q.size(1) / k.size(1);
-    const auto kd = k.to(at::kDouble).repeat_interleave(group, 1), vd = v.to(at::kDouble).repeat_interleave(group, 1);
-    auto s = at::matmul(q.to(at::kDouble), kd.transpose(-1, -2)) * scale;
-    if (mask.defined()) s = s + mask.to(at::kDouble);
-    return at::matmul(at::softmax(s, -1), vd);
-}
-
-at::Tensor sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, double scale) {
-    const int64_t group = q.size(1) / k.size(1);
-    return at::scaled_dot_product_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1),
-                                            mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt, 0.0, false,
-                                            scale);
-}
-
-double max_abs(const at::Tensor& a, const at::Tensor& b) {
-    return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
+using testing::exact_attention;
+using testing::max_abs;
+using testing::sdpa;
 
 struct Case {
     int64_t B, Hq, Hkv, T, D;
@@ -63,7 +48,7 @@ TEST(CpuDecodeAttention, Float32MatchesFloat64AndSdpa) {
         const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
         ASSERT_TRUE(kernels::cpu_decode_attention_takes(q, k, v, {}));
         const auto got = kernels::cpu_decode_attention(q, k, v, {}, scale);
-        const auto truth = exact(q, k, v, {}, scale), theirs = sdpa(q, k, v, {}, scale);
+        const auto truth = exact_attention(q, k, v, {}, scale), theirs = sdpa(q, k, v, {}, scale);
         const double ours_err = max_abs(got, truth), sdpa_err = max_abs(theirs, truth);
         std::printf("float32 B%ld Hq%ld Hkv%ld T%ld D%ld: max abs error %.3g (SDPA's %.3g), from SDPA %.3g\n",
                     static_cast<long>(c.B), static_cast<long>(c.Hq), static_cast<long>(c.Hkv), static_cast<long>(c.T),
@@ -82,18 +67,8 @@ TEST(CpuDecodeAttention, Bf16WithinAStepOfSdpa) {
                    v = at::randn({c.B, c.Hkv, c.T, c.D}).to(at::kBFloat16);
         const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
         const auto got = kernels::cpu_decode_attention(q, k, v, {}, scale), theirs = sdpa(q, k, v, {}, scale);
-        const auto truth = exact(q, k, v, {}, scale);
-        const double ours_err = max_abs(got, truth), sdpa_err = max_abs(theirs, truth);
-        const double apart = (got != theirs).to(at::kDouble).mean().item<double>();
-        // One bf16 step of the output's magnitude (8 significant bits), and a little more for
-        // the weights' own bf16 rounding, which both sides share but sum in another order.
-        const double step = truth.abs().max().item<double>() / 128;
-        std::printf("bf16 T%ld D%ld: max abs error %.3g (SDPA's %.3g), %.2f %% of elements apart from SDPA by up to %.3g\n",
-                    static_cast<long>(c.T), static_cast<long>(c.D), ours_err, sdpa_err, 100 * apart,
-                    max_abs(got, theirs));
-        EXPECT_LE(max_abs(got, theirs), step);
-        EXPECT_LE(ours_err, sdpa_err + step / 2);
-        EXPECT_LT(apart, 0.2);
+        const std::string what = "T" + std::to_string(c.T) + " D" + std::to_string(c.D);
+        testing::expect_bf16_like_sdpa(what.c_str(), got, theirs, exact_attention(q, k, v, {}, scale), 0.2);
     }
 }
 
@@ -114,14 +89,14 @@ TEST(CpuDecodeAttention, MasksOfEachKind) {
         SCOPED_TRACE(name);
         const auto additive_form = mask.scalar_type() == at::kBool ? additive : mask;
         const auto got = kernels::cpu_decode_attention(q, k, v, mask, scale);
-        const double err = max_abs(got, exact(q, k, v, additive_form, scale));
+        const double err = max_abs(got, exact_attention(q, k, v, additive_form, scale));
         std::printf("mask %s: max abs error %.3g\n", name, err);
         EXPECT_LE(err, 2e-6);
     }
     // bf16 with a bf16 additive mask, as sdpa_additive_mask makes it for a bf16 decode
     const auto got16 = kernels::cpu_decode_attention(q.to(at::kBFloat16), k.to(at::kBFloat16), v.to(at::kBFloat16),
                                                      additive.to(at::kBFloat16), scale);
-    EXPECT_LE(max_abs(got16, exact(q.to(at::kBFloat16), k.to(at::kBFloat16), v.to(at::kBFloat16), additive, scale)),
+    EXPECT_LE(max_abs(got16, exact_attention(q.to(at::kBFloat16), k.to(at::kBFloat16), v.to(at::kBFloat16), additive, scale)),
               0.02);
     // Every key masked: zeros, as SDPA gives.
     const auto none = at::zeros({B, 1, 1, T}, at::kBool);
